@@ -1,0 +1,3 @@
+"""bigcode-cli: code completion from the shell with GPTBigCode models."""
+
+__version__ = "0.1.0"

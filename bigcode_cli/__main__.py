@@ -1,0 +1,3 @@
+from bigcode_cli.cli import main
+
+main()

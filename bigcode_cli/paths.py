@@ -1,0 +1,31 @@
+"""Every on-disk location the project uses comes from here."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def bigcode_home() -> Path:
+    """The root of our files: BIGCODE_HOME, else $XDG_CACHE_HOME/bigcode, else ~/.cache/bigcode."""
+    explicit = os.environ.get("BIGCODE_HOME")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "bigcode"
+
+
+def models_dir() -> Path:
+    """Where pulled and imported checkpoints live."""
+    return bigcode_home() / "models"
+
+
+def history_file() -> Path:
+    """The REPL's persistent input history."""
+    return bigcode_home() / "repl_history"
+
+
+def bundled_dir() -> Path:
+    """The checkpoints shipped inside the package."""
+    return Path(__file__).resolve().parent / "bundled"
