@@ -1,0 +1,131 @@
+"""Reading checkpoint weights into our model: safetensors (single or sharded) or .bin, with one copy in memory.
+
+The model is built on the meta device and the loaded tensors are assigned in place of its parameters
+(`load_state_dict(assign=True)`), so peak memory is about one copy of the weights.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from bigcode_cli.config import GPTBigCodeConfig
+from bigcode_cli.errors import CheckpointError
+from bigcode_cli.model import HEAD_KEYS, TASKS, GPTBigCodePreTrained
+
+# keys older transformers versions saved that carry no weights we need
+_IGNORED_SUFFIXES = (".attn.masked_bias", ".attn.bias")
+_IGNORED_KEYS = {"transformer.bias"}
+_HEAD_NAMES = {"causal-lm": "language-model (lm_head)", "sequence-classification": "sequence-classification (score)",
+               "token-classification": "token-classification (classifier)"}
+_FINETUNE_HINT = {"sequence-classification": "make one with `bigcode finetune classify`",
+                  "token-classification": "make one with `bigcode finetune tag`",
+                  "causal-lm": "use a causal-LM checkpoint such as the bundled bigcode-tiny"}
+
+
+def weight_files(directory: Path) -> list[Path]:
+    """The checkpoint's weight files, safetensors preferred, shards in index order."""
+    for index_name, single in (("model.safetensors.index.json", "model.safetensors"),
+                               ("pytorch_model.bin.index.json", "pytorch_model.bin")):
+        index = directory / index_name
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise CheckpointError(f"{index} is not a valid shard index: {exc}") from None
+            shards = list(dict.fromkeys(weight_map.values()))
+            missing = [s for s in shards if not (directory / s).is_file()]
+            if missing:
+                raise CheckpointError(f"{directory} is missing weight shard(s) {', '.join(missing)} named in {index_name}")
+            return [directory / s for s in shards]
+        if (directory / single).is_file():
+            return [directory / single]
+    raise CheckpointError(
+        f"{directory} has no weights (model.safetensors, sharded safetensors or pytorch_model.bin)"
+    )
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of one weight file, memory-mapped where the format allows."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        # .bin is a pickle: weights_only refuses anything but tensors, so no code can run
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # safetensors and torch raise many types for truncated or corrupt files
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path} is truncated or corrupt ({message}); re-download or re-import the checkpoint") from None
+
+
+def load_state_dict(directory: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint, keyed like our modules (a bare-backbone checkpoint gets `transformer.`)."""
+    tensors: dict[str, torch.Tensor] = {}
+    for path in weight_files(directory):
+        tensors.update(read_tensors(path))
+    if tensors and not any(k.startswith("transformer.") for k in tensors):
+        tensors = {f"transformer.{k}": v for k, v in tensors.items()}
+    return {k: v for k, v in tensors.items() if k not in _IGNORED_KEYS and not k.endswith(_IGNORED_SUFFIXES)}
+
+
+def checkpoint_dtype(state: dict[str, torch.Tensor]) -> torch.dtype:
+    """The dtype most of the floating-point weights are stored in."""
+    counts: dict[torch.dtype, int] = {}
+    for tensor in state.values():
+        if tensor.is_floating_point():
+            counts[tensor.dtype] = counts.get(tensor.dtype, 0) + tensor.numel()
+    return max(counts, key=counts.get) if counts else torch.float32
+
+
+def build_model(config: GPTBigCodeConfig, task: str, state: dict[str, torch.Tensor], *,
+                dtype: torch.dtype, device: torch.device, source: str = "checkpoint",
+                new_head: bool = False) -> GPTBigCodePreTrained:
+    """Our model for `task` with the given weights; every parameter must come from `state` (or be a new head)."""
+    cls = TASKS[task]
+    with torch.device("meta"):
+        model = cls(config)
+    expected = set(model.state_dict())
+    head = HEAD_KEYS[task]
+    tied = task == "causal-lm" and config.tie_word_embeddings
+    present = set(state)
+    missing = expected - present
+    if tied:
+        missing.discard("lm_head.weight")
+    if head in missing and not new_head:
+        raise CheckpointError(
+            f"{source} has no {_HEAD_NAMES[task]} head; {_FINETUNE_HINT[task]}"
+        )
+    head_params = {k for k in expected if k.split(".")[0] == head.split(".")[0]}
+    if new_head:
+        missing -= head_params
+    if missing:
+        shown = ", ".join(sorted(missing)[:4]) + (" ..." if len(missing) > 4 else "")
+        raise CheckpointError(f"{source} does not match its config: missing weights {shown}")
+    other_heads = {k for k in present if k.split(".")[0] in ("lm_head", "score", "classifier")}
+    unexpected = present - expected - other_heads
+    if unexpected:
+        shown = ", ".join(sorted(unexpected)[:4]) + (" ..." if len(unexpected) > 4 else "")
+        raise CheckpointError(f"{source} does not match its config: unexpected weights {shown}")
+    usable = {k: v for k, v in state.items() if k in expected and not (new_head and k in head_params)}
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    for key, tensor in usable.items():
+        want = shapes[key]
+        if tensor.shape != want:
+            raise CheckpointError(
+                f"{source} does not match its config: {key} has shape {tuple(tensor.shape)}, config says {tuple(want)}"
+            )
+    model.load_state_dict(usable, strict=False, assign=True)
+    if new_head:
+        for name in head_params:
+            module = model.get_submodule(name.rsplit(".", 1)[0])
+            module.to_empty(device="cpu")
+            torch.nn.init.normal_(module.weight, 0.0, config.initializer_range)
+            if getattr(module, "bias", None) is not None:
+                torch.nn.init.zeros_(module.bias)
+    model.tie_weights()
+    model.to(device=device, dtype=dtype)
+    model.eval()
+    return model

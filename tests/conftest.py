@@ -1,0 +1,18 @@
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory, monkeypatch):
+    """Every test gets its own BIGCODE_HOME and Hugging Face cache."""
+    home = tmp_path_factory.mktemp("bigcode_home")
+    monkeypatch.setenv("BIGCODE_HOME", str(home))
+    monkeypatch.setenv("HF_HOME", str(home / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(home / "hf" / "hub"))
+    monkeypatch.delenv("BIGCODE_MODEL", raising=False)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    return home
