@@ -1,0 +1,105 @@
+"""Next-token choice: repetition penalty, temperature, top-k, top-p, then greedy or seeded sampling."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from bigcode_cli.errors import InputError
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How the next token is picked.
+
+    Defaults follow the BigCode evaluation harness for code (temperature 0.2, top-p 0.95):
+    close to greedy but not stuck in loops, and still varied across `-n` samples.
+    temperature 0 = greedy; top_k 0 = off; top_p 1.0 = off; repetition_penalty 1.0 = off;
+    seed None = a fresh random seed each run.
+    """
+
+    temperature: float = 0.2
+    top_k: int = 0
+    top_p: float = 0.95
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        # `not (x >= 0)` also rejects NaN
+        if not (self.temperature >= 0) or math.isinf(self.temperature):
+            raise InputError(f"--temperature must be a finite number >= 0 (0 = greedy), got {self.temperature}")
+        if not (0 < self.top_p <= 1):
+            raise InputError(f"--top-p must be in (0, 1] (1 = off), got {self.top_p}")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
+            raise InputError(f"--top-k must be an integer >= 0 (0 = off), got {self.top_k}")
+        if not (self.repetition_penalty > 0) or math.isinf(self.repetition_penalty):
+            raise InputError(f"--repetition-penalty must be a finite number > 0 (1 = off), got {self.repetition_penalty}")
+
+    @property
+    def greedy(self) -> bool:
+        """Whether the next token is the argmax rather than a sample."""
+        return self.temperature == 0
+
+
+def make_generator(params: SamplingParams, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator on `device`, seeded from params.seed (or randomly when it is None)."""
+    generator = torch.Generator(device=device)
+    if params.seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(params.seed)
+    return generator
+
+
+def apply_repetition_penalty(scores: torch.Tensor, seen_ids: torch.Tensor, penalty: float) -> torch.Tensor:
+    """Make already-seen tokens less likely: positive logits divided by penalty, negative ones multiplied."""
+    # scores (B, V), seen_ids (B, T)
+    if penalty == 1.0 or seen_ids.numel() == 0:
+        return scores
+    seen = scores.gather(1, seen_ids)
+    seen = torch.where(seen < 0, seen * penalty, seen / penalty)
+    return scores.scatter(1, seen_ids, seen)
+
+
+def apply_temperature(scores: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Divide logits by a positive temperature."""
+    return scores if temperature == 1.0 else scores / temperature
+
+
+def apply_top_k(scores: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Keep the top_k highest logits per row (ties with the k-th kept too); 0 = off."""
+    if top_k <= 0 or top_k >= scores.shape[-1]:
+        return scores
+    kth = torch.topk(scores, top_k, dim=-1).values[..., -1:]  # (B, 1)
+    return scores.masked_fill(scores < kth, -math.inf)
+
+
+def apply_top_p(scores: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the smallest set of tokens whose probability adds up to at least top_p (never none); 1 = off."""
+    if top_p >= 1.0:
+        return scores
+    ordered, order = torch.sort(scores, dim=-1, descending=True)  # (B, V)
+    probs = ordered.softmax(dim=-1)
+    mass_before = probs.cumsum(dim=-1) - probs  # probability of the strictly better tokens
+    drop_sorted = mass_before >= top_p
+    drop_sorted[..., 0] = False
+    drop = drop_sorted.scatter(1, order, drop_sorted)
+    return scores.masked_fill(drop, -math.inf)
+
+
+def next_tokens(logits: torch.Tensor, generated_ids: torch.Tensor | None, params: SamplingParams,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Pick one token per row from the last-position logits."""
+    # logits (B, V); generated_ids (B, T): prompt + generated so far, for the repetition penalty
+    scores = logits.float()
+    if generated_ids is not None:
+        scores = apply_repetition_penalty(scores, generated_ids.to(scores.device, torch.long), params.repetition_penalty)
+    if params.greedy:
+        return scores.argmax(dim=-1)  # (B,)
+    scores = apply_temperature(scores, params.temperature)
+    scores = apply_top_k(scores, params.top_k)
+    scores = apply_top_p(scores, params.top_p)
+    probs = scores.softmax(dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)  # (B,)
