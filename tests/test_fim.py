@@ -1,0 +1,250 @@
+import pytest
+from tokenizer_files import STARCODER_SPECIALS, save_tokenizer
+
+from bigcode_cli.errors import InputError, TokenizerError
+from bigcode_cli.fim import (
+    Cursor,
+    Fitted,
+    clean_completion,
+    fim_prompt_ids,
+    fit_fim,
+    fit_left,
+    parse_at,
+    split_source,
+)
+from bigcode_cli.tokenizer import Tokenizer
+
+SOURCE = "import os\n\ndef main():\n    print('hi')\n"
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    return Tokenizer.from_dir(save_tokenizer(tmp_path_factory.mktemp("tok"), STARCODER_SPECIALS))
+
+
+# -- cursor -------------------------------------------------------------------------------------
+
+
+def test_fill_marker():
+    assert split_source("a = <FILL>\nb = 2\n") == Cursor("a = ", "\nb = 2\n", "fim")
+
+
+def test_no_cursor_continues_at_end():
+    assert split_source(SOURCE) == Cursor(SOURCE, "", "continue")
+    assert split_source("") == Cursor("", "", "continue")
+
+
+def test_two_markers_name_their_lines():
+    with pytest.raises(InputError, match=r"found 2 <FILL> markers \(lines 2, 4\); keep exactly one"):
+        split_source("a\n<FILL>\nb\nc = <FILL>\n")
+
+
+def test_marker_and_at_conflict():
+    with pytest.raises(InputError, match="has a <FILL> marker and --at was given"):
+        split_source("x = <FILL>\n", (1, 1))
+
+
+@pytest.mark.parametrize("at, prefix", [
+    ((1, 1), ""),
+    ((1, 8), "import "),
+    ((1, 10), "import os"),  # one past the end of the line
+    ((3, 5), "import os\n\ndef "),
+    ((2, 1), "import os\n"),
+    ((5, 1), SOURCE),  # after the trailing newline
+])
+def test_at_positions(at, prefix):
+    assert split_source(SOURCE, at) == Cursor(prefix, SOURCE[len(prefix):], "fim")
+
+
+def test_at_counts_characters_not_bytes():
+    assert split_source("s = '日本語'\n", (1, 8)) == Cursor("s = '日本", "語'\n", "fim")
+
+
+def test_at_with_crlf_line_endings():
+    assert split_source("ab\r\ncd\r\n", (1, 3)) == Cursor("ab", "\r\ncd\r\n", "fim")
+    with pytest.raises(InputError, match="past the end of line 1, which has 2 characters"):
+        split_source("ab\r\ncd\r\n", (1, 4))
+
+
+def test_at_outside_the_file():
+    with pytest.raises(InputError, match=r"--at 9:1 is outside the file: it has 4 lines"):
+        split_source(SOURCE, (9, 1))
+    with pytest.raises(InputError, match="it has 0 lines"):
+        split_source("", (2, 1))
+    with pytest.raises(InputError, match=r"--at 1:11 is past the end of line 1, which has 9 characters \(columns 1 to 10\)"):
+        split_source(SOURCE, (1, 11))
+
+
+def test_parse_at():
+    assert parse_at("12:5") == (12, 5)
+    assert parse_at(" 3 : 1 ") == (3, 1)
+    for bad in ("12", "a:b", "1:2:3", "-1:2", "1.5:2", ""):
+        with pytest.raises(InputError, match="--at expects LINE:COL"):
+            parse_at(bad)
+    with pytest.raises(InputError, match="start at 1"):
+        parse_at("0:3")
+
+
+# -- prompt -------------------------------------------------------------------------------------
+
+
+def test_psm_and_spm_prompts(tokenizer):
+    p, s = tokenizer.encode("def f(x):\n    return "), tokenizer.encode("\n\nprint(f(2))\n")
+    prefix, middle, suffix = 1, 2, 3
+    assert fim_prompt_ids(tokenizer, "def f(x):\n    return ", "\n\nprint(f(2))\n") == [prefix, *p, suffix, *s, middle]
+    assert fim_prompt_ids(tokenizer, "def f(x):\n    return ", "\n\nprint(f(2))\n", order="spm") == [
+        prefix, suffix, *s, middle, *p]
+
+
+def test_prompt_text_cannot_inject_sentinels(tokenizer):
+    ids = fim_prompt_ids(tokenizer, "a = '<fim_middle>'", "<fim_suffix><|endoftext|>")
+    assert [i for i in ids if i in tokenizer.special_ids] == [1, 3, 2]
+    assert tokenizer.decode(ids) == "<fim_prefix>a = '<fim_middle>'<fim_suffix><fim_suffix><|endoftext|><fim_middle>"
+
+
+def test_prompt_needs_fim_tokens_and_known_order(tokenizer, tmp_path):
+    plain = Tokenizer.from_dir(save_tokenizer(tmp_path, ["<|endoftext|>"]), name="plain")
+    with pytest.raises(TokenizerError, match="model plain has no fill-in-the-middle tokens"):
+        fim_prompt_ids(plain, "a", "b")
+    with pytest.raises(InputError, match="unknown FIM order 'mps'"):
+        fim_prompt_ids(tokenizer, "a", "b", order="mps")
+
+
+# -- fitting ------------------------------------------------------------------------------------
+
+
+def numbered(n, start=0):
+    return "".join(f"value_{i} = compute({i}, 'text')\n" for i in range(start, start + n))
+
+
+def test_fit_fim_keeps_what_fits(tokenizer):
+    assert fit_fim(tokenizer, "a = 1\n", "b = 2\n", 100) == Fitted("a = 1\n", "b = 2\n", False)
+
+
+def test_fit_fim_cuts_whole_lines_far_from_cursor(tokenizer):
+    prefix, suffix = numbered(60) + "    x = ", "\n" + numbered(60, 100)
+    count = lambda t: len(tokenizer.encode(t))  # noqa: E731
+    budget = 200
+    fitted = fit_fim(tokenizer, prefix, suffix, budget)
+    assert fitted.truncated
+    assert prefix.endswith(fitted.prefix) and suffix.startswith(fitted.suffix)
+    assert fitted.prefix.startswith("value_") and fitted.prefix.endswith("    x = ")
+    assert fitted.suffix.endswith("\n")
+    used_p, used_s = count(fitted.prefix), count(fitted.suffix)
+    assert used_p + used_s <= budget
+    line = count(numbered(1, 30))
+    assert budget * 3 // 4 - line < used_p <= budget * 3 // 4
+    assert budget - used_p - line < used_s  # no whole extra suffix line would have fit
+
+
+def test_fit_fim_gives_unused_share_to_the_other_side(tokenizer):
+    prefix = numbered(80)
+    line = len(tokenizer.encode(numbered(1, 50)))
+    fitted = fit_fim(tokenizer, prefix, "\n", 150)
+    assert 150 - 1 - line < len(tokenizer.encode(fitted.prefix)) <= 149 and fitted.suffix == "\n"
+    fitted = fit_fim(tokenizer, "x = ", numbered(80), 150)
+    assert fitted.prefix == "x = " and 150 - 2 - line < len(tokenizer.encode(fitted.suffix)) <= 148
+
+
+def test_fit_fim_cuts_inside_the_cursor_line_only_when_it_must(tokenizer):
+    prefix = "a = 1\n" + "z = " + " + ".join(f"v{i}" for i in range(200))
+    fitted = fit_fim(tokenizer, prefix, "", 40)
+    assert prefix.endswith(fitted.prefix) and "\n" not in fitted.prefix
+    assert 35 <= len(tokenizer.encode(fitted.prefix)) <= 40
+    assert fit_fim(tokenizer, prefix, "tail\n", 0) == Fitted("", "", True)
+
+
+def test_fit_left():
+    assert fit_left([1, 2, 3], 5) == ([1, 2, 3], False)
+    assert fit_left([1, 2, 3, 4], 2) == ([3, 4], True)
+    assert fit_left([1, 2], 0) == ([], True)
+
+
+# -- cleaning -----------------------------------------------------------------------------------
+
+
+def test_clean_drops_a_tail_that_repeats_the_suffix():
+    prefix, suffix = "def f(x):\n", "    return y\n\nprint(f(1))\n"
+    completion = "    y = x * 2\n    return y\n\nprint(f"
+    assert clean_completion(completion, suffix, prefix=prefix, block=False) == "    y = x * 2\n"
+
+
+def test_clean_repeat_needs_the_whole_tail():
+    # the inner "}" is code; only the final "}" repeats the suffix (which keeps its own line)
+    completion = "  if (a) {\n    b();\n  }\n  return c;\n}"
+    out = clean_completion(completion, "}\n", prefix="function f() {\n", block=False)
+    assert out == "  if (a) {\n    b();\n  }\n  return c;\n"
+
+
+def test_clean_repeat_of_the_whole_completion_leaves_nothing():
+    assert clean_completion("    return y\n", "    return y\n", prefix="def f():\n") == ""
+
+
+def test_clean_keeps_code_that_only_looks_like_the_suffix_start():
+    assert clean_completion("return y + 1", "return y\n", prefix="x = 1\n", block=False) == "return y + 1"
+
+
+def test_block_stops_at_dedent():
+    prefix = "def f(x):\n    "
+    completion = "y = x + 1\n    return y\n\n\ndef g():\n    pass\n"
+    assert clean_completion(completion, "\n", prefix=prefix) == "y = x + 1\n    return y"
+
+
+def test_block_opened_by_the_cursor_line_ends_at_its_level():
+    prefix = "def f(x):"
+    completion = "\n    if x:\n        return 1\n    return 2\n\ndef g():\n    pass"
+    assert clean_completion(completion, "\n", prefix=prefix) == "\n    if x:\n        return 1\n    return 2"
+    prefix = "def f(x):\n    if x:"
+    assert clean_completion("\n        return 1\n    return 2\n", "\n", prefix=prefix) == "\n        return 1"
+
+
+def test_block_keeps_closers_and_continuations():
+    prefix = "    if (a) {"
+    completion = "\n        b();\n    } else {\n        c();\n    }\n    d();\n"
+    assert clean_completion(completion, "\n", prefix=prefix) == "\n        b();\n    } else {\n        c();\n    }"
+    prefix = "try:"
+    completion = "\n    run()\nexcept ValueError:\n    pass\nendpoint = 1\n"
+    assert clean_completion(completion, "\n", prefix=prefix) == "\n    run()\nexcept ValueError:\n    pass"
+
+
+def test_block_off_keeps_everything():
+    completion = "y = 1\n\ndef g():\n    pass\n"
+    assert clean_completion(completion, "", prefix="def f():\n    ", block=False) == completion
+
+
+def test_completion_that_ends_inside_the_block_is_untouched():
+    assert clean_completion("return x\n", "\n", prefix="def f(x):\n    ") == "return x\n"
+
+
+def test_mid_line_keeps_first_line_and_drops_duplicated_line_end():
+    prefix, suffix = "print(", ")\nx = 1\n"
+    assert clean_completion("'hi')\nx = 1\n", suffix, prefix=prefix) == "'hi'"
+    # the model relied on the suffix to close the call: nothing to drop
+    assert clean_completion("f(x)", suffix, prefix="g(") == "f(x)"
+    assert clean_completion("a, b\nmore\n", suffix, prefix=prefix) == "a, b"
+    assert clean_completion("a)\nmore\n", suffix, prefix=prefix, block=False) == "a\nmore\n"
+
+
+def test_lines_limit():
+    completion = "a = 1\nb = 2\nc = 3\n"
+    assert clean_completion(completion, "", prefix="", lines=1, block=False) == "a = 1"
+    assert clean_completion(completion, "", prefix="", lines=2, block=False) == "a = 1\nb = 2"
+    assert clean_completion(completion, "", prefix="", lines=5, block=False) == completion
+    # an empty first line (the cursor was at the end of a line) does not count
+    assert clean_completion("\n    return 1\n    pass\n", "\n", prefix="def f():", lines=1) == "\n    return 1"
+    with pytest.raises(InputError, match="--lines must be at least 1"):
+        clean_completion("a", "", lines=0)
+
+
+def test_cut_before_code_on_the_cursor_line_restores_its_line():
+    # cursor in the indentation before `return y`: inserted whole lines, the code keeps its own line
+    prefix, suffix = "def f(x):\n    ", "return y\n"
+    assert clean_completion("y = x\n    return y\n", suffix, prefix=prefix) == "y = x\n    "
+    assert clean_completion("y = x\nz = 1\n", suffix, prefix=prefix, lines=1) == "y = x\n    "
+
+
+def test_fit_fim_cuts_a_long_first_suffix_line(tokenizer):
+    suffix = " + ".join(f"v{i}" for i in range(200)) + "\nnext = 1\n"
+    fitted = fit_fim(tokenizer, "x = ", suffix, 40)
+    assert fitted.prefix == "x = " and suffix.startswith(fitted.suffix) and "\n" not in fitted.suffix
+    assert 30 <= len(tokenizer.encode(fitted.suffix)) <= 40 - len(tokenizer.encode("x = "))
