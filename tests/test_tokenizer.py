@@ -158,3 +158,13 @@ def test_tokenizer_json_path_does_not_import_transformers(starcoder_dir):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_encode_and_decode_match_transformers(starcoder_dir, starcoder):
+    from transformers import AutoTokenizer
+
+    reference = AutoTokenizer.from_pretrained(str(starcoder_dir))
+    text = UNICODE_TEXT + "def f(x):\n\treturn x  # <fim_prefix> <|endoftext|>\n"
+    ids = starcoder.encode(text)
+    assert ids == reference(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    assert starcoder.decode(ids + [0]) == reference.decode(ids + [0], skip_special_tokens=False)
