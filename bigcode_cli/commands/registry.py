@@ -2,4 +2,8 @@
 
 from __future__ import annotations
 
-COMMANDS: list = []
+from bigcode_cli.commands.models import models_app
+
+COMMANDS: list = [
+    ("models", models_app),
+]
