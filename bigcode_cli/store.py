@@ -22,7 +22,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from bigcode_cli import checkpoint_files as ckpt
+from bigcode_cli import hub
 from bigcode_cli.errors import BigCodeError, CheckpointError, ModelNotFoundError, StoreError
 from bigcode_cli.paths import bundled_dir, models_dir
 
@@ -64,11 +65,8 @@ DEFAULT_REVISION = "main"
 
 _PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _REV_PART = re.compile(r"[A-Za-z0-9._-]+")
-_COMMIT = re.compile(r"[0-9a-f]{40}")
-_HF_BLOB_SHA256 = re.compile(r"[0-9a-f]{64}")
 
-# progress(filename, bytes done over the whole pull, bytes in the whole pull or 0 when unknown)
-Progress = Callable[[str, int, int], None]
+Progress = hub.Progress  # progress(filename, bytes done, bytes in the whole pull or 0 when unknown)
 
 
 @dataclass(frozen=True)
@@ -143,29 +141,21 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", "./", "../", "~")) or name in (".", "..")
 
 
+def _is_model_name(name: str) -> bool:
+    try:
+        base, _ = split_revision(name)
+        _name_parts(ALIASES.get(base, base))
+    except StoreError:
+        return False
+    return True
+
+
 def _refuse_remote_code_repo(repo_id: str) -> None:
     replacement = REMOTE_CODE_REPOS.get(repo_id.lower())
     if replacement:
         raise CheckpointError(
             f"{repo_id} needs trust_remote_code (custom modelling code from the hub), which bigcode never runs; "
             f"use {replacement}, the same weights converted to transformers' gpt_bigcode format")
-
-
-def _env_offline() -> bool:
-    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return value.strip().lower() in ("1", "true", "yes", "on")
-
-
-def hf_cache_dir() -> Path:
-    """The Hugging Face hub cache, read from the environment at call time (HF_HUB_CACHE, HF_HOME, XDG)."""
-    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    home = os.environ.get("HF_HOME")
-    if home:
-        return Path(home).expanduser() / "hub"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "huggingface" / "hub"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,25 +191,6 @@ def _find_entry(parts: tuple[str, ...], revision: str | None) -> Path | None:
     return None
 
 
-def _hf_snapshot(repo_id: str, revision: str | None) -> Path | None:
-    """A complete snapshot of repo_id in the Hugging Face cache (config and all weights present), or None."""
-    repo_dir = hf_cache_dir() / ("models--" + repo_id.replace("/", "--"))
-    revision = revision or DEFAULT_REVISION
-    if _COMMIT.fullmatch(revision):
-        commit = revision
-    else:
-        try:
-            commit = (repo_dir / "refs" / revision).read_text(encoding="utf-8").strip()
-        except OSError:
-            return None
-    if not _COMMIT.fullmatch(commit):
-        return None
-    snapshot = repo_dir / "snapshots" / commit
-    if (snapshot / "config.json").is_file() and ckpt.has_weights(snapshot):
-        return snapshot
-    return None
-
-
 def _resolved_entry(entry: Path, parts: tuple[str, ...]) -> ResolvedModel:
     manifest = _manifest(entry) or {}
     revision = manifest.get("revision") or unquote(entry.name)
@@ -229,13 +200,13 @@ def _resolved_entry(entry: Path, parts: tuple[str, ...]) -> ResolvedModel:
 
 
 def resolve(name: str, *, offline: bool = False, download: bool = False,
-            progress: Progress | None = None) -> ResolvedModel:
+            progress: hub.Progress | None = None) -> ResolvedModel:
     """Find the checkpoint a model name means (see the module docstring for the order)."""
     if not name or not name.strip():
         raise ModelNotFoundError("empty model name: pass an alias, owner/name or a checkpoint directory")
     local = Path(name).expanduser()
     if local.is_dir():
-        if (local / "config.json").is_file() or _looks_like_path(name):
+        if (local / "config.json").is_file() or _looks_like_path(name) or not _is_model_name(name):
             ckpt.check_checkpoint(local)
             return ResolvedModel(name, local.resolve(), "path")
     elif local.exists():
@@ -259,18 +230,18 @@ def resolve(name: str, *, offline: bool = False, download: bool = False,
         ckpt.check_remote_code(entry)
         return _resolved_entry(entry, parts)
     if len(parts) == 2:
-        snapshot = _hf_snapshot(repo_id, revision)
+        snapshot = hub.snapshot(repo_id, revision)
         if snapshot is not None:
             ckpt.check_checkpoint(snapshot)
             return ResolvedModel(_display(repo_id, revision), snapshot, "hf-cache", repo_id, revision or DEFAULT_REVISION)
-    offline = offline or _env_offline()
+    offline = offline or hub.env_offline()
     if len(parts) == 1:
         raise ModelNotFoundError(
             f"unknown model {name!r}: not a checkpoint directory, a bundled model ({', '.join(bundled_models()) or 'none installed'}), "
             f"an alias ({', '.join(ALIASES)}) or a name in {models_dir()}; hub models are named owner/name")
     if download and not offline:
         return pull(name, progress=progress)
-    where = f"looked in {models_dir()} and the Hugging Face cache {hf_cache_dir()}"
+    where = f"looked in {models_dir()} and the Hugging Face cache {hub.hf_cache_dir()}"
     hint = ("; you are offline (--offline or HF_HUB_OFFLINE=1): go online and run" if offline else "; get it with")
     raise ModelNotFoundError(f"{_display(repo_id, revision)} is not downloaded ({where}){hint} `bigcode models pull {name}`")
 
@@ -332,7 +303,7 @@ def _finish_entry(tmp: Path, final: Path, manifest: dict[str, Any], expected: di
     os.rename(tmp, final)
 
 
-def pull(name: str, revision: str | None = None, *, progress: Progress | None = None,
+def pull(name: str, revision: str | None = None, *, progress: hub.Progress | None = None,
          force: bool = False, offline: bool = False) -> ResolvedModel:
     """Download a hub checkpoint (config, tokenizer and weight files only) into our cache, atomically."""
     base, name_revision = split_revision(name)
@@ -354,126 +325,25 @@ def pull(name: str, revision: str | None = None, *, progress: Progress | None = 
     if not force:
         if (final / MANIFEST).is_file():
             return _resolved_entry(final, parts)
-        snapshot = _hf_snapshot(repo_id, rev)
+        snapshot = hub.snapshot(repo_id, rev)
         if snapshot is not None:
             ckpt.check_checkpoint(snapshot)
             return ResolvedModel(_display(repo_id, rev), snapshot, "hf-cache", repo_id, rev)
-    if offline or _env_offline():
+    if offline or hub.env_offline():
         raise ModelNotFoundError(
             f"cannot download {_display(repo_id, rev)}: offline (--offline or HF_HUB_OFFLINE=1); it is not in "
-            f"{models_dir()} or the Hugging Face cache {hf_cache_dir()}")
+            f"{models_dir()} or the Hugging Face cache {hub.hf_cache_dir()}")
     with _entry_lock(key, rev):
         if not force and (final / MANIFEST).is_file():  # another process finished it while we waited
             return _resolved_entry(final, parts)
         tmp = _tmp_dir(key, rev)
         try:
-            commit, expected = _download(repo_id, rev, tmp, progress)
+            commit, expected = hub.download(repo_id, rev, tmp, progress)
             _finish_entry(tmp, final, {"source": "pull", "name": _display(repo_id, rev), "repo_id": repo_id,
                                        "revision": rev, "commit": commit}, expected)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return ResolvedModel(_display(repo_id, rev), final, "downloaded", repo_id, rev)
-
-
-class _ByteCounter:
-    """Stands in for tqdm inside huggingface_hub downloads and forwards byte counts to a Progress."""
-
-    def __init__(self, progress: Progress | None, filename: str, done: list[int], total: int) -> None:
-        self._progress, self._filename, self._done, self._total = progress, filename, done, total
-
-    def factory(self, **_kwargs: Any) -> _ByteCounter:
-        return self
-
-    def update(self, n: int = 1) -> None:
-        self._done[0] += n
-        if self._progress is not None:
-            self._progress(self._filename, self._done[0], self._total)
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> _ByteCounter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-
-def _download(repo_id: str, revision: str, dest: Path, progress: Progress | None) -> tuple[str, dict[str, str]]:
-    """Fetch the files a checkpoint needs into dest; returns the commit and the hub's sha256 of LFS files."""
-    from huggingface_hub import HfApi, hf_hub_download
-
-    endpoint = os.environ.get("HF_ENDPOINT") or None  # read now: huggingface_hub reads it once at import
-    with _hub_errors(repo_id, revision):
-        info = HfApi(endpoint=endpoint).model_info(repo_id, revision=revision, files_metadata=True)
-        siblings = {s.rfilename: s for s in info.siblings or []}
-        commit = info.sha or revision
-        done = [0]
-
-        def fetch(filename: str, total: int) -> Path:
-            counter = _ByteCounter(progress, filename, done, total)
-            local = hf_hub_download(repo_id, filename, revision=commit, local_dir=dest, cache_dir=hf_cache_dir(),
-                                    endpoint=endpoint, tqdm_class=counter.factory)  # type: ignore[arg-type]
-            return Path(local)
-
-        if "config.json" not in siblings:
-            raise CheckpointError(f"{repo_id} has no config.json: it is not a transformers checkpoint")
-        wanted = [f for f in ckpt.CONFIG_FILES + ckpt.TOKENIZER_FILES if f in siblings]
-        total = sum(siblings[f].size or 0 for f in wanted)
-        fetch("config.json", total)
-        ckpt.check_checkpoint(dest)  # refuse remote code or a foreign model before fetching gigabytes
-        weights: list[str] = []
-        for index_name, single in ckpt.WEIGHT_LAYOUTS:
-            if index_name in siblings:
-                fetch(index_name, total)
-                weights = ckpt.index_shards(dest / index_name)
-                break
-            if single in siblings:
-                weights = [single]
-                break
-        if not weights:
-            raise CheckpointError(f"{repo_id}@{revision} has no model.safetensors or pytorch_model.bin weights")
-        missing = [w for w in weights if w not in siblings]
-        if missing:
-            raise CheckpointError(f"{repo_id}@{revision} lacks weight shard(s) {', '.join(missing)}")
-        rest = [f for f in wanted if f != "config.json"] + weights
-        total = sum(siblings[f].size or 0 for f in wanted + weights)
-        for filename in rest:
-            fetch(filename, total)
-    shutil.rmtree(dest / ".cache", ignore_errors=True)  # huggingface_hub's local-dir bookkeeping
-    expected = {f: s.lfs.sha256 for f, s in siblings.items() if s.lfs is not None and (dest / f).is_file()}
-    return commit, expected
-
-
-@contextmanager
-def _hub_errors(repo_id: str, revision: str) -> Iterator[None]:
-    """huggingface_hub and network failures as one-line BigCodeErrors."""
-    import httpx2
-    from huggingface_hub import errors as hf
-
-    where = os.environ.get("HF_ENDPOINT") or "the Hugging Face hub"
-    again = "nothing was saved; run the pull again"
-    try:
-        yield
-    except BigCodeError:
-        raise
-    except hf.GatedRepoError:
-        raise StoreError(f"{repo_id} is gated: accept its license on the hub, then log in with `hf auth login`") from None
-    except hf.RepositoryNotFoundError:
-        raise ModelNotFoundError(f"{repo_id} was not found on {where} (or it is private: log in with `hf auth login`)") from None
-    except hf.RevisionNotFoundError:
-        raise ModelNotFoundError(f"{repo_id} has no revision {revision!r}") from None
-    except hf.EntryNotFoundError as exc:
-        raise CheckpointError(f"{repo_id}@{revision} is missing a file: {_first_line(exc)}") from None
-    except hf.HfHubHTTPError as exc:
-        raise StoreError(f"download of {repo_id} failed: {_first_line(exc)}; {again}") from None
-    except (httpx2.HTTPError, OSError, ValueError) as exc:
-        raise StoreError(f"download of {repo_id} from {where} failed ({type(exc).__name__}: {_first_line(exc)}); {again}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def import_checkpoint(source: str | Path, name: str, *, force: bool = False) -> ResolvedModel:
@@ -560,8 +430,8 @@ def remove(name: str) -> list[Path]:
     if root.is_dir() and not any(root.iterdir()):
         root.rmdir()
     if not removed:
-        if len(parts) == 2 and _hf_snapshot(repo_id, revision):
-            raise StoreError(f"{_display(repo_id, revision)} lives in the Hugging Face cache {hf_cache_dir()}, which "
+        if len(parts) == 2 and hub.snapshot(repo_id, revision):
+            raise StoreError(f"{_display(repo_id, revision)} lives in the Hugging Face cache {hub.hf_cache_dir()}, which "
                              "bigcode does not manage: remove it with the `hf` command's cache tools")
         raise ModelNotFoundError(f"{_display(repo_id, revision)} is not in {models_dir()}")
     return removed
@@ -594,7 +464,8 @@ def list_models() -> list[dict[str, Any]]:
             parts = tuple(key_dir.name.split("--"))
             for entry in sorted(_cache_entries(key_dir.name)):
                 found.append(_resolved_entry(entry, parts))
-    found.extend(_hf_cache_models())
+    found.extend(ResolvedModel(_display(repo_id, rev), snap, "hf-cache", repo_id, rev)
+                 for repo_id, rev, snap in hub.cached_snapshots())
     rows = []
     for model in found:
         try:
@@ -604,34 +475,11 @@ def list_models() -> list[dict[str, Any]]:
     return rows
 
 
-def _hf_cache_models() -> list[ResolvedModel]:
-    """gpt_bigcode snapshots in the Hugging Face cache that a ref (branch or tag) points to."""
-    models = []
-    cache = hf_cache_dir()
-    if not cache.is_dir():
-        return models
-    for repo_dir in sorted(cache.glob("models--*--*")):
-        repo_id = repo_dir.name.removeprefix("models--").replace("--", "/", 1)
-        refs = repo_dir / "refs"
-        for ref in sorted(p for p in refs.rglob("*") if p.is_file()) if refs.is_dir() else []:
-            revision = ref.relative_to(refs).as_posix()
-            snapshot = _hf_snapshot(repo_id, revision)
-            if snapshot is None:
-                continue
-            try:
-                model_type = json.loads((snapshot / "config.json").read_text(encoding="utf-8")).get("model_type")
-            except (OSError, ValueError, AttributeError):
-                continue
-            if model_type == "gpt_bigcode":
-                models.append(ResolvedModel(_display(repo_id, revision), snapshot, "hf-cache", repo_id, revision))
-    return models
-
-
 def verify(name: str) -> dict[str, Any]:
     """Re-hash a model's files against the hashes recorded when it was pulled or imported; StoreError on mismatch."""
     model = resolve(name)
     if model.source == "hf-cache":
-        problems, checked = _verify_hf_snapshot(model.path)
+        problems, checked = hub.verify_snapshot(model.path)
     else:
         manifest = _manifest(model.path)
         if manifest is None or not isinstance(manifest.get("files"), dict):
@@ -651,21 +499,3 @@ def verify(name: str) -> dict[str, Any]:
         fix = f"`bigcode models pull --force {model.name}`" if model.repo_id else "a fresh `bigcode models import`"
         raise StoreError(f"{model.name} is corrupt: {'; '.join(problems)}; replace it with {fix}")
     return {"name": model.name, "source": model.source, "path": str(model.path), "files": checked, "ok": True}
-
-
-def _verify_hf_snapshot(snapshot: Path) -> tuple[list[str], int]:
-    """Check snapshot files against their blob names (sha256 for LFS files, git sha1 for the others)."""
-    problems, checked = [], 0
-    for path in sorted(p for p in snapshot.rglob("*") if p.is_file()):
-        blob = path.resolve().name
-        rel = path.relative_to(snapshot).as_posix()
-        if _HF_BLOB_SHA256.fullmatch(blob):
-            actual = ckpt.sha256_file(path)
-        elif re.fullmatch(r"[0-9a-f]{40}", blob):
-            actual = ckpt.git_blob_sha1(path)
-        else:
-            continue
-        checked += 1
-        if actual != blob:
-            problems.append(f"{rel} hash differs")
-    return problems, checked

@@ -123,13 +123,18 @@ def test_traversal_refusal_messages(capsys):
     assert (code, out) == (1, "") and err.startswith("error: invalid model name 'bigcode/../../x'")
 
 
-def test_local_directory_resolves_in_place(lm_dir, tmp_path):
+def test_local_directory_resolves_in_place(lm_dir, tmp_path, monkeypatch):
     model = store.resolve(str(lm_dir))
     assert (model.source, model.path) == ("path", lm_dir.resolve())
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(CheckpointError, match="no config.json"):
         store.resolve(str(empty))
+    nested = tmp_path / "a" / "b" / "c"
+    nested.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError, match="no config.json"):
+        store.resolve("a/b/c")
 
 
 def test_remote_code_is_refused(tmp_path, lm_dir):
@@ -271,6 +276,12 @@ def test_huggingface_cache_snapshot_is_used_in_place(hub, store_env, lm_files):
     listed = [m for m in store.list_models() if m["source"] == "hf-cache"]
     assert [m["name"] for m in listed] == [REPO] and listed[0]["tasks"] == ["causal-lm"]
     assert store.verify(REPO)["files"] == len(lm_files)
+    blob = (model.path / "model.safetensors").resolve()
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0x80
+    blob.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="model.safetensors hash differs"):
+        store.verify(REPO)
     with pytest.raises(StoreError, match="Hugging Face cache"):
         store.remove(REPO)
 
@@ -375,10 +386,11 @@ def test_models_commands_end_to_end(hub, lm_dir, store_env, capsys):
     assert lines[2].split("\t")[:6] == [REPO, "cache", "causal-lm", _params(rows[1]), "float32", "64"]
 
     code, out, _ = run_cli(capsys, "models", "info", REPO)
-    info = dict(line.split(None, 1) if "  " not in line else [s.strip() for s in line.split("  ", 1)]
-                for line in out.splitlines())
-    assert code == 0 and info["layers"] == "2" and info["multi-query"] == "yes" and info["path"] == str(path)
-    assert info["fim tokens"] == "<fim_prefix> (starcoder)"
+    lines = out.splitlines()
+    assert code == 0 and lines[0] == f"name         {REPO}" and lines[-1] == f"path         {path}"
+    for line in ("layers       2", "heads        4", "multi-query  yes", "context      64", "vocab        300",
+                 "fim tokens   <fim_prefix> (starcoder)", "tasks        causal-lm", "dtype        float32"):
+        assert line in lines
     code, out, _ = run_cli(capsys, "models", "info", REPO, "--json")
     assert json.loads(out)["commit"] == hub.repos[REPO].refs["main"]
 
