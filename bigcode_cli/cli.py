@@ -73,7 +73,7 @@ def run(args: list[str] | None = None) -> int:
     except click_exceptions.ClickException as exc:
         print_error(exc.format_message())
         return exc.exit_code
-    except (click_exceptions.Abort, typer.Abort):
+    except typer.Abort:
         return 130
     except BigCodeError as exc:
         if debug_enabled():

@@ -37,3 +37,13 @@ def save_checkpoint(directory: Path, task: str = "causal-lm", *, multi_query: bo
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(directory), safe_serialization=safe)
     return directory
+
+
+def save_lm_with_tokenizer(directory: Path, *, fim: bool = True, n_positions: int = 128, **kwargs) -> Path:
+    """A random causal-LM checkpoint plus a tiny byte-level BPE tokenizer (StarCoder FIM tokens unless fim=False)."""
+    from tokenizer_files import STARCODER_SPECIALS, save_tokenizer
+
+    save_checkpoint(directory, "causal-lm", vocab_size=360, n_positions=n_positions, pad_token_id=None, **kwargs)
+    specials = STARCODER_SPECIALS if fim else ["<|endoftext|>"]
+    save_tokenizer(directory, specials)
+    return directory

@@ -1,0 +1,66 @@
+"""Reading user text files strictly and writing them back atomically."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from bigcode_cli.errors import InputError
+
+
+def decode_text(data: bytes, name: str) -> str:
+    """UTF-8 text, or an InputError for binary or undecodable input."""
+    if b"\x00" in data[:65536]:
+        raise InputError(f"{name} looks like a binary file (it contains NUL bytes); give a text file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise InputError(f"{name} is not valid UTF-8 (bad byte at line {line}); convert it to UTF-8 first") from None
+
+
+def read_text(path: str) -> str:
+    """The text of a file, or of stdin for `-`, with one-line errors for every way that can fail."""
+    if path == "-":
+        try:
+            data = sys.stdin.buffer.read()
+        except (OSError, ValueError, AttributeError):
+            raise InputError("cannot read standard input (it is closed)") from None
+        return decode_text(data, "standard input")
+    file = Path(path)
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a directory; give a file") from None
+    except PermissionError:
+        raise InputError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return decode_text(data, path)
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Replace a file's content all at once: a temp file beside it, then a rename (mode kept)."""
+    target = Path(path)
+    try:
+        mode = target.stat().st_mode & 0o7777
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".bigcode", dir=target.parent)
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
