@@ -1,0 +1,176 @@
+"""The native model against transformers itself, on random checkpoints written by save_pretrained."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from checkpoints import save_checkpoint
+
+from bigcode_cli import engine
+from bigcode_cli.errors import BackendError
+
+FP32_TOL = 1e-4
+VARIANTS = {
+    "mqa": dict(multi_query=True),
+    "mha": dict(multi_query=False),
+    "mqa-noscale-untied": dict(multi_query=True, scale_softmax=False, tie=False),
+    "mha-untied": dict(multi_query=False, tie=False),
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpt")
+    made = {}
+    for name, kwargs in VARIANTS.items():
+        for task in ("causal-lm", "sequence-classification", "token-classification"):
+            made[name, task] = save_checkpoint(root / f"{name}-{task}", task, **kwargs)
+    return made
+
+
+def _ids(batch: int, length: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(3, 97, (batch, length), generator=generator)
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_causal_lm_logits_equal_transformers(checkpoints, variant, attn):
+    path = checkpoints[variant, "causal-lm"]
+    ours = engine.load(path, "causal-lm", attn=attn)
+    ref = engine.load(path, "causal-lm", engine="transformers", attn=attn)
+    ids = _ids(3, 17)
+    with torch.inference_mode():
+        assert (ours(ids) - ref(ids)).abs().max().item() <= FP32_TOL
+
+
+@pytest.mark.parametrize("variant", ["mqa", "mha"])
+def test_hidden_states_equal_transformers_base_model(checkpoints, variant):
+    from transformers import GPTBigCodeModel
+
+    path = checkpoints[variant, "causal-lm"]
+    ours = engine.load(path, "causal-lm", attn="eager")
+    ref = GPTBigCodeModel.from_pretrained(str(path), attn_implementation="eager").eval()
+    ids = _ids(2, 11)
+    with torch.inference_mode():
+        expected = ref(ids).last_hidden_state
+        got = ours.model.transformer(ids)
+    assert (got - expected).abs().max().item() <= FP32_TOL
+
+
+def _right_padded(lengths: list[int], pad: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = _ids(len(lengths), max(lengths), seed=3)
+    mask = torch.zeros_like(ids)
+    for row, n in enumerate(lengths):
+        mask[row, :n] = 1
+        ids[row, n:] = pad
+    return ids, mask
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("variant", ["mqa", "mha", "mqa-noscale-untied"])
+def test_sequence_classification_equals_transformers_on_mixed_lengths(checkpoints, variant, attn):
+    path = checkpoints[variant, "sequence-classification"]
+    ours = engine.load(path, "sequence-classification", attn=attn)
+    ref = engine.load(path, "sequence-classification", engine="transformers", attn=attn)
+    ids, mask = _right_padded([9, 4, 13, 1])
+    with torch.inference_mode():
+        got, expected = ours(ids, mask), ref(ids, mask)
+    assert got.shape == (4, 3)
+    assert (got - expected).abs().max().item() <= FP32_TOL
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("variant", ["mqa", "mha"])
+def test_token_classification_equals_transformers_on_mixed_lengths(checkpoints, variant, attn):
+    path = checkpoints[variant, "token-classification"]
+    ours = engine.load(path, "token-classification", attn=attn)
+    ref = engine.load(path, "token-classification", engine="transformers", attn=attn)
+    ids, mask = _right_padded([7, 12, 3])
+    with torch.inference_mode():
+        got, expected = ours(ids, mask), ref(ids, mask)
+    real = mask.bool()
+    assert (got[real] - expected[real]).abs().max().item() <= FP32_TOL
+    assert torch.equal(got[real].argmax(-1), expected[real].argmax(-1))
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("variant", ["mqa", "mha"])
+def test_incremental_decoding_with_cache_equals_full_forward(checkpoints, variant, attn):
+    runner = engine.load(checkpoints[variant, "causal-lm"], "causal-lm", attn=attn)
+    ids = _ids(2, 15)
+    with torch.inference_mode():
+        full = runner(ids)
+        cache = runner.new_cache(2, 32)
+        pieces = [runner(ids[:, :8], cache=cache), runner(ids[:, 8:9], cache=cache), runner(ids[:, 9:], cache=cache)]
+    assert cache.length == 15
+    assert (torch.cat(pieces, dim=1) - full).abs().max().item() <= FP32_TOL
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("variant", ["mqa", "mha"])
+def test_left_padded_batch_equals_each_sequence_alone(checkpoints, variant, attn):
+    runner = engine.load(checkpoints[variant, "causal-lm"], "causal-lm", attn=attn)
+    lengths = [10, 4, 7]
+    width = max(lengths)
+    rows = [_ids(1, n, seed=10 + i)[0] for i, n in enumerate(lengths)]
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for r, row in enumerate(rows):
+        ids[r, width - len(row) :] = row
+        mask[r, width - len(row) :] = 1
+    with torch.inference_mode():
+        batched = runner(ids, mask)
+        # and one more decoding step with the cache, still left-padded
+        cache = runner.new_cache(len(rows), width + 1)
+        runner(ids, mask, cache=cache)
+        nxt = torch.tensor([[5], [6], [7]])
+        step = runner(nxt, torch.cat([mask, torch.ones(3, 1, dtype=mask.dtype)], 1), cache=cache)
+        for r, row in enumerate(rows):
+            alone = runner(row.unsqueeze(0))
+            assert (batched[r, width - len(row) :] - alone[0]).abs().max().item() <= FP32_TOL
+            alone_next = runner(torch.cat([row, nxt[r]]).unsqueeze(0))[:, -1]
+            assert (step[r, -1] - alone_next[0]).abs().max().item() <= FP32_TOL
+
+
+def test_bf16_error_is_no_worse_than_transformers_bf16(checkpoints):
+    """bf16 keeps 8 bits of mantissa, so logits differ from fp32 by ~1e-2; we must not add error on top of that.
+
+    Tolerance: our bf16 error against the fp32 reference may be at most 1.5x transformers' own bf16 error
+    (plus 1e-2 slack for rounding-order differences on tiny values).
+    """
+    path = checkpoints["mqa", "causal-lm"]
+    ids = _ids(2, 16)
+    with torch.inference_mode():
+        exact = engine.load(path, "causal-lm", engine="transformers", attn="eager")(ids)
+        for attn in ("eager", "sdpa"):
+            ours = engine.load(path, "causal-lm", attn=attn, dtype="bfloat16")
+            ref = engine.load(path, "causal-lm", engine="transformers", attn=attn, dtype="bfloat16")
+            assert ours.dtype == torch.bfloat16
+            ours_err = (ours(ids).float() - exact).abs().max().item()
+            ref_err = (ref(ids).float() - exact).abs().max().item()
+            assert ours_err <= 1.5 * ref_err + 1e-2, (attn, ours_err, ref_err)
+
+
+def test_auto_backend_is_sdpa_without_cuda(checkpoints):
+    runner = engine.load(checkpoints["mqa", "causal-lm"], "causal-lm")
+    assert runner.backend == ("flash" if torch.cuda.is_available() else "sdpa")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_flash_on_cpu_is_a_clear_one_line_error(checkpoints):
+    with pytest.raises(BackendError) as info:
+        engine.load(checkpoints["mqa", "causal-lm"], "causal-lm", attn="flash")
+    message = str(info.value)
+    assert "\n" not in message and "flash" in message and "eager and sdpa work here" in message
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU with flash-attn")
+def test_flash_matches_sdpa_on_gpu(checkpoints):
+    pytest.importorskip("flash_attn")
+    path = checkpoints["mqa", "causal-lm"]
+    ids = _ids(2, 33).cuda()
+    with torch.inference_mode():
+        flash = engine.load(path, "causal-lm", attn="flash", device="cuda", dtype="bfloat16")(ids).float()
+        sdpa = engine.load(path, "causal-lm", attn="sdpa", device="cuda", dtype="bfloat16")(ids).float()
+    assert (flash - sdpa).abs().max().item() < 5e-2
