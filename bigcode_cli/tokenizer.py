@@ -164,6 +164,11 @@ class Tokenizer:
         """Ids of `text` as plain text: no special tokens added, special-token spellings not matched."""
         return self._backend.encode(text, add_special_tokens=False).ids
 
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Ids of `text` (exactly as `encode`) and each token's (start, end) character span in `text`."""
+        encoding = self._backend.encode(text, add_special_tokens=False)
+        return encoding.ids, [tuple(span) for span in encoding.offsets]
+
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
         """The text of `ids`, special tokens spelled out unless skipped."""
         return self._backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)

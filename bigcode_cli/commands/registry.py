@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from bigcode_cli.commands.classify import classify
 from bigcode_cli.commands.complete import complete
 from bigcode_cli.commands.generate import generate, infill
 from bigcode_cli.commands.models import models_app
+from bigcode_cli.commands.repl import repl
+from bigcode_cli.commands.tag import tag
 
 COMMANDS: list = [
     ("complete", complete),
     ("generate", generate),
     ("infill", infill),
+    ("classify", classify),
+    ("tag", tag),
+    ("repl", repl),
     ("models", models_app),
 ]
