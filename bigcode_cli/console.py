@@ -38,12 +38,12 @@ def debug_enabled() -> bool:
 def print_error(message: str) -> None:
     """One line on stderr: `error: ...`."""
     text = " ".join(str(message).split())
-    stderr_console().print(f"[bold red]error:[/] {_escape(text)}")
+    stderr_console().print(f"[bold red]error:[/] {_escape(text)}", soft_wrap=True)
 
 
 def print_notice(message: str) -> None:
     """A one-line notice on stderr (truncation, fallbacks)."""
-    stderr_console().print(f"[yellow]note:[/] {_escape(message)}")
+    stderr_console().print(f"[yellow]note:[/] {_escape(message)}", soft_wrap=True)
 
 
 def _escape(text: str) -> str:

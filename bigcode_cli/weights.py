@@ -89,8 +89,10 @@ def build_model(config: GPTBigCodeConfig, task: str, state: dict[str, torch.Tens
         model = cls(config)
     expected = set(model.state_dict())
     head = HEAD_KEYS[task]
-    tied = task == "causal-lm" and config.tie_word_embeddings
     present = set(state)
+    other_heads = {k for k in present if k.split(".")[0] in ("lm_head", "score", "classifier")}
+    # a tied lm_head needs no weights of its own, but a classifier checkpoint is not a language model
+    tied = task == "causal-lm" and config.tie_word_embeddings and not other_heads
     missing = expected - present
     if tied:
         missing.discard("lm_head.weight")
@@ -104,7 +106,6 @@ def build_model(config: GPTBigCodeConfig, task: str, state: dict[str, torch.Tens
     if missing:
         shown = ", ".join(sorted(missing)[:4]) + (" ..." if len(missing) > 4 else "")
         raise CheckpointError(f"{source} does not match its config: missing weights {shown}")
-    other_heads = {k for k in present if k.split(".")[0] in ("lm_head", "score", "classifier")}
     unexpected = present - expected - other_heads
     if unexpected:
         shown = ", ".join(sorted(unexpected)[:4]) + (" ..." if len(unexpected) > 4 else "")

@@ -19,6 +19,9 @@ def save_checkpoint(directory: Path, task: str = "causal-lm", *, multi_query: bo
         GPTBigCodeForTokenClassification,
     )
 
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
     classes = {"causal-lm": GPTBigCodeForCausalLM, "sequence-classification": GPTBigCodeForSequenceClassification,
                "token-classification": GPTBigCodeForTokenClassification}
     config = GPTBigCodeConfig(
