@@ -7,7 +7,6 @@ from bigcode_cli.commands.complete import complete
 from bigcode_cli.commands.generate import generate, infill
 from bigcode_cli.commands.models import models_app
 from bigcode_cli.commands.repl import repl
-from bigcode_cli.commands.repl import repl
 from bigcode_cli.commands.tag import tag
 
 COMMANDS: list = [
@@ -16,7 +15,6 @@ COMMANDS: list = [
     ("infill", infill),
     ("classify", classify),
     ("tag", tag),
-    ("repl", repl),
     ("repl", repl),
     ("models", models_app),
 ]
