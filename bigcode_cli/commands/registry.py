@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bigcode_cli.commands.classify import classify
 from bigcode_cli.commands.complete import complete
+from bigcode_cli.commands.finetune import finetune_app
 from bigcode_cli.commands.generate import generate, infill
 from bigcode_cli.commands.models import models_app
 from bigcode_cli.commands.repl import repl
@@ -15,6 +16,7 @@ COMMANDS: list = [
     ("infill", infill),
     ("classify", classify),
     ("tag", tag),
+    ("finetune", finetune_app),
     ("repl", repl),
     ("models", models_app),
 ]
