@@ -49,7 +49,11 @@ def models(tmp_path_factory) -> dict[str, Path]:
     langid = save_checkpoint(root / "langid", "sequence-classification", vocab_size=400, num_labels=3,
                              id2label=labels, label2id={v: k for k, v in labels.items()})
     save_tokenizer(langid, STARCODER_SPECIALS)
-    return {"lm": lm, "other": other, "langid": langid}
+    tags = {0: "O", 1: "B-KEY", 2: "I-KEY"}
+    tagger = save_checkpoint(root / "tagger", "token-classification", vocab_size=400, num_labels=3,
+                             id2label=tags, label2id={v: k for k, v in tags.items()}, seed=3)
+    save_tokenizer(tagger, STARCODER_SPECIALS)
+    return {"lm": lm, "other": other, "langid": langid, "tagger": tagger}
 
 
 def greedy(**changes):
@@ -226,6 +230,29 @@ def test_classify_mode_uses_the_classification_service(models):
     assert session.out.getvalue().startswith(f"{expected.label}\t{expected.score:.4f}\t(")
 
 
+def test_tag_mode_uses_the_tagging_service(models):
+    from bigcode_cli.batching import Batcher
+    from bigcode_cli.tagging import spans_from_tokens, token_predictions
+
+    text = 'key = "sk-123456"\n'
+    session = new_session(models)
+    drive(session, f"/mode tag {models['tagger']}" + ENTER + 'key = "sk-123456"' + ENTER + ENTER + "/quit" + ENTER)
+    loaded = open_model(str(models["tagger"]), "token-classification")
+    scored = Batcher(loaded.runner, loaded.tokenizer, offsets=True).run([text])[0]
+    spans = spans_from_tokens(text, scored.encoded.offsets, token_predictions(scored.logits, loaded.runner.config.labels()))
+    rows = [f"{s.label}\t{s.start}-{s.end}\t{s.score:.3f}\t{s.text!r}\n" for s in spans]
+    assert spans and session.out.getvalue() == "".join(rows)
+    assert session.transcript.turns[-2].mode == "tag"
+
+
+def test_device_and_dtype_reload_the_model(models, capsys):
+    session = new_session(models)
+    drive(session, "/dtype bfloat16" + ENTER + "/device cpu" + ENTER + "/dtype float64" + ENTER + "/quit" + ENTER)
+    assert str(session.current.runner.dtype) == "torch.bfloat16"
+    assert (session.options.dtype, session.options.device) == ("bfloat16", "cpu")
+    assert "error: unknown dtype 'float64'; choose auto, float32, bfloat16, float16" in capsys.readouterr().err
+
+
 def test_save_writes_the_transcript(models, tmp_path):
     session = new_session(models)
     text_file, json_file = tmp_path / "session.py", tmp_path / "session.jsonl"
@@ -240,6 +267,21 @@ def test_save_writes_the_transcript(models, tmp_path):
 
 
 # -- small pieces ------------------------------------------------------------------------------------
+
+
+def test_model_text_is_plain_text_never_markup_or_escapes():
+    from bigcode_cli.repl.output import TurnPrinter
+
+    out = io.StringIO()
+    printer = TurnPrinter(out, colour=True, language="python")
+    printer.width = 80
+    printer.start("    ")
+    printer.write("x = [bold]1[/bold]")
+    printer.write("  # \x1b[31mred\n")
+    printer.finish()
+    screen = out.getvalue()
+    assert screen.startswith("\r\x1b[K") and screen.endswith("\n")
+    assert ANSI.sub("", screen.rsplit("\r\x1b[K", 1)[1]) == '    x = [bold]1[/bold]  # \\x1b[31mred\n'
 
 
 def test_enter_runs_only_on_an_empty_last_line():
@@ -290,6 +332,16 @@ def test_scripted_repl_reads_turns_from_stdin(models, capsys, monkeypatch):
     assert out == expected + ("" if expected.endswith("\n") else "\n")
     assert "error: unknown command /nope" in err
     assert code == 1
+
+
+def test_scripted_repl_stops_at_ctrl_c_with_130(models):
+    from bigcode_cli.repl.loop import scripted
+
+    session = new_session(models, out=StopAfterFirstText(), settings=greedy(max_new_tokens=50), interactive=False)
+    assert scripted(session, ["/lang rust\n", "\n", "x = 1\n", "\n", "/set temperature 0.9\n"]) == 130
+    assert session.language == "rust"
+    assert session.transcript.turns[-1].interrupted
+    assert session.settings.sampling.temperature == 0.0  # the turns after Ctrl-C did not run
 
 
 def test_end_to_end_in_a_pseudo_terminal(models, tmp_path):

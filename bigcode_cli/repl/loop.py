@@ -30,6 +30,7 @@ def _history() -> Any:
 def prompt_session(session: Session, *, input: Any = None, output: Any = None) -> Any:
     """The prompt-toolkit PromptSession wired to the session: keys, toolbar, completion, highlighting, history."""
     from prompt_toolkit import PromptSession
+    from prompt_toolkit.completion import ThreadedCompleter
     from prompt_toolkit.lexers import DynamicLexer, PygmentsLexer
     from prompt_toolkit.styles import Style
 
@@ -52,7 +53,7 @@ def prompt_session(session: Session, *, input: Any = None, output: Any = None) -
         key_bindings=repl_key_bindings(),
         history=_history(),
         lexer=DynamicLexer(current_lexer),
-        completer=SlashCompleter(session.commands, session),
+        completer=ThreadedCompleter(SlashCompleter(session.commands, session)),
         complete_while_typing=True,
         bottom_toolbar=lambda: toolbar(session),
         style=Style.from_dict(STYLE),
