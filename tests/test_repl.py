@@ -192,6 +192,13 @@ def test_ctrl_c_during_generation_keeps_the_text_and_the_session(models, capsys)
     assert session.settings.sampling.temperature == 0.3
 
 
+def test_history_persists_and_ctrl_r_finds_it(models):
+    drive(new_session(models), "y = 2" + ENTER + ENTER + "/quit" + ENTER)
+    session = new_session(models)  # a new session reads the history file back
+    drive(session, "\x12" + "y =" + ENTER + ESC_ENTER + "/quit" + ENTER)
+    assert [t.input for t in session.transcript.turns] == ["y = 2\n", "/quit"]
+
+
 def test_ctrl_c_at_the_prompt_clears_the_input(models):
     session = new_session(models)
     drive(session, "def half_typed(" + CTRL_C + "/quit" + ENTER)
@@ -239,7 +246,8 @@ def test_tag_mode_uses_the_tagging_service(models):
     drive(session, f"/mode tag {models['tagger']}" + ENTER + 'key = "sk-123456"' + ENTER + ENTER + "/quit" + ENTER)
     loaded = open_model(str(models["tagger"]), "token-classification")
     scored = Batcher(loaded.runner, loaded.tokenizer, offsets=True).run([text])[0]
-    spans = spans_from_tokens(text, scored.encoded.offsets, token_predictions(scored.logits, loaded.runner.config.labels()))
+    predictions = token_predictions(scored.logits, loaded.runner.config.labels())
+    spans = spans_from_tokens(text, scored.encoded.offsets, predictions)
     rows = [f"{s.label}\t{s.start}-{s.end}\t{s.score:.3f}\t{s.text!r}\n" for s in spans]
     assert spans and session.out.getvalue() == "".join(rows)
     assert session.transcript.turns[-2].mode == "tag"

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from prompt_toolkit.application import get_app
 from prompt_toolkit.buffer import Buffer
-from prompt_toolkit.filters import Condition
+from prompt_toolkit.enums import DEFAULT_BUFFER
+from prompt_toolkit.filters import Condition, has_focus
 from prompt_toolkit.key_binding import KeyBindings
 
 INDENT = "    "
@@ -48,9 +49,10 @@ def new_line(buffer: Buffer) -> None:
 def repl_key_bindings() -> KeyBindings:
     """The REPL's bindings, on top of prompt-toolkit's emacs defaults (Ctrl-R search, Ctrl-D quit)."""
     bindings = KeyBindings()
-    typing_code = Condition(lambda: not get_app().current_buffer.text.lstrip().startswith("/"))
+    editing = has_focus(DEFAULT_BUFFER)  # not while Ctrl-R searching: there Enter takes the match
+    typing_code = editing & Condition(lambda: not get_app().current_buffer.text.lstrip().startswith("/"))
 
-    @bindings.add("enter")
+    @bindings.add("enter", filter=editing)
     def _enter(event) -> None:
         buffer = event.current_buffer
         state = buffer.complete_state
@@ -62,7 +64,7 @@ def repl_key_bindings() -> KeyBindings:
         else:
             new_line(buffer)
 
-    @bindings.add("escape", "enter")
+    @bindings.add("escape", "enter", filter=editing)
     def _run(event) -> None:
         event.current_buffer.validate_and_handle()
 

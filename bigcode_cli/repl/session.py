@@ -172,7 +172,7 @@ class Session:
         try:
             lexer_for(name)
         except ClassNotFound:
-            raise InputError(f"no highlighting for language {name!r}; try python, javascript, c, rust, go ...") from None
+            raise InputError(f"no highlighting for language {name!r}; try python, javascript, c, rust or go") from None
         self.language = name
 
     # -- turns -------------------------------------------------------------------------------------
