@@ -80,6 +80,27 @@ def checkpoint_dtype(state: dict[str, torch.Tensor]) -> torch.dtype:
     return max(counts, key=counts.get) if counts else torch.float32
 
 
+def use_input_major_weights(model: torch.nn.Module) -> None:
+    """Store every Linear weight as (in, out) in memory, still seen as the usual (out, in) view.
+
+    F.linear then hands BLAS a plain (M, K) @ (K, N) product, which for the one-row matmuls of decoding
+    runs about twice as fast on CPUs as the (out, in) layout (measured: benchmarks/model_speed.py).
+    The values and the state_dict keys are unchanged; a tied lm_head keeps sharing wte.
+    """
+    done: dict[int, torch.Tensor] = {}
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) or isinstance(module, torch.nn.Embedding):
+            weight = module.weight
+            if weight.dim() != 2 or not weight.is_contiguous():
+                continue
+            key = weight.data_ptr()
+            if key not in done:
+                done[key] = weight.detach().t().contiguous().t()
+            module.weight = torch.nn.Parameter(done[key], requires_grad=weight.requires_grad)
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+
+
 def build_model(config: GPTBigCodeConfig, task: str, state: dict[str, torch.Tensor], *,
                 dtype: torch.dtype, device: torch.device, source: str = "checkpoint",
                 new_head: bool = False) -> GPTBigCodePreTrained:
@@ -128,5 +149,7 @@ def build_model(config: GPTBigCodeConfig, task: str, state: dict[str, torch.Tens
                 torch.nn.init.zeros_(module.bias)
     model.tie_weights()
     model.to(device=device, dtype=dtype)
+    if device.type == "cpu" and dtype == torch.float32:
+        use_input_major_weights(model)
     model.eval()
     return model
