@@ -13,6 +13,8 @@ Decode rate = (N - 1) / (time(N new tokens) - time(1 new token)), measured the s
     transformers  model.generate() of transformers' GPTBigCodeForCausalLM (attn sdpa)
 Prefill = time of one forward over the prompt (native sdpa vs transformers sdpa).
 Runs are interleaved (A B A B ...) because this machine's memory bandwidth drifts; medians are reported.
+The measuring itself lives in bigcode_cli.bench (shared with `bigcode bench`); a decode rate is null
+when noise swamps every round (t(N) <= t(1)).
 """
 
 from __future__ import annotations
@@ -20,34 +22,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
+
+from bigcode_cli.bench import (
+    NoStopTokenizer,
+    decode_rate,
+    generate_seconds,
+    interleave,
+    prefill_seconds,
+    reference_generate_seconds,
+    reference_prefill_seconds,
+)
 
 SHAPES = {
     "116m": dict(n_embd=768, n_layer=12, n_head=12, vocab_size=49152),
     "tiny": dict(n_embd=256, n_layer=4, n_head=4, vocab_size=8192),
 }
-
-
-class _SilentTokenizer:
-    """Just enough tokenizer for generate(): no stop ids, no text (the benchmark measures the model loop)."""
-
-    stop_ids = frozenset()
-    eos_id = 0
-
-    def stream_decoder(self):
-        class _Decoder:
-            def push(self, _token: int) -> str:
-                return ""
-
-            def flush(self) -> str:
-                return ""
-
-        return _Decoder()
 
 
 def checkpoint(shape: str) -> Path:
@@ -63,40 +56,6 @@ def checkpoint(shape: str) -> Path:
     return path
 
 
-def native_generate(runner, prompt: list[int], new_tokens: int) -> float:
-    from bigcode_cli.generation import generate
-    from bigcode_cli.sampling import SamplingParams
-
-    started = time.perf_counter()
-    generate(runner, _SilentTokenizer(), prompt, max_new_tokens=new_tokens, params=SamplingParams(temperature=0))
-    return time.perf_counter() - started
-
-
-def hf_generate(model, prompt: list[int], new_tokens: int) -> float:
-    ids = torch.tensor([prompt])
-    started = time.perf_counter()
-    with torch.inference_mode():
-        model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                       do_sample=False, eos_token_id=None, pad_token_id=0)
-    return time.perf_counter() - started
-
-
-def native_prefill(runner, prompt: list[int]) -> float:
-    ids = torch.tensor([prompt])
-    started = time.perf_counter()
-    with torch.inference_mode():
-        runner(ids, cache=runner.new_cache(1, len(prompt) + 1), last_only=True)
-    return time.perf_counter() - started
-
-
-def hf_prefill(model, prompt: list[int]) -> float:
-    ids = torch.tensor([prompt])
-    started = time.perf_counter()
-    with torch.inference_mode():
-        model(ids, use_cache=True, logits_to_keep=1)
-    return time.perf_counter() - started
-
-
 def measure(shape: str, dtype: str, prompt_len: int, new_tokens: int, rounds: int) -> dict:
     """Interleaved decode and prefill timings of both engines for one setting."""
     from bigcode_cli import engine
@@ -105,25 +64,31 @@ def measure(shape: str, dtype: str, prompt_len: int, new_tokens: int, rounds: in
     native = engine.load(path, "causal-lm", attn="sdpa", dtype=dtype)
     reference = engine.load(path, "causal-lm", engine="transformers", attn="sdpa", dtype=dtype).model
     prompt = [(i * 7919) % (SHAPES[shape]["vocab_size"] - 100) + 50 for i in range(prompt_len)]
-    runs = {"native": [], "transformers": [], "native_prefill": [], "transformers_prefill": []}
-    native_generate(native, prompt, 4)
-    hf_generate(reference, prompt, 4)  # warm-up both
-    for _ in range(rounds):
-        for name, gen, model in (("native", native_generate, native), ("transformers", hf_generate, reference)):
-            one = gen(model, prompt, 1)
-            full = gen(model, prompt, new_tokens)
-            runs[name].append((new_tokens - 1) / max(full - one, 1e-9))
-        runs["native_prefill"].append(native_prefill(native, prompt))
-        runs["transformers_prefill"].append(hf_prefill(reference, prompt))
-    med = {k: statistics.median(v) for k, v in runs.items()}
+    silent = NoStopTokenizer()
+    generate_seconds(native, silent, prompt, 4)
+    reference_generate_seconds(reference, prompt, 4)  # warm-up both
+    tasks = {
+        "native": lambda: {"tok_s": decode_rate(lambda n: generate_seconds(native, silent, prompt, n), new_tokens)},
+        "transformers": lambda: {"tok_s": decode_rate(lambda n: reference_generate_seconds(reference, prompt, n),
+                                                      new_tokens)},
+        "native_prefill": lambda: {"s": prefill_seconds(native, prompt)},
+        "transformers_prefill": lambda: {"s": reference_prefill_seconds(reference, prompt)},
+    }
+    med = interleave(tasks, rounds)
+    native_tok_s, hf_tok_s = med["native"]["tok_s"], med["transformers"]["tok_s"]
+    native_prefill_s, hf_prefill_s = med["native_prefill"]["s"], med["transformers_prefill"]["s"]
     return {
         "shape": shape, "dtype": dtype, "prompt": prompt_len, "new_tokens": new_tokens, "rounds": rounds,
-        "native_tok_s": round(med["native"], 1), "transformers_tok_s": round(med["transformers"], 1),
-        "decode_ratio": round(med["native"] / med["transformers"], 2),
-        "native_prefill_s": round(med["native_prefill"], 4),
-        "transformers_prefill_s": round(med["transformers_prefill"], 4),
-        "prefill_ratio": round(med["transformers_prefill"] / med["native_prefill"], 2),
+        "native_tok_s": _round(native_tok_s, 1), "transformers_tok_s": _round(hf_tok_s, 1),
+        "decode_ratio": _round(native_tok_s / hf_tok_s if native_tok_s and hf_tok_s else None, 2),
+        "native_prefill_s": round(native_prefill_s, 4),
+        "transformers_prefill_s": round(hf_prefill_s, 4),
+        "prefill_ratio": round(hf_prefill_s / native_prefill_s, 2),
     }
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def main() -> None:

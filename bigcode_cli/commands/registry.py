@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bigcode_cli.commands.bench import bench
 from bigcode_cli.commands.classify import classify
 from bigcode_cli.commands.complete import complete
 from bigcode_cli.commands.finetune import finetune_app
@@ -19,4 +20,5 @@ COMMANDS: list = [
     ("finetune", finetune_app),
     ("repl", repl),
     ("models", models_app),
+    ("bench", bench),
 ]
