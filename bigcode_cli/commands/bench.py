@@ -109,7 +109,7 @@ def _print_table(report: BenchReport) -> None:
     title = (f"{report.model}: {measured[0].device}, {measured[0].dtype}, prompt {report.prompt_tokens}, "
              f"{report.new_tokens} new tokens, median of {report.rounds}")
     table = Table("ENGINE", "ATTN", "LOAD S", "PREFILL MS", "PREFILL TOK/S", "DECODE TOK/S", "RATIO",
-                  box=None, header_style="bold", title=title, title_justify="left")
+                  box=None, header_style="bold")
     for column in table.columns:
         column.no_wrap = True
     for column in table.columns[2:]:
@@ -122,4 +122,6 @@ def _print_table(report: BenchReport) -> None:
         table.add_row(r.combo.engine, attn, _cell(r.load_s, ".2f"),
                       _cell(None if r.prefill_s is None else r.prefill_s * 1000, ".1f"),
                       _cell(r.prefill_tok_s, ".0f"), _cell(r.decode_tok_s, ".1f"), _cell(r.ratio, ".2f"))
-    stdout_console().print(table, markup=False)
+    console = stdout_console()
+    console.print(title, markup=False, soft_wrap=True)
+    console.print(table, markup=False)

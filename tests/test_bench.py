@@ -1,0 +1,203 @@
+"""`bigcode bench` and its measuring core: JSON Lines shape, skipped combinations, ratios, bad options.
+
+Speed itself is never asserted (DESIGN.md, Performance): the timings that must be exact are faked.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from checkpoints import save_lm_with_tokenizer
+
+from bigcode_cli import bench
+from bigcode_cli.cli import run
+from bigcode_cli.console import stdout_console
+from bigcode_cli.generation import generate
+from bigcode_cli.sampling import SamplingParams
+from bigcode_cli.tokenizer import Tokenizer
+
+FAST = ("--rounds", "1", "--new-tokens", "4", "--prompt-tokens", "16")
+FIELDS = {"model", "engine", "attn", "backend", "device", "dtype", "prompt_tokens", "new_tokens", "rounds", "load_s",
+          "prefill_ms", "prefill_tok_s", "decode_tok_s", "ratio", "skipped"}
+MEASURES = ("load_s", "prefill_ms", "prefill_tok_s", "decode_tok_s", "ratio")
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory):
+    return save_lm_with_tokenizer(tmp_path_factory.mktemp("bench") / "ckpt")  # context of 128
+
+
+@pytest.fixture
+def fake_timings(monkeypatch):
+    """Decode steps of 10 ms (native) and 20 ms (transformers), prefills of 4 ms: rates 100 and 50 tok/s."""
+    step = {"native": 0.01, "transformers": 0.02}
+    monkeypatch.setattr(bench, "generate_seconds", lambda runner, _tok, _prompt, n: step[runner.engine] * n)
+    monkeypatch.setattr(bench, "prefill_seconds", lambda _runner, _prompt: 0.004)
+
+
+def _run(capsys, *args):
+    code = run([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _records(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def test_json_lines_one_object_per_combination_with_flash_skipped_on_cpu(capsys, lm):
+    code, out, err = _run(capsys, "bench", "-m", lm, "--attn", "sdpa,flash", "--device", "cpu", *FAST)
+    assert code == 0, err
+    records = _records(out)  # stdout is not a terminal: JSON Lines without --json
+    assert [(r["engine"], r["attn"]) for r in records] == [
+        ("native", "sdpa"), ("native", "flash"), ("transformers", "sdpa"), ("transformers", "flash")]
+    for r in records:
+        assert set(r) == FIELDS
+        assert (r["model"], r["prompt_tokens"], r["new_tokens"], r["rounds"]) == (str(lm), 16, 4, 1)
+    measured = [r for r in records if r["attn"] == "sdpa"]
+    for r in measured:
+        assert r["skipped"] is None
+        assert (r["backend"], r["device"], r["dtype"]) == ("sdpa", "cpu", "float32")
+        assert r["load_s"] > 0 and r["prefill_ms"] > 0 and r["prefill_tok_s"] > 0
+        assert r["prefill_tok_s"] == pytest.approx(16 / (r["prefill_ms"] / 1000), rel=0.01)
+    first, second = (r["decode_tok_s"] for r in measured)
+    if first is not None and second is not None:  # None only when noise swamped the 3 timed steps
+        assert measured[0]["ratio"] == 1.0
+        assert measured[1]["ratio"] == pytest.approx(second / first, rel=0.01, abs=0.002)
+    for r in records:
+        if r["attn"] == "flash":
+            assert "CUDA" in r["skipped"]
+            assert all(r[key] is None for key in (*MEASURES, "backend", "device", "dtype"))
+    notes = err.splitlines()
+    assert len(notes) == 2
+    assert notes[0].startswith("note: skipped native/flash: ") and "CUDA" in notes[0]
+    assert notes[1].startswith("note: skipped transformers/flash: ")
+
+
+def test_ratio_is_decode_rate_over_the_first_row(capsys, lm, fake_timings):
+    code, out, err = _run(capsys, "bench", "-m", lm, "--engine", "native,transformers", "--attn", "sdpa,eager",
+                          "--json", "--rounds", "2", "--new-tokens", "5", "--prompt-tokens", "16")
+    assert code == 0, err
+    assert err == ""
+    got = [(r["engine"], r["attn"], r["decode_tok_s"], r["ratio"], r["prefill_ms"], r["prefill_tok_s"])
+           for r in _records(out)]
+    assert got == [
+        ("native", "sdpa", 100.0, 1.0, 4.0, 4000.0),
+        ("native", "eager", 100.0, 1.0, 4.0, 4000.0),
+        ("transformers", "sdpa", 50.0, 0.5, 4.0, 4000.0),
+        ("transformers", "eager", 50.0, 0.5, 4.0, 4000.0),
+    ]
+
+
+def test_ratio_counts_from_the_first_row_that_ran(capsys, lm, fake_timings):
+    code, out, _ = _run(capsys, "bench", "-m", lm, "--engine", "transformers,native", "--attn", "flash,sdpa", *FAST)
+    assert code == 0
+    assert [(r["engine"], r["attn"], r["ratio"]) for r in _records(out)] == [
+        ("transformers", "flash", None), ("transformers", "sdpa", 1.0), ("native", "flash", None),
+        ("native", "sdpa", 2.0)]
+
+
+def test_table_on_a_terminal(capsys, lm, fake_timings, monkeypatch):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setenv("NO_COLOR", "1")
+    stdout_console.cache_clear()
+    try:
+        code, out, _ = _run(capsys, "bench", "-m", lm, "--attn", "sdpa,flash", *FAST)
+    finally:
+        stdout_console.cache_clear()
+    assert code == 0
+    assert out.splitlines()[0] == f"{lm}: cpu, float32, prompt 16, 4 new tokens, median of 1"
+    lines = [line.split() for line in out.splitlines() if line.strip()]
+    assert lines[1] == ["ENGINE", "ATTN", "LOAD", "S", "PREFILL", "MS", "PREFILL", "TOK/S", "DECODE", "TOK/S", "RATIO"]
+    assert lines[2][:2] == ["native", "sdpa"] and lines[2][-4:] == ["4.0", "4000", "100.0", "1.00"]
+    assert lines[3] == ["native", "flash", "skipped"]
+    assert lines[4][:2] == ["transformers", "sdpa"] and lines[4][-4:] == ["4.0", "4000", "50.0", "0.50"]
+    assert lines[5] == ["transformers", "flash", "skipped"]
+
+
+def test_prompt_is_cut_to_leave_room_for_the_new_tokens(capsys, lm, fake_timings):
+    code, out, err = _run(capsys, "bench", "-m", lm, "--engine", "native", "--attn", "eager", "--rounds", "1",
+                          "--prompt-tokens", "500", "--new-tokens", "28")
+    assert code == 0
+    assert [r["prompt_tokens"] for r in _records(out)] == [100]
+    assert err == "note: prompt cut to 100 tokens: the context must also hold 28 new tokens\n"
+
+
+@pytest.mark.parametrize("args, code, words", [
+    (("--rounds", "0"), 2, "--rounds"),
+    (("--new-tokens", "0"), 2, "--new-tokens"),
+    (("--prompt-tokens", "-3"), 2, "--prompt-tokens"),
+    (("--engine", "native,vllm"), 2, "'vllm' is not one of native, transformers"),
+    (("--attn", ","), 2, "--attn"),
+    (("--new-tokens", "128"), 1, "leaves no room for a prompt"),
+    (("--attn", "flash"), 1, "--attn flash is unavailable"),
+    (("--device", "cuda"), 1, "no CUDA GPU"),
+])
+def test_bad_options_are_one_line_errors(capsys, lm, args, code, words):
+    if "cuda" in args and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    got, out, err = _run(capsys, "bench", "-m", lm, "--rounds", "1", *args)
+    assert got == code
+    assert out == ""
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and words in err
+
+
+def test_help_imports_no_torch():
+    code = ("import sys; from bigcode_cli.cli import run; run(['bench', '--help']); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'safetensors')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "Usage: bigcode bench" in done.stdout
+    assert done.stdout.rstrip().endswith("[]")
+
+
+class _EosRunner:
+    """A causal LM that always prefers token 0, the tokenizer's end of text."""
+
+    device = torch.device("cpu")
+
+    def new_cache(self, batch: int, capacity: int) -> None:
+        return None
+
+    def __call__(self, input_ids, attention_mask=None, cache=None, last_only=False):
+        logits = torch.zeros(input_ids.shape[0], 1, 360)
+        logits[..., 0] = 1.0
+        return logits
+
+
+def test_no_stop_tokenizer_makes_every_token_asked_for(lm):
+    tokenizer = Tokenizer.from_dir(lm)
+    assert 0 in tokenizer.stop_ids
+    greedy = SamplingParams(temperature=0)
+    assert generate(_EosRunner(), tokenizer, [5, 6], max_new_tokens=6, params=greedy).new_tokens == 0
+    made = generate(_EosRunner(), bench.NoStopTokenizer(tokenizer), [5, 6], max_new_tokens=6, params=greedy)
+    assert made.samples[0].token_ids == [0] * 6 and made.samples[0].stop_reason == "length"
+    silent = generate(_EosRunner(), bench.NoStopTokenizer(), [5], max_new_tokens=3, params=greedy)
+    assert silent.samples[0].token_ids == [0] * 3 and silent.samples[0].text == ""
+
+
+def test_benchmark_prompt_repeats_real_code_to_length(lm):
+    tokenizer = Tokenizer.from_dir(lm)
+    sample = tokenizer.encode(bench.CODE_SAMPLE)
+    assert bench.benchmark_prompt(tokenizer, 7) == sample[:7]
+    long = bench.benchmark_prompt(tokenizer, 2 * len(sample) + 5)
+    assert long == sample + sample + sample[:5]
+
+
+def test_decode_rate_and_interleaved_medians():
+    times = {1: 0.5, 9: 0.9}
+    assert bench.decode_rate(times.__getitem__, 9) == pytest.approx(20.0)
+    assert bench.decode_rate(lambda n: 1.0, 9) is None  # noise as large as the steps
+    assert bench.decode_rate(times.__getitem__, 1) is None
+    order: list[str] = []
+    values = {"a": iter([3.0, 1.0, 2.0]), "b": iter([None, 5.0, None])}
+
+    def task(key):
+        return lambda: (order.append(key), {"x": next(values[key])})[1]
+
+    medians = bench.interleave({"a": task("a"), "b": task("b"), "c": lambda: {}}, 3)
+    assert order == ["a", "b"] * 3
+    assert medians == {"a": {"x": 2.0}, "b": {"x": 5.0}, "c": {}}
