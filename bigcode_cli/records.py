@@ -50,12 +50,20 @@ def _decode(data: bytes) -> str | None:
 
 
 def detect_format(head: bytes) -> str:
-    """Guess the stdin format from its first bytes: NUL anywhere -> nul, a leading `{` -> jsonl, else lines."""
+    """Guess the stdin format from its first bytes: NUL anywhere -> nul; a first line that is a JSON
+    object (or, cut off by the peek, starts like one: `{"`) -> jsonl; else lines (code often starts with `{`)."""
     if b"\0" in head:
         return "nul"
-    for raw in head.splitlines():
-        if raw.strip():
-            return "jsonl" if raw.lstrip().startswith(b"{") else "lines"
+    lines = head.split(b"\n")
+    for number, raw in enumerate(lines):
+        if not raw.strip():
+            continue
+        if number == len(lines) - 1:  # the peek may have cut this line short
+            return "jsonl" if raw.lstrip().startswith(b'{"') else "lines"
+        try:
+            return "jsonl" if isinstance(json.loads(raw), dict) else "lines"
+        except (ValueError, UnicodeDecodeError):
+            return "lines"
     return "lines"
 
 

@@ -169,6 +169,7 @@ def test_cli_nul_input_and_files(classifier, tmp_path, monkeypatch, capsys):
 def test_format_detection():
     assert detect_format(b'\n  {"text": "x"}\n') == "jsonl"
     assert detect_format(b"x = 1\n{y}\n") == "lines"
+    assert detect_format(b"{ return x; }\n") == "lines" and detect_format(b"{}\n") == "jsonl"
     assert detect_format(b"a\0b\0") == "nul"
     import io
 
