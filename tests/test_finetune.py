@@ -14,7 +14,8 @@ from bigcode_cli import cli, store
 from bigcode_cli.batching import Batcher
 from bigcode_cli.engine import load
 from bigcode_cli.errors import InputError, StoreError
-from bigcode_cli.finetune import FinetuneOptions, build_examples, classification_metrics, finetune
+from bigcode_cli.finetune import FinetuneOptions, finetune
+from bigcode_cli.finetune_data import build_examples, classification_metrics
 from bigcode_cli.tokenizer import Tokenizer
 
 LANGS = ["c", "javascript", "python"]
