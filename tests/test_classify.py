@@ -229,3 +229,15 @@ def test_closed_pipe_ends_quietly(classifier, tmp_path):
     assert producer.wait(timeout=120) == 0
     assert json.loads(first)["id"] == 1
     assert err == b""
+
+
+def test_no_input_on_a_terminal_is_an_error(classifier, monkeypatch, capsys):
+    class Terminal:
+        buffer = None
+
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stdin", Terminal())
+    assert cli.run(["classify", "-m", str(classifier)]) == 1
+    assert capsys.readouterr().err.startswith("error: no input: pass FILES, or pipe snippets into stdin")

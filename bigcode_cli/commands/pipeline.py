@@ -113,12 +113,16 @@ def run_pipeline(*, files: list[str] | None, task: str, model: str | None, engin
     from bigcode_cli.loading import open_model
     from bigcode_cli.records import read_records
 
+    if (not files or "-" in files) and sys.stdin is None:  # started with stdin closed (`<&-`)
+        raise InputError("cannot read standard input (it is closed): give FILES or pipe records in")
+    if not files and getattr(sys.stdin, "isatty", lambda: False)():
+        raise InputError("no input: pass FILES, or pipe snippets into stdin ('-' reads a terminal anyway)")
     loaded = open_model(model, task, engine=engine, attn=attn, device=device, dtype=dtype, offline=offline)
     batcher = Batcher(loaded.runner, loaded.tokenizer, batch_size=batch_size, truncate=truncate, offsets=offsets)
     if before is not None:
         before(loaded)
     failed = total = 0
-    records = read_records(files or [], sys.stdin.buffer, input_format)
+    records = read_records(files or [], getattr(sys.stdin, "buffer", None), input_format)
     for chunk in stream(records, batcher):
         good = []
         for record, result in chunk:
