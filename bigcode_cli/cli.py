@@ -45,6 +45,7 @@ def root(
     """Code completion, generation, classification and tagging with GPTBigCode models."""
     if no_color:
         os.environ["BIGCODE_NO_COLOR"] = "1"
+        os.environ["NO_COLOR"] = "1"  # rich (Typer's help) and prompt-toolkit (the REPL) read this one
 
 
 register_all(app)
@@ -57,6 +58,27 @@ def _quiet_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except OSError:
         pass
+
+
+def _closed_pipe_exit(exc: SystemExit) -> bool:
+    """Whether this exit(1) is a library giving up on a closed stdout: rich's console (help text, tables)
+    or Typer's EPIPE handler, which also wraps the streams (undone here)."""
+    if exc.code != 1:
+        return False
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    from_rich = tb is not None and tb.tb_frame.f_code.co_name == "on_broken_pipe"
+    try:
+        from typer._click.utils import PacifyFlushWrapper
+    except ImportError:  # pragma: no cover
+        from click.utils import PacifyFlushWrapper
+    from_typer = isinstance(sys.stdout, PacifyFlushWrapper)
+    if from_typer:
+        sys.stdout = sys.stdout.wrapped
+        if isinstance(sys.stderr, PacifyFlushWrapper):
+            sys.stderr = sys.stderr.wrapped
+    return from_rich or from_typer
 
 
 def run(args: list[str] | None = None) -> int:
@@ -88,6 +110,11 @@ def run(args: list[str] | None = None) -> int:
     except BrokenPipeError:
         _quiet_stdout()
         return 0
+    except SystemExit as exc:
+        if _closed_pipe_exit(exc):
+            _quiet_stdout()
+            return 0
+        raise
     except OSError as exc:
         if exc.errno == errno.EPIPE:
             _quiet_stdout()

@@ -1,12 +1,17 @@
-"""The two consoles (results on stdout, everything else on stderr) and the one way errors are shown."""
+"""The two consoles (results on stdout, everything else on stderr) and the one way errors are shown.
+
+rich is imported only when a console is first needed, so `--help` and shell completion stay fast.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from rich.console import Console
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def colour_wanted(stream) -> bool:
@@ -19,6 +24,8 @@ def colour_wanted(stream) -> bool:
 @lru_cache(maxsize=None)
 def stderr_console() -> Console:
     """Progress, status and errors."""
+    from rich.console import Console
+
     return Console(stderr=True, highlight=False, no_color=not colour_wanted(sys.stderr),
                    force_terminal=None if colour_wanted(sys.stderr) else False)
 
@@ -26,6 +33,8 @@ def stderr_console() -> Console:
 @lru_cache(maxsize=None)
 def stdout_console() -> Console:
     """Results shown to a person on a terminal (tables, highlighted code); pipes get plain text."""
+    from rich.console import Console
+
     return Console(highlight=False, no_color=not colour_wanted(sys.stdout),
                    force_terminal=None if colour_wanted(sys.stdout) else False)
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from bigcode_cli.commands.options import Device, DeviceOpt, OfflineOpt
+from bigcode_cli.commands.options import Device, DeviceOpt, OfflineOpt, complete_model
 from bigcode_cli.console import print_notice, stderr_console
 
 finetune_app = typer.Typer(
@@ -21,7 +21,8 @@ TrainOpt = Annotated[Path, typer.Option("--train", help="Training data, JSON Lin
 EvalOpt = Annotated[Optional[Path], typer.Option(
     "--eval", help="Held-out data, JSON Lines: evaluated every epoch, used for early stopping.", show_default=False)]
 BaseOpt = Annotated[Optional[str], typer.Option(
-    "--base", help="Model to start from (default: the bundled bigcode-tiny language model).", show_default=False)]
+    "--base", help="Model to start from (default: the bundled bigcode-tiny language model).", show_default=False,
+    autocompletion=complete_model)]
 NameOpt = Annotated[Optional[str], typer.Option(
     "--name", help="Save the result into the model cache under this name.", show_default=False)]
 OutOpt = Annotated[Optional[Path], typer.Option(

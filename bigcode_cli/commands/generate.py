@@ -38,6 +38,11 @@ def generate(
                              repetition_penalty=repetition_penalty, seed=seed, stop=stop, num_samples=num_samples,
                              lines=lines, block=block)
     text = read_text("-") if prompt in (None, "-") else prompt
+    if not text.strip():
+        from bigcode_cli.errors import InputError
+
+        where = "standard input is empty" if prompt in (None, "-") else "the prompt is empty"
+        raise InputError(f"{where}: give a PROMPT argument or pipe the prompt in")
     run_completion(prefix=text, suffix="", mode="continue", settings=settings, model=model, engine=engine.value,
                    attn=attn.value, device=device.value, dtype=dtype.value, offline=offline, json_out=json_out)
 
@@ -85,5 +90,7 @@ def infill(
                              lines=lines, block=block, fim_order=fim_order)
     before = read_text(prefix_file) if prefix_file is not None else (prefix or "")
     after = read_text(suffix_file) if suffix_file is not None else (suffix or "")
+    if not before.strip() and not after.strip():
+        raise InputError("nothing to fill: the prefix and the suffix are both empty")
     run_completion(prefix=before, suffix=after, mode="fim", settings=settings, model=model, engine=engine.value,
                    attn=attn.value, device=device.value, dtype=dtype.value, offline=offline, json_out=json_out)

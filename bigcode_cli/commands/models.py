@@ -13,6 +13,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from bigcode_cli import store
+from bigcode_cli.commands.options import complete_model
 from bigcode_cli.console import print_notice, stderr_console, stdout_console
 
 models_app = typer.Typer(
@@ -22,7 +23,7 @@ models_app = typer.Typer(
 )
 
 NameArg = Annotated[str, typer.Argument(help="Alias, owner/name[@revision], bundled model or checkpoint directory.",
-                                        show_default=False)]
+                                        show_default=False, autocompletion=complete_model)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 

@@ -36,7 +36,32 @@ class Dtype(str, Enum):
 
 MODEL_HELP = "Model name, alias or checkpoint directory (default: $BIGCODE_MODEL or the bundled model)."
 
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help=MODEL_HELP, show_default=False)]
+
+def model_names() -> list[str]:
+    """Every model name usable without typing a path: bundled, cached (ours and Hugging Face's), aliases."""
+    from bigcode_cli import store
+
+    names: list[str] = list(store.bundled_models())
+    try:
+        names += [row["name"] for row in store.list_models()]
+    except Exception:  # a broken cache must never break a TAB press
+        pass
+    names += list(store.ALIASES)
+    return list(dict.fromkeys(names))
+
+
+def complete_model(incomplete: str) -> list[str]:
+    """Shell completion for --model: the known names starting with what was typed.
+
+    A path (./, /, ~) gets nothing here, so the shell falls back to completing file names.
+    """
+    if incomplete.startswith((".", "/", "~")):
+        return []
+    return [name for name in model_names() if name.startswith(incomplete)]
+
+
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help=MODEL_HELP, show_default=False,
+                                                 autocompletion=complete_model)]
 EngineOpt = Annotated[Engine, typer.Option("--engine", help="native (fast, default) or transformers (the reference).")]
 AttnOpt = Annotated[Attn, typer.Option("--attn", help="Attention backend; auto = flash if usable, else sdpa.")]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where to run; auto = cuda, then mps, then cpu.")]

@@ -55,6 +55,10 @@ def repl(
     from bigcode_cli.repl.loop import interactive, scripted
     from bigcode_cli.repl.session import ModelOptions, Session
 
+    if sys.stdin is None:  # started with stdin closed (`<&-`): nothing to read turns from
+        from bigcode_cli.errors import InputError
+
+        raise InputError("cannot read standard input (it is closed): run `bigcode repl` in a terminal or pipe turns in")
     settings = make_settings(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                              repetition_penalty=repetition_penalty, seed=seed, stop=stop, num_samples=num_samples,
                              lines=lines, block=block, fim_order=fim_order)
