@@ -130,6 +130,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--bf16", action="store_true", help="autocast matmuls to bfloat16")
     parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument("--export-only", action="store_true", help="write the checkpoint from the saved state, no training")
     args = parser.parse_args()
 
     tokenizer_json = json.loads((args.tokenizer / "tokenizer.json").read_text())
@@ -164,7 +165,7 @@ def main() -> None:
     print(f"{params / 1e6:.2f}M parameters, {len(train) / 1e6:.1f}M train tokens, {len(heldout) / 1e6:.2f}M held-out",
           flush=True)
 
-    budget_s = args.minutes * 60
+    budget_s = 0.0 if args.export_only else args.minutes * 60
     warmup = 200
     total_steps_guess = max(args.steps if args.steps < 100_000 else 0, 1)
     last_save = time.time()
@@ -196,9 +197,10 @@ def main() -> None:
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                         "trained_s": trained_s, "history": history, "rng": rng.bit_generator.state}, state_path)
             last_save = time.time()
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                "trained_s": trained_s, "history": history, "rng": rng.bit_generator.state}, state_path)
-    nats = evaluate(model, heldout, args.length, args.device)
+    if not args.export_only:
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                    "trained_s": trained_s, "history": history, "rng": rng.bit_generator.state}, state_path)
+    nats = evaluate(model, heldout, args.length, args.device, max_tokens=100_000)
     meta = {"steps": step, "tokens_seen": step * tokens_per_step, "train_minutes": round(trained_s / 60, 1),
             "heldout_loss_nats_per_token": round(nats, 4), "parameters": params, "seed": args.seed,
             "batch": args.batch, "length": args.length, "lr": args.lr, "fim_rate": args.fim_rate,

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The whole bundled-model recipe, in order, seeded (run from the repository root, ~2 h on a 2-core CPU).
+#   bash scripts/bundled/make_bundled.sh            # everything
+#   STEP=langid bash scripts/bundled/make_bundled.sh  # one step: data | lm | langid | secrets | eval
+# A GPU makes the LM step much faster: DEVICE=cuda MINUTES=10 bash scripts/bundled/make_bundled.sh
+set -euo pipefail
+PY=${PY:-python}
+DEVICE=${DEVICE:-cpu}
+MINUTES=${MINUTES:-85}
+BUNDLED=bigcode_cli/bundled
+step() { [ -z "${STEP:-}" ] || [ "${STEP}" = "$1" ]; }
+
+if step data; then
+  $PY scripts/bundled/corpus.py --fetch
+  $PY scripts/bundled/tokenizer.py
+  $PY scripts/bundled/pretokenize.py
+  $PY scripts/bundled/langid_data.py
+  $PY scripts/bundled/secrets_data.py
+fi
+if step lm; then
+  # resumable: rerunning continues from runs/lm/state.pt
+  $PY scripts/bundled/train_lm.py --device "$DEVICE" --minutes "$MINUTES" $([ "$DEVICE" = cpu ] && echo --bf16)
+fi
+if step langid; then
+  rm -rf runs/langid
+  $PY -m bigcode_cli finetune classify --base "$BUNDLED/bigcode-tiny" --train data/langid/train.jsonl \
+      --eval data/langid/eval.jsonl --out runs/langid --epochs 4 --unfreeze 1 --max-length 192 \
+      --batch-size 32 --seed 0 --device "$DEVICE"
+  $PY scripts/bundled/ship.py runs/langid "$BUNDLED/bigcode-tiny-langid"
+fi
+if step secrets; then
+  rm -rf runs/secrets
+  $PY -m bigcode_cli finetune tag --base "$BUNDLED/bigcode-tiny" --train data/secrets/train.jsonl \
+      --eval data/secrets/eval.jsonl --out runs/secrets --epochs 4 --unfreeze 2 --max-length 256 \
+      --batch-size 16 --seed 0 --device "$DEVICE"
+  $PY scripts/bundled/ship.py runs/secrets "$BUNDLED/bigcode-tiny-secrets"
+fi
+if step eval; then
+  $PY scripts/bundled/evaluate_lm.py --json runs/eval_lm.json
+  $PY scripts/bundled/evaluate_heads.py --json runs/eval_heads.json
+fi
