@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Literal
 
-from bigcode_cli.errors import InputError
+from bigcode_cli.errors import UsageError
 from bigcode_cli.fim import FIM_OVERHEAD, clean_completion, fim_prompt_ids, fit_fim, fit_left
 from bigcode_cli.generation import Generation, OnText, generate
 from bigcode_cli.sampling import SamplingParams
@@ -37,13 +37,13 @@ class CompletionSettings:
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
-            raise InputError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
+            raise UsageError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
         if self.num_samples < 1:
-            raise InputError(f"--num-samples must be at least 1, got {self.num_samples}")
+            raise UsageError(f"--num-samples must be at least 1, got {self.num_samples}")
         if self.lines is not None and self.lines < 1:
-            raise InputError(f"--lines must be at least 1, got {self.lines}")
+            raise UsageError(f"--lines must be at least 1, got {self.lines}")
         if any(not s for s in self.stops):
-            raise InputError("a --stop string must not be empty")
+            raise UsageError("a --stop string must not be empty")
 
 
 @dataclass

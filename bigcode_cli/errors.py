@@ -33,3 +33,9 @@ class InputError(BigCodeError):
 
 class StoreError(BigCodeError):
     """A problem with the local checkpoint cache."""
+
+
+class UsageError(InputError):
+    """An option value or combination of options that cannot work: exit code 2, like a parse error."""
+
+    exit_code = 2

@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
-from bigcode_cli.errors import InputError
+from bigcode_cli.errors import InputError, UsageError
 
 if TYPE_CHECKING:
     from bigcode_cli.tokenizer import Tokenizer
@@ -39,10 +39,10 @@ def parse_at(value: str) -> tuple[int, int]:
     """Parse `--at LINE:COL` (both 1-based)."""
     match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", value)
     if match is None:
-        raise InputError(f"--at expects LINE:COL with 1-based numbers, e.g. --at 12:5; got {value!r}")
+        raise UsageError(f"--at expects LINE:COL with 1-based numbers, e.g. --at 12:5; got {value!r}")
     line, column = int(match.group(1)), int(match.group(2))
     if line < 1 or column < 1:
-        raise InputError(f"--at LINE and COL start at 1; got {value!r}")
+        raise UsageError(f"--at LINE and COL start at 1; got {value!r}")
     return line, column
 
 
@@ -53,7 +53,7 @@ def split_source(text: str, at: tuple[int, int] | None = None) -> Cursor:
         lines = ", ".join(str(text.count("\n", 0, i) + 1) for i in markers)
         raise InputError(f"found {len(markers)} {FILL_MARKER} markers (lines {lines}); keep exactly one")
     if markers and at is not None:
-        raise InputError(f"the file has a {FILL_MARKER} marker and --at was given; use one or the other")
+        raise UsageError(f"the file has a {FILL_MARKER} marker and --at was given; use one or the other")
     if markers:
         return Cursor(text[: markers[0]], text[markers[0] + len(FILL_MARKER):], "fim")
     if at is None:
@@ -96,7 +96,7 @@ def fim_prompt_ids(tokenizer: Tokenizer, prefix: str, suffix: str, order: FimOrd
         # <prefix><suffix>{suffix}<middle>{prefix}, see bigcode-project/Megatron-LM,
         # megatron/data/gpt_dataset.py, permute(): [prefix_tok_id, suffix_tok_id] + suffix + [middle_tok_id] + prefix.
         return [fim.prefix, fim.suffix, *suffix_ids, fim.middle, *prefix_ids]
-    raise InputError(f"unknown FIM order {order!r}; use psm or spm")
+    raise UsageError(f"unknown FIM order {order!r}; use psm or spm")
 
 
 # -- fitting the context ------------------------------------------------------------------------
@@ -200,7 +200,7 @@ def clean_completion(text: str, suffix: str, *, prefix: str = "", lines: int | N
     indentation are added back so that code keeps its own line.
     """
     if lines is not None and lines < 1:
-        raise InputError(f"--lines must be at least 1, got {lines}")
+        raise UsageError(f"--lines must be at least 1, got {lines}")
     head = prefix[prefix.rfind("\n") + 1:]
     rest = suffix.split("\n", 1)[0]
     if head.strip() and rest.strip():

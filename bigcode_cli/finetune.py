@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bigcode_cli.config import GPTBigCodeConfig
-from bigcode_cli.errors import InputError, StoreError
+from bigcode_cli.errors import InputError, StoreError, UsageError
 from bigcode_cli.finetune_data import Example, build_examples, classification_metrics, main_metric, read_jsonl
 from bigcode_cli.tagging import f1, span_scores, spans_from_tokens
 
@@ -303,7 +303,7 @@ def _check_destination(options: FinetuneOptions) -> None:
     from bigcode_cli import store
 
     if options.name is None and options.out is None:
-        raise InputError("say where the model goes: --name NAME (into the cache) or --out DIR")
+        raise UsageError("say where the model goes: --name NAME (into the cache) or --out DIR")
     if options.out is not None and options.out.exists():
         if not options.out.is_dir() or (any(options.out.iterdir()) and not options.force):
             raise InputError(f"--out {options.out} exists and is not empty; choose another directory or pass --force")
@@ -333,7 +333,7 @@ def finetune(options: FinetuneOptions, on_event: Callable[[Event], None] | None 
                              ("--max-length", options.max_length, 1), ("--patience", options.patience, 1),
                              ("--unfreeze", options.unfreeze, 0), ("--eval-every", options.eval_every, 0)):
         if value < low:
-            raise InputError(f"{name} must be at least {low}, got {value}")
+            raise UsageError(f"{name} must be at least {low}, got {value}")
     _check_destination(options)
 
     resolved = store.resolve(options.base or store.default_model("causal-lm"), offline=options.offline)

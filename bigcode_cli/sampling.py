@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bigcode_cli.errors import InputError
+from bigcode_cli.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -29,13 +29,13 @@ class SamplingParams:
     def __post_init__(self) -> None:
         # `not (x >= 0)` also rejects NaN
         if not (self.temperature >= 0) or math.isinf(self.temperature):
-            raise InputError(f"--temperature must be a finite number >= 0 (0 = greedy), got {self.temperature}")
+            raise UsageError(f"--temperature must be a finite number >= 0 (0 = greedy), got {self.temperature}")
         if not (0 < self.top_p <= 1):
-            raise InputError(f"--top-p must be in (0, 1] (1 = off), got {self.top_p}")
+            raise UsageError(f"--top-p must be in (0, 1] (1 = off), got {self.top_p}")
         if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
-            raise InputError(f"--top-k must be an integer >= 0 (0 = off), got {self.top_k}")
+            raise UsageError(f"--top-k must be an integer >= 0 (0 = off), got {self.top_k}")
         if not (self.repetition_penalty > 0) or math.isinf(self.repetition_penalty):
-            raise InputError(f"--repetition-penalty must be a finite number > 0 (1 = off), got {self.repetition_penalty}")
+            raise UsageError(f"--repetition-penalty must be a finite number > 0 (1 = off), got {self.repetition_penalty}")
 
     @property
     def greedy(self) -> bool:

@@ -285,9 +285,9 @@ def test_backend_this_machine_cannot_run(capsys, monkeypatch, isolated_home, mod
 # ---------------------------------------------------------------------------------------------
 # out-of-range numbers and conflicting options
 #
-# Exit 2 when the parser rejects the command line (a value outside an option's declared range, a
-# wrong type, an unknown choice, options Typer itself checks); exit 1 when the command's own code
-# rejects a value after parsing (the sampling rules, option combinations).
+# Exit 2 for every usage mistake: what the parser rejects (a value outside an option's declared
+# range, a wrong type, an unknown choice) and what the command's own checks reject (the sampling
+# rules, option combinations: UsageError). Exit 1 for what depends on the data (an unknown label).
 
 OPTION_CASES = [
     # (id, argv template, expected code, words of the message); {f}: a good file, {m}: the lm, {c}/{t}: task models
@@ -296,19 +296,19 @@ OPTION_CASES = [
     ("complete top-k -1", ["complete", "{f}", "-m", "{m}", "--top-k", "-1"], 2, "--top-k"),
     ("complete lines 0", ["complete", "{f}", "-m", "{m}", "--lines", "0"], 2, "--lines"),
     ("complete num-samples 0", ["complete", "{f}", "-m", "{m}", "-n", "0"], 2, "--num-samples"),
-    ("complete top-p 0", ["complete", "{f}", "-m", "{m}", "--top-p", "0"], 1, "--top-p"),
-    ("complete repetition-penalty 0", ["complete", "{f}", "-m", "{m}", "--repetition-penalty", "0"], 1,
+    ("complete top-p 0", ["complete", "{f}", "-m", "{m}", "--top-p", "0"], 2, "--top-p"),
+    ("complete repetition-penalty 0", ["complete", "{f}", "-m", "{m}", "--repetition-penalty", "0"], 2,
      "--repetition-penalty"),
-    ("complete fim-order", ["complete", "{f}", "-m", "{m}", "--fim-order", "pms"], 1, "--fim-order"),
+    ("complete fim-order", ["complete", "{f}", "-m", "{m}", "--fim-order", "pms"], 2, "--fim-order"),
     ("complete attn bogus", ["complete", "{f}", "-m", "{m}", "--attn", "fast"], 2, "--attn"),
     ("complete max-new-tokens word", ["complete", "{f}", "-m", "{m}", "--max-new-tokens", "many"], 2,
      "--max-new-tokens"),
-    ("generate top-p 1.5", ["generate", "x", "-m", "{m}", "--top-p", "1.5"], 1, "--top-p"),
+    ("generate top-p 1.5", ["generate", "x", "-m", "{m}", "--top-p", "1.5"], 2, "--top-p"),
     ("generate temperature nan", ["generate", "x", "-m", "{m}", "--temperature", "nan"], 2, "temperature"),
     ("infill max-new-tokens 0", ["infill", "--prefix", "a", "-m", "{m}", "--max-new-tokens", "0"], 2,
      "--max-new-tokens"),
     ("repl temperature -1", ["repl", "-m", "{m}", "--temperature", "-1"], 2, "--temperature"),
-    ("repl top-p 2", ["repl", "-m", "{m}", "--top-p", "2"], 1, "--top-p"),
+    ("repl top-p 2", ["repl", "-m", "{m}", "--top-p", "2"], 2, "--top-p"),
     ("repl mode bogus", ["repl", "-m", "{m}", "--mode", "chat"], 2, "--mode"),
     ("classify batch-size 0", ["classify", "{f}", "-m", "{c}", "--batch-size", "0"], 2, "--batch-size"),
     ("classify threshold 2", ["classify", "{f}", "-m", "{c}", "--threshold", "2"], 2, "--threshold"),
@@ -330,17 +330,17 @@ OPTION_CASES = [
     ("finetune max-length 0", ["finetune", "classify", "--train", "{d}", "--base", "{m}", "--out", "{o}",
                                "--max-length", "0"], 2, "--max-length"),
     # conflicting or missing options
-    ("complete in-place and diff", ["complete", "{f}", "-m", "{m}", "--in-place", "--diff"], 1, "exclude"),
-    ("complete json and in-place", ["complete", "{f}", "-m", "{m}", "--json", "--in-place"], 1, "--json"),
-    ("complete in-place samples", ["complete", "{f}", "-m", "{m}", "--in-place", "-n", "2"], 1, "one completion"),
-    ("complete in-place stdin", ["complete", "-", "-m", "{m}", "--in-place"], 1, "standard input"),
-    ("infill prefix twice", ["infill", "--prefix", "a", "--prefix-file", "{f}", "-m", "{m}"], 1, "once"),
-    ("infill both from stdin", ["infill", "--prefix-file", "-", "--suffix-file", "-", "-m", "{m}"], 1,
+    ("complete in-place and diff", ["complete", "{f}", "-m", "{m}", "--in-place", "--diff"], 2, "exclude"),
+    ("complete json and in-place", ["complete", "{f}", "-m", "{m}", "--json", "--in-place"], 2, "--json"),
+    ("complete in-place samples", ["complete", "{f}", "-m", "{m}", "--in-place", "-n", "2"], 2, "one completion"),
+    ("complete in-place stdin", ["complete", "-", "-m", "{m}", "--in-place"], 2, "standard input"),
+    ("infill prefix twice", ["infill", "--prefix", "a", "--prefix-file", "{f}", "-m", "{m}"], 2, "once"),
+    ("infill both from stdin", ["infill", "--prefix-file", "-", "--suffix-file", "-", "-m", "{m}"], 2,
      "standard input"),
-    ("infill nothing", ["infill", "-m", "{m}"], 1, "nothing to fill"),
+    ("infill nothing", ["infill", "-m", "{m}"], 2, "nothing to fill"),
     ("classify -0 vs lines", ["classify", "-0", "--input-format", "lines", "-m", "{c}"], 2, "contradicts"),
     ("tag -0 vs jsonl", ["tag", "-0", "--input-format", "jsonl", "-m", "{t}"], 2, "contradicts"),
-    ("finetune nowhere to save", ["finetune", "classify", "--train", "{d}", "--base", "{m}"], 1, "--name"),
+    ("finetune nowhere to save", ["finetune", "classify", "--train", "{d}", "--base", "{m}"], 2, "--name"),
     ("complete missing file", ["complete", "-m", "{m}"], 2, "FILE"),
     ("complete unknown option", ["complete", "{f}", "--colour"], 2, "--colour"),
     ("models import missing name", ["models", "import", "{m}"], 2, "--name"),

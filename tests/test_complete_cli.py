@@ -113,26 +113,26 @@ def _one_line_error(code, out, err, expected_code=1):
 
 
 @pytest.mark.parametrize(
-    "make, args, message",
+    "make, args, message, exit_code",
     [
-        (lambda p: None, [], "no such file"),
-        (lambda p: p.mkdir(), [], "is a directory"),
-        (lambda p: p.write_bytes(b"\x7fELF\x00\x01\x02"), [], "binary"),
-        (lambda p: p.write_bytes(b"caf\xe9 = 1\n"), [], "not valid UTF-8"),
-        (lambda p: p.write_text(""), [], "is empty"),
-        (lambda p: p.write_text("a = 1\n"), ["--at", "9:1"], "outside the file"),
-        (lambda p: p.write_text("a = <FILL>\nb = <FILL>\n"), [], "2 <FILL> markers"),
-        (lambda p: p.write_text("a = 1\n"), ["--top-p", "1.5"], "--top-p"),
-        (lambda p: p.write_text("a = 1\n"), ["--in-place", "--diff"], "exclude each other"),
-        (lambda p: p.write_text("a = 1\n"), ["--at", "x"], "LINE:COL"),
+        (lambda p: None, [], "no such file", 1),
+        (lambda p: p.mkdir(), [], "is a directory", 1),
+        (lambda p: p.write_bytes(b"\x7fELF\x00\x01\x02"), [], "binary", 1),
+        (lambda p: p.write_bytes(b"caf\xe9 = 1\n"), [], "not valid UTF-8", 1),
+        (lambda p: p.write_text(""), [], "is empty", 1),
+        (lambda p: p.write_text("a = 1\n"), ["--at", "9:1"], "outside the file", 1),
+        (lambda p: p.write_text("a = <FILL>\nb = <FILL>\n"), [], "2 <FILL> markers", 1),
+        (lambda p: p.write_text("a = 1\n"), ["--top-p", "1.5"], "--top-p", 2),
+        (lambda p: p.write_text("a = 1\n"), ["--in-place", "--diff"], "exclude each other", 2),
+        (lambda p: p.write_text("a = 1\n"), ["--at", "x"], "LINE:COL", 2),
     ],
 )
-def test_bad_input_is_one_line_and_changes_nothing(capsys, lm, tmp_path, make, args, message):
+def test_bad_input_is_one_line_and_changes_nothing(capsys, lm, tmp_path, make, args, message, exit_code):
     path = tmp_path / "input.py"
     make(path)
     before = sorted(os.listdir(tmp_path))
     code, out, err = _run(capsys, "complete", path, "-m", lm, *args)
-    assert message in _one_line_error(code, out, err)
+    assert message in _one_line_error(code, out, err, expected_code=exit_code)
     assert out == ""
     assert sorted(os.listdir(tmp_path)) == before
 
@@ -175,12 +175,29 @@ def test_closed_pipe_ends_quietly(lm, source):
     assert "Traceback" not in err and "Broken" not in err and "Exception" not in err and "error" not in err, err
 
 
-def test_ctrl_c_during_streaming_exits_130_and_leaves_the_file(lm, tmp_path):
+@pytest.fixture(scope="module")
+def long_lm(tmp_path_factory):
+    return save_lm_with_tokenizer(tmp_path_factory.mktemp("long") / "ckpt", n_positions=4096)
+
+
+def test_ctrl_c_during_streaming_exits_130(long_lm, tmp_path):
     path = tmp_path / "big.py"
     path.write_text("def f():\n    <FILL>\n")
-    proc = _cli("complete", path, "-m", lm, "--no-block", "-t", "1", "--max-new-tokens", "100000", "--in-place",
-                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = _cli("complete", path, "-m", long_lm, "--no-block", "-t", "0", "--max-new-tokens", "4000")
+    assert proc.stdout.read(1)  # streaming has started
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert b"Traceback" not in err
+
+
+def test_ctrl_c_during_in_place_exits_130_and_leaves_the_file(long_lm, tmp_path):
+    path = tmp_path / "big.py"
+    path.write_text("def f():\n    <FILL>\n")
+    # greedy: the random model loops instead of sampling an end-of-text token
+    proc = _cli("complete", path, "-m", long_lm, "--no-block", "-t", "0", "--max-new-tokens", "4000", "--in-place")
     time.sleep(4)
+    assert proc.poll() is None  # still generating
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err

@@ -39,7 +39,7 @@ def generate(
                              lines=lines, block=block)
     text = read_text("-") if prompt in (None, "-") else prompt
     if not text.strip():
-        from bigcode_cli.errors import InputError
+        from bigcode_cli.errors import InputError, UsageError
 
         where = "standard input is empty" if prompt in (None, "-") else "the prompt is empty"
         raise InputError(f"{where}: give a PROMPT argument or pipe the prompt in")
@@ -73,17 +73,17 @@ def infill(
 ) -> None:
     """Fill in the middle between a prefix and a suffix and stream the middle to stdout."""
     from bigcode_cli.commands.generation_run import check_output_flags, make_settings, run_completion
-    from bigcode_cli.errors import InputError
+    from bigcode_cli.errors import InputError, UsageError
     from bigcode_cli.textfile import read_text
 
     if prefix is not None and prefix_file is not None:
-        raise InputError("give the prefix once: --prefix or --prefix-file")
+        raise UsageError("give the prefix once: --prefix or --prefix-file")
     if suffix is not None and suffix_file is not None:
-        raise InputError("give the suffix once: --suffix or --suffix-file")
+        raise UsageError("give the suffix once: --suffix or --suffix-file")
     if prefix_file == "-" and suffix_file == "-":
-        raise InputError("only one of --prefix-file and --suffix-file can read standard input")
+        raise UsageError("only one of --prefix-file and --suffix-file can read standard input")
     if prefix is None and prefix_file is None and suffix is None and suffix_file is None:
-        raise InputError("nothing to fill: give --prefix/--prefix-file and/or --suffix/--suffix-file")
+        raise UsageError("nothing to fill: give --prefix/--prefix-file and/or --suffix/--suffix-file")
     check_output_flags(json_out=json_out, num_samples=num_samples)
     settings = make_settings(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                              repetition_penalty=repetition_penalty, seed=seed, stop=stop, num_samples=num_samples,

@@ -17,11 +17,11 @@ def make_settings(*, max_new_tokens: int, temperature: float, top_k: int, top_p:
                   fim_order: str = "psm") -> CompletionSettings:
     """Validated generation settings from command-line options."""
     from bigcode_cli.completion import CompletionSettings
-    from bigcode_cli.errors import InputError
+    from bigcode_cli.errors import UsageError
     from bigcode_cli.sampling import SamplingParams
 
     if fim_order not in ("psm", "spm"):
-        raise InputError(f"--fim-order must be psm or spm, got {fim_order!r}")
+        raise UsageError(f"--fim-order must be psm or spm, got {fim_order!r}")
     sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p,
                               repetition_penalty=repetition_penalty, seed=seed)
     return CompletionSettings(max_new_tokens=max_new_tokens, sampling=sampling, stops=list(stop or []),
@@ -31,16 +31,16 @@ def make_settings(*, max_new_tokens: int, temperature: float, top_k: int, top_p:
 def check_output_flags(*, json_out: bool, in_place: bool = False, diff: bool = False, num_samples: int = 1,
                        path: str | None = None) -> None:
     """Refuse option combinations that cannot both be honoured."""
-    from bigcode_cli.errors import InputError
+    from bigcode_cli.errors import UsageError
 
     if in_place and diff:
-        raise InputError("--in-place and --diff exclude each other: --diff shows the change, --in-place makes it")
+        raise UsageError("--in-place and --diff exclude each other: --diff shows the change, --in-place makes it")
     if json_out and (in_place or diff):
-        raise InputError("--json cannot be combined with --in-place or --diff")
+        raise UsageError("--json cannot be combined with --in-place or --diff")
     if (in_place or diff) and num_samples > 1:
-        raise InputError("--in-place and --diff take one completion; drop -n/--num-samples")
+        raise UsageError("--in-place and --diff take one completion; drop -n/--num-samples")
     if in_place and path == "-":
-        raise InputError("--in-place needs a file, not standard input")
+        raise UsageError("--in-place needs a file, not standard input")
 
 
 def run_completion(*, prefix: str, suffix: str, mode: Mode, settings: CompletionSettings, model: str | None,
