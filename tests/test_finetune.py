@@ -228,7 +228,7 @@ def test_destination_is_checked_before_training(base, tmp_path, monkeypatch, cap
     write_langid(tmp_path / "train.jsonl", 1, 10)
     code, _, err = run_cli(monkeypatch, capsys, ["finetune", "classify", "--train", str(tmp_path / "train.jsonl"),
                                                  "--base", str(base)])
-    assert code == 1 and "error: say where the model goes: --name NAME (into the cache) or --out DIR" in err
+    assert code == 2 and "error: say where the model goes: --name NAME (into the cache) or --out DIR" in err
     finetune(FinetuneOptions("classify", tmp_path / "train.jsonl", base=str(base), name="taken", epochs=1))
     with pytest.raises(StoreError, match="taken already exists in the cache"):
         finetune(FinetuneOptions("classify", tmp_path / "train.jsonl", base=str(base), name="taken", epochs=1))
