@@ -182,7 +182,7 @@ def long_lm(tmp_path_factory):
 
 def test_ctrl_c_during_streaming_exits_130(long_lm, tmp_path):
     path = tmp_path / "big.py"
-    path.write_text("def f():\n    <FILL>\n")
+    path.write_text("def f():\n")  # continue mode with --no-block streams every token at once
     proc = _cli("complete", path, "-m", long_lm, "--no-block", "-t", "0", "--max-new-tokens", "4000")
     assert proc.stdout.read(1)  # streaming has started
     proc.send_signal(signal.SIGINT)
