@@ -7,18 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from bigcode_cli.commands.options import (
-    Attn,
-    AttnOpt,
-    Device,
-    DeviceOpt,
-    Dtype,
-    DtypeOpt,
-    Engine,
-    EngineOpt,
-    ModelOpt,
-    OfflineOpt,
-)
+from bigcode_cli.commands.option_groups import MODEL, with_options
 from bigcode_cli.commands.pipeline import (
     BatchSizeOpt,
     FilesArg,
@@ -43,14 +32,9 @@ ThresholdOpt = Annotated[float, typer.Option("--threshold", min=0.0, max=1.0,
                                              help="Multi-label models: a label applies at or above this probability.")]
 
 
+@with_options(choice=MODEL)
 def classify(
     files: FilesArg = None,
-    model: ModelOpt = None,
-    engine: EngineOpt = Engine.native,
-    attn: AttnOpt = Attn.auto,
-    device: DeviceOpt = Device.auto,
-    dtype: DtypeOpt = Dtype.auto,
-    offline: OfflineOpt = False,
     fmt: FormatOpt = None,
     top_k: TopKOpt = None,
     threshold: ThresholdOpt = 0.5,
@@ -58,6 +42,7 @@ def classify(
     truncate: TruncateOpt = Truncate.right,
     input_format: InputFormatOpt = InputFormat.auto,
     nul: NulOpt = False,
+    choice: Any = None,
 ) -> None:
     """Classify code snippets with a sequence-classification model (default: the bundled language identifier).
 
@@ -90,8 +75,7 @@ def classify(
         else:
             _print_table(rows)
 
-    run_pipeline(files=files, task="sequence-classification", model=model, engine=engine.value, attn=attn.value,
-                 device=device.value, dtype=dtype.value, offline=offline, batch_size=batch_size,
+    run_pipeline(files=files, task="sequence-classification", choice=choice, batch_size=batch_size,
                  truncate=truncate.value, input_format=source_format, offsets=False,
                  json_errors=chosen == "jsonl", write_chunk=write_chunk, before=before)
 

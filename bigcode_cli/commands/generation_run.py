@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from bigcode_cli.console import print_notice, stderr_console
 
 if TYPE_CHECKING:
+    from bigcode_cli.commands.option_groups import ModelChoice
     from bigcode_cli.completion import CompletionSettings, Mode
 
 
@@ -43,9 +44,8 @@ def check_output_flags(*, json_out: bool, in_place: bool = False, diff: bool = F
         raise UsageError("--in-place needs a file, not standard input")
 
 
-def run_completion(*, prefix: str, suffix: str, mode: Mode, settings: CompletionSettings, model: str | None,
-                   engine: str, attn: str, device: str, dtype: str, offline: bool, json_out: bool,
-                   filename: str | None = None, in_place: bool = False, diff: bool = False) -> None:
+def run_completion(*, prefix: str, suffix: str, mode: Mode, settings: CompletionSettings, choice: ModelChoice,
+                   json_out: bool, filename: str | None = None, in_place: bool = False, diff: bool = False) -> None:
     """Load the model, complete, and print (stream, JSON, diff) or write the file in place."""
     from bigcode_cli.commands.generation_output import (
         StreamPrinter,
@@ -55,12 +55,11 @@ def run_completion(*, prefix: str, suffix: str, mode: Mode, settings: Completion
         unified_diff,
     )
     from bigcode_cli.completion import complete
-    from bigcode_cli.loading import open_model
 
     started = time.perf_counter()
     console = stderr_console()
     with console.status("loading model", spinner="dots") if console.is_terminal else contextlib.nullcontext():
-        loaded = open_model(model, "causal-lm", engine=engine, attn=attn, device=device, dtype=dtype, offline=offline)
+        loaded = choice.open("causal-lm")
     load_s = time.perf_counter() - started
     if mode == "fim":
         loaded.tokenizer.require_fim()

@@ -10,13 +10,17 @@ import json
 import sys
 from collections.abc import Callable
 from enum import Enum
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from bigcode_cli.console import print_error
 from bigcode_cli.errors import InputError
 from bigcode_cli.records import Record
+
+
+if TYPE_CHECKING:
+    from bigcode_cli.commands.option_groups import ModelChoice
 
 
 class OutputFormat(str, Enum):
@@ -100,8 +104,8 @@ def _silence_stdout() -> None:
         pass
 
 
-def run_pipeline(*, files: list[str] | None, task: str, model: str | None, engine: str, attn: str, device: str,
-                 dtype: str, offline: bool, batch_size: int, truncate: str, input_format: str, offsets: bool,
+def run_pipeline(*, files: list[str] | None, task: str, choice: ModelChoice, batch_size: int, truncate: str,
+                 input_format: str, offsets: bool,
                  json_errors: bool, write_chunk: Callable[[list[tuple[Record, Any]], Any], None],
                  before: Callable[[Any], None] | None = None) -> None:
     """Open the task's model, stream the records through the one batcher, hand each chunk to `write_chunk`.
@@ -110,14 +114,13 @@ def run_pipeline(*, files: list[str] | None, task: str, model: str | None, engin
     InputError (exit 1) says how many failed.
     """
     from bigcode_cli.batching import Batcher, stream
-    from bigcode_cli.loading import open_model
     from bigcode_cli.records import read_records
 
     if (not files or "-" in files) and sys.stdin is None:  # started with stdin closed (`<&-`)
         raise InputError("cannot read standard input (it is closed): give FILES or pipe records in")
     if not files and getattr(sys.stdin, "isatty", lambda: False)():
         raise InputError("no input: pass FILES, or pipe snippets into stdin ('-' reads a terminal anyway)")
-    loaded = open_model(model, task, engine=engine, attn=attn, device=device, dtype=dtype, offline=offline)
+    loaded = choice.open(task)
     batcher = Batcher(loaded.runner, loaded.tokenizer, batch_size=batch_size, truncate=truncate, offsets=offsets)
     if before is not None:
         before(loaded)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sys
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from bigcode_cli.commands import options as o
+from bigcode_cli.commands.option_groups import MODEL, generation, with_options
 
 
 
@@ -23,26 +23,12 @@ ModeOpt = Annotated[Mode, typer.Option("--mode", help="Starting mode (classify a
 LangOpt = Annotated[str, typer.Option("--lang", help="Language to highlight input and output as (a pygments name).")]
 
 
+@with_options(settings=generation(), choice=MODEL)
 def repl(
     mode: ModeOpt = Mode.complete,
     lang: LangOpt = "python",
-    max_new_tokens: o.MaxNewTokensOpt = 128,
-    temperature: o.TemperatureOpt = 0.2,
-    top_k: o.TopKOpt = 0,
-    top_p: o.TopPOpt = 0.95,
-    repetition_penalty: o.RepetitionPenaltyOpt = 1.0,
-    seed: o.SeedOpt = None,
-    stop: o.StopOpt = None,
-    num_samples: o.NumSamplesOpt = 1,
-    lines: o.LinesOpt = None,
-    block: o.BlockOpt = True,
-    fim_order: o.FimOrderOpt = "psm",
-    model: o.ModelOpt = None,
-    engine: o.EngineOpt = o.Engine.native,
-    attn: o.AttnOpt = o.Attn.auto,
-    device: o.DeviceOpt = o.Device.auto,
-    dtype: o.DtypeOpt = o.Dtype.auto,
-    offline: o.OfflineOpt = False,
+    settings: Any = None,
+    choice: Any = None,
 ) -> None:
     """Complete, infill, classify and tag code interactively, with the model loaded once.
 
@@ -51,7 +37,6 @@ def repl(
     are the starting settings. With standard input not a terminal, blank-line separated turns are
     read from it and the results printed, so a session can be scripted.
     """
-    from bigcode_cli.commands.generation_run import make_settings
     from bigcode_cli.repl.loop import interactive, scripted
     from bigcode_cli.repl.session import ModelOptions, Session
 
@@ -59,14 +44,11 @@ def repl(
         from bigcode_cli.errors import InputError
 
         raise InputError("cannot read standard input (it is closed): run `bigcode repl` in a terminal or pipe turns in")
-    settings = make_settings(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                             repetition_penalty=repetition_penalty, seed=seed, stop=stop, num_samples=num_samples,
-                             lines=lines, block=block, fim_order=fim_order)
     terminal = sys.stdin.isatty() and sys.stdout.isatty()
-    options = ModelOptions(engine=engine.value, attn=attn.value, device=device.value, dtype=dtype.value,
-                           offline=offline)
-    session = Session(settings, model=model, options=options, mode=mode.value, language=lang, interactive=terminal)
-    session.load(session.task, model)
+    options = ModelOptions(engine=choice.engine, attn=choice.attn, device=choice.device, dtype=choice.dtype,
+                           offline=choice.offline)
+    session = Session(settings, model=choice.model, options=options, mode=mode.value, language=lang, interactive=terminal)
+    session.load(session.task, choice.model)
     code = interactive(session) if terminal else scripted(session, sys.stdin)
     if code:
         raise typer.Exit(code)

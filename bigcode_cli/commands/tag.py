@@ -8,18 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from bigcode_cli.commands.options import (
-    Attn,
-    AttnOpt,
-    Device,
-    DeviceOpt,
-    Dtype,
-    DtypeOpt,
-    Engine,
-    EngineOpt,
-    ModelOpt,
-    OfflineOpt,
-)
+from bigcode_cli.commands.option_groups import MODEL, with_options
 from bigcode_cli.commands.pipeline import (
     BatchSizeOpt,
     FilesArg,
@@ -55,14 +44,9 @@ LabelsOpt = Annotated[Optional[list[str]], typer.Option(
     "--labels", "-l", show_default=False, help="Only these labels (repeat, or separate with commas).")]
 
 
+@with_options(choice=MODEL)
 def tag(
     files: FilesArg = None,
-    model: ModelOpt = None,
-    engine: EngineOpt = Engine.native,
-    attn: AttnOpt = Attn.auto,
-    device: DeviceOpt = Device.auto,
-    dtype: DtypeOpt = Dtype.auto,
-    offline: OfflineOpt = False,
     fmt: FormatOpt = None,
     aggregate: AggregateOpt = Aggregate.word,
     redact: RedactOpt = False,
@@ -71,6 +55,7 @@ def tag(
     truncate: TruncateOpt = Truncate.right,
     input_format: InputFormatOpt = InputFormat.auto,
     nul: NulOpt = False,
+    choice: Any = None,
 ) -> None:
     """Tag spans of code with a token-classification model (default: the bundled secrets tagger).
 
@@ -116,8 +101,7 @@ def tag(
             for row in rows:
                 _print_highlighted(*row, state["styles"])
 
-    run_pipeline(files=files, task="token-classification", model=model, engine=engine.value, attn=attn.value,
-                 device=device.value, dtype=dtype.value, offline=offline, batch_size=batch_size,
+    run_pipeline(files=files, task="token-classification", choice=choice, batch_size=batch_size,
                  truncate=truncate.value, input_format=source_format, offsets=True,
                  json_errors=chosen == "jsonl", write_chunk=write_chunk, before=before)
 
