@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
+from bigcode_cli.commands.option_groups import OptionGroup, with_options
 from bigcode_cli.commands.options import Device, DeviceOpt, OfflineOpt, complete_model
 from bigcode_cli.console import print_notice, stderr_console
 
@@ -88,57 +90,52 @@ def _with_progress_bar(options: Any, finetune: Any) -> Any:
         return finetune(options, on_event)
 
 
+def _training_options(*, eval_path: Any, device: Device, **values: Any) -> dict[str, Any]:
+    return {"eval": eval_path, "device": device.value, **values}
+
+
+def _param(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+TRAINING = OptionGroup(
+    (
+        _param("train", TrainOpt),
+        _param("eval_path", EvalOpt, None),
+        _param("base", BaseOpt, None),
+        _param("name", NameOpt, None),
+        _param("out", OutOpt, None),
+        _param("epochs", EpochsOpt, 3),
+        _param("lr", LrOpt, None),
+        _param("batch_size", BatchOpt, 16),
+        _param("unfreeze", UnfreezeOpt, 0),
+        _param("max_length", MaxLengthOpt, 256),
+        _param("seed", SeedOpt, 0),
+        _param("device", DeviceOpt, Device.auto),
+        _param("patience", PatienceOpt, 2),
+        _param("eval_every", EvalEveryOpt, 0),
+        _param("offline", OfflineOpt, False),
+        _param("force", ForceOpt, False),
+    ),
+    _training_options,
+)
+
+
 @finetune_app.command("classify")
-def finetune_classify(
-    train: TrainOpt,
-    eval_path: EvalOpt = None,
-    base: BaseOpt = None,
-    name: NameOpt = None,
-    out: OutOpt = None,
-    epochs: EpochsOpt = 3,
-    lr: LrOpt = None,
-    batch_size: BatchOpt = 16,
-    unfreeze: UnfreezeOpt = 0,
-    max_length: MaxLengthOpt = 256,
-    seed: SeedOpt = 0,
-    device: DeviceOpt = Device.auto,
-    patience: PatienceOpt = 2,
-    eval_every: EvalEveryOpt = 0,
-    offline: OfflineOpt = False,
-    force: ForceOpt = False,
-) -> None:
+@with_options(training=TRAINING)
+def finetune_classify(training: Any = None) -> None:
     """Train a sequence classifier from {"text", "label"} records ({"text", "labels": [...]} for multi-label).
 
     Prints the checkpoint's path; use it with `bigcode classify -m NAME`.
     """
-    _run("classify", train=train, eval=eval_path, base=base, name=name, out=out, epochs=epochs, lr=lr,
-         batch_size=batch_size, unfreeze=unfreeze, max_length=max_length, seed=seed, device=device.value,
-         patience=patience, eval_every=eval_every, offline=offline, force=force)
+    _run("classify", **training)
 
 
 @finetune_app.command("tag")
-def finetune_tag(
-    train: TrainOpt,
-    eval_path: EvalOpt = None,
-    base: BaseOpt = None,
-    name: NameOpt = None,
-    out: OutOpt = None,
-    epochs: EpochsOpt = 3,
-    lr: LrOpt = None,
-    batch_size: BatchOpt = 16,
-    unfreeze: UnfreezeOpt = 0,
-    max_length: MaxLengthOpt = 256,
-    seed: SeedOpt = 0,
-    device: DeviceOpt = Device.auto,
-    patience: PatienceOpt = 2,
-    eval_every: EvalEveryOpt = 0,
-    offline: OfflineOpt = False,
-    force: ForceOpt = False,
-) -> None:
+@with_options(training=TRAINING)
+def finetune_tag(training: Any = None) -> None:
     """Train a token tagger from {"text", "spans": [{"start", "end", "label"}]} records (character offsets).
 
     Spans become B-/I-/O token labels. Prints the checkpoint's path; use it with `bigcode tag -m NAME`.
     """
-    _run("tag", train=train, eval=eval_path, base=base, name=name, out=out, epochs=epochs, lr=lr,
-         batch_size=batch_size, unfreeze=unfreeze, max_length=max_length, seed=seed, device=device.value,
-         patience=patience, eval_every=eval_every, offline=offline, force=force)
+    _run("tag", **training)
