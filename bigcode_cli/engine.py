@@ -145,8 +145,6 @@ def _transformers(path: Path, config: GPTBigCodeConfig, task: str, attn: str, de
 
     from transformers.utils import logging as hf_logging
 
-    from bigcode_cli.weights import weight_files
-
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
 
@@ -158,7 +156,6 @@ def _transformers(path: Path, config: GPTBigCodeConfig, task: str, attn: str, de
     dtype = resolve_dtype(dtype_name, checkpoint_dtype(state), device)
     backend = resolve_backend(attn, device, dtype)
     del state
-    weight_files(path)
     try:
         model = classes[task].from_pretrained(
             str(path), attn_implementation=_HF_ATTN[backend.name], dtype=dtype, trust_remote_code=False

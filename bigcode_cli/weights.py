@@ -6,11 +6,11 @@ The model is built on the meta device and the loaded tensors are assigned in pla
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
+from bigcode_cli.checkpoint_files import complete_weight_files, load_bin
 from bigcode_cli.config import GPTBigCodeConfig
 from bigcode_cli.errors import CheckpointError
 from bigcode_cli.model import HEAD_KEYS, TASKS, GPTBigCodePreTrained
@@ -25,38 +25,15 @@ _FINETUNE_HINT = {"sequence-classification": "make one with `bigcode finetune cl
                   "causal-lm": "use a causal-LM checkpoint such as the bundled bigcode-tiny"}
 
 
-def weight_files(directory: Path) -> list[Path]:
-    """The checkpoint's weight files, safetensors preferred, shards in index order."""
-    for index_name, single in (("model.safetensors.index.json", "model.safetensors"),
-                               ("pytorch_model.bin.index.json", "pytorch_model.bin")):
-        index = directory / index_name
-        if index.is_file():
-            try:
-                weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise CheckpointError(f"{index} is not a valid shard index: {exc}") from None
-            shards = list(dict.fromkeys(weight_map.values()))
-            missing = [s for s in shards if not (directory / s).is_file()]
-            if missing:
-                raise CheckpointError(f"{directory} is missing weight shard(s) {', '.join(missing)} named in {index_name}")
-            return [directory / s for s in shards]
-        if (directory / single).is_file():
-            return [directory / single]
-    raise CheckpointError(
-        f"{directory} has no weights (model.safetensors, sharded safetensors or pytorch_model.bin)"
-    )
-
-
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     """All tensors of one weight file, memory-mapped where the format allows."""
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix != ".safetensors":
+        return load_bin(path)  # a pickle: weights_only refuses anything but tensors, so no code can run
+    from safetensors.torch import load_file
 
-            return load_file(str(path), device="cpu")
-        # .bin is a pickle: weights_only refuses anything but tensors, so no code can run
-        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # safetensors and torch raise many types for truncated or corrupt files
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors raises several types for truncated or corrupt files
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{path} is truncated or corrupt ({message}); re-download or re-import the checkpoint") from None
 
@@ -64,7 +41,7 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
 def load_state_dict(directory: Path) -> dict[str, torch.Tensor]:
     """Every tensor of a checkpoint, keyed like our modules (a bare-backbone checkpoint gets `transformer.`)."""
     tensors: dict[str, torch.Tensor] = {}
-    for path in weight_files(directory):
+    for path in complete_weight_files(directory):
         tensors.update(read_tensors(path))
     if tensors and not any(k.startswith("transformer.") for k in tensors):
         tensors = {f"transformer.{k}": v for k, v in tensors.items()}
