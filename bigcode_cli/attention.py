@@ -109,22 +109,21 @@ def eager_attention(query, key, value, blocked, spec: AttentionSpec, training: b
 
 class _SdpaMask(NamedTuple):
     mask: torch.Tensor | None  # bool, True = may attend, broadcastable to the backend's score shape
-    causal: bool  # use is_causal instead of a mask (multi-head, no padding, T == S)
+    causal: bool  # use is_causal instead of a mask (no padding, T == S)
+    rows: bool  # multi-query only: run all T*H query rows as one head (decoding) instead of enable_gqa
 
 
 def _sdpa_prepare(info: MaskInfo, n_head: int, multi_query: bool) -> _SdpaMask:
     if info.allowed is None:
-        return _SdpaMask(None, False)
+        return _SdpaMask(None, False, True)
     B, T, S = info.allowed.shape
-    if multi_query:
-        if info.causal and T == S:
-            return _SdpaMask(None, True)
-        # all T*H query rows in one "head": row t*H + h sees what position t sees
-        mask = info.allowed.unsqueeze(2).expand(B, T, n_head, S).reshape(B, 1, T * n_head, S)
-        return _SdpaMask(mask, False)
     if info.causal and T == S:
-        return _SdpaMask(None, True)
-    return _SdpaMask(info.allowed.unsqueeze(1), False)  # (B, 1, T, S)
+        return _SdpaMask(None, True, False)
+    if multi_query and T == 1:
+        # one new position: its H query rows share the single key; row h sees what the position sees
+        return _SdpaMask(info.allowed.unsqueeze(2).expand(B, 1, n_head, S).reshape(B, 1, n_head, S), False, True)
+    # (B, 1, T, S) broadcast over heads; for T > 1 this beats expanding the mask to T*H rows (measured ~1.5x)
+    return _SdpaMask(info.allowed.unsqueeze(1), False, False)
 
 
 def sdpa_attention(query, key, value, mask: _SdpaMask, spec: AttentionSpec, training: bool) -> torch.Tensor:
@@ -134,15 +133,16 @@ def sdpa_attention(query, key, value, mask: _SdpaMask, spec: AttentionSpec, trai
     if key.dim() == 3:
         k = key.unsqueeze(1)  # (B, 1, S, D)
         v = value.unsqueeze(1)
-        if mask.causal:
-            # causal prefill: heads as heads, the single K/V head broadcast by enable_gqa
-            out = F.scaled_dot_product_attention(
-                query.transpose(1, 2), k, v, is_causal=True, dropout_p=dropout, scale=spec.scale, enable_gqa=True
-            )  # (B, H, T, D)
-            return out.transpose(1, 2).reshape(B, T, H * D)
-        q = query.reshape(B, 1, T * H, D)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.mask, dropout_p=dropout, scale=spec.scale)
-        return out.view(B, T, H * D)  # (B, 1, T*H, D) -> (B, T, H*D)
+        if mask.rows:
+            q = query.reshape(B, 1, T * H, D)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.mask, dropout_p=dropout, scale=spec.scale)
+            return out.view(B, T, H * D)  # (B, 1, T*H, D) -> (B, T, H*D)
+        # heads as heads, the single K/V head broadcast by enable_gqa
+        out = F.scaled_dot_product_attention(
+            query.transpose(1, 2), k, v, attn_mask=mask.mask, is_causal=mask.causal, dropout_p=dropout,
+            scale=spec.scale, enable_gqa=True,
+        )  # (B, H, T, D)
+        return out.transpose(1, 2).reshape(B, T, H * D)
     out = F.scaled_dot_product_attention(
         query.transpose(1, 2),
         key.transpose(1, 2),
