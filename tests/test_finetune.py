@@ -127,7 +127,7 @@ def test_tagger_learns_keys_into_the_cache_and_loads_in_transformers(base, tmp_p
     held_out = write_secrets(tmp_path / "eval.jsonl", 2, 50)
     events = []
     result = finetune(FinetuneOptions("tag", tmp_path / "train.jsonl", tmp_path / "eval.jsonl", base=str(base),
-                                      name="toy-secrets", epochs=6, lr=0.01, unfreeze=2, batch_size=16),
+                                      name="toy-secrets", epochs=12, lr=0.01, unfreeze=2, batch_size=16, patience=4),
                       events.append)
     assert result.labels == ["O", "B-KEY", "I-KEY"]
     assert result.metrics["span_f1"] >= 0.6
