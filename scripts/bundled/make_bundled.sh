@@ -22,16 +22,19 @@ if step lm; then
   $PY scripts/bundled/train_lm.py --device "$DEVICE" --minutes "$MINUTES" $([ "$DEVICE" = cpu ] && echo --bf16)
 fi
 if step langid; then
-  rm -rf runs/langid
-  $PY -m bigcode_cli finetune classify --base "$BUNDLED/bigcode-tiny" --train data/langid/train.jsonl \
-      --eval data/langid/eval.jsonl --out runs/langid --epochs 4 --unfreeze 1 --max-length 192 \
+  # a CPU-sized share of the (shuffled) training data: 5,400 snippets, ~600 per language
+  rm -rf runs/langid && mkdir -p runs
+  head -n "${LANGID_TRAIN:-5400}" data/langid/train.jsonl > runs/langid_train.jsonl
+  $PY -m bigcode_cli finetune classify --base "$BUNDLED/bigcode-tiny" --train runs/langid_train.jsonl \
+      --eval data/langid/eval.jsonl --out runs/langid --epochs 2 --unfreeze 1 --max-length 128 \
       --batch-size 32 --seed 0 --device "$DEVICE"
   $PY scripts/bundled/ship.py runs/langid "$BUNDLED/bigcode-tiny-langid"
 fi
 if step secrets; then
-  rm -rf runs/secrets
-  $PY -m bigcode_cli finetune tag --base "$BUNDLED/bigcode-tiny" --train data/secrets/train.jsonl \
-      --eval data/secrets/eval.jsonl --out runs/secrets --epochs 4 --unfreeze 2 --max-length 256 \
+  rm -rf runs/secrets && mkdir -p runs
+  head -n "${SECRETS_TRAIN:-4000}" data/secrets/train.jsonl > runs/secrets_train.jsonl
+  $PY -m bigcode_cli finetune tag --base "$BUNDLED/bigcode-tiny" --train runs/secrets_train.jsonl \
+      --eval data/secrets/eval.jsonl --out runs/secrets --epochs 2 --unfreeze 2 --max-length 256 \
       --batch-size 16 --seed 0 --device "$DEVICE"
   $PY scripts/bundled/ship.py runs/secrets "$BUNDLED/bigcode-tiny-secrets"
 fi
