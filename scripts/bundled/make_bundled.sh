@@ -26,7 +26,7 @@ if step langid; then
   rm -rf runs/langid && mkdir -p runs
   head -n "${LANGID_TRAIN:-5400}" data/langid/train.jsonl > runs/langid_train.jsonl
   $PY -m bigcode_cli finetune classify --base "$BUNDLED/bigcode-tiny" --train runs/langid_train.jsonl \
-      --eval data/langid/eval.jsonl --out runs/langid --epochs 2 --unfreeze 1 --max-length 128 \
+      --eval data/langid/eval.jsonl --out runs/langid --epochs 3 --lr 2e-3 --unfreeze 1 --max-length 128 \
       --batch-size 32 --seed 0 --device "$DEVICE"
   $PY scripts/bundled/ship.py runs/langid "$BUNDLED/bigcode-tiny-langid"
 fi
@@ -34,7 +34,7 @@ if step secrets; then
   rm -rf runs/secrets && mkdir -p runs
   head -n "${SECRETS_TRAIN:-4000}" data/secrets/train.jsonl > runs/secrets_train.jsonl
   $PY -m bigcode_cli finetune tag --base "$BUNDLED/bigcode-tiny" --train runs/secrets_train.jsonl \
-      --eval data/secrets/eval.jsonl --out runs/secrets --epochs 2 --unfreeze 2 --max-length 256 \
+      --eval data/secrets/eval.jsonl --out runs/secrets --epochs 3 --lr 2e-3 --unfreeze 2 --max-length 256 \
       --batch-size 16 --seed 0 --device "$DEVICE"
   $PY scripts/bundled/ship.py runs/secrets "$BUNDLED/bigcode-tiny-secrets"
 fi
