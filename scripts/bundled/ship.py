@@ -36,6 +36,8 @@ def main() -> None:
             (tmp / item.name).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         elif item.is_file() and item.name != "manifest.json":
             shutil.copy(item, tmp / item.name)
+    for path in tmp.iterdir():
+        path.chmod(0o644)  # safetensors writes 0600; shipped files are world-readable
     if args.dest.exists():
         shutil.rmtree(args.dest)
     tmp.rename(args.dest)
