@@ -124,6 +124,7 @@ def generate(runner: Runner, tokenizer: Tokenizer, prompt_ids: Sequence[int], *,
         started = time.perf_counter()
         prompt = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)
         cache = runner.new_cache(1, capacity)
+        threads = torch.get_num_threads()
         try:
             logits = runner(prompt, cache=cache, last_only=True)[:, -1]  # (1, V)
             if num_samples > 1:
@@ -132,6 +133,10 @@ def generate(runner: Runner, tokenizer: Tokenizer, prompt_ids: Sequence[int], *,
             seen = prompt.expand(num_samples, -1) if penalty else None
             active = list(range(num_samples))  # sample index of each cache row
             first = True
+            if device.type == "cpu" and num_samples == 1:
+                # one-row matmuls are bound by memory bandwidth, which a second thread does not add to here,
+                # while every extra thread is one more to wait for when the machine is busy
+                torch.set_num_threads(1)
             for _ in range(max_new_tokens):
                 chosen = next_tokens(logits, seen, params, generator)  # (rows,)
                 ids = chosen.tolist()
@@ -168,6 +173,8 @@ def generate(runner: Runner, tokenizer: Tokenizer, prompt_ids: Sequence[int], *,
                 logits = runner(step_ids, cache=cache, last_only=True)[:, -1]
         except KeyboardInterrupt:
             result.interrupted = True
+        finally:
+            torch.set_num_threads(threads)
         if not first:
             result.decode_s = time.perf_counter() - decode_started
         else:

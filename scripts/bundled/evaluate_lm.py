@@ -12,6 +12,7 @@ Uses only files the model never saw (data/lm/heldout_files.jsonl from pretokeniz
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import math
 import random
@@ -77,7 +78,7 @@ def main() -> None:
     parser.add_argument("--fim-cases", type=int, default=200)
     parser.add_argument("--samples", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-tokens", type=int, default=2_000_000, help="score at most this many held-out tokens")
+    parser.add_argument("--max-tokens", type=int, default=2_000_000, help="score at most this many held-out tokens (0: skip perplexity)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -86,26 +87,31 @@ def main() -> None:
     heldout = np.memmap(args.data / "heldout.bin", dtype=np.uint16, mode="r")
     records = [json.loads(line) for line in (args.data / "heldout_files.jsonl").read_text().splitlines()]
     total_bytes = sum(r["bytes"] for r in records)
-    report = {"model": args.model, "perplexity": bits_per_byte(runner, heldout, total_bytes, len(heldout), 256, args.max_tokens)}
-    print(json.dumps(report["perplexity"]), flush=True)
+    report = {"model": args.model}
+    if args.max_tokens:
+        report["perplexity"] = bits_per_byte(runner, heldout, total_bytes, len(heldout), 256, args.max_tokens)
+        print(json.dumps(report["perplexity"]), flush=True)
 
     rng = random.Random(args.seed)
     files = [Path(r["path"]) for r in records if r["path"].endswith(".py")]
     files = [f if f.is_absolute() else args.data.parent / "corpus" / f for f in files]
     cases = fim_cases(files, args.fim_cases, rng)
     settings = CompletionSettings(max_new_tokens=48, sampling=SamplingParams(temperature=0), lines=1)
-    hits = 0
+    hits, similarity = 0, 0.0
     for prefix, expected, suffix in cases:
         result = complete(runner, tokenizer, prefix, suffix, "fim", settings)
         got = result.texts[0].strip().split("\n")[0].strip()
         hits += got == expected
-    report["fim_single_line"] = {"cases": len(cases), "exact_match": round(hits / max(len(cases), 1), 4)}
+        similarity += difflib.SequenceMatcher(None, got, expected).ratio()
+    report["fim_single_line"] = {"cases": len(cases), "exact_match": round(hits / max(len(cases), 1), 4),
+                                 "edit_similarity": round(similarity / max(len(cases), 1), 4)}
     print(json.dumps(report["fim_single_line"]), flush=True)
 
     shown = []
     for prefix, expected, suffix in cases[: args.samples]:
         result = complete(runner, tokenizer, prefix, suffix, "fim", settings)
-        shown.append({"context": prefix[-160:], "expected": expected, "completion": result.texts[0]})
+        shown.append({"context": prefix[-160:], "expected": expected, "completion": result.texts[0],
+                      "suffix": suffix[:80]})
     report["samples"] = shown
     for item in shown:
         print(json.dumps(item), flush=True)
