@@ -81,12 +81,27 @@ def _strip(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
-def _widen(text: str, start: int, end: int) -> tuple[int, int]:
+# what counts as one word when a span is grown to whole words: identifiers, and for EMAIL the whole
+# address (a causal tagger often recognises an address only at its end: `.com`)
+_EMAIL_CHARS = frozenset(".-+%@")
+
+
+def _word_test(kind: str):
+    if kind == "EMAIL":
+        return lambda ch: ch.isalnum() or ch == "_" or ch in _EMAIL_CHARS
+    return _is_word
+
+
+def _widen(text: str, start: int, end: int, kind: str = "") -> tuple[int, int]:
     """Grow a span that cuts a word in two to the whole word."""
-    while 0 < start < len(text) and _is_word(text[start - 1]) and _is_word(text[start]):
+    is_word = _word_test(kind)
+    while 0 < start < len(text) and is_word(text[start - 1]) and is_word(text[start]):
         start -= 1
-    while 0 < end < len(text) and _is_word(text[end - 1]) and _is_word(text[end]):
+    while 0 < end < len(text) and is_word(text[end - 1]) and is_word(text[end]):
         end += 1
+    if kind == "EMAIL":
+        while end > start and text[end - 1] in ".-":  # a sentence's full stop is not part of the address
+            end -= 1
     return start, end
 
 
@@ -121,7 +136,7 @@ def spans_from_tokens(text: str, offsets: Sequence[tuple[int, int]], predictions
     for kind, start, end, probs in groups:
         start, end = _strip(text, start, end)
         if aggregate == "word":
-            start, end = _widen(text, start, end)
+            start, end = _widen(text, start, end, kind)
         if start >= end:
             continue
         score = sum(probs) / len(probs)

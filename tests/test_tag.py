@@ -168,3 +168,13 @@ def test_bad_record_and_error_exit(tagger, monkeypatch, capsys):
     assert code == 1
     assert {line.split("\t")[0] for line in out.splitlines()} <= {"1", "3"}
     assert err.splitlines()[0] == "error: <stdin> line 2: binary data (not UTF-8 text)"
+
+
+def test_word_aggregation_grows_an_email_span_to_the_whole_address():
+    from bigcode_cli.tagging import spans_from_tokens
+
+    text = 'send("alice.b@example.com.", x)'
+    start = text.index(".com")
+    spans = spans_from_tokens(text, [(0, start), (start, start + 4)], [("O", 0.9), ("B-EMAIL", 0.8)])
+    assert [(s.label, s.text) for s in spans] == [("EMAIL", "alice.b@example.com")]
+    assert text[spans[0].start:spans[0].end] == spans[0].text
