@@ -133,7 +133,7 @@ def generate(runner: Runner, tokenizer: Tokenizer, prompt_ids: Sequence[int], *,
             seen = prompt.expand(num_samples, -1) if penalty else None
             active = list(range(num_samples))  # sample index of each cache row
             first = True
-            if device.type == "cpu" and num_samples == 1 and runner.dtype == torch.float32:
+            if device.type == "cpu" and num_samples == 1 and getattr(runner, "dtype", None) == torch.float32:
                 # fp32 one-row matmuls are bound by memory bandwidth, which a second thread does not add to here,
                 # while every extra thread is one more to wait for when the machine is busy
                 torch.set_num_threads(1)

@@ -177,13 +177,14 @@ def test_closed_pipe_ends_quietly(lm, source):
 
 @pytest.fixture(scope="module")
 def long_lm(tmp_path_factory):
-    return save_lm_with_tokenizer(tmp_path_factory.mktemp("long") / "ckpt", n_positions=4096)
+    # big enough that 8,000 greedy tokens take well over the few seconds the tests wait
+    return save_lm_with_tokenizer(tmp_path_factory.mktemp("long") / "ckpt", n_positions=8192, n_embd=128, n_layer=4)
 
 
 def test_ctrl_c_during_streaming_exits_130(long_lm, tmp_path):
     path = tmp_path / "big.py"
     path.write_text("def f():\n")  # continue mode with --no-block streams every token at once
-    proc = _cli("complete", path, "-m", long_lm, "--no-block", "-t", "0", "--max-new-tokens", "4000")
+    proc = _cli("complete", path, "-m", long_lm, "--no-block", "-t", "0", "--max-new-tokens", "8000")
     assert proc.stdout.read(1)  # streaming has started
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
@@ -195,7 +196,7 @@ def test_ctrl_c_during_in_place_exits_130_and_leaves_the_file(long_lm, tmp_path)
     path = tmp_path / "big.py"
     path.write_text("def f():\n    <FILL>\n")
     # greedy: the random model loops instead of sampling an end-of-text token
-    proc = _cli("complete", path, "-m", long_lm, "--no-block", "-t", "0", "--max-new-tokens", "4000", "--in-place")
+    proc = _cli("complete", path, "-m", long_lm, "--no-block", "-t", "0", "--max-new-tokens", "8000", "--in-place")
     time.sleep(4)
     assert proc.poll() is None  # still generating
     proc.send_signal(signal.SIGINT)
