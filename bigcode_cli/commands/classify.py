@@ -9,18 +9,9 @@ import typer
 
 from bigcode_cli.commands.option_groups import MODEL, with_options
 from bigcode_cli.commands.pipeline import (
-    BatchSizeOpt,
-    FilesArg,
-    FormatOpt,
-    InputFormat,
-    InputFormatOpt,
-    NulOpt,
-    Truncate,
-    TruncateOpt,
+    PIPELINE,
     json_line,
-    output_format,
     run_pipeline,
-    stdin_format,
     tsv_cell,
 )
 from bigcode_cli.console import stdout_console
@@ -32,16 +23,11 @@ ThresholdOpt = Annotated[float, typer.Option("--threshold", min=0.0, max=1.0,
                                              help="Multi-label models: a label applies at or above this probability.")]
 
 
-@with_options(choice=MODEL)
+@with_options(io=PIPELINE, choice=MODEL)
 def classify(
-    files: FilesArg = None,
-    fmt: FormatOpt = None,
     top_k: TopKOpt = None,
     threshold: ThresholdOpt = 0.5,
-    batch_size: BatchSizeOpt = 32,
-    truncate: TruncateOpt = Truncate.right,
-    input_format: InputFormatOpt = InputFormat.auto,
-    nul: NulOpt = False,
+    io: Any = None,
     choice: Any = None,
 ) -> None:
     """Classify code snippets with a sequence-classification model (default: the bundled language identifier).
@@ -51,8 +37,7 @@ def classify(
     order: JSON Lines {"id", "label", "score", "scores"} in a pipe, a table on a terminal. A bad record
     gets an error record on stderr, the others still go through, and the exit code is 1.
     """
-    chosen = output_format(fmt)
-    source_format = stdin_format(input_format, nul)
+    chosen = io.output
     state: dict[str, Any] = {}
 
     def before(loaded: Any) -> None:
@@ -75,9 +60,7 @@ def classify(
         else:
             _print_table(rows)
 
-    run_pipeline(files=files, task="sequence-classification", choice=choice, batch_size=batch_size,
-                 truncate=truncate.value, input_format=source_format, offsets=False,
-                 json_errors=chosen == "jsonl", write_chunk=write_chunk, before=before)
+    run_pipeline(io=io, task="sequence-classification", choice=choice, offsets=False, write_chunk=write_chunk, before=before)
 
 
 def _round(value: float) -> float:

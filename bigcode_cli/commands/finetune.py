@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import inspect
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
-from bigcode_cli.commands.option_groups import OptionGroup, with_options
+from bigcode_cli.commands.option_groups import OptionGroup, option, with_options
 from bigcode_cli.commands.options import Device, DeviceOpt, OfflineOpt, complete_model
 from bigcode_cli.console import print_notice, stderr_console
 
@@ -94,28 +93,24 @@ def _training_options(*, eval_path: Any, device: Device, **values: Any) -> dict[
     return {"eval": eval_path, "device": device.value, **values}
 
 
-def _param(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
-    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
-
-
 TRAINING = OptionGroup(
     (
-        _param("train", TrainOpt),
-        _param("eval_path", EvalOpt, None),
-        _param("base", BaseOpt, None),
-        _param("name", NameOpt, None),
-        _param("out", OutOpt, None),
-        _param("epochs", EpochsOpt, 3),
-        _param("lr", LrOpt, None),
-        _param("batch_size", BatchOpt, 16),
-        _param("unfreeze", UnfreezeOpt, 0),
-        _param("max_length", MaxLengthOpt, 256),
-        _param("seed", SeedOpt, 0),
-        _param("device", DeviceOpt, Device.auto),
-        _param("patience", PatienceOpt, 2),
-        _param("eval_every", EvalEveryOpt, 0),
-        _param("offline", OfflineOpt, False),
-        _param("force", ForceOpt, False),
+        option("train", TrainOpt),
+        option("eval_path", EvalOpt, None),
+        option("base", BaseOpt, None),
+        option("name", NameOpt, None),
+        option("out", OutOpt, None),
+        option("epochs", EpochsOpt, 3),
+        option("lr", LrOpt, None),
+        option("batch_size", BatchOpt, 16),
+        option("unfreeze", UnfreezeOpt, 0),
+        option("max_length", MaxLengthOpt, 256),
+        option("seed", SeedOpt, 0),
+        option("device", DeviceOpt, Device.auto),
+        option("patience", PatienceOpt, 2),
+        option("eval_every", EvalEveryOpt, 0),
+        option("offline", OfflineOpt, False),
+        option("force", ForceOpt, False),
     ),
     _training_options,
 )

@@ -21,7 +21,8 @@ class OptionGroup(NamedTuple):
     build: Callable[..., Any]
 
 
-def _option(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+def option(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
+    """One option of a group: its parameter name, its Annotated type and its default (none: required)."""
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
@@ -71,12 +72,12 @@ def _model_choice(*, model, engine, attn, device, dtype, offline) -> ModelChoice
 
 MODEL = OptionGroup(
     (
-        _option("model", o.ModelOpt, None),
-        _option("engine", o.EngineOpt, o.Engine.native),
-        _option("attn", o.AttnOpt, o.Attn.auto),
-        _option("device", o.DeviceOpt, o.Device.auto),
-        _option("dtype", o.DtypeOpt, o.Dtype.auto),
-        _option("offline", o.OfflineOpt, False),
+        option("model", o.ModelOpt, None),
+        option("engine", o.EngineOpt, o.Engine.native),
+        option("attn", o.AttnOpt, o.Attn.auto),
+        option("device", o.DeviceOpt, o.Device.auto),
+        option("dtype", o.DtypeOpt, o.Dtype.auto),
+        option("offline", o.OfflineOpt, False),
     ),
     _model_choice,
 )
@@ -85,19 +86,19 @@ MODEL = OptionGroup(
 def generation(*, max_new_tokens: int = 128, block: bool = True, fim: bool = True) -> OptionGroup:
     """The sampling and stopping options, with this command's defaults; built into CompletionSettings."""
     parameters = [
-        _option("max_new_tokens", o.MaxNewTokensOpt, max_new_tokens),
-        _option("temperature", o.TemperatureOpt, 0.2),
-        _option("top_k", o.TopKOpt, 0),
-        _option("top_p", o.TopPOpt, 0.95),
-        _option("repetition_penalty", o.RepetitionPenaltyOpt, 1.0),
-        _option("seed", o.SeedOpt, None),
-        _option("stop", o.StopOpt, None),
-        _option("num_samples", o.NumSamplesOpt, 1),
-        _option("lines", o.LinesOpt, None),
-        _option("block", o.BlockOpt, block),
+        option("max_new_tokens", o.MaxNewTokensOpt, max_new_tokens),
+        option("temperature", o.TemperatureOpt, 0.2),
+        option("top_k", o.TopKOpt, 0),
+        option("top_p", o.TopPOpt, 0.95),
+        option("repetition_penalty", o.RepetitionPenaltyOpt, 1.0),
+        option("seed", o.SeedOpt, None),
+        option("stop", o.StopOpt, None),
+        option("num_samples", o.NumSamplesOpt, 1),
+        option("lines", o.LinesOpt, None),
+        option("block", o.BlockOpt, block),
     ]
     if fim:
-        parameters.append(_option("fim_order", o.FimOrderOpt, "psm"))
+        parameters.append(option("fim_order", o.FimOrderOpt, "psm"))
 
     def build(**values: Any) -> Any:
         from bigcode_cli.commands.generation_run import make_settings

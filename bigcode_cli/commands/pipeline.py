@@ -10,10 +10,11 @@ import json
 import sys
 from collections.abc import Callable
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, Optional
 
 import typer
 
+from bigcode_cli.commands.option_groups import OptionGroup, option
 from bigcode_cli.console import print_error
 from bigcode_cli.errors import InputError
 from bigcode_cli.records import Record
@@ -104,9 +105,36 @@ def _silence_stdout() -> None:
         pass
 
 
-def run_pipeline(*, files: list[str] | None, task: str, choice: ModelChoice, batch_size: int, truncate: str,
-                 input_format: str, offsets: bool,
-                 json_errors: bool, write_chunk: Callable[[list[tuple[Record, Any]], Any], None],
+class PipelineIO(NamedTuple):
+    """Where records come from and how results go out: FILES, --format, --input-format/-0, --batch-size, --truncate."""
+
+    files: list[str] | None
+    output: str  # "jsonl" | "tsv" | "table"
+    input_format: str  # "auto" | "lines" | "jsonl" | "nul"
+    batch_size: int
+    truncate: str  # "left" | "right"
+
+
+def _pipeline_io(*, files: list[str] | None, fmt: OutputFormat | None, batch_size: int, truncate: Truncate,
+                 input_format: InputFormat, nul: bool) -> PipelineIO:
+    return PipelineIO(files, output_format(fmt), stdin_format(input_format, nul), batch_size, truncate.value)
+
+
+PIPELINE = OptionGroup(
+    (
+        option("files", FilesArg, None),
+        option("fmt", FormatOpt, None),
+        option("batch_size", BatchSizeOpt, 32),
+        option("truncate", TruncateOpt, Truncate.right),
+        option("input_format", InputFormatOpt, InputFormat.auto),
+        option("nul", NulOpt, False),
+    ),
+    _pipeline_io,
+)
+
+
+def run_pipeline(*, io: PipelineIO, task: str, choice: ModelChoice, offsets: bool,
+                 write_chunk: Callable[[list[tuple[Record, Any]], Any], None],
                  before: Callable[[Any], None] | None = None) -> None:
     """Open the task's model, stream the records through the one batcher, hand each chunk to `write_chunk`.
 
@@ -116,23 +144,25 @@ def run_pipeline(*, files: list[str] | None, task: str, choice: ModelChoice, bat
     from bigcode_cli.batching import Batcher, stream
     from bigcode_cli.records import read_records
 
+    files = io.files
     if (not files or "-" in files) and sys.stdin is None:  # started with stdin closed (`<&-`)
         raise InputError("cannot read standard input (it is closed): give FILES or pipe records in")
     if not files and getattr(sys.stdin, "isatty", lambda: False)():
         raise InputError("no input: pass FILES, or pipe snippets into stdin ('-' reads a terminal anyway)")
     loaded = choice.open(task)
-    batcher = Batcher(loaded.runner, loaded.tokenizer, batch_size=batch_size, truncate=truncate, offsets=offsets)
+    batcher = Batcher(loaded.runner, loaded.tokenizer, batch_size=io.batch_size, truncate=io.truncate,
+                      offsets=offsets)
     if before is not None:
         before(loaded)
     failed = total = 0
-    records = read_records(files or [], getattr(sys.stdin, "buffer", None), input_format)
+    records = read_records(files or [], getattr(sys.stdin, "buffer", None), io.input_format)
     for chunk in stream(records, batcher):
         good = []
         for record, result in chunk:
             total += 1
             if result is None:
                 failed += 1
-                report_bad_record(record, json_errors)
+                report_bad_record(record, io.output == "jsonl")
             else:
                 good.append((record, result))
         try:

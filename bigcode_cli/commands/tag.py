@@ -10,18 +10,9 @@ import typer
 
 from bigcode_cli.commands.option_groups import MODEL, with_options
 from bigcode_cli.commands.pipeline import (
-    BatchSizeOpt,
-    FilesArg,
-    FormatOpt,
-    InputFormat,
-    InputFormatOpt,
-    NulOpt,
-    Truncate,
-    TruncateOpt,
+    PIPELINE,
     json_line,
-    output_format,
     run_pipeline,
-    stdin_format,
     tsv_cell,
 )
 from bigcode_cli.console import stdout_console
@@ -44,17 +35,12 @@ LabelsOpt = Annotated[Optional[list[str]], typer.Option(
     "--labels", "-l", show_default=False, help="Only these labels (repeat, or separate with commas).")]
 
 
-@with_options(choice=MODEL)
+@with_options(io=PIPELINE, choice=MODEL)
 def tag(
-    files: FilesArg = None,
-    fmt: FormatOpt = None,
     aggregate: AggregateOpt = Aggregate.word,
     redact: RedactOpt = False,
     labels: LabelsOpt = None,
-    batch_size: BatchSizeOpt = 32,
-    truncate: TruncateOpt = Truncate.right,
-    input_format: InputFormatOpt = InputFormat.auto,
-    nul: NulOpt = False,
+    io: Any = None,
     choice: Any = None,
 ) -> None:
     """Tag spans of code with a token-classification model (default: the bundled secrets tagger).
@@ -64,8 +50,7 @@ def tag(
     "text", "score"}]} with character offsets into the original text; on a terminal, the code with
     the spans highlighted. --redact prints the input with every span replaced by <LABEL>.
     """
-    chosen = output_format(fmt)
-    source_format = stdin_format(input_format, nul)
+    chosen = io.output
     wanted = [part.strip() for value in (labels or []) for part in value.split(",") if part.strip()]
     state: dict[str, Any] = {}
 
@@ -101,9 +86,7 @@ def tag(
             for row in rows:
                 _print_highlighted(*row, state["styles"])
 
-    run_pipeline(files=files, task="token-classification", choice=choice, batch_size=batch_size,
-                 truncate=truncate.value, input_format=source_format, offsets=True,
-                 json_errors=chosen == "jsonl", write_chunk=write_chunk, before=before)
+    run_pipeline(io=io, task="token-classification", choice=choice, offsets=True, write_chunk=write_chunk, before=before)
 
 
 def _record_json(record: Record, spans: list, truncation: dict | None) -> dict[str, Any]:
