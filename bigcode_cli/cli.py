@@ -27,6 +27,7 @@ app = typer.Typer(
     help="Code completion, generation, classification and tagging with GPTBigCode models (SantaCoder, StarCoder).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 

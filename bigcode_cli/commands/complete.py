@@ -22,7 +22,7 @@ def complete(
 ) -> None:
     """Complete the code at the cursor in FILE and stream the completion to stdout.
 
-    A <FILL> marker in the file, or --at LINE:COL, fills in the middle with the rest of the file as
+    A `<FILL>` marker in the file, or --at LINE:COL, fills in the middle with the rest of the file as
     the suffix; otherwise the file is continued at its end. Completions stop at the end of the
     current block (--no-block to run on) or after --lines lines.
     """

@@ -30,7 +30,7 @@ class Aggregate(str, Enum):
 AggregateOpt = Annotated[Aggregate, typer.Option(
     "--aggregate", help="none: one span per tagged token; word: merge B-/I- pieces and grow spans to whole words.")]
 RedactOpt = Annotated[bool, typer.Option(
-    "--redact", help="Print the input back, in its own format, with each span replaced by <LABEL>.")]
+    "--redact", help="Print the input back, in its own format, with each span replaced by `<LABEL>`.")]
 LabelsOpt = Annotated[Optional[list[str]], typer.Option(
     "--labels", "-l", show_default=False, help="Only these labels (repeat, or separate with commas).")]
 
@@ -48,7 +48,7 @@ def tag(
     Reads FILES (one record each) or stdin: one snippet per line, JSON Lines ({"id": ..., "text": ...})
     or NUL-separated (-0). In a pipe, writes JSON Lines {"id", "spans": [{"label", "start", "end",
     "text", "score"}]} with character offsets into the original text; on a terminal, the code with
-    the spans highlighted. --redact prints the input with every span replaced by <LABEL>.
+    the spans highlighted. --redact prints the input with every span replaced by `<LABEL>`.
     """
     chosen = io.output
     wanted = [part.strip() for value in (labels or []) for part in value.split(",") if part.strip()]
