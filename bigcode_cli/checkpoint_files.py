@@ -185,19 +185,25 @@ def check_weights(directory: Path) -> None:
     tensor_infos(complete_weight_files(directory))
 
 
+def _json_object(path: Path) -> dict[str, Any] | None:
+    """A JSON file's top-level object, or None when it is missing, unreadable or not an object."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def check_remote_code(directory: Path) -> None:
     """Refuse a checkpoint whose config or tokenizer needs code from the hub: bigcode never runs it."""
     for name in ("config.json", "tokenizer_config.json"):
         path = directory / name
-        if not path.is_file():
-            continue
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            if name == "config.json":
-                raise CheckpointError(f"{path} is not valid JSON") from None
-            continue
-        if isinstance(data, dict) and (data.get("auto_map") or data.get("trust_remote_code")):
+        data = _json_object(path)
+        if data is None and name == "config.json" and path.is_file():
+            raise CheckpointError(f"{path} is not valid JSON")
+        if data and (data.get("auto_map") or data.get("trust_remote_code")):
             raise CheckpointError(
                 f"{path} asks for remote code (auto_map): bigcode never runs code shipped with a checkpoint; "
                 "use a checkpoint saved with transformers' built-in gpt_bigcode classes")
@@ -244,14 +250,8 @@ def fim_style(directory: Path) -> str | None:
     """The fill-in-the-middle token spelling: 'starcoder' (<fim_prefix>), 'santacoder' (<fim-prefix>) or None."""
     tokens: set[str] = set()
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        path = directory / name
-        if not path.is_file():
-            continue
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if not isinstance(data, dict):
+        data = _json_object(directory / name)
+        if data is None:
             continue
         for entry in data.get("added_tokens") or []:
             if isinstance(entry, dict):

@@ -1,6 +1,7 @@
 import os
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -17,3 +18,12 @@ def isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("BIGCODE_MODEL", raising=False)
     monkeypatch.delenv("NO_COLOR", raising=False)
     return home
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: on a shared, busy CPU, several threads per tiny matmul cost far more than one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

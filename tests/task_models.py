@@ -7,8 +7,6 @@ import io
 import sys
 from pathlib import Path
 
-import pytest
-import torch
 
 from checkpoints import save_checkpoint
 from tokenizer_files import STARCODER_SPECIALS, save_tokenizer
@@ -52,10 +50,3 @@ SNIPPETS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a shared, busy CPU, several threads per tiny matmul cost 100x more than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

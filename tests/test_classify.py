@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from task_models import SNIPPETS, feed_stdin, hf_model, model_dir, one_thread  # noqa: F401
+from task_models import SNIPPETS, feed_stdin, hf_model, model_dir
 
 from bigcode_cli import cli
 from bigcode_cli.batching import Batcher
@@ -17,6 +17,8 @@ from bigcode_cli.classification import MULTI, REGRESSION, SINGLE, predict
 from bigcode_cli.engine import load
 from bigcode_cli.records import detect_format, read_stream
 from bigcode_cli.tokenizer import Tokenizer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 LABELS = ["python", "c", "javascript"]
 

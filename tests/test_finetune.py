@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from task_models import feed_stdin, hf_model, model_dir, one_thread  # noqa: F401
+from task_models import feed_stdin, hf_model, model_dir
 
 from bigcode_cli import cli, store
 from bigcode_cli.batching import Batcher
@@ -17,6 +17,8 @@ from bigcode_cli.errors import InputError, StoreError
 from bigcode_cli.finetune import FinetuneOptions, finetune
 from bigcode_cli.finetune_data import build_examples, classification_metrics
 from bigcode_cli.tokenizer import Tokenizer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 LANGS = ["c", "javascript", "python"]
 

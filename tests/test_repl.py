@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from checkpoints import save_checkpoint, save_lm_with_tokenizer
 from tokenizer_files import STARCODER_SPECIALS, save_tokenizer
@@ -29,13 +28,7 @@ ENTER, ESC_ENTER, CTRL_C = "\r", "\x1b\r", "\x03"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[=>]|\r")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the CPUs are shared and tiny matmuls only lose from more."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from task_models import SNIPPETS, feed_stdin, hf_model, model_dir, one_thread  # noqa: F401
+from task_models import SNIPPETS, feed_stdin, hf_model, model_dir
 
 from bigcode_cli import cli
 from bigcode_cli.batching import Batcher
 from bigcode_cli.engine import load
 from bigcode_cli.tagging import Span, bio_labels, redact, spans_from_tokens, split_label, token_predictions, token_tags
 from bigcode_cli.tokenizer import Tokenizer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 LABELS = bio_labels(["KEY", "EMAIL"])
 
