@@ -123,23 +123,34 @@ def benchmark_prompt(tokenizer: Tokenizer, length: int) -> list[int]:
 
 
 def _sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so a timer starts and stops on finished work; nothing to wait for on a CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def generate_seconds(runner: Runner, tokenizer: NoStopTokenizer, prompt: Sequence[int], new_tokens: int) -> float:
-    """Wall time of the generation service (greedy, one sample) making `new_tokens` tokens after `prompt`."""
+def generate_seconds(runner: Runner, tokenizer: NoStopTokenizer, prompt: Sequence[int], new_tokens: int,
+                     batch: int = 1) -> float:
+    """Wall time of the generation service (greedy) making `new_tokens` tokens after `prompt`.
+
+    batch > 1 decodes that many samples of the prompt in one batch (one prefill, then batch rows per step).
+    """
     from bigcode_cli.generation import generate
     from bigcode_cli.sampling import SamplingParams
 
+    _sync(runner.device)
     started = time.perf_counter()
-    generate(runner, tokenizer, prompt, max_new_tokens=new_tokens, params=SamplingParams(temperature=0))
+    generate(runner, tokenizer, prompt, max_new_tokens=new_tokens, params=SamplingParams(temperature=0),
+             num_samples=batch)
     return time.perf_counter() - started  # generate() reads every token back to the host: no sync needed
 
 
-def reference_generate_seconds(model: Any, prompt: Sequence[int], new_tokens: int) -> float:
-    """Wall time of transformers' own model.generate() making exactly `new_tokens` greedy tokens."""
-    ids = torch.tensor([list(prompt)], device=model.device)
+def reference_generate_seconds(model: Any, prompt: Sequence[int], new_tokens: int, batch: int = 1) -> float:
+    """Wall time of transformers' own model.generate() making exactly `new_tokens` greedy tokens.
+
+    batch > 1 runs that many copies of the prompt as one batch.
+    """
+    ids = torch.tensor([list(prompt)] * batch, device=model.device)
+    _sync(model.device)
     started = time.perf_counter()
     with torch.inference_mode():
         model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
@@ -151,6 +162,7 @@ def reference_generate_seconds(model: Any, prompt: Sequence[int], new_tokens: in
 def prefill_seconds(runner: Runner, prompt: Sequence[int]) -> float:
     """Wall time of one forward over `prompt` into a fresh cache, logits of the last position only."""
     ids = torch.tensor([list(prompt)], device=runner.device)
+    _sync(runner.device)
     started = time.perf_counter()
     with torch.inference_mode():
         runner(ids, cache=runner.new_cache(1, len(prompt) + 1), last_only=True)
@@ -161,6 +173,7 @@ def prefill_seconds(runner: Runner, prompt: Sequence[int]) -> float:
 def reference_prefill_seconds(model: Any, prompt: Sequence[int]) -> float:
     """Wall time of one forward of a transformers model over `prompt`, as its generate() does it."""
     ids = torch.tensor([list(prompt)], device=model.device)
+    _sync(model.device)
     started = time.perf_counter()
     with torch.inference_mode():
         model(ids, use_cache=True, logits_to_keep=1)

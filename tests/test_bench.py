@@ -106,7 +106,7 @@ def test_table_on_a_terminal(capsys, lm, fake_timings, monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
     stdout_console.cache_clear()
     try:
-        code, out, _ = _run(capsys, "bench", "-m", lm, "--attn", "sdpa,flash", *FAST)
+        code, out, _ = _run(capsys, "bench", "-m", lm, "--attn", "sdpa,flash", "--device", "cpu", *FAST)
     finally:
         stdout_console.cache_clear()
     assert code == 0

@@ -25,11 +25,11 @@ def mha_lm(tmp_path_factory):
     return save_lm_with_tokenizer(tmp_path_factory.mktemp("mha") / "ckpt", multi_query=False)
 
 
-def _hf_greedy(path, prompt_ids, max_new_tokens, stop_ids):
+def _hf_greedy(path, prompt_ids, max_new_tokens, stop_ids, device):
     from transformers import GPTBigCodeForCausalLM
 
-    model = GPTBigCodeForCausalLM.from_pretrained(str(path)).eval()
-    out = model.generate(torch.tensor([prompt_ids]), max_new_tokens=max_new_tokens, do_sample=False,
+    model = GPTBigCodeForCausalLM.from_pretrained(str(path)).to(device).eval()
+    out = model.generate(torch.tensor([prompt_ids], device=device), max_new_tokens=max_new_tokens, do_sample=False,
                          eos_token_id=sorted(stop_ids), pad_token_id=0)
     ids = out[0, len(prompt_ids) :].tolist()
     for i, token in enumerate(ids):
@@ -46,7 +46,7 @@ def test_greedy_tokens_equal_transformers_generate(request, which, attn):
     runner = engine.load(path, "causal-lm", attn=attn)
     prompt = tokenizer.encode("def fibonacci(n):\n    if n < 2:\n")
     ours = generate(runner, tokenizer, prompt, max_new_tokens=40, params=GREEDY)
-    expected = _hf_greedy(path, prompt, 40, tokenizer.stop_ids)
+    expected = _hf_greedy(path, prompt, 40, tokenizer.stop_ids, runner.device)  # same device as ours
     assert ours.samples[0].token_ids == expected
     assert len(expected) > 5  # the comparison covers a real run, not an immediate EOS
 

@@ -20,7 +20,7 @@ def lm(tmp_path_factory):
 
 def _logits(path, **kwargs):
     with torch.inference_mode():
-        return engine.load(path, "causal-lm", **kwargs)(torch.arange(3, 20).unsqueeze(0))
+        return engine.load(path, "causal-lm", device="cpu", **kwargs)(torch.arange(3, 20).unsqueeze(0))
 
 
 def test_config_round_trips_through_transformers(lm, tmp_path):
@@ -71,8 +71,8 @@ def test_bin_and_sharded_checkpoints_load_the_same_weights(lm, tmp_path):
 
 def test_dtype_auto_keeps_checkpoint_dtype_and_half_checkpoints_compute_in_fp32_on_cpu(tmp_path):
     path = save_checkpoint(tmp_path / "bf16", dtype=torch.bfloat16)
-    assert engine.load(path, "causal-lm").dtype == torch.float32
-    assert engine.load(path, "causal-lm", dtype="bfloat16").dtype == torch.bfloat16
+    assert engine.load(path, "causal-lm", device="cpu").dtype == torch.float32
+    assert engine.load(path, "causal-lm", device="cpu", dtype="bfloat16").dtype == torch.bfloat16
 
 
 def test_tied_head_shares_the_embedding(lm):

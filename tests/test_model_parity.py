@@ -1,14 +1,22 @@
-"""The native model against transformers itself, on random checkpoints written by save_pretrained."""
+"""The native model against transformers itself, on random checkpoints written by save_pretrained.
+
+Both engines load on the machine's default device (a CUDA GPU when there is one), so the inputs go there too.
+"""
 
 from __future__ import annotations
+
+import importlib
 
 import pytest
 import torch
 from checkpoints import save_checkpoint
 
 from bigcode_cli import engine
+from bigcode_cli.attention import flash_problem
 from bigcode_cli.errors import BackendError
+from bigcode_cli.runtime import resolve_device
 
+DEVICE = resolve_device("auto")  # where engine.load puts a model by default
 FP32_TOL = 1e-4
 VARIANTS = {
     "mqa": dict(multi_query=True),
@@ -30,7 +38,15 @@ def checkpoints(tmp_path_factory):
 
 def _ids(batch: int, length: int, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
-    return torch.randint(3, 97, (batch, length), generator=generator)
+    return torch.randint(3, 97, (batch, length), generator=generator).to(DEVICE)
+
+
+def _flash_attn_importable() -> bool:
+    try:
+        importlib.import_module("flash_attn")
+    except ImportError:
+        return False
+    return True
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
@@ -50,7 +66,7 @@ def test_hidden_states_equal_transformers_base_model(checkpoints, variant):
 
     path = checkpoints[variant, "causal-lm"]
     ours = engine.load(path, "causal-lm", attn="eager")
-    ref = GPTBigCodeModel.from_pretrained(str(path), attn_implementation="eager").eval()
+    ref = GPTBigCodeModel.from_pretrained(str(path), attn_implementation="eager").to(DEVICE).eval()
     ids = _ids(2, 11)
     with torch.inference_mode():
         expected = ref(ids).last_hidden_state
@@ -114,7 +130,7 @@ def test_left_padded_batch_equals_each_sequence_alone(checkpoints, variant, attn
     lengths = [10, 4, 7]
     width = max(lengths)
     rows = [_ids(1, n, seed=10 + i)[0] for i, n in enumerate(lengths)]
-    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    ids = torch.zeros(len(rows), width, dtype=torch.long, device=DEVICE)
     mask = torch.zeros_like(ids)
     for r, row in enumerate(rows):
         ids[r, width - len(row) :] = row
@@ -124,8 +140,8 @@ def test_left_padded_batch_equals_each_sequence_alone(checkpoints, variant, attn
         # and one more decoding step with the cache, still left-padded
         cache = runner.new_cache(len(rows), width + 1)
         runner(ids, mask, cache=cache)
-        nxt = torch.tensor([[5], [6], [7]])
-        step = runner(nxt, torch.cat([mask, torch.ones(3, 1, dtype=mask.dtype)], 1), cache=cache)
+        nxt = torch.tensor([[5], [6], [7]], device=DEVICE)
+        step = runner(nxt, torch.cat([mask, torch.ones(3, 1, dtype=mask.dtype, device=DEVICE)], 1), cache=cache)
         for r, row in enumerate(rows):
             alone = runner(row.unsqueeze(0))
             assert (batched[r, width - len(row) :] - alone[0]).abs().max().item() <= FP32_TOL
@@ -152,22 +168,37 @@ def test_bf16_error_is_no_worse_than_transformers_bf16(checkpoints):
             assert ours_err <= 1.5 * ref_err + 1e-2, (attn, ours_err, ref_err)
 
 
-def test_auto_backend_is_sdpa_without_cuda(checkpoints):
-    runner = engine.load(checkpoints["mqa", "causal-lm"], "causal-lm")
-    assert runner.backend == ("flash" if torch.cuda.is_available() else "sdpa")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_auto_backend_is_flash_only_where_flash_can_run(checkpoints, dtype):
+    runner = engine.load(checkpoints["mqa", "causal-lm"], "causal-lm", dtype=dtype)
+    assert runner.backend == ("flash" if flash_problem(runner.device, runner.dtype) is None else "sdpa")
+    if runner.device.type != "cuda" or dtype == "float32":
+        assert runner.backend == "sdpa"
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def _assert_one_line_flash_error(info: pytest.ExceptionInfo, reason: str) -> None:
+    message = str(info.value)
+    assert "\n" not in message and "--attn flash is unavailable" in message and "eager and sdpa work here" in message
+    assert reason in message
+
+
 def test_flash_on_cpu_is_a_clear_one_line_error(checkpoints):
     with pytest.raises(BackendError) as info:
-        engine.load(checkpoints["mqa", "causal-lm"], "causal-lm", attn="flash")
-    message = str(info.value)
-    assert "\n" not in message and "flash" in message and "eager and sdpa work here" in message
+        engine.load(checkpoints["mqa", "causal-lm"], "causal-lm", attn="flash", device="cpu")
+    _assert_one_line_flash_error(info, "CUDA")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU with flash-attn")
+@pytest.mark.skipif(not torch.cuda.is_available() or _flash_attn_importable(),
+                    reason="needs a CUDA GPU without the flash-attn package")
+def test_flash_without_the_package_is_a_clear_one_line_error(checkpoints):
+    with pytest.raises(BackendError) as info:
+        engine.load(checkpoints["mqa", "causal-lm"], "causal-lm", attn="flash", device="cuda", dtype="bfloat16")
+    _assert_one_line_flash_error(info, "flash-attn package is not installed")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or not _flash_attn_importable(),
+                    reason="needs a CUDA GPU with flash-attn")
 def test_flash_matches_sdpa_on_gpu(checkpoints):
-    pytest.importorskip("flash_attn")
     path = checkpoints["mqa", "causal-lm"]
     ids = _ids(2, 33).cuda()
     with torch.inference_mode():
