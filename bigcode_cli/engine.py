@@ -4,10 +4,12 @@
 classes, the reference for parity checks and a fallback. Services only see `Runner`:
     runner(input_ids, attention_mask=None, cache=None, last_only=False) -> logits
     runner.new_cache(batch, capacity) -> a cache with .length, .repeat_batch(n), .select(rows)
+    runner.decoding(rows) -> a context manager around the one-token steps after a prefill
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +22,7 @@ from bigcode_cli.config import GPTBigCodeConfig
 from bigcode_cli.errors import BackendError, CheckpointError
 from bigcode_cli.model import HEAD_KEYS, KVCache
 from bigcode_cli.runtime import resolve_device, resolve_dtype
-from bigcode_cli.weights import build_model, checkpoint_dtype, load_state_dict
+from bigcode_cli.weights import build_model, checkpoint_dtype, load_state_dict, use_input_major_weights
 
 ENGINES = ("native", "transformers")
 _HF_ATTN = {"eager": "eager", "sdpa": "sdpa", "flash": "flash_attention_2"}
@@ -54,19 +56,54 @@ class Runner:
         """Switch the attention backend without reloading."""
         raise NotImplementedError
 
+    def decoding(self, rows: int) -> contextlib.AbstractContextManager:
+        """Settings for the decode steps that follow a prefill, `rows` sequences at a time."""
+        return contextlib.nullcontext()
+
+    @property
+    def decode_path(self) -> str:
+        """What runs one-token decode steps: "kernel" (our C kernel) or "torch"."""
+        return "torch"
+
     @property
     def context_length(self) -> int:
         """The most positions the model can see."""
         return self.config.n_positions
 
 
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@dataclass
 class NativeRunner(Runner):
-    """Our own model."""
+    """Our own model; on a CPU its decode steps run in the C kernel when one could be built (cpu_decode)."""
+
+    decoder: Any = None
 
     def __call__(self, input_ids, attention_mask=None, cache=None, last_only=False):
         if self.task == "causal-lm":
+            if self.decoder is not None and self.decoder.can_run(input_ids, attention_mask, cache):
+                return self.decoder(input_ids, cache)
             return self.model(input_ids, attention_mask, cache, last_only)
         return self.model(input_ids, attention_mask)
+
+    def decoding(self, rows: int) -> contextlib.AbstractContextManager:
+        if self.decoder is None and self.device.type == "cpu" and rows == 1 and self.dtype == torch.float32:
+            # PyTorch's fp32 one-row matmuls are bound by memory bandwidth, which a second thread does not add
+            # to here, while every extra thread is one more to wait for when the machine is busy
+            return _torch_threads(1)
+        return contextlib.nullcontext()
+
+    @property
+    def decode_path(self) -> str:
+        return "kernel" if self.decoder is not None else "torch"
 
     def new_cache(self, batch: int, capacity: int) -> KVCache:
         return KVCache.allocate(self.config, batch, capacity, dtype=self.dtype, device=self.device)
@@ -132,7 +169,14 @@ def _native(path: Path, config: GPTBigCodeConfig, task: str, attn: str, device: 
     backend = resolve_backend(attn, device, dtype)
     model = build_model(config, task, state, dtype=dtype, device=device, source=str(path))
     model.set_backend(backend)
-    return NativeRunner(model, config, task, "native", backend.name, device, dtype, path)
+    decoder = None
+    if task == "causal-lm" and device.type == "cpu":
+        from bigcode_cli.cpu_decode import attach
+
+        decoder = attach(model)
+    if decoder is None and device.type == "cpu" and dtype == torch.float32:
+        use_input_major_weights(model)
+    return NativeRunner(model, config, task, "native", backend.name, device, dtype, path, decoder=decoder)
 
 
 def _transformers(path: Path, config: GPTBigCodeConfig, task: str, attn: str, device: torch.device,

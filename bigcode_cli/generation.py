@@ -7,6 +7,7 @@ matcher and an optional `edit` hook (FIM cleaning) before it reaches the caller'
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -124,7 +125,7 @@ def generate(runner: Runner, tokenizer: Tokenizer, prompt_ids: Sequence[int], *,
         started = time.perf_counter()
         prompt = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)
         cache = runner.new_cache(1, capacity)
-        threads = torch.get_num_threads()
+        settings = contextlib.ExitStack()
         try:
             logits = runner(prompt, cache=cache, last_only=True)[:, -1]  # (1, V)
             if num_samples > 1:
@@ -133,10 +134,7 @@ def generate(runner: Runner, tokenizer: Tokenizer, prompt_ids: Sequence[int], *,
             seen = prompt.expand(num_samples, -1) if penalty else None
             active = list(range(num_samples))  # sample index of each cache row
             first = True
-            if device.type == "cpu" and num_samples == 1 and getattr(runner, "dtype", None) == torch.float32:
-                # fp32 one-row matmuls are bound by memory bandwidth, which a second thread does not add to here,
-                # while every extra thread is one more to wait for when the machine is busy
-                torch.set_num_threads(1)
+            settings.enter_context(runner.decoding(num_samples))
             for _ in range(max_new_tokens):
                 chosen = next_tokens(logits, seen, params, generator)  # (rows,)
                 ids = chosen.tolist()
@@ -174,7 +172,7 @@ def generate(runner: Runner, tokenizer: Tokenizer, prompt_ids: Sequence[int], *,
         except KeyboardInterrupt:
             result.interrupted = True
         finally:
-            torch.set_num_threads(threads)
+            settings.close()
         if not first:
             result.decode_s = time.perf_counter() - decode_started
         else:

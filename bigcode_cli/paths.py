@@ -21,6 +21,12 @@ def models_dir() -> Path:
     return bigcode_home() / "models"
 
 
+def kernels_dir() -> Path:
+    """Where the C kernels compiled for this machine are cached: BIGCODE_KERNEL_DIR, else under the home."""
+    explicit = os.environ.get("BIGCODE_KERNEL_DIR")
+    return Path(explicit).expanduser() if explicit else bigcode_home() / "kernels"
+
+
 def history_file() -> Path:
     """The REPL's persistent input history."""
     return bigcode_home() / "repl_history"

@@ -126,7 +126,5 @@ def build_model(config: GPTBigCodeConfig, task: str, state: dict[str, torch.Tens
                 torch.nn.init.zeros_(module.bias)
     model.tie_weights()
     model.to(device=device, dtype=dtype)
-    if device.type == "cpu" and dtype == torch.float32:
-        use_input_major_weights(model)
     model.eval()
     return model

@@ -1,4 +1,5 @@
 import os
+import tempfile
 
 import pytest
 import torch
@@ -6,6 +7,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+# the C kernels are compiled once per test session, not once per test's BIGCODE_HOME
+os.environ.setdefault("BIGCODE_KERNEL_DIR", tempfile.mkdtemp(prefix="bigcode-kernels-"))
 
 
 @pytest.fixture(autouse=True)

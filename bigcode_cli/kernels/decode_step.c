@@ -1,0 +1,559 @@
+/* One decoding step of a GPTBigCode causal LM on the CPU: B rows of one new token each, through every
+ * layer and the LM head, in a single call.
+ *
+ * Why: a decode step is a chain of one-row matrix products. They are bound by memory bandwidth, and the
+ * step is short enough that per-operation dispatch in Python costs as much as the arithmetic. Here the
+ * weights are streamed once per step by all threads, and nothing returns to Python until the logits
+ * are ready.
+ *
+ * Layout contract (bigcode_cli/cpu_decode.py builds the structs):
+ *   - Linear weights are (out, in) row-major, float32 or bfloat16 (`bf16`); biases and LayerNorm
+ *     parameters are float32 copies.
+ *   - The cache of a layer is the torch KVCache tensor, in the weight dtype:
+ *     multi-query (B, capacity, 2D), key then value; multi-head (B, capacity, H, 2D).
+ *   - Activations and accumulation are float32 whatever the weight dtype.
+ *
+ * Work is split into chunks (row blocks of a matrix product, or one (row, head) pair of attention)
+ * claimed from an atomic counter by the calling thread and a small pool of workers. A worker that is
+ * descheduled on a busy machine delays nothing: the caller simply claims the remaining chunks.
+ *
+ * Portable C11 with GCC/Clang vector extensions: the compiler maps them to AVX-512, AVX2 or NEON.
+ */
+
+#include <math.h>
+#ifdef __AVX512BF16__
+#include <immintrin.h>
+#endif
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define VW 16
+typedef float vf __attribute__((vector_size(VW * 4)));
+typedef int32_t vi __attribute__((vector_size(VW * 4)));
+typedef uint32_t vu __attribute__((vector_size(VW * 4)));
+typedef uint16_t vh __attribute__((vector_size(VW * 2)));
+
+enum { ACT_GELU_TANH = 0, ACT_GELU_ERF = 1, ACT_RELU = 2, ACT_SILU = 3, ACT_TANH = 4 };
+
+typedef struct {
+    const void *w;  /* (out, in) */
+    const float *b; /* (out,) or NULL */
+    int32_t out, in;
+} Linear;
+
+typedef struct {
+    const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
+    Linear attn, proj, fc, mlp_proj;
+} Layer;
+
+typedef struct {
+    int32_t n_layer, n_embd, n_head, head_dim, multi_query, inner, vocab, n_positions;
+    int32_t activation, bf16;
+    float eps, scale;
+    const void *wte, *wpe; /* (vocab, C), (n_positions, C) */
+    const float *lnf_w, *lnf_b;
+    Linear lm_head;
+    const Layer *layers;
+} Model;
+
+/* ------------------------------------------------------------------ loads, stores, math */
+
+static inline vf load_f32(const float *p) {
+    vf v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline vf load_bf16(const uint16_t *p) {
+    vh h;
+    memcpy(&h, p, sizeof h);
+    vu u = __builtin_convertvector(h, vu) << 16;
+    vf v;
+    memcpy(&v, &u, sizeof v);
+    return v;
+}
+
+static inline float bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline uint16_t f32_to_bf16(float f) { /* round to nearest even, like torch */
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* NaN stays NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline float hsum(vf v) {
+    float s = 0.0f;
+    for (int i = 0; i < VW; i++) s += v[i];
+    return s;
+}
+
+/* element i of a row of `bf16 ? uint16 : float` values */
+static inline float elem(const void *row, int bf16, long i) {
+    return bf16 ? bf16_to_f32(((const uint16_t *)row)[i]) : ((const float *)row)[i];
+}
+
+static inline void put(void *row, int bf16, long i, float v) {
+    if (bf16)
+        ((uint16_t *)row)[i] = f32_to_bf16(v);
+    else
+        ((float *)row)[i] = v;
+}
+
+/* exp(x) for a vector, relative error about 1e-7 over the float range (Cody-Waite reduction, degree-7
+ * Taylor polynomial on |r| <= ln2/2); inputs below -87 give about 1e-38 instead of 0 */
+static inline vf vexp(vf x) {
+    const vf zero = {0}, one = zero + 1.0f, lo = zero - 87.0f, hi = zero + 88.0f;
+    vi below = x < lo, above = x > hi; /* all ones where true */
+    x = (vf)(((vi)x & ~below) | ((vi)lo & below));
+    x = (vf)(((vi)x & ~above) | ((vi)hi & above));
+    vf t = x * 1.44269504088896341f + 12582912.0f; /* adding 1.5 * 2^23 rounds to an integer */
+    vf n = t - 12582912.0f;
+    vf r = x - n * 0.693145751953125f - n * 1.42860682030941723e-6f;
+    vf p = one + r * (one + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720 + r * (1.0f / 5040)))))));
+    vi e = (__builtin_convertvector(n, vi) + 127) << 23;
+    vf scale;
+    memcpy(&scale, &e, sizeof scale);
+    return p * scale;
+}
+
+static float scalar_exp(float x) {
+    vf v = {0};
+    v[0] = x;
+    return vexp(v)[0];
+}
+
+static void activate(float *y, int n, int kind) {
+    const float k0 = 0.7978845608028654f, k1 = 0.044715f; /* sqrt(2/pi) */
+    int i = 0;
+    if (kind == ACT_GELU_TANH || kind == ACT_SILU || kind == ACT_TANH) {
+        for (; i + VW <= n; i += VW) {
+            vf x = load_f32(y + i), out;
+            if (kind == ACT_GELU_TANH) { /* 0.5 x (1 + tanh(u)) = x - x / (1 + exp(2u)) */
+                vf u = k0 * (x + k1 * x * x * x);
+                out = x - x / (1.0f + vexp(2.0f * u));
+            } else if (kind == ACT_SILU) {
+                out = x / (1.0f + vexp(-x));
+            } else {
+                out = 1.0f - 2.0f / (1.0f + vexp(2.0f * x));
+            }
+            memcpy(y + i, &out, sizeof out);
+        }
+    }
+    for (; i < n; i++) {
+        float x = y[i];
+        switch (kind) {
+        case ACT_GELU_TANH: y[i] = x - x / (1.0f + scalar_exp(2.0f * k0 * (x + k1 * x * x * x))); break;
+        case ACT_GELU_ERF: y[i] = 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); break;
+        case ACT_RELU: y[i] = x > 0.0f ? x : 0.0f; break;
+        case ACT_SILU: y[i] = x / (1.0f + scalar_exp(-x)); break;
+        default: y[i] = 1.0f - 2.0f / (1.0f + scalar_exp(2.0f * x)); break;
+        }
+    }
+}
+
+static void layer_norm(const float *x, float *out, int n, const float *w, const float *b, float eps) {
+    float mean = 0.0f, var = 0.0f;
+    for (int i = 0; i < n; i++) mean += x[i];
+    mean /= (float)n;
+    for (int i = 0; i < n; i++) var += (x[i] - mean) * (x[i] - mean);
+    float inv = 1.0f / sqrtf(var / (float)n + eps);
+    for (int i = 0; i < n; i++) out[i] = (x[i] - mean) * inv * w[i] + b[i];
+}
+
+/* ------------------------------------------------------------------ the thread pool */
+
+typedef struct Job Job;
+typedef void (*ChunkFn)(const Job *job, int chunk, int thread);
+
+struct Job {
+    ChunkFn fn;
+    int n_chunks;
+    const void *args;
+};
+
+#define MAX_THREADS 64
+#define SPINS_BEFORE_SLEEP 50000
+#define CHUNKS_PER_THREAD 8
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    _Atomic uint64_t ticket; /* (job sequence << 32) | next chunk to claim */
+    _Atomic int done;        /* chunks of the current job finished */
+    _Atomic int sleepers;
+    _Atomic int active;      /* threads allowed to work, the caller included */
+    Job job;
+    int workers;             /* started worker threads */
+} pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
+
+static float *scratch[MAX_THREADS]; /* per-thread attention scores */
+static long scratch_len[MAX_THREADS];
+
+static float *thread_scratch(int thread, long n) {
+    if (scratch_len[thread] < n) {
+        free(scratch[thread]);
+        scratch[thread] = malloc((size_t)n * sizeof(float));
+        scratch_len[thread] = scratch[thread] ? n : 0;
+    }
+    return scratch[thread];
+}
+
+/* Claim and run chunks of job `seq` until none is left or the job is no longer current.
+ * `job` is the caller's copy of the job's fields: a successful claim proves the copy was taken while
+ * job `seq` was open, because the ticket is closed (low half all ones) before the fields are rewritten. */
+static void run_chunks(uint32_t seq, const Job *job, int thread) {
+    for (;;) {
+        uint64_t t = atomic_load(&pool.ticket);
+        if ((uint32_t)(t >> 32) != seq || (uint32_t)t >= (uint32_t)job->n_chunks) return;
+        if (!atomic_compare_exchange_weak(&pool.ticket, &t, t + 1)) continue;
+        job->fn(job, (int)(uint32_t)t, thread);
+        atomic_fetch_add(&pool.done, 1);
+    }
+}
+
+static void *worker_main(void *arg) {
+    int thread = (int)(intptr_t)arg;
+    uint32_t seen = 0;
+    for (;;) {
+        uint32_t seq = seen;
+        for (long spin = 0; seq == seen; spin++) {
+            seq = (uint32_t)(atomic_load(&pool.ticket) >> 32);
+            if (seq != seen) break;
+            if (spin >= SPINS_BEFORE_SLEEP) {
+                pthread_mutex_lock(&pool.lock);
+                atomic_fetch_add(&pool.sleepers, 1);
+                while ((uint32_t)(atomic_load(&pool.ticket) >> 32) == seen) pthread_cond_wait(&pool.wake, &pool.lock);
+                atomic_fetch_sub(&pool.sleepers, 1);
+                pthread_mutex_unlock(&pool.lock);
+                spin = 0;
+            }
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        }
+        seen = seq;
+        if (thread >= atomic_load(&pool.active)) continue;
+        Job job = pool.job; /* valid for `seq`: run_chunks re-checks seq before each claim */
+        run_chunks(seq, &job, thread);
+    }
+    return NULL;
+}
+
+static void ensure_workers(int threads) {
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    while (pool.workers + 1 < threads) {
+        pthread_t t;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        int ok = pthread_create(&t, &attr, worker_main, (void *)(intptr_t)(pool.workers + 1)) == 0;
+        pthread_attr_destroy(&attr);
+        if (!ok) break;
+        pool.workers++;
+    }
+    atomic_store(&pool.active, threads);
+}
+
+/* run every chunk of `job` on the caller and the pool; returns when all are done */
+static void run_job(ChunkFn fn, int n_chunks, const void *args) {
+    if (n_chunks <= 0) return;
+    uint32_t seq = (uint32_t)(atomic_load(&pool.ticket) >> 32);
+    atomic_store(&pool.ticket, ((uint64_t)seq << 32) | 0xffffffffu); /* close the finished job */
+    seq++;
+    pool.job.fn = fn;
+    pool.job.n_chunks = n_chunks;
+    pool.job.args = args;
+    atomic_store(&pool.done, 0);
+    Job job = pool.job;
+    atomic_store(&pool.ticket, (uint64_t)seq << 32);
+    if (atomic_load(&pool.sleepers) > 0 && atomic_load(&pool.active) > 1) {
+        pthread_mutex_lock(&pool.lock);
+        pthread_cond_broadcast(&pool.wake);
+        pthread_mutex_unlock(&pool.lock);
+    }
+    run_chunks(seq, &job, 0);
+    while (atomic_load(&pool.done) < n_chunks) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+}
+
+/* ------------------------------------------------------------------ matrix products */
+
+enum { OUT_STORE = 0, OUT_ADD = 1, OUT_ACT = 2 };
+
+typedef struct {
+    const Linear *lin;
+    const float *x;     /* (B, in) */
+    const uint16_t *xb; /* x rounded to bf16, for bf16 weights where the CPU multiplies bf16 pairs */
+    float *y;           /* (B, out) */
+    int B, mode, activation, rows_per_chunk, bf16;
+} Gemv;
+
+/* y[b, o] for o in [r0, r1): dot(W[o], x[b]) (+ bias) */
+static void gemv_block(const Gemv *g, int r0, int r1) {
+    const Linear *L = g->lin;
+    const int n = L->in, nv = n - n % VW;
+    int o = r0;
+    for (; o + 4 <= r1; o += 4) {
+        for (int b = 0; b < g->B; b++) {
+            const float *x = g->x + (long)b * n;
+            vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+            float s[4] = {0, 0, 0, 0};
+            if (g->bf16) {
+                const uint16_t *w = (const uint16_t *)L->w + (long)o * n;
+                int i = 0;
+#ifdef __AVX512BF16__
+                /* bf16 pairs multiplied exactly and summed in fp32, 32 weights per instruction; the input is
+                 * the bf16-rounded copy g->xb, as in PyTorch's bfloat16 matmuls */
+                const uint16_t *xb = g->xb + (long)b * n;
+                __m512 b0 = _mm512_setzero_ps(), b1 = b0, b2 = b0, b3 = b0;
+                for (; i + 32 <= n; i += 32) {
+                    __m512bh xv = (__m512bh)_mm512_loadu_si512(xb + i);
+                    b0 = _mm512_dpbf16_ps(b0, (__m512bh)_mm512_loadu_si512(w + i), xv);
+                    b1 = _mm512_dpbf16_ps(b1, (__m512bh)_mm512_loadu_si512(w + n + i), xv);
+                    b2 = _mm512_dpbf16_ps(b2, (__m512bh)_mm512_loadu_si512(w + 2L * n + i), xv);
+                    b3 = _mm512_dpbf16_ps(b3, (__m512bh)_mm512_loadu_si512(w + 3L * n + i), xv);
+                }
+                memcpy(&a0, &b0, sizeof a0);
+                memcpy(&a1, &b1, sizeof a1);
+                memcpy(&a2, &b2, sizeof a2);
+                memcpy(&a3, &b3, sizeof a3);
+                for (; i < n; i++)
+                    for (int k = 0; k < 4; k++) s[k] += bf16_to_f32(w[(long)k * n + i]) * bf16_to_f32(xb[i]);
+#else
+                for (; i < nv; i += VW) {
+                    vf xv = load_f32(x + i);
+                    a0 += load_bf16(w + i) * xv;
+                    a1 += load_bf16(w + n + i) * xv;
+                    a2 += load_bf16(w + 2L * n + i) * xv;
+                    a3 += load_bf16(w + 3L * n + i) * xv;
+                }
+                for (; i < n; i++)
+                    for (int k = 0; k < 4; k++) s[k] += bf16_to_f32(w[(long)k * n + i]) * x[i];
+#endif
+            } else {
+                const float *w = (const float *)L->w + (long)o * n;
+                for (int i = 0; i < nv; i += VW) {
+                    vf xv = load_f32(x + i);
+                    a0 += load_f32(w + i) * xv;
+                    a1 += load_f32(w + n + i) * xv;
+                    a2 += load_f32(w + 2L * n + i) * xv;
+                    a3 += load_f32(w + 3L * n + i) * xv;
+                }
+                for (int i = nv; i < n; i++)
+                    for (int k = 0; k < 4; k++) s[k] += w[(long)k * n + i] * x[i];
+            }
+            float *y = g->y + (long)b * L->out + o;
+            float r[4] = {hsum(a0) + s[0], hsum(a1) + s[1], hsum(a2) + s[2], hsum(a3) + s[3]};
+            for (int k = 0; k < 4; k++) {
+                float v = r[k] + (L->b ? L->b[o + k] : 0.0f);
+                y[k] = g->mode == OUT_ADD ? y[k] + v : v;
+            }
+        }
+    }
+    for (; o < r1; o++) {
+        for (int b = 0; b < g->B; b++) {
+            const float *x = g->x + (long)b * n;
+            const void *w = g->bf16 ? (const void *)((const uint16_t *)L->w + (long)o * n)
+                                    : (const void *)((const float *)L->w + (long)o * n);
+            float s = 0.0f;
+#ifdef __AVX512BF16__
+            if (g->bf16) {
+                const uint16_t *xb = g->xb + (long)b * n;
+                for (int i = 0; i < n; i++) s += elem(w, 1, i) * bf16_to_f32(xb[i]);
+            } else
+#endif
+                for (int i = 0; i < n; i++) s += elem(w, g->bf16, i) * x[i];
+            float v = s + (L->b ? L->b[o] : 0.0f);
+            float *y = g->y + (long)b * L->out + o;
+            *y = g->mode == OUT_ADD ? *y + v : v;
+        }
+    }
+    if (g->mode == OUT_ACT)
+        for (int b = 0; b < g->B; b++) activate(g->y + (long)b * L->out + r0, r1 - r0, g->activation);
+}
+
+static void gemv_chunk(const Job *job, int chunk, int thread) {
+    (void)thread;
+    const Gemv *g = (const Gemv *)job->args;
+    int r0 = chunk * g->rows_per_chunk, r1 = r0 + g->rows_per_chunk;
+    if (r1 > g->lin->out) r1 = g->lin->out;
+    gemv_block(g, r0, r1);
+}
+
+static int gemv(const Linear *lin, const float *x, float *y, int B, int mode, int activation, int bf16) {
+    /* a few long runs of rows per thread: each chunk is one sequential stream for the prefetchers, and
+     * there are enough chunks that a thread descheduled on a busy machine leaves work to the others */
+    int chunks = CHUNKS_PER_THREAD * atomic_load(&pool.active);
+    int rows = (lin->out + chunks - 1) / chunks;
+    rows = rows < 4 ? 4 : (rows + 3) / 4 * 4;
+    uint16_t *xb = NULL;
+#ifdef __AVX512BF16__
+    if (bf16) {
+        long n = (long)B * lin->in;
+        xb = malloc(sizeof(uint16_t) * (size_t)n);
+        if (!xb) return -1;
+        for (long i = 0; i < n; i++) xb[i] = f32_to_bf16(x[i]);
+    }
+#endif
+    Gemv g = {lin, x, xb, y, B, mode, activation, rows, bf16};
+    run_job(gemv_chunk, (lin->out + rows - 1) / rows, &g);
+    free(xb);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ attention */
+
+typedef struct {
+    const Model *m;
+    const float *qkv; /* (B, attn.out) */
+    const void *cache;
+    float *out;       /* (B, C) */
+    int B, length, capacity;
+} Attend;
+
+/* one (row, head): softmax(q . k_s * scale) over the `length` cached positions, times the values */
+static void attend_chunk(const Job *job, int chunk, int thread) {
+    const Attend *a = (const Attend *)job->args;
+    const Model *m = a->m;
+    const int H = m->n_head, D = m->head_dim, b = chunk / H, h = chunk % H, bf16 = m->bf16;
+    const int qkv_out = m->layers[0].attn.out;
+    const float *q = m->multi_query ? a->qkv + (long)b * qkv_out + (long)h * D
+                                    : a->qkv + (long)b * qkv_out + (long)h * 3 * D;
+    /* position s of this head: key at kv + s*stride, value at kv + s*stride + D */
+    long stride = m->multi_query ? 2L * D : 2L * H * D;
+    long base = (long)b * a->capacity * stride + (m->multi_query ? 0 : 2L * h * D);
+    float *scores = thread_scratch(thread, a->length);
+    float *out = a->out + (long)b * m->n_embd + (long)h * D;
+    if (!scores) { /* out of memory: leave a visible NaN rather than wrong numbers */
+        for (int d = 0; d < D; d++) out[d] = NAN;
+        return;
+    }
+    const int dv = D - D % VW;
+    float best = -INFINITY;
+    for (int s = 0; s < a->length; s++) {
+        long at = base + (long)s * stride;
+        vf acc = {0};
+        float tail = 0.0f;
+        if (bf16) {
+            const uint16_t *k = (const uint16_t *)a->cache + at;
+            for (int d = 0; d < dv; d += VW) acc += load_f32(q + d) * load_bf16(k + d);
+            for (int d = dv; d < D; d++) tail += q[d] * bf16_to_f32(k[d]);
+        } else {
+            const float *k = (const float *)a->cache + at;
+            for (int d = 0; d < dv; d += VW) acc += load_f32(q + d) * load_f32(k + d);
+            for (int d = dv; d < D; d++) tail += q[d] * k[d];
+        }
+        float score = (hsum(acc) + tail) * m->scale;
+        scores[s] = score;
+        if (score > best) best = score;
+    }
+    float total = 0.0f;
+    int s = 0;
+    for (; s + VW <= a->length; s += VW) {
+        vf e = vexp(load_f32(scores + s) - best);
+        memcpy(scores + s, &e, sizeof e);
+        total += hsum(e);
+    }
+    for (; s < a->length; s++) {
+        scores[s] = scalar_exp(scores[s] - best);
+        total += scores[s];
+    }
+    for (int d = 0; d < D; d++) out[d] = 0.0f;
+    for (s = 0; s < a->length; s++) {
+        const float p = scores[s] / total;
+        long at = base + (long)s * stride + D;
+        if (bf16) {
+            const uint16_t *v = (const uint16_t *)a->cache + at;
+            for (int d = 0; d < dv; d += VW) {
+                vf o = load_f32(out + d) + p * load_bf16(v + d);
+                memcpy(out + d, &o, sizeof o);
+            }
+            for (int d = dv; d < D; d++) out[d] += p * bf16_to_f32(v[d]);
+        } else {
+            const float *v = (const float *)a->cache + at;
+            for (int d = 0; d < dv; d += VW) {
+                vf o = load_f32(out + d) + p * load_f32(v + d);
+                memcpy(out + d, &o, sizeof o);
+            }
+            for (int d = dv; d < D; d++) out[d] += p * v[d];
+        }
+    }
+}
+
+/* copy the new token's key and value of every row into the cache at `pos` */
+static void write_cache(const Model *m, const float *qkv, void *cache, int B, int pos, int capacity) {
+    const int H = m->n_head, D = m->head_dim, C = m->n_embd, qkv_out = m->layers[0].attn.out;
+    for (int b = 0; b < B; b++) {
+        const float *row = qkv + (long)b * qkv_out;
+        if (m->multi_query) {
+            long at = ((long)b * capacity + pos) * 2L * D;
+            for (int i = 0; i < 2 * D; i++) put(cache, m->bf16, at + i, row[C + i]);
+        } else {
+            for (int h = 0; h < H; h++) {
+                long at = (((long)b * capacity + pos) * H + h) * 2L * D;
+                for (int i = 0; i < 2 * D; i++) put(cache, m->bf16, at + i, row[(long)h * 3 * D + D + i]);
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ the step */
+
+int bigcode_decode_abi(void) { return 1; }
+
+/* Logits (B, vocab) of B rows each given one new token `ids[b]` at position `pos`, with `pos` positions
+ * already cached; the new keys and values are written to the caches at `pos`.
+ * Returns 0, or -1 when a buffer could not be allocated, -2 for a position out of range. */
+int bigcode_decode_step(const Model *m, int B, const int64_t *ids, int pos, void *const *caches, int capacity,
+                        float *logits, int threads) {
+    if (pos < 0 || pos >= capacity || pos >= m->n_positions) return -2;
+    const int C = m->n_embd, qkv_out = m->layers[0].attn.out;
+    float *x = malloc(sizeof(float) * (size_t)B * C);
+    float *h = malloc(sizeof(float) * (size_t)B * C);
+    float *att = malloc(sizeof(float) * (size_t)B * C);
+    float *qkv = malloc(sizeof(float) * (size_t)B * qkv_out);
+    float *f = malloc(sizeof(float) * (size_t)B * m->inner);
+    int status = 0;
+    if (!x || !h || !att || !qkv || !f) {
+        status = -1;
+        goto done;
+    }
+    ensure_workers(threads < 1 ? 1 : threads);
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < C; i++)
+            x[(long)b * C + i] = elem(m->wte, m->bf16, ids[b] * (long)C + i) + elem(m->wpe, m->bf16, (long)pos * C + i);
+    for (int l = 0; l < m->n_layer && status == 0; l++) {
+        const Layer *L = &m->layers[l];
+        for (int b = 0; b < B; b++) layer_norm(x + (long)b * C, h + (long)b * C, C, L->ln1_w, L->ln1_b, m->eps);
+        status |= gemv(&L->attn, h, qkv, B, OUT_STORE, 0, m->bf16);
+        write_cache(m, qkv, caches[l], B, pos, capacity);
+        Attend a = {m, qkv, caches[l], att, B, pos + 1, capacity};
+        run_job(attend_chunk, B * m->n_head, &a);
+        status |= gemv(&L->proj, att, x, B, OUT_ADD, 0, m->bf16);
+        for (int b = 0; b < B; b++) layer_norm(x + (long)b * C, h + (long)b * C, C, L->ln2_w, L->ln2_b, m->eps);
+        status |= gemv(&L->fc, h, f, B, OUT_ACT, m->activation, m->bf16);
+        status |= gemv(&L->mlp_proj, f, x, B, OUT_ADD, 0, m->bf16);
+    }
+    for (int b = 0; b < B; b++) layer_norm(x + (long)b * C, h + (long)b * C, C, m->lnf_w, m->lnf_b, m->eps);
+    if (status == 0) status = gemv(&m->lm_head, h, logits, B, OUT_STORE, 0, m->bf16);
+done:
+    free(x);
+    free(h);
+    free(att);
+    free(qkv);
+    free(f);
+    return status;
+}
