@@ -154,3 +154,14 @@ def test_the_library_is_built_once_and_reused(tmp_path, monkeypatch):
     monkeypatch.setattr(kernel_build, "_loaded", {})
     assert kernel_build.load_kernel("decode_step") is not None
     assert built[0].stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("multi_query", [True, False])
+def test_long_contexts_split_over_position_blocks_equal_transformers(tmp_path, multi_query):
+    """Past 128 cached positions attention runs in several blocks whose partial softmaxes are merged."""
+    path = save_checkpoint(tmp_path / "long", n_layer=2, n_positions=512, multi_query=multi_query)
+    ours = engine.load(path, "causal-lm", dtype="float32")
+    ref = engine.load(path, "causal-lm", engine="transformers", attn="eager", dtype="float32")
+    prompt, steps = _ids(2, 300, seed=10), _ids(2, 4, seed=11)
+    got, expected = _step_logits(ours, prompt, steps), _step_logits(ref, prompt, steps)
+    assert (got - expected).abs().max().item() <= FP32_TOL

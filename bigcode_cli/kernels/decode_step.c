@@ -91,10 +91,20 @@ static inline uint16_t f32_to_bf16(float f) { /* round to nearest even, like tor
     return (uint16_t)(u >> 16);
 }
 
+typedef float vf8 __attribute__((vector_size(32)));
+typedef float vf4 __attribute__((vector_size(16)));
+
+/* the sum of a vector's lanes as a tree (halving), not a chain of 15 dependent additions */
 static inline float hsum(vf v) {
-    float s = 0.0f;
-    for (int i = 0; i < VW; i++) s += v[i];
-    return s;
+    vf8 lo8, hi8;
+    memcpy(&lo8, &v, sizeof lo8);
+    memcpy(&hi8, (const char *)&v + sizeof lo8, sizeof hi8);
+    vf8 s8 = lo8 + hi8;
+    vf4 lo4, hi4;
+    memcpy(&lo4, &s8, sizeof lo4);
+    memcpy(&hi4, (const char *)&s8 + sizeof lo4, sizeof hi4);
+    vf4 s4 = lo4 + hi4;
+    return (s4[0] + s4[2]) + (s4[1] + s4[3]);
 }
 
 /* element i of a row of `bf16 ? uint16 : float` values */
@@ -416,81 +426,148 @@ static int gemv(const Linear *lin, const float *x, float *y, int B, int mode, in
 
 /* ------------------------------------------------------------------ attention */
 
+/* Attention is split over blocks of cached positions ("flash decoding"): each chunk takes one row, one
+ * block of positions and every head that reads the same keys there (all heads with multi-query, one with
+ * multi-head). It leaves, per head, the block's largest score, the sum of exp(score - largest) and the
+ * unnormalised weighted sum of values; `merge_blocks` combines the blocks exactly. Each key and value is
+ * read once per row, and long contexts keep every thread busy whatever the number of heads. */
+
+#define ATTEND_BLOCK 128
+
 typedef struct {
     const Model *m;
-    const float *qkv; /* (B, attn.out) */
+    const float *qkv;  /* (B, attn.out) */
     const void *cache;
-    float *out;       /* (B, C) */
-    int B, length, capacity;
+    float *partial;    /* (B, H, blocks, 2 + D): max, sum, values */
+    int B, length, capacity, blocks, head_groups;
 } Attend;
 
-/* one (row, head): softmax(q . k_s * scale) over the `length` cached positions, times the values */
+static inline __attribute__((always_inline)) vf load_kv(const void *base, long at, int bf16) {
+    return bf16 ? load_bf16((const uint16_t *)base + at) : load_f32((const float *)base + at);
+}
+
+static inline __attribute__((always_inline)) void attend_block(const Attend *a, int b, int h0, int nh, int s0,
+                                                               int s1, float *scores, int bf16) {
+    const Model *m = a->m;
+    const int H = m->n_head, D = m->head_dim, n = s1 - s0, qkv_out = m->layers[0].attn.out;
+    const long stride = m->multi_query ? 2L * D : 2L * H * D; /* from one position to the next */
+    const long base = (long)b * a->capacity * stride + (m->multi_query ? 0 : 2L * h0 * D);
+    const int nvec = D / VW;
+    /* scores[hh * n + j] = q_h . k_(s0+j) * scale, four positions at a time for independent sums */
+    for (int hh = 0; hh < nh; hh++) {
+        const int h = h0 + hh;
+        const float *q = a->qkv + (long)b * qkv_out + (m->multi_query ? (long)h * D : (long)h * 3 * D);
+        float *sc = scores + (long)hh * n;
+        int j = 0;
+        for (; j + 4 <= n; j += 4) {
+            const long at = base + (long)(s0 + j) * stride;
+            vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+            for (int v = 0; v < nvec; v++) {
+                vf qv = load_f32(q + v * VW);
+                a0 += qv * load_kv(a->cache, at + v * VW, bf16);
+                a1 += qv * load_kv(a->cache, at + stride + v * VW, bf16);
+                a2 += qv * load_kv(a->cache, at + 2 * stride + v * VW, bf16);
+                a3 += qv * load_kv(a->cache, at + 3 * stride + v * VW, bf16);
+            }
+            float t[4] = {0, 0, 0, 0};
+            for (int d = nvec * VW; d < D; d++)
+                for (int k = 0; k < 4; k++) t[k] += q[d] * elem(a->cache, bf16, at + k * stride + d);
+            sc[j] = (hsum(a0) + t[0]) * m->scale;
+            sc[j + 1] = (hsum(a1) + t[1]) * m->scale;
+            sc[j + 2] = (hsum(a2) + t[2]) * m->scale;
+            sc[j + 3] = (hsum(a3) + t[3]) * m->scale;
+        }
+        for (; j < n; j++) {
+            const long at = base + (long)(s0 + j) * stride;
+            float t = 0.0f;
+            for (int d = 0; d < D; d++) t += q[d] * elem(a->cache, bf16, at + d);
+            sc[j] = t * m->scale;
+        }
+    }
+    /* per head: block max, exp(score - max) in place, their sum; then the weighted values */
+    for (int hh = 0; hh < nh; hh++) {
+        float *sc = scores + (long)hh * n, best = -INFINITY, total = 0.0f;
+        for (int j = 0; j < n; j++) best = sc[j] > best ? sc[j] : best;
+        int j = 0;
+        for (; j + VW <= n; j += VW) {
+            vf e = vexp(load_f32(sc + j) - best);
+            memcpy(sc + j, &e, sizeof e);
+            total += hsum(e);
+        }
+        for (; j < n; j++) {
+            sc[j] = scalar_exp(sc[j] - best);
+            total += sc[j];
+        }
+        float *part = a->partial + (((long)b * H + h0 + hh) * a->blocks + s0 / ATTEND_BLOCK) * (2L + D);
+        part[0] = best;
+        part[1] = total;
+        float *out = part + 2;
+        for (int d = 0; d < D; d++) out[d] = 0.0f;
+        for (j = 0; j + 2 <= n; j += 2) {
+            const long at = base + (long)(s0 + j) * stride + D;
+            const float p0 = sc[j], p1 = sc[j + 1];
+            for (int v = 0; v < nvec; v++) {
+                vf o = load_f32(out + v * VW) + p0 * load_kv(a->cache, at + v * VW, bf16) +
+                       p1 * load_kv(a->cache, at + stride + v * VW, bf16);
+                memcpy(out + v * VW, &o, sizeof o);
+            }
+            for (int d = nvec * VW; d < D; d++)
+                out[d] += p0 * elem(a->cache, bf16, at + d) + p1 * elem(a->cache, bf16, at + stride + d);
+        }
+        for (; j < n; j++) {
+            const long at = base + (long)(s0 + j) * stride + D;
+            for (int d = 0; d < D; d++) out[d] += sc[j] * elem(a->cache, bf16, at + d);
+        }
+    }
+}
+
 static void attend_chunk(const Job *job, int chunk, int thread) {
     const Attend *a = (const Attend *)job->args;
-    const Model *m = a->m;
-    const int H = m->n_head, D = m->head_dim, b = chunk / H, h = chunk % H, bf16 = m->bf16;
-    const int qkv_out = m->layers[0].attn.out;
-    const float *q = m->multi_query ? a->qkv + (long)b * qkv_out + (long)h * D
-                                    : a->qkv + (long)b * qkv_out + (long)h * 3 * D;
-    /* position s of this head: key at kv + s*stride, value at kv + s*stride + D */
-    long stride = m->multi_query ? 2L * D : 2L * H * D;
-    long base = (long)b * a->capacity * stride + (m->multi_query ? 0 : 2L * h * D);
-    float *scores = thread_scratch(thread, a->length);
-    float *out = a->out + (long)b * m->n_embd + (long)h * D;
-    if (!scores) { /* out of memory: leave a visible NaN rather than wrong numbers */
-        for (int d = 0; d < D; d++) out[d] = NAN;
+    const int block = chunk % a->blocks, group = (chunk / a->blocks) % a->head_groups;
+    const int b = chunk / (a->blocks * a->head_groups);
+    const int nh = a->m->n_head / a->head_groups, h0 = group * nh;
+    const int s0 = block * ATTEND_BLOCK, s1 = s0 + ATTEND_BLOCK < a->length ? s0 + ATTEND_BLOCK : a->length;
+    float *scores = thread_scratch(thread, (long)nh * ATTEND_BLOCK);
+    if (!scores) { /* out of memory: a NaN sum poisons this row's output visibly */
+        for (int hh = 0; hh < nh; hh++)
+            a->partial[(((long)b * a->m->n_head + h0 + hh) * a->blocks + block) * (2L + a->m->head_dim) + 1] = NAN;
         return;
     }
-    const int dv = D - D % VW;
-    float best = -INFINITY;
-    for (int s = 0; s < a->length; s++) {
-        long at = base + (long)s * stride;
-        vf acc = {0};
-        float tail = 0.0f;
-        if (bf16) {
-            const uint16_t *k = (const uint16_t *)a->cache + at;
-            for (int d = 0; d < dv; d += VW) acc += load_f32(q + d) * load_bf16(k + d);
-            for (int d = dv; d < D; d++) tail += q[d] * bf16_to_f32(k[d]);
-        } else {
-            const float *k = (const float *)a->cache + at;
-            for (int d = 0; d < dv; d += VW) acc += load_f32(q + d) * load_f32(k + d);
-            for (int d = dv; d < D; d++) tail += q[d] * k[d];
-        }
-        float score = (hsum(acc) + tail) * m->scale;
-        scores[s] = score;
-        if (score > best) best = score;
-    }
-    float total = 0.0f;
-    int s = 0;
-    for (; s + VW <= a->length; s += VW) {
-        vf e = vexp(load_f32(scores + s) - best);
-        memcpy(scores + s, &e, sizeof e);
-        total += hsum(e);
-    }
-    for (; s < a->length; s++) {
-        scores[s] = scalar_exp(scores[s] - best);
-        total += scores[s];
-    }
-    for (int d = 0; d < D; d++) out[d] = 0.0f;
-    for (s = 0; s < a->length; s++) {
-        const float p = scores[s] / total;
-        long at = base + (long)s * stride + D;
-        if (bf16) {
-            const uint16_t *v = (const uint16_t *)a->cache + at;
-            for (int d = 0; d < dv; d += VW) {
-                vf o = load_f32(out + d) + p * load_bf16(v + d);
-                memcpy(out + d, &o, sizeof o);
+    if (a->m->bf16)
+        attend_block(a, b, h0, nh, s0, s1, scores, 1);
+    else
+        attend_block(a, b, h0, nh, s0, s1, scores, 0);
+}
+
+/* out[b, h*D:(h+1)*D] = softmax-weighted values, from the per-block partial results */
+static void merge_blocks(const Attend *a, float *out) {
+    const int H = a->m->n_head, D = a->m->head_dim, C = a->m->n_embd;
+    for (int b = 0; b < a->B; b++)
+        for (int h = 0; h < H; h++) {
+            const float *part = a->partial + ((long)b * H + h) * a->blocks * (2L + D);
+            float best = -INFINITY, total = 0.0f;
+            for (int k = 0; k < a->blocks; k++) best = part[k * (2L + D)] > best ? part[k * (2L + D)] : best;
+            float *o = out + (long)b * C + (long)h * D;
+            for (int d = 0; d < D; d++) o[d] = 0.0f;
+            for (int k = 0; k < a->blocks; k++) {
+                const float *p = part + k * (2L + D);
+                const float w = expf(p[0] - best);
+                total += w * p[1];
+                for (int d = 0; d < D; d++) o[d] += w * p[2 + d];
             }
-            for (int d = dv; d < D; d++) out[d] += p * bf16_to_f32(v[d]);
-        } else {
-            const float *v = (const float *)a->cache + at;
-            for (int d = 0; d < dv; d += VW) {
-                vf o = load_f32(out + d) + p * load_f32(v + d);
-                memcpy(out + d, &o, sizeof o);
-            }
-            for (int d = dv; d < D; d++) out[d] += p * v[d];
+            for (int d = 0; d < D; d++) o[d] /= total;
         }
-    }
+}
+
+static int attend(const Model *m, const float *qkv, const void *cache, float *out, int B, int length, int capacity) {
+    const int blocks = (length + ATTEND_BLOCK - 1) / ATTEND_BLOCK, groups = m->multi_query ? 1 : m->n_head;
+    float *partial = malloc(sizeof(float) * (size_t)B * m->n_head * blocks * (2 + m->head_dim));
+    if (!partial) return -1;
+    Attend a = {m, qkv, cache, partial, B, length, capacity, blocks, groups};
+    run_job(attend_chunk, B * groups * blocks, &a);
+    merge_blocks(&a, out);
+    free(partial);
+    return 0;
 }
 
 /* copy the new token's key and value of every row into the cache at `pos` */
@@ -540,8 +617,7 @@ int bigcode_decode_step(const Model *m, int B, const int64_t *ids, int pos, void
         for (int b = 0; b < B; b++) layer_norm(x + (long)b * C, h + (long)b * C, C, L->ln1_w, L->ln1_b, m->eps);
         status |= gemv(&L->attn, h, qkv, B, OUT_STORE, 0, m->bf16);
         write_cache(m, qkv, caches[l], B, pos, capacity);
-        Attend a = {m, qkv, caches[l], att, B, pos + 1, capacity};
-        run_job(attend_chunk, B * m->n_head, &a);
+        status |= attend(m, qkv, caches[l], att, B, pos + 1, capacity);
         status |= gemv(&L->proj, att, x, B, OUT_ADD, 0, m->bf16);
         for (int b = 0; b < B; b++) layer_norm(x + (long)b * C, h + (long)b * C, C, L->ln2_w, L->ln2_b, m->eps);
         status |= gemv(&L->fc, h, f, B, OUT_ACT, m->activation, m->bf16);
