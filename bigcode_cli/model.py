@@ -97,8 +97,8 @@ class Attention(nn.Module):
             dropout=config.attn_pdrop,
         )
 
-    def forward(self, x: torch.Tensor, step: Step, cache: torch.Tensor | None) -> torch.Tensor:
-        # x (B, T, C) -> (B, T, C)
+    def forward(self, x: torch.Tensor, step: Step, cache: torch.Tensor | None, last_only: bool = False) -> torch.Tensor:
+        # x (B, T, C) -> (B, T, C); with last_only (B, 1, C): keys and values of every position, query of the last
         B, T, _ = x.shape
         H, D = self.n_head, self.head_dim
         qkv = self.c_attn(x)
@@ -114,7 +114,9 @@ class Attention(nn.Module):
             cache[:, step.start : end] = kv
             kv = cache[:, :end]  # (B, S, 2D) | (B, S, H, 2D)
         key, value = kv[..., :D], kv[..., D:]
-        out = step.attend(query, key, value, step.mask, self.spec, self.training)  # (B, T, C)
+        if last_only:
+            query = query[:, -1:]
+        out = step.attend(query, key, value, step.mask, self.spec, self.training)  # (B, T|1, C)
         return self.resid_dropout(self.c_proj(out))
 
 
@@ -139,9 +141,10 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, step: Step, cache: torch.Tensor | None) -> torch.Tensor:
-        # (B, T, C) -> (B, T, C)
-        x = x + self.attn(self.ln_1(x), step, cache)
+    def forward(self, x: torch.Tensor, step: Step, cache: torch.Tensor | None, last_only: bool = False) -> torch.Tensor:
+        # (B, T, C) -> (B, T, C), or (B, 1, C) for the last position only (still caching every position)
+        attended = self.attn(self.ln_1(x), step, cache, last_only)
+        x = (x[:, -1:] if last_only else x) + attended
         return x + self.mlp(self.ln_2(x))
 
 
@@ -161,6 +164,13 @@ def _mask_info(attention_mask: torch.Tensor | None, T: int, start: int, device: 
     # a padding query attends to itself only, so no row is empty and no NaN can reach real tokens
     allowed = (causal.unsqueeze(0) & key_valid.unsqueeze(1)) | (key_pos == query_pos).unsqueeze(0)  # (B, T, S)
     return MaskInfo(allowed, key_valid, False)
+
+
+def _last_query(info: MaskInfo) -> MaskInfo:
+    # the mask of the last query position alone: causal lets it see every key, so only padding remains
+    if info.key_valid is None:
+        return MaskInfo(None, None, False)
+    return MaskInfo(info.allowed[:, -1:], info.key_valid, False)
 
 
 def _positions(attention_mask: torch.Tensor | None, T: int, start: int, device: torch.device) -> torch.Tensor:
@@ -186,22 +196,30 @@ class GPTBigCodeModel(nn.Module):
         self.backend: Backend = BACKENDS["sdpa"]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                cache: KVCache | None = None) -> torch.Tensor:
+                cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
         # input_ids (B, T); attention_mask (B, start + T) or None; -> hidden states (B, T, C)
+        # last_only: (B, 1, C) of the last position; the final block then runs its query, attention output
+        # and MLP for that position alone (every position's keys and values are still computed and cached)
         T = input_ids.shape[1]
         start = cache.length if cache is not None else 0
         device = input_ids.device
         info = _mask_info(attention_mask, T, start, device)
-        step = Step(self.backend.attend, self.backend.prepare(info, self.config.n_head, self.config.multi_query), start)
+        n_head, multi_query = self.config.n_head, self.config.multi_query
+        step = Step(self.backend.attend, self.backend.prepare(info, n_head, multi_query), start)
+        final_step = step
+        if last_only and T > 1:
+            final_step = Step(self.backend.attend, self.backend.prepare(_last_query(info), n_head, multi_query), start)
         x = self.drop(self.wte(input_ids) + self.wpe(_positions(attention_mask, T, start, device)))
-        if cache is None:
-            for block in self.h:
-                x = block(x, step, None)
-        else:
-            for block, layer_cache in zip(self.h, cache.layers):
+        layers = cache.layers if cache is not None else [None] * len(self.h)
+        last = len(self.h) - 1
+        for i, (block, layer_cache) in enumerate(zip(self.h, layers)):
+            if i == last and final_step is not step:
+                x = block(x, final_step, layer_cache, last_only=True)
+            else:
                 x = block(x, step, layer_cache)
+        if cache is not None:
             cache.length = start + T
-        return self.ln_f(x)
+        return self.ln_f(x[:, -1:] if last_only else x)
 
 
 class GPTBigCodePreTrained(nn.Module):
@@ -255,10 +273,7 @@ class GPTBigCodeForCausalLM(GPTBigCodePreTrained):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
         # (B, T) -> logits (B, T, V), or (B, 1, V) with last_only
-        hidden = self.transformer(input_ids, attention_mask, cache)
-        if last_only:
-            hidden = hidden[:, -1:]
-        return self.lm_head(hidden)
+        return self.lm_head(self.transformer(input_ids, attention_mask, cache, last_only))
 
 
 def last_token_index(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, pad_token_id: int | None) -> torch.Tensor:

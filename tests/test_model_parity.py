@@ -205,3 +205,30 @@ def test_flash_matches_sdpa_on_gpu(checkpoints):
         flash = engine.load(path, "causal-lm", attn="flash", device="cuda", dtype="bfloat16")(ids).float()
         sdpa = engine.load(path, "causal-lm", attn="sdpa", device="cuda", dtype="bfloat16")(ids).float()
     assert (flash - sdpa).abs().max().item() < 5e-2
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("variant", ["mqa", "mha"])
+def test_last_position_only_equals_transformers_last_logits(checkpoints, variant, attn):
+    """last_only runs the final block for the last position alone, and must still fill the whole cache."""
+    path = checkpoints[variant, "causal-lm"]
+    ours = engine.load(path, "causal-lm", attn=attn)
+    ref = engine.load(path, "causal-lm", engine="transformers", attn=attn)
+    ids = _ids(3, 12, seed=20)
+    mask = torch.ones_like(ids)
+    mask[1, :5] = 0  # left padding in one row
+    mask[2, :2] = 0
+    nxt = _ids(3, 1, seed=21)
+    with torch.inference_mode():
+        for attention_mask in (None, mask):
+            expected = ref(ids, attention_mask)[:, -1:]
+            cache = ours.new_cache(3, 13)
+            got = ours(ids, attention_mask, cache=cache, last_only=True)
+            assert got.shape == expected.shape
+            assert (got - expected).abs().max().item() <= FP32_TOL
+            assert (ours(ids, attention_mask, last_only=True) - expected).abs().max().item() <= FP32_TOL
+            # the cache holds every prompt position: the next step matches a full forward
+            full_mask = None if attention_mask is None else torch.cat([attention_mask, torch.ones_like(nxt)], 1)
+            step = ours(nxt, full_mask, cache=cache, last_only=True)
+            whole = ref(torch.cat([ids, nxt], 1), full_mask)[:, -1:]
+            assert (step - whole).abs().max().item() <= FP32_TOL
