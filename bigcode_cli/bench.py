@@ -234,6 +234,7 @@ class ComboResult:
     backend: str | None = None  # the backend actually run (`auto` resolved)
     device: str | None = None
     dtype: str | None = None
+    decode_by: str | None = None  # what ran the decode steps: "kernel" (our C kernel) or "torch"
     load_s: float | None = None
     prefill_s: float | None = None
     prefill_tok_s: float | None = None
@@ -297,7 +298,7 @@ class _ComboRun:
     def _measure(self, loaded: LoadedModel, load_s: float) -> dict[str, float | None]:
         runner = loaded.runner
         self.seen = {"name": loaded.name, "backend": runner.backend, "device": str(runner.device),
-                     "dtype": str(runner.dtype).removeprefix("torch.")}
+                     "dtype": str(runner.dtype).removeprefix("torch."), "decode_by": runner.decode_path}
         room = runner.context_length - self.new_tokens
         if room < 1:
             raise InputError(f"--new-tokens {self.new_tokens} leaves no room for a prompt in {loaded.name}'s "
@@ -349,7 +350,7 @@ def run_bench(model: str | None, combos: Sequence[Combo], *, device: str = "auto
         prefill_s, rate = got["prefill_s"], got["decode_tok_s"]
         report.results.append(ComboResult(
             combo, backend=run.seen["backend"], device=run.seen["device"], dtype=run.seen["dtype"],
-            load_s=got["load_s"], prefill_s=prefill_s,
+            decode_by=run.seen["decode_by"], load_s=got["load_s"], prefill_s=prefill_s,
             prefill_tok_s=len(run.prompt) / prefill_s if prefill_s else None, decode_tok_s=rate,
             ratio=rate / base if rate is not None and base else None,
         ))

@@ -23,7 +23,7 @@ from bigcode_cli.sampling import SamplingParams
 from bigcode_cli.tokenizer import Tokenizer
 
 FAST = ("--rounds", "1", "--new-tokens", "4", "--prompt-tokens", "16")
-FIELDS = {"model", "engine", "attn", "backend", "device", "dtype", "prompt_tokens", "new_tokens", "rounds", "load_s",
+FIELDS = {"model", "engine", "attn", "backend", "device", "dtype", "decode_by", "prompt_tokens", "new_tokens", "rounds", "load_s",
           "prefill_ms", "prefill_tok_s", "decode_tok_s", "ratio", "skipped"}
 MEASURES = ("load_s", "prefill_ms", "prefill_tok_s", "decode_tok_s", "ratio")
 
@@ -64,6 +64,7 @@ def test_json_lines_one_object_per_combination_with_flash_skipped_on_cpu(capsys,
     for r in measured:
         assert r["skipped"] is None
         assert (r["backend"], r["device"], r["dtype"]) == ("sdpa", "cpu", "float32")
+        assert r["decode_by"] == ("kernel" if r["engine"] == "native" else "torch")
         assert r["load_s"] > 0 and r["prefill_ms"] > 0 and r["prefill_tok_s"] > 0
         assert r["prefill_tok_s"] == pytest.approx(16 / (r["prefill_ms"] / 1000), rel=0.01)
     first, second = (r["decode_tok_s"] for r in measured)
@@ -112,7 +113,7 @@ def test_table_on_a_terminal(capsys, lm, fake_timings, monkeypatch):
     finally:
         stdout_console.cache_clear()
     assert code == 0
-    assert out.splitlines()[0] == f"{lm}: cpu, float32, prompt 16, 4 new tokens, median of 1"
+    assert out.splitlines()[0] == f"{lm}: cpu, float32, prompt 16, 4 new tokens, median of 1; native decode steps: kernel"
     lines = [line.split() for line in out.splitlines() if line.strip()]
     assert lines[1] == ["ENGINE", "ATTN", "LOAD", "S", "PREFILL", "MS", "PREFILL", "TOK/S", "DECODE", "TOK/S", "RATIO"]
     assert lines[2][:2] == ["native", "sdpa"] and lines[2][-4:] == ["4.0", "4000", "100.0", "1.00"]

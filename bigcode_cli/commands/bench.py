@@ -90,7 +90,8 @@ def _round(value: float | None, digits: int) -> float | None:
 def _record(report: BenchReport, result: ComboResult) -> dict[str, Any]:
     return {
         "model": report.model, "engine": result.combo.engine, "attn": result.combo.attn, "backend": result.backend,
-        "device": result.device, "dtype": result.dtype, "prompt_tokens": report.prompt_tokens,
+        "device": result.device, "dtype": result.dtype, "decode_by": result.decode_by,
+        "prompt_tokens": report.prompt_tokens,
         "new_tokens": report.new_tokens, "rounds": report.rounds, "load_s": _round(result.load_s, 4),
         "prefill_ms": _round(None if result.prefill_s is None else result.prefill_s * 1000, 3),
         "prefill_tok_s": _round(result.prefill_tok_s, 1), "decode_tok_s": _round(result.decode_tok_s, 1),
@@ -108,6 +109,9 @@ def _print_table(report: BenchReport) -> None:
     measured = [r for r in report.results if not r.skipped]
     title = (f"{report.model}: {measured[0].device}, {measured[0].dtype}, prompt {report.prompt_tokens}, "
              f"{report.new_tokens} new tokens, median of {report.rounds}")
+    native_steps = {r.decode_by for r in measured if r.combo.engine == "native"}
+    if native_steps:
+        title += "; native decode steps: " + ", ".join(sorted(native_steps))
     table = Table("ENGINE", "ATTN", "LOAD S", "PREFILL MS", "PREFILL TOK/S", "DECODE TOK/S", "RATIO",
                   box=None, header_style="bold")
     for column in table.columns:
