@@ -119,14 +119,14 @@ class CpuDecoder:
         """Logits (B, 1, V) in float32 for one new token per row; the cache grows by one position."""
         rows = input_ids.shape[0]
         ids = input_ids.to(torch.int64).contiguous()
-        if bool((ids < 0).any()) or bool((ids >= self.vocab).any()):
-            raise IndexError(f"token id out of range for a vocabulary of {self.vocab}")
         logits = torch.empty((rows, 1, self.vocab), dtype=torch.float32)
         status = self.lib.bigcode_decode_step(ctypes.byref(self.model), rows, ids.data_ptr(), cache.length,
                                               self._cache_pointers(cache), cache.capacity, logits.data_ptr(),
                                               torch.get_num_threads())
         if status == -1:
             raise MemoryError("the decode kernel could not allocate its buffers")
+        if status == -3:
+            raise IndexError(f"token id out of range for a vocabulary of {self.vocab}")
         if status != 0:
             raise IndexError(f"position {cache.length} is past the cache or the model's context")
         cache.length += 1

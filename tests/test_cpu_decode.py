@@ -165,3 +165,34 @@ def test_long_contexts_split_over_position_blocks_equal_transformers(tmp_path, m
     prompt, steps = _ids(2, 300, seed=10), _ids(2, 4, seed=11)
     got, expected = _step_logits(ours, prompt, steps), _step_logits(ref, prompt, steps)
     assert (got - expected).abs().max().item() <= FP32_TOL
+
+
+def test_a_token_outside_the_vocabulary_is_refused(checkpoints):
+    runner = engine.load(checkpoints["mqa"], "causal-lm", dtype="float32")
+    with torch.inference_mode():
+        cache = runner.new_cache(1, 4)
+        runner(_ids(1, 2, seed=12), cache=cache)
+        with pytest.raises(IndexError, match="vocabulary"):
+            runner(torch.tensor([[97]]), cache=cache)
+        assert cache.length == 2  # nothing was written
+
+
+def test_steps_from_two_threads_at_once_give_each_its_own_result(checkpoints):
+    import threading
+
+    runner = engine.load(checkpoints["mha"], "causal-lm", dtype="float32")
+    prompts = [_ids(1, 6, seed=13), _ids(1, 6, seed=14)]
+    steps = _ids(1, 30, seed=15)
+    alone = [_step_logits(runner, p, steps) for p in prompts]
+    together: list[torch.Tensor | None] = [None, None]
+
+    def work(i: int) -> None:
+        together[i] = _step_logits(runner, prompts[i], steps)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(alone, together):
+        assert torch.equal(a, b)

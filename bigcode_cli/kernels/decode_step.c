@@ -206,6 +206,7 @@ static struct {
     int workers;             /* started worker threads */
 } pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
 
+static pthread_mutex_t step_lock = PTHREAD_MUTEX_INITIALIZER; /* one step at a time uses the pool */
 static float *scratch[MAX_THREADS]; /* per-thread attention scores */
 static long scratch_len[MAX_THREADS];
 
@@ -259,7 +260,22 @@ static void *worker_main(void *arg) {
     return NULL;
 }
 
+/* a child forked while the pool existed has none of its threads: start afresh there */
+static void forget_pool_after_fork(void) {
+    pthread_mutex_init(&step_lock, NULL);
+    pthread_mutex_init(&pool.lock, NULL);
+    pthread_cond_init(&pool.wake, NULL);
+    atomic_store(&pool.sleepers, 0);
+    atomic_store(&pool.active, 1);
+    pool.workers = 0;
+}
+
 static void ensure_workers(int threads) {
+    static int fork_handler;
+    if (!fork_handler) {
+        pthread_atfork(NULL, NULL, forget_pool_after_fork);
+        fork_handler = 1;
+    }
     if (threads > MAX_THREADS) threads = MAX_THREADS;
     while (pool.workers + 1 < threads) {
         pthread_t t;
@@ -593,10 +609,24 @@ int bigcode_decode_abi(void) { return 1; }
 
 /* Logits (B, vocab) of B rows each given one new token `ids[b]` at position `pos`, with `pos` positions
  * already cached; the new keys and values are written to the caches at `pos`.
- * Returns 0, or -1 when a buffer could not be allocated, -2 for a position out of range. */
+ * Returns 0, or -1 when a buffer could not be allocated, -2 for a position out of range, -3 for a token id
+ * outside the vocabulary. Safe to call from several threads: steps run one after another. */
+static int decode_step(const Model *m, int B, const int64_t *ids, int pos, void *const *caches, int capacity,
+                       float *logits, int threads);
+
 int bigcode_decode_step(const Model *m, int B, const int64_t *ids, int pos, void *const *caches, int capacity,
                         float *logits, int threads) {
     if (pos < 0 || pos >= capacity || pos >= m->n_positions) return -2;
+    for (int b = 0; b < B; b++)
+        if (ids[b] < 0 || ids[b] >= m->vocab) return -3;
+    pthread_mutex_lock(&step_lock);
+    int status = decode_step(m, B, ids, pos, caches, capacity, logits, threads);
+    pthread_mutex_unlock(&step_lock);
+    return status;
+}
+
+static int decode_step(const Model *m, int B, const int64_t *ids, int pos, void *const *caches, int capacity,
+                       float *logits, int threads) {
     const int C = m->n_embd, qkv_out = m->layers[0].attn.out;
     float *x = malloc(sizeof(float) * (size_t)B * C);
     float *h = malloc(sizeof(float) * (size_t)B * C);
