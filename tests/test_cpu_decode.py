@@ -2,6 +2,7 @@
 
 Each case prefills the same prompt in both engines, then feeds the same tokens one at a time: every
 step's logits must agree, whatever path our engine took for the prefill (PyTorch) and the steps (kernel).
+Every model is loaded on the CPU, the only device the kernel serves, also where a GPU is present.
 """
 
 from __future__ import annotations
@@ -47,9 +48,9 @@ def _step_logits(runner, prompt: torch.Tensor, steps: torch.Tensor) -> torch.Ten
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("rows", [1, 3])
 def test_kernel_steps_equal_transformers_fp32(checkpoints, case, rows):
-    ours = engine.load(checkpoints[case], "causal-lm", dtype="float32")
+    ours = engine.load(checkpoints[case], "causal-lm", dtype="float32", device="cpu")
     assert ours.decode_path == "kernel"
-    ref = engine.load(checkpoints[case], "causal-lm", engine="transformers", attn="eager", dtype="float32")
+    ref = engine.load(checkpoints[case], "causal-lm", engine="transformers", attn="eager", dtype="float32", device="cpu")
     prompt, steps = _ids(rows, 9, seed=1), _ids(rows, 6, seed=2)
     got, expected = _step_logits(ours, prompt, steps), _step_logits(ref, prompt, steps)
     assert (got - expected).abs().max().item() <= FP32_TOL
@@ -59,11 +60,11 @@ def test_kernel_steps_equal_transformers_fp32(checkpoints, case, rows):
 def test_kernel_bf16_error_is_within_transformers_own_bf16_error(checkpoints, case):
     path = checkpoints[case]
     prompt, steps = _ids(2, 9, seed=3), _ids(2, 6, seed=4)
-    exact = _step_logits(engine.load(path, "causal-lm", engine="transformers", attn="eager", dtype="float32"),
+    exact = _step_logits(engine.load(path, "causal-lm", engine="transformers", attn="eager", dtype="float32", device="cpu"),
                          prompt, steps)
-    theirs = _step_logits(engine.load(path, "causal-lm", engine="transformers", attn="eager", dtype="bfloat16"),
+    theirs = _step_logits(engine.load(path, "causal-lm", engine="transformers", attn="eager", dtype="bfloat16", device="cpu"),
                           prompt, steps)
-    ours_runner = engine.load(path, "causal-lm", dtype="bfloat16")
+    ours_runner = engine.load(path, "causal-lm", dtype="bfloat16", device="cpu")
     assert ours_runner.decode_path == "kernel"
     ours = _step_logits(ours_runner, prompt, steps)
     # the kernel keeps activations in fp32 and rounds only weights, cache and matmul inputs to bf16
@@ -71,8 +72,8 @@ def test_kernel_bf16_error_is_within_transformers_own_bf16_error(checkpoints, ca
 
 
 def test_kernel_writes_the_same_cache_as_pytorch(checkpoints):
-    kernel = engine.load(checkpoints["mha"], "causal-lm", dtype="float32")
-    torch_path = engine.load(checkpoints["mha"], "causal-lm", dtype="float32")
+    kernel = engine.load(checkpoints["mha"], "causal-lm", dtype="float32", device="cpu")
+    torch_path = engine.load(checkpoints["mha"], "causal-lm", dtype="float32", device="cpu")
     torch_path.decoder = None
     prompt, steps = _ids(2, 5, seed=5), _ids(2, 4, seed=6)
     caches = []
@@ -90,8 +91,8 @@ def test_kernel_writes_the_same_cache_as_pytorch(checkpoints):
 
 def test_kernel_serves_sampled_rows_and_dropped_rows(checkpoints):
     """repeat_batch then select (samples finishing) keeps each remaining row's own history."""
-    runner = engine.load(checkpoints["mqa"], "causal-lm", dtype="float32")
-    ref = engine.load(checkpoints["mqa"], "causal-lm", engine="transformers", attn="eager", dtype="float32")
+    runner = engine.load(checkpoints["mqa"], "causal-lm", dtype="float32", device="cpu")
+    ref = engine.load(checkpoints["mqa"], "causal-lm", engine="transformers", attn="eager", dtype="float32", device="cpu")
     prompt = _ids(1, 7, seed=7)
     with torch.inference_mode():
         results = []
@@ -106,7 +107,7 @@ def test_kernel_serves_sampled_rows_and_dropped_rows(checkpoints):
 
 
 def test_more_rows_than_the_kernel_takes_fall_back_to_pytorch(checkpoints):
-    runner = engine.load(checkpoints["mqa"], "causal-lm", dtype="float32")
+    runner = engine.load(checkpoints["mqa"], "causal-lm", dtype="float32", device="cpu")
     rows = MAX_ROWS + 1
     ids = _ids(rows, 4, seed=8)
     with torch.inference_mode():
@@ -120,7 +121,7 @@ def test_more_rows_than_the_kernel_takes_fall_back_to_pytorch(checkpoints):
 
 def test_turned_off_by_environment(checkpoints, monkeypatch):
     monkeypatch.setenv("BIGCODE_CPU_KERNEL", "0")
-    runner = engine.load(checkpoints["mqa"], "causal-lm", dtype="float32")
+    runner = engine.load(checkpoints["mqa"], "causal-lm", dtype="float32", device="cpu")
     assert runner.decode_path == "torch"
     assert "BIGCODE_CPU_KERNEL" in kernel_build.kernel_problem("decode_step")
 
@@ -133,7 +134,7 @@ def test_a_failing_compiler_leaves_pytorch_in_charge(checkpoints, tmp_path, monk
     monkeypatch.setenv("BIGCODE_KERNEL_DIR", str(tmp_path / "kernels"))
     monkeypatch.setattr(kernel_build, "_loaded", {})
     monkeypatch.setattr(kernel_build, "_problems", {})
-    runner = engine.load(checkpoints["mqa"], "causal-lm", dtype="float32")
+    runner = engine.load(checkpoints["mqa"], "causal-lm", dtype="float32", device="cpu")
     assert runner.decode_path == "torch"
     assert "broken-cc failed" in kernel_build.kernel_problem("decode_step")
     assert not any((tmp_path / "kernels").glob("*.so"))  # no half-written library left behind
@@ -160,15 +161,15 @@ def test_the_library_is_built_once_and_reused(tmp_path, monkeypatch):
 def test_long_contexts_split_over_position_blocks_equal_transformers(tmp_path, multi_query):
     """Past 128 cached positions attention runs in several blocks whose partial softmaxes are merged."""
     path = save_checkpoint(tmp_path / "long", n_layer=2, n_positions=512, multi_query=multi_query)
-    ours = engine.load(path, "causal-lm", dtype="float32")
-    ref = engine.load(path, "causal-lm", engine="transformers", attn="eager", dtype="float32")
+    ours = engine.load(path, "causal-lm", dtype="float32", device="cpu")
+    ref = engine.load(path, "causal-lm", engine="transformers", attn="eager", dtype="float32", device="cpu")
     prompt, steps = _ids(2, 300, seed=10), _ids(2, 4, seed=11)
     got, expected = _step_logits(ours, prompt, steps), _step_logits(ref, prompt, steps)
     assert (got - expected).abs().max().item() <= FP32_TOL
 
 
 def test_a_token_outside_the_vocabulary_is_refused(checkpoints):
-    runner = engine.load(checkpoints["mqa"], "causal-lm", dtype="float32")
+    runner = engine.load(checkpoints["mqa"], "causal-lm", dtype="float32", device="cpu")
     with torch.inference_mode():
         cache = runner.new_cache(1, 4)
         runner(_ids(1, 2, seed=12), cache=cache)
@@ -180,7 +181,7 @@ def test_a_token_outside_the_vocabulary_is_refused(checkpoints):
 def test_steps_from_two_threads_at_once_give_each_its_own_result(checkpoints):
     import threading
 
-    runner = engine.load(checkpoints["mha"], "causal-lm", dtype="float32")
+    runner = engine.load(checkpoints["mha"], "causal-lm", dtype="float32", device="cpu")
     prompts = [_ids(1, 6, seed=13), _ids(1, 6, seed=14)]
     steps = _ids(1, 30, seed=15)
     alone = [_step_logits(runner, p, steps) for p in prompts]
