@@ -10,6 +10,7 @@ classes, the reference for parity checks and a fallback. Services only see `Runn
 from __future__ import annotations
 
 import contextlib
+import inspect
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +134,15 @@ class _HFCache:
         return self
 
 
+def _cache_argument(model: Any) -> str:
+    """The name transformers' forward() takes the cache under: `cache` since 5.2x, `past_key_values` before.
+
+    Passed under the other name, the cache is silently swallowed by **kwargs and every step runs as if
+    nothing came before it (seen with transformers 5.17).
+    """
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 class TransformersRunner(Runner):
     """transformers' own GPTBigCode classes, fed positions from the attention mask like our model."""
 
@@ -146,7 +156,7 @@ class TransformersRunner(Runner):
         kwargs: dict[str, Any] = {"attention_mask": attention_mask, "position_ids": positions}
         if self.task == "causal-lm":
             if cache is not None:
-                kwargs.update(cache=cache.cache, use_cache=True)
+                kwargs.update({_cache_argument(self.model): cache.cache, "use_cache": True})
             else:
                 kwargs["use_cache"] = False
             if last_only:

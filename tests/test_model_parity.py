@@ -232,3 +232,29 @@ def test_last_position_only_equals_transformers_last_logits(checkpoints, variant
             step = ours(nxt, full_mask, cache=cache, last_only=True)
             whole = ref(torch.cat([ids, nxt], 1), full_mask)[:, -1:]
             assert (step - whole).abs().max().item() <= FP32_TOL
+
+
+@pytest.mark.parametrize("variant", ["mqa", "mha"])
+def test_reference_engine_cached_steps_equal_its_own_full_forward(checkpoints, variant):
+    """The transformers engine is the yardstick of the others' decoding: its own cache must be really used."""
+    ref = engine.load(checkpoints[variant, "causal-lm"], "causal-lm", engine="transformers", attn="eager")
+    ids = _ids(2, 12, seed=30)
+    with torch.inference_mode():
+        cache = ref.new_cache(2, 12)
+        pieces = [ref(ids[:, :8], cache=cache)] + [ref(ids[:, i : i + 1], cache=cache) for i in range(8, 12)]
+        full = ref(ids)
+    assert cache.length == 12
+    assert (torch.cat(pieces, dim=1) - full).abs().max().item() <= FP32_TOL
+
+
+def test_reference_engine_passes_the_cache_under_the_name_forward_takes():
+    from bigcode_cli.engine import _cache_argument
+
+    class Before:
+        def forward(self, input_ids, past_key_values=None, use_cache=None, **kwargs): ...
+
+    class After:
+        def forward(self, input_ids, cache=None, use_cache=None, **kwargs): ...
+
+    assert _cache_argument(Before()) == "past_key_values"
+    assert _cache_argument(After()) == "cache"
