@@ -114,9 +114,13 @@ def _build_and_open(name: str) -> ctypes.CDLL | None:
     for part in (source.read_bytes(), compiler.encode(), repr(_FLAG_SETS).encode(), _cpu_signature().encode()):
         key.update(part)
     target = kernels_dir() / f"{name}-{key.hexdigest()[:16]}{_library_suffix()}"
-    if not target.exists():
-        complaint = _compile(source, target, compiler)
-        if complaint is not None:
-            _problems[name] = f"{Path(compiler).name} failed: {complaint}"
-            return None
+    if target.exists():
+        try:
+            return ctypes.CDLL(str(target))
+        except OSError:  # damaged since it was cached (a truncated copy, a full disk): build it again
+            target.unlink()
+    complaint = _compile(source, target, compiler)
+    if complaint is not None:
+        _problems[name] = f"{Path(compiler).name} failed: {complaint}"
+        return None
     return ctypes.CDLL(str(target))

@@ -197,3 +197,17 @@ def test_steps_from_two_threads_at_once_give_each_its_own_result(checkpoints):
         t.join()
     for a, b in zip(alone, together):
         assert torch.equal(a, b)
+
+
+def test_a_damaged_cached_library_is_rebuilt(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("BIGCODE_KERNEL_DIR", str(tmp_path))
+    load = "from bigcode_cli import kernel_build; print(kernel_build.load_kernel('decode_step') is not None)"
+    # a fresh process each time: this one may already hold the library open under the same name
+    assert subprocess.run([sys.executable, "-c", load], capture_output=True, text=True).stdout.strip() == "True"
+    built = next(tmp_path.glob("decode_step-*"))
+    built.write_bytes(b"not a shared library")
+    assert subprocess.run([sys.executable, "-c", load], capture_output=True, text=True).stdout.strip() == "True"
+    assert built.read_bytes() != b"not a shared library"
