@@ -178,7 +178,7 @@ def test_closed_pipe_ends_quietly(lm, source):
 @pytest.fixture(scope="module")
 def long_lm(tmp_path_factory):
     # big enough that 8,000 greedy tokens take well over the few seconds the tests wait
-    return save_lm_with_tokenizer(tmp_path_factory.mktemp("long") / "ckpt", n_positions=8192, n_embd=128, n_layer=4)
+    return save_lm_with_tokenizer(tmp_path_factory.mktemp("long") / "ckpt", n_positions=8192, n_embd=256, n_layer=8)
 
 
 def test_ctrl_c_during_streaming_exits_130(long_lm, tmp_path):
