@@ -50,15 +50,18 @@ class StreamDecoder:
         """Add one id and return the text it completes (possibly empty)."""
         self._ids.append(int(token_id))
         text = self._decode(self._ids)
-        # A trailing U+FFFD may be a multi-byte character still missing bytes: hold it back.
-        # Characters before it are final, because UTF-8 decoding never looks back past them.
-        safe = len(text.rstrip(REPLACEMENT_CHAR))
+        # Only the last U+FFFD can be a multi-byte character still missing bytes (an incomplete but valid
+        # prefix decodes to exactly one): hold that one back. Replacement characters before it are final
+        # bytes that no later byte can mend, and UTF-8 decoding never looks back past them.
+        held = 1 if text.endswith(REPLACEMENT_CHAR) else 0
+        safe = len(text) - held
         out = text[self._emitted:safe] if safe > self._emitted else ""
         self._emitted = max(self._emitted, safe)
-        if safe == len(text) and len(self._ids) > self.WINDOW:
-            # The window ends on a character boundary, so its tail decodes on its own.
+        if len(self._ids) > self.WINDOW:
+            # The last CONTEXT ids hold every byte of a held character (at most 3 bytes, each id at least
+            # one), so their decoding ends the same way; all of it but the held character was emitted.
             self._ids = self._ids[-self.CONTEXT:]
-            self._emitted = len(self._decode(self._ids))
+            self._emitted = len(self._decode(self._ids)) - held
         return out
 
     def flush(self) -> str:

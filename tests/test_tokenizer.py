@@ -168,3 +168,42 @@ def test_encode_and_decode_match_transformers(starcoder_dir, starcoder):
     ids = starcoder.encode(text)
     assert ids == reference(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
     assert starcoder.decode(ids + [0]) == reference.decode(ids + [0], skip_special_tokens=False)
+
+
+def _byte_token_ids(tokenizer, values):
+    """Ids of the byte-level tokens of raw bytes (GPT-2's byte-to-character table)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            table[byte] = chr(byte)
+        else:
+            table[byte] = chr(256 + extra)
+            extra += 1
+    return [tokenizer.token_to_id(table[v]) for v in values]
+
+
+def test_stream_releases_invalid_bytes_as_they_come(starcoder):
+    """Bytes that can never form a character are released at once, not held until the end."""
+    lone = _byte_token_ids(starcoder, [0x80])[0]  # a continuation byte with no lead byte
+    assert starcoder.decode([lone]) == "\ufffd"
+    seen: list[int] = []
+
+    def decode(ids):
+        seen.append(len(ids))
+        return starcoder.decode(ids)
+
+    decoder = StreamDecoder(decode)
+    ids = [lone] * 200 + starcoder.encode("ok")
+    pieces = [decoder.push(i) for i in ids]
+    tail = decoder.flush()
+    assert "".join(pieces) + tail == starcoder.decode(ids)
+    assert pieces[1] == "\ufffd"  # the first one is released as soon as the next byte arrives
+    assert max(seen) <= StreamDecoder.WINDOW + 1
+
+
+def test_stream_holds_only_a_character_still_being_completed(starcoder):
+    euro = _byte_token_ids(starcoder, [0x80, 0xE2, 0x82, 0xAC])  # a lone byte, then the three bytes of €
+    decoder = starcoder.stream_decoder()
+    assert [decoder.push(i) for i in euro] == ["", "\ufffd", "", "€"]
+    assert decoder.flush() == ""
