@@ -21,10 +21,7 @@ from pathlib import Path
 from bigcode_cli.paths import kernels_dir
 
 SOURCE_DIR = Path(__file__).resolve().parent / "kernels"
-_FLAG_SETS = (
-    ["-O3", "-march=native", "-std=gnu11", "-shared", "-fPIC", "-pthread"],
-    ["-O3", "-std=gnu11", "-shared", "-fPIC", "-pthread"],  # compilers that do not know -march=native
-)
+_PORTABLE = ["-O3", "-std=gnu11", "-shared", "-fPIC", "-pthread"]
 _loaded: dict[str, ctypes.CDLL | None] = {}
 _problems: dict[str, str] = {}
 
@@ -44,15 +41,22 @@ def find_compiler() -> str | None:
     return None
 
 
-def _cpu_signature() -> str:
-    # -march=native code must not be reused on another CPU that shares the cache directory
+def _cpu_features() -> str | None:
+    """This CPU's feature list, or None where it cannot be read (then no -march=native build is made)."""
     try:
         for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
             if line.startswith(("flags", "Features")):
                 return line
     except OSError:
         pass
-    return platform.machine() + platform.processor()
+    return None
+
+
+def _flag_sets() -> list[list[str]]:
+    # -march=native code must never be loaded on another CPU sharing the cache directory, so it is only
+    # built where the cache key can carry the CPU's features; the portable build is the fallback
+    native = [["-march=native", *_PORTABLE]] if _cpu_features() is not None else []
+    return [*native, _PORTABLE]
 
 
 def _library_suffix() -> str:
@@ -63,7 +67,7 @@ def _compile(source: Path, target: Path, compiler: str) -> str | None:
     """Build `source` into `target` atomically; the compiler's complaint when every flag set fails."""
     target.parent.mkdir(parents=True, exist_ok=True)
     complaint = "no output"
-    for flags in _FLAG_SETS:
+    for flags in _flag_sets():
         fd, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=_library_suffix(), dir=target.parent)
         os.close(fd)
         try:
@@ -111,7 +115,8 @@ def _build_and_open(name: str) -> ctypes.CDLL | None:
         _problems[name] = "no C compiler found (set CC)"
         return None
     key = hashlib.sha256()
-    for part in (source.read_bytes(), compiler.encode(), repr(_FLAG_SETS).encode(), _cpu_signature().encode()):
+    signature = _cpu_features() or platform.machine()
+    for part in (source.read_bytes(), compiler.encode(), repr(_flag_sets()).encode(), signature.encode()):
         key.update(part)
     target = kernels_dir() / f"{name}-{key.hexdigest()[:16]}{_library_suffix()}"
     if target.exists():

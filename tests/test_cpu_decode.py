@@ -211,3 +211,24 @@ def test_a_damaged_cached_library_is_rebuilt(tmp_path, monkeypatch):
     built.write_bytes(b"not a shared library")
     assert subprocess.run([sys.executable, "-c", load], capture_output=True, text=True).stdout.strip() == "True"
     assert built.read_bytes() != b"not a shared library"
+
+
+def test_the_portable_build_gives_the_same_steps(checkpoints, tmp_path, monkeypatch):
+    """Without -march=native (a CPU whose features cannot be read) the kernel is built from the plain vector
+    code: same numbers as transformers in fp32, and in bf16 the same numbers as the native build."""
+    prompt, steps = _ids(2, 9, seed=16), _ids(2, 5, seed=17)
+    native = {dtype: _step_logits(engine.load(checkpoints["mqa-odd-gelu"], "causal-lm", dtype=dtype, device="cpu"),
+                                  prompt, steps) for dtype in ("float32", "bfloat16")}
+    monkeypatch.setenv("BIGCODE_KERNEL_DIR", str(tmp_path))
+    monkeypatch.setattr(kernel_build, "_loaded", {})
+    monkeypatch.setattr(kernel_build, "_cpu_features", lambda: None)
+    ref = engine.load(checkpoints["mqa-odd-gelu"], "causal-lm", engine="transformers", attn="eager", dtype="float32",
+                      device="cpu")
+    for dtype in ("float32", "bfloat16"):
+        runner = engine.load(checkpoints["mqa-odd-gelu"], "causal-lm", dtype=dtype, device="cpu")
+        assert runner.decode_path == "kernel"
+        portable = _step_logits(runner, prompt, steps)
+        if dtype == "float32":
+            assert (portable - _step_logits(ref, prompt, steps)).abs().max().item() <= FP32_TOL
+        assert (portable - native[dtype]).abs().max().item() <= 1e-4
+    assert len(list(tmp_path.glob("decode_step-*"))) == 1

@@ -197,14 +197,15 @@ struct Job {
 
 static struct {
     pthread_mutex_t lock;
-    pthread_cond_t wake;
-    _Atomic uint64_t ticket; /* (job sequence << 32) | next chunk to claim */
+    pthread_cond_t wake;     /* a job was posted (for workers asleep after spinning) */
+    pthread_cond_t enlisted; /* `active` grew (for workers beyond it) */
+    _Atomic uint64_t ticket; /* (job sequence << 32) | next chunk to claim; low half all ones = closed */
     _Atomic int done;        /* chunks of the current job finished */
     _Atomic int sleepers;
     _Atomic int active;      /* threads allowed to work, the caller included */
-    Job job;
+    Job job;                 /* written and read with relaxed atomics; see run_job and worker_main */
     int workers;             /* started worker threads */
-} pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
+} pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER, .enlisted = PTHREAD_COND_INITIALIZER};
 
 static pthread_mutex_t step_lock = PTHREAD_MUTEX_INITIALIZER; /* one step at a time uses the pool */
 static float *scratch[MAX_THREADS]; /* per-thread attention scores */
@@ -219,9 +220,19 @@ static float *thread_scratch(int thread, long n) {
     return scratch[thread];
 }
 
+static inline uint32_t current_seq(void) { return (uint32_t)(atomic_load(&pool.ticket) >> 32); }
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
 /* Claim and run chunks of job `seq` until none is left or the job is no longer current.
- * `job` is the caller's copy of the job's fields: a successful claim proves the copy was taken while
- * job `seq` was open, because the ticket is closed (low half all ones) before the fields are rewritten. */
+ * `job` is the caller's copy of the job's fields. A successful claim proves the copy belongs to job `seq`:
+ * run_job closes the ticket, then issues a release fence, before it rewrites the fields, and the copier
+ * issues an acquire fence after copying; so a copy that saw any newer field is ordered after the close,
+ * and the claim's compare-and-swap then fails. */
 static void run_chunks(uint32_t seq, const Job *job, int thread) {
     for (;;) {
         uint64_t t = atomic_load(&pool.ticket);
@@ -232,39 +243,63 @@ static void run_chunks(uint32_t seq, const Job *job, int thread) {
     }
 }
 
+static Job copy_job(void) {
+    Job job;
+    job.fn = __atomic_load_n(&pool.job.fn, __ATOMIC_RELAXED);
+    job.n_chunks = __atomic_load_n(&pool.job.n_chunks, __ATOMIC_RELAXED);
+    job.args = __atomic_load_n(&pool.job.args, __ATOMIC_RELAXED);
+    atomic_thread_fence(memory_order_acquire);
+    return job;
+}
+
+typedef struct {
+    int thread;
+    uint32_t seen; /* the job sequence when the worker was started: older jobs are not its business */
+} WorkerStart;
+
 static void *worker_main(void *arg) {
-    int thread = (int)(intptr_t)arg;
-    uint32_t seen = 0;
+    WorkerStart start = *(WorkerStart *)arg;
+    free(arg);
+    const int thread = start.thread;
+    uint32_t seen = start.seen;
     for (;;) {
+        if (thread >= atomic_load(&pool.active)) { /* not enlisted for now: sleep until `active` grows */
+            pthread_mutex_lock(&pool.lock);
+            while (thread >= atomic_load(&pool.active)) pthread_cond_wait(&pool.enlisted, &pool.lock);
+            pthread_mutex_unlock(&pool.lock);
+            seen = current_seq(); /* a job in flight is joined only if posted after this */
+        }
         uint32_t seq = seen;
         for (long spin = 0; seq == seen; spin++) {
-            seq = (uint32_t)(atomic_load(&pool.ticket) >> 32);
+            seq = current_seq();
             if (seq != seen) break;
             if (spin >= SPINS_BEFORE_SLEEP) {
                 pthread_mutex_lock(&pool.lock);
                 atomic_fetch_add(&pool.sleepers, 1);
-                while ((uint32_t)(atomic_load(&pool.ticket) >> 32) == seen) pthread_cond_wait(&pool.wake, &pool.lock);
+                while (current_seq() == seen) pthread_cond_wait(&pool.wake, &pool.lock);
                 atomic_fetch_sub(&pool.sleepers, 1);
                 pthread_mutex_unlock(&pool.lock);
                 spin = 0;
             }
-#if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
-#endif
+            cpu_relax();
         }
         seen = seq;
         if (thread >= atomic_load(&pool.active)) continue;
-        Job job = pool.job; /* valid for `seq`: run_chunks re-checks seq before each claim */
+        Job job = copy_job();
         run_chunks(seq, &job, thread);
     }
     return NULL;
 }
 
-/* a child forked while the pool existed has none of its threads: start afresh there */
+/* A child forked while the pool existed has none of its threads, and possibly a job the parent was
+ * running: close that job and start afresh. */
 static void forget_pool_after_fork(void) {
     pthread_mutex_init(&step_lock, NULL);
     pthread_mutex_init(&pool.lock, NULL);
     pthread_cond_init(&pool.wake, NULL);
+    pthread_cond_init(&pool.enlisted, NULL);
+    atomic_store(&pool.ticket, ((uint64_t)current_seq() << 32) | 0xffffffffu);
+    atomic_store(&pool.done, 0);
     atomic_store(&pool.sleepers, 0);
     atomic_store(&pool.active, 1);
     pool.workers = 0;
@@ -278,41 +313,53 @@ static void ensure_workers(int threads) {
     }
     if (threads > MAX_THREADS) threads = MAX_THREADS;
     while (pool.workers + 1 < threads) {
+        WorkerStart *start = malloc(sizeof *start);
+        if (!start) break;
+        start->thread = pool.workers + 1;
+        start->seen = current_seq();
         pthread_t t;
         pthread_attr_t attr;
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        int ok = pthread_create(&t, &attr, worker_main, (void *)(intptr_t)(pool.workers + 1)) == 0;
+        int ok = pthread_create(&t, &attr, worker_main, start) == 0;
         pthread_attr_destroy(&attr);
-        if (!ok) break;
+        if (!ok) {
+            free(start);
+            break;
+        }
         pool.workers++;
     }
-    atomic_store(&pool.active, threads);
+    if (threads > pool.workers + 1) threads = pool.workers + 1;
+    if (threads > atomic_load(&pool.active)) {
+        pthread_mutex_lock(&pool.lock);
+        atomic_store(&pool.active, threads);
+        pthread_cond_broadcast(&pool.enlisted);
+        pthread_mutex_unlock(&pool.lock);
+    } else {
+        atomic_store(&pool.active, threads);
+    }
 }
 
 /* run every chunk of `job` on the caller and the pool; returns when all are done */
 static void run_job(ChunkFn fn, int n_chunks, const void *args) {
     if (n_chunks <= 0) return;
-    uint32_t seq = (uint32_t)(atomic_load(&pool.ticket) >> 32);
+    uint32_t seq = current_seq();
     atomic_store(&pool.ticket, ((uint64_t)seq << 32) | 0xffffffffu); /* close the finished job */
+    atomic_thread_fence(memory_order_release);
     seq++;
-    pool.job.fn = fn;
-    pool.job.n_chunks = n_chunks;
-    pool.job.args = args;
+    __atomic_store_n(&pool.job.fn, fn, __ATOMIC_RELAXED);
+    __atomic_store_n(&pool.job.n_chunks, n_chunks, __ATOMIC_RELAXED);
+    __atomic_store_n(&pool.job.args, args, __ATOMIC_RELAXED);
     atomic_store(&pool.done, 0);
-    Job job = pool.job;
-    atomic_store(&pool.ticket, (uint64_t)seq << 32);
+    Job job = {fn, n_chunks, args};
+    atomic_store(&pool.ticket, (uint64_t)seq << 32); /* publishes the fields to workers that see `seq` */
     if (atomic_load(&pool.sleepers) > 0 && atomic_load(&pool.active) > 1) {
         pthread_mutex_lock(&pool.lock);
         pthread_cond_broadcast(&pool.wake);
         pthread_mutex_unlock(&pool.lock);
     }
     run_chunks(seq, &job, 0);
-    while (atomic_load(&pool.done) < n_chunks) {
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#endif
-    }
+    while (atomic_load(&pool.done) < n_chunks) cpu_relax();
 }
 
 /* ------------------------------------------------------------------ matrix products */
@@ -364,19 +411,20 @@ static inline float dot_bf16(const uint16_t *w, const float *x, const uint16_t *
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3))) + tail;
 }
 #else
+/* the same products without bf16 instructions: both sides widened to fp32 (exactly), fp32 sums */
 static inline float dot_bf16(const uint16_t *w, const float *x, const uint16_t *xb, int n) {
-    (void)xb;
+    (void)x;
     vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
     int i = 0;
     for (; i + 4 * VW <= n; i += 4 * VW) {
-        a0 += load_bf16(w + i) * load_f32(x + i);
-        a1 += load_bf16(w + i + VW) * load_f32(x + i + VW);
-        a2 += load_bf16(w + i + 2 * VW) * load_f32(x + i + 2 * VW);
-        a3 += load_bf16(w + i + 3 * VW) * load_f32(x + i + 3 * VW);
+        a0 += load_bf16(w + i) * load_bf16(xb + i);
+        a1 += load_bf16(w + i + VW) * load_bf16(xb + i + VW);
+        a2 += load_bf16(w + i + 2 * VW) * load_bf16(xb + i + 2 * VW);
+        a3 += load_bf16(w + i + 3 * VW) * load_bf16(xb + i + 3 * VW);
     }
-    for (; i + VW <= n; i += VW) a0 += load_bf16(w + i) * load_f32(x + i);
+    for (; i + VW <= n; i += VW) a0 += load_bf16(w + i) * load_bf16(xb + i);
     float tail = 0.0f;
-    for (; i < n; i++) tail += bf16_to_f32(w[i]) * x[i];
+    for (; i < n; i++) tail += bf16_to_f32(w[i]) * bf16_to_f32(xb[i]);
     return hsum((a0 + a1) + (a2 + a3)) + tail;
 }
 #endif
@@ -389,7 +437,7 @@ static void gemv_block(const Gemv *g, int r0, int r1) {
         const float bias = L->b ? L->b[o] : 0.0f;
         for (int b = 0; b < g->B; b++) { /* the row stays in L1 for the other inputs */
             const float *x = g->x + (long)b * n;
-            float v = g->bf16 ? dot_bf16((const uint16_t *)L->w + (long)o * n, x, g->xb ? g->xb + (long)b * n : NULL, n)
+            float v = g->bf16 ? dot_bf16((const uint16_t *)L->w + (long)o * n, x, g->xb + (long)b * n, n)
                               : dot_f32((const float *)L->w + (long)o * n, x, n);
             float *y = g->y + (long)b * L->out + o;
             *y = g->mode == OUT_ADD ? *y + v + bias : v + bias;
@@ -413,15 +461,13 @@ static int gemv(const Linear *lin, const float *x, float *y, int B, int mode, in
     int chunks = CHUNKS_PER_THREAD * atomic_load(&pool.active);
     int rows = (lin->out + chunks - 1) / chunks;
     rows = rows < 4 ? 4 : (rows + 3) / 4 * 4;
-    uint16_t *xb = NULL;
-#ifdef __AVX512BF16__
+    uint16_t *xb = NULL; /* bf16 weights multiply the input rounded to bf16, as PyTorch's bf16 matmuls do */
     if (bf16) {
         long n = (long)B * lin->in;
         xb = malloc(sizeof(uint16_t) * (size_t)n);
         if (!xb) return -1;
         for (long i = 0; i < n; i++) xb[i] = f32_to_bf16(x[i]);
     }
-#endif
     Gemv g = {lin, x, xb, y, B, mode, activation, rows, bf16};
     run_job(gemv_chunk, (lin->out + rows - 1) / rows, &g);
     free(xb);
@@ -444,6 +490,7 @@ typedef struct {
     const void *cache;
     float *partial;    /* (B, H, blocks, 2 + D): max, sum, values */
     int B, length, capacity, blocks, head_groups;
+    _Atomic int failed; /* a chunk could not allocate its scratch */
 } Attend;
 
 static inline __attribute__((always_inline)) vf load_kv(const void *base, long at, int bf16) {
@@ -532,9 +579,8 @@ static void attend_chunk(const Job *job, int chunk, int thread) {
     const int nh = a->m->n_head / a->head_groups, h0 = group * nh;
     const int s0 = block * ATTEND_BLOCK, s1 = s0 + ATTEND_BLOCK < a->length ? s0 + ATTEND_BLOCK : a->length;
     float *scores = thread_scratch(thread, (long)nh * ATTEND_BLOCK);
-    if (!scores) { /* out of memory: a NaN sum poisons this row's output visibly */
-        for (int hh = 0; hh < nh; hh++)
-            a->partial[(((long)b * a->m->n_head + h0 + hh) * a->blocks + block) * (2L + a->m->head_dim) + 1] = NAN;
+    if (!scores) {
+        atomic_store(&((Attend *)a)->failed, 1);
         return;
     }
     if (a->m->bf16)
@@ -567,11 +613,12 @@ static int attend(const Model *m, const float *qkv, const void *cache, float *ou
     const int blocks = (length + ATTEND_BLOCK - 1) / ATTEND_BLOCK, groups = m->multi_query ? 1 : m->n_head;
     float *partial = malloc(sizeof(float) * (size_t)B * m->n_head * blocks * (2 + m->head_dim));
     if (!partial) return -1;
-    Attend a = {m, qkv, cache, partial, B, length, capacity, blocks, groups};
+    Attend a = {m, qkv, cache, partial, B, length, capacity, blocks, groups, 0};
     run_job(attend_chunk, B * groups * blocks, &a);
-    merge_blocks(&a, out);
+    int failed = atomic_load(&a.failed);
+    if (!failed) merge_blocks(&a, out);
     free(partial);
-    return 0;
+    return failed ? -1 : 0;
 }
 
 /* copy the new token's key and value of every row into the cache at `pos` */
