@@ -122,10 +122,16 @@ def benchmark_prompt(tokenizer: Tokenizer, length: int) -> list[int]:
     return (ids * repeats)[:length]
 
 
-def _sync(device: torch.device) -> None:
-    """Wait for queued GPU work, so a timer starts and stops on finished work; nothing to wait for on a CPU."""
+def _seconds(device: torch.device, work: Callable[[], object]) -> float:
+    """Wall time of `work` under inference mode, on finished work: queued GPU work is waited for at both ends."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        work()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - started
 
 
 def generate_seconds(runner: Runner, tokenizer: NoStopTokenizer, prompt: Sequence[int], new_tokens: int,
@@ -137,11 +143,8 @@ def generate_seconds(runner: Runner, tokenizer: NoStopTokenizer, prompt: Sequenc
     from bigcode_cli.generation import generate
     from bigcode_cli.sampling import SamplingParams
 
-    _sync(runner.device)
-    started = time.perf_counter()
-    generate(runner, tokenizer, prompt, max_new_tokens=new_tokens, params=SamplingParams(temperature=0),
-             num_samples=batch)
-    return time.perf_counter() - started  # generate() reads every token back to the host: no sync needed
+    return _seconds(runner.device, lambda: generate(runner, tokenizer, prompt, max_new_tokens=new_tokens,
+                                                    params=SamplingParams(temperature=0), num_samples=batch))
 
 
 def reference_generate_seconds(model: Any, prompt: Sequence[int], new_tokens: int, batch: int = 1) -> float:
@@ -150,35 +153,21 @@ def reference_generate_seconds(model: Any, prompt: Sequence[int], new_tokens: in
     batch > 1 runs that many copies of the prompt as one batch.
     """
     ids = torch.tensor([list(prompt)] * batch, device=model.device)
-    _sync(model.device)
-    started = time.perf_counter()
-    with torch.inference_mode():
-        model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                       do_sample=False, eos_token_id=None, pad_token_id=0)
-    _sync(model.device)
-    return time.perf_counter() - started
+    return _seconds(model.device, lambda: model.generate(
+        ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+        do_sample=False, eos_token_id=None, pad_token_id=0))
 
 
 def prefill_seconds(runner: Runner, prompt: Sequence[int]) -> float:
     """Wall time of one forward over `prompt` into a fresh cache, logits of the last position only."""
     ids = torch.tensor([list(prompt)], device=runner.device)
-    _sync(runner.device)
-    started = time.perf_counter()
-    with torch.inference_mode():
-        runner(ids, cache=runner.new_cache(1, len(prompt) + 1), last_only=True)
-    _sync(runner.device)
-    return time.perf_counter() - started
+    return _seconds(runner.device, lambda: runner(ids, cache=runner.new_cache(1, len(prompt) + 1), last_only=True))
 
 
 def reference_prefill_seconds(model: Any, prompt: Sequence[int]) -> float:
     """Wall time of one forward of a transformers model over `prompt`, as its generate() does it."""
     ids = torch.tensor([list(prompt)], device=model.device)
-    _sync(model.device)
-    started = time.perf_counter()
-    with torch.inference_mode():
-        model(ids, use_cache=True, logits_to_keep=1)
-    _sync(model.device)
-    return time.perf_counter() - started
+    return _seconds(model.device, lambda: model(ids, use_cache=True, logits_to_keep=1))
 
 
 def decode_rate(seconds: Callable[[int], float], new_tokens: int) -> float | None:
