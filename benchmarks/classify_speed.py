@@ -9,7 +9,7 @@ Checkpoints: a random GPTBigCodeForSequenceClassification written once by transf
 `116m` (tiny_starcoder's shape: n_embd 768, 12 layers, 12 heads, vocab 49152), `tiny` (n_embd 256,
 4 layers, vocab 8192) or `micro` (n_embd 64, 2 layers), 9 labels. Or --model DIR for any classifier.
 
-Speed: snippets/s of the one batching service (bigcode_cli.batching.Batcher: tokenize, length-sort,
+Speed: snippets/s of the one batching service (bigcode_cli.pipelines.batching.Batcher: tokenize, length-sort,
 pad, forward, logits) at each batch size, with the native runner (sdpa) and with transformers'
 GPTBigCodeForSequenceClassification (sdpa) behind the same Batcher, so only the model differs.
 Snippets come from data/langid/test.jsonl when it exists, else generated code lines. Runs are
@@ -88,9 +88,9 @@ def throughput(batcher, texts: list[str]) -> float:
 
 def measure_speed(model: Path, texts: list[str], batch_sizes: list[int], rounds: int, attn: str) -> list[dict]:
     """Medians of interleaved native / transformers runs at each batch size."""
-    from bigcode_cli.batching import Batcher
-    from bigcode_cli.engine import load
-    from bigcode_cli.tokenizer import Tokenizer
+    from bigcode_cli.pipelines.batching import Batcher
+    from bigcode_cli.model.engine import load
+    from bigcode_cli.text.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.from_dir(model)
     native = load(model, "sequence-classification", engine="native", attn=attn, device="cpu")

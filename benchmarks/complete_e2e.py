@@ -74,8 +74,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
-    from bigcode_cli import store
-    from bigcode_cli.tokenizer import Tokenizer
+    from bigcode_cli.store import cache as store
+    from bigcode_cli.text.tokenizer import Tokenizer
 
     path = store.resolve(args.model).path
     stops = sorted(Tokenizer.from_dir(path).stop_ids)

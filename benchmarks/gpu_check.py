@@ -15,7 +15,7 @@ Checks:
                sequence- and token-classification) and the bundled trained bigcode-tiny: float32 logits;
                bfloat16/float16 error against float32 next to transformers' own; left-padded batch vs rows
                alone; decoding with a cache vs one full forward; flash rows when flash-attn imports
-  generation   greedy tokens of bigcode_cli.generation.generate() vs transformers' generate()
+  generation   greedy tokens of bigcode_cli.generation.loop.generate() vs transformers' generate()
   speed        batch-1 greedy decode tokens/s and prefill time, native sdpa vs transformers sdpa on the 116M
                shape of benchmarks/model_speed.py, interleaved rounds, medians; a batch-8 decode row
 
@@ -59,8 +59,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from bigcode_cli import engine  # noqa: E402
-from bigcode_cli.attention import flash_problem, resolve_backend  # noqa: E402
+from bigcode_cli.model import engine  # noqa: E402
+from bigcode_cli.model.attention import flash_problem, resolve_backend  # noqa: E402
 from bigcode_cli.bench import (  # noqa: E402
     NoStopTokenizer,
     benchmark_prompt,
@@ -427,7 +427,7 @@ def flash_cli_row(row: dict, ctx: Context) -> None:
     """The command line a user types, in a fresh process: exit code 1 and one `error:` line without flash-attn."""
     argv = ["generate", "def add(a, b):", "-m", str(BUNDLED), "--attn", "flash", "--device", ctx.device.type,
             "--dtype", "bfloat16", "--max-new-tokens", "4", "-t", "0"]
-    code = f"import sys; from bigcode_cli.cli import run; sys.exit(run({argv!r}))"
+    code = f"import sys; from bigcode_cli.cli.app import run; sys.exit(run({argv!r}))"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
                BIGCODE_HOME=str(ctx.work / "bigcode_home"), NO_COLOR="1")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO,
@@ -665,7 +665,7 @@ def check_generation(entry: dict, ctx: Context) -> None:
 def generation_prompt(ctx: Context, variant: str) -> list[int]:
     """Real code through the bundled tokenizer for the trained model; fixed ids for a random one."""
     if variant == "bundled":
-        from bigcode_cli.tokenizer import Tokenizer
+        from bigcode_cli.text.tokenizer import Tokenizer
 
         return benchmark_prompt(Tokenizer.from_dir(BUNDLED), 48)
     vocab = ctx.plan.parity_shape["vocab_size"]
@@ -674,8 +674,8 @@ def generation_prompt(ctx: Context, variant: str) -> list[int]:
 
 def greedy_row(row: dict, runners: Runners, prompt: list[int]) -> None:
     """Both engines' greedy tokens up to the first stop id; where they part, the float32 top-2 gap there."""
-    from bigcode_cli.generation import generate
-    from bigcode_cli.sampling import SamplingParams
+    from bigcode_cli.generation.loop import generate
+    from bigcode_cli.generation.sampling import SamplingParams
 
     variant, dtype, attn = row["variant"], row["dtype"], row["attn"]
     ours = runners.get(variant, "causal-lm", "native", attn, dtype)

@@ -9,7 +9,7 @@ $BIGCODE_BENCH_DIR, default /tmp/bigcode-bench): `116m`, tiny_starcoder's shape 
 Batch 1, greedy, a fixed number of new tokens (EOS disabled on both sides).
 
 Decode rate = (N - 1) / (time(N new tokens) - time(1 new token)), measured the same way for both:
-    native        bigcode_cli.generation.generate() (what `bigcode complete` runs)
+    native        bigcode_cli.generation.loop.generate() (what `bigcode complete` runs)
     transformers  model.generate() of transformers' GPTBigCodeForCausalLM (attn sdpa)
 Prefill = time of one forward over the prompt (native sdpa vs transformers sdpa).
 Runs are interleaved (A B A B ...) because this machine's memory bandwidth drifts; medians are reported.
@@ -58,7 +58,7 @@ def checkpoint(shape: str) -> Path:
 
 def measure(shape: str, dtype: str, prompt_len: int, new_tokens: int, rounds: int) -> dict:
     """Interleaved decode and prefill timings of both engines for one setting."""
-    from bigcode_cli import engine
+    from bigcode_cli.model import engine
 
     path = checkpoint(shape)
     native = engine.load(path, "causal-lm", attn="sdpa", dtype=dtype)

@@ -1,3 +1,3 @@
-from bigcode_cli.entry import main
+from bigcode_cli.cli.entry import main
 
 main()

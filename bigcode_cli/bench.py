@@ -22,9 +22,9 @@ import torch
 from bigcode_cli.errors import BackendError, InputError
 
 if TYPE_CHECKING:
-    from bigcode_cli.engine import Runner
-    from bigcode_cli.loading import LoadedModel
-    from bigcode_cli.tokenizer import Tokenizer
+    from bigcode_cli.model.engine import Runner
+    from bigcode_cli.store.loader import LoadedModel
+    from bigcode_cli.text.tokenizer import Tokenizer
 
 K = TypeVar("K")
 
@@ -140,8 +140,8 @@ def generate_seconds(runner: Runner, tokenizer: NoStopTokenizer, prompt: Sequenc
 
     batch > 1 decodes that many samples of the prompt in one batch (one prefill, then batch rows per step).
     """
-    from bigcode_cli.generation import generate
-    from bigcode_cli.sampling import SamplingParams
+    from bigcode_cli.generation.loop import generate
+    from bigcode_cli.generation.sampling import SamplingParams
 
     return _seconds(runner.device, lambda: generate(runner, tokenizer, prompt, max_new_tokens=new_tokens,
                                                     params=SamplingParams(temperature=0), num_samples=batch))
@@ -315,8 +315,8 @@ def run_bench(model: str | None, combos: Sequence[Combo], *, device: str = "auto
     if not combos:
         raise InputError("nothing to measure: give at least one engine and one attention backend")
     if open_model is None:
-        from bigcode_cli.loading import open_model
-    from bigcode_cli.runtime import resolve_device
+        from bigcode_cli.store.loader import open_model
+    from bigcode_cli.model.runtime import resolve_device
 
     resolve_device(device)  # a missing device is everyone's problem, not a reason to skip one combination
     runs = {combo: _ComboRun(combo, open_model, model, device=device, dtype=dtype, offline=offline,

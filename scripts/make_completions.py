@@ -36,7 +36,7 @@ def script(shell: str) -> str:
     from typer._click.shell_completion import get_completion_class
     from typer.main import get_command
 
-    from bigcode_cli.cli import app
+    from bigcode_cli.cli.app import app
 
     command = get_command(app)
     prog = "bigcode"

@@ -21,7 +21,7 @@ import pytest
 from checkpoints import save_checkpoint, save_lm_with_tokenizer
 from tokenizer_files import STARCODER_SPECIALS, save_tokenizer
 
-from bigcode_cli.cli import run
+from bigcode_cli.cli.app import run
 
 PIPELINE = ("classify", "tag")  # bad records get an error record each, then one summary `error:` line
 
@@ -452,7 +452,7 @@ def test_five_megabyte_file_is_completed_from_its_truncated_context(capsys, monk
 def test_every_command_is_in_the_battery():
     from typer.main import get_command
 
-    from bigcode_cli.cli import app
+    from bigcode_cli.cli.app import app
 
     def leaves(command, prefix=()):
         subcommands = getattr(command, "commands", None)

@@ -16,11 +16,11 @@ import torch
 from checkpoints import save_lm_with_tokenizer
 
 from bigcode_cli import bench
-from bigcode_cli.cli import run
-from bigcode_cli.console import stdout_console
-from bigcode_cli.generation import generate
-from bigcode_cli.sampling import SamplingParams
-from bigcode_cli.tokenizer import Tokenizer
+from bigcode_cli.cli.app import run
+from bigcode_cli.terminal.console import stdout_console
+from bigcode_cli.generation.loop import generate
+from bigcode_cli.generation.sampling import SamplingParams
+from bigcode_cli.text.tokenizer import Tokenizer
 
 FAST = ("--rounds", "1", "--new-tokens", "4", "--prompt-tokens", "16")
 FIELDS = {"model", "engine", "attn", "backend", "device", "dtype", "decode_by", "prompt_tokens", "new_tokens", "rounds", "load_s",
@@ -150,7 +150,7 @@ def test_bad_options_are_one_line_errors(capsys, lm, args, code, words):
 
 
 def test_help_imports_no_torch():
-    code = ("import sys; from bigcode_cli.cli import run; run(['bench', '--help']); "
+    code = ("import sys; from bigcode_cli.cli.app import run; run(['bench', '--help']); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'safetensors')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "Usage: bigcode bench" in done.stdout

@@ -11,12 +11,12 @@ import pytest
 import torch
 from task_models import SNIPPETS, feed_stdin, hf_model, model_dir
 
-from bigcode_cli import cli
-from bigcode_cli.batching import Batcher
-from bigcode_cli.classification import MULTI, REGRESSION, SINGLE, predict
-from bigcode_cli.engine import load
-from bigcode_cli.records import detect_format, read_stream
-from bigcode_cli.tokenizer import Tokenizer
+from bigcode_cli.cli import app as cli
+from bigcode_cli.pipelines.batching import Batcher
+from bigcode_cli.pipelines.classification import MULTI, REGRESSION, SINGLE, predict
+from bigcode_cli.model.engine import load
+from bigcode_cli.pipelines.records import detect_format, read_stream
+from bigcode_cli.text.tokenizer import Tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

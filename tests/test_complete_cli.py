@@ -12,7 +12,7 @@ import time
 import pytest
 from checkpoints import save_checkpoint, save_lm_with_tokenizer
 
-from bigcode_cli.cli import run
+from bigcode_cli.cli.app import run
 
 SOURCE = 'def fib(n):\n    """Return the n-th Fibonacci number."""\n    <FILL>\n\nprint(fib(10))\n'
 

@@ -11,8 +11,9 @@ import pytest
 import torch
 from checkpoints import save_checkpoint
 
-from bigcode_cli import engine, kernel_build
-from bigcode_cli.cpu_decode import MAX_ROWS
+from bigcode_cli.model import engine
+from bigcode_cli.kernels import build as kernel_build
+from bigcode_cli.kernels.cpu_decode import MAX_ROWS
 
 pytestmark = pytest.mark.skipif(kernel_build.find_compiler() is None, reason="no C compiler to build the kernel")
 
@@ -204,7 +205,7 @@ def test_a_damaged_cached_library_is_rebuilt(tmp_path, monkeypatch):
     import sys
 
     monkeypatch.setenv("BIGCODE_KERNEL_DIR", str(tmp_path))
-    load = "from bigcode_cli import kernel_build; print(kernel_build.load_kernel('decode_step') is not None)"
+    load = "from bigcode_cli.kernels import build; print(build.load_kernel('decode_step') is not None)"
     # a fresh process each time: this one may already hold the library open under the same name
     assert subprocess.run([sys.executable, "-c", load], capture_output=True, text=True).stdout.strip() == "True"
     built = next(tmp_path.glob("decode_step-*"))

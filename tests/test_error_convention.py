@@ -42,7 +42,7 @@ def _bigcode(*args, **kwargs) -> subprocess.CompletedProcess:
 HELP_SCRIPT = r"""
 import contextlib, io, json, sys
 from typer.main import get_command
-from bigcode_cli.cli import app, run
+from bigcode_cli.cli.app import app, run
 
 HEAVY = ("torch", "transformers", "safetensors")
 

@@ -2,7 +2,7 @@ import pytest
 from tokenizer_files import STARCODER_SPECIALS, save_tokenizer
 
 from bigcode_cli.errors import InputError, TokenizerError
-from bigcode_cli.fim import (
+from bigcode_cli.generation.fim import (
     Cursor,
     Fitted,
     clean_completion,
@@ -12,7 +12,7 @@ from bigcode_cli.fim import (
     parse_at,
     split_source,
 )
-from bigcode_cli.tokenizer import Tokenizer
+from bigcode_cli.text.tokenizer import Tokenizer
 
 SOURCE = "import os\n\ndef main():\n    print('hi')\n"
 

@@ -10,13 +10,14 @@ import pytest
 import torch
 from task_models import feed_stdin, hf_model, model_dir
 
-from bigcode_cli import cli, store
-from bigcode_cli.batching import Batcher
-from bigcode_cli.engine import load
+from bigcode_cli.cli import app as cli
+from bigcode_cli.store import cache as store
+from bigcode_cli.pipelines.batching import Batcher
+from bigcode_cli.model.engine import load
 from bigcode_cli.errors import InputError, StoreError
-from bigcode_cli.finetune import FinetuneOptions, finetune
-from bigcode_cli.finetune_data import build_examples, classification_metrics
-from bigcode_cli.tokenizer import Tokenizer
+from bigcode_cli.finetune.training import FinetuneOptions, finetune
+from bigcode_cli.finetune.data import build_examples, classification_metrics
+from bigcode_cli.text.tokenizer import Tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

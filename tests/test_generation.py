@@ -6,11 +6,11 @@ import pytest
 import torch
 from checkpoints import save_lm_with_tokenizer
 
-from bigcode_cli import engine
-from bigcode_cli.completion import CompletionSettings, build_prompt, complete
-from bigcode_cli.generation import generate
-from bigcode_cli.sampling import SamplingParams
-from bigcode_cli.tokenizer import Tokenizer
+from bigcode_cli.model import engine
+from bigcode_cli.generation.completion import CompletionSettings, build_prompt, complete
+from bigcode_cli.generation.loop import generate
+from bigcode_cli.generation.sampling import SamplingParams
+from bigcode_cli.text.tokenizer import Tokenizer
 
 GREEDY = SamplingParams(temperature=0)
 

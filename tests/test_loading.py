@@ -8,8 +8,8 @@ import pytest
 import torch
 from checkpoints import save_checkpoint
 
-from bigcode_cli import engine
-from bigcode_cli.config import GPTBigCodeConfig
+from bigcode_cli.model import engine
+from bigcode_cli.model.config import GPTBigCodeConfig
 from bigcode_cli.errors import CheckpointError, ConfigError
 
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 from checkpoints import save_checkpoint
 
-from bigcode_cli import engine
-from bigcode_cli.attention import flash_problem
+from bigcode_cli.model import engine
+from bigcode_cli.model.attention import flash_problem
 from bigcode_cli.errors import BackendError
-from bigcode_cli.runtime import resolve_device
+from bigcode_cli.model.runtime import resolve_device
 
 DEVICE = resolve_device("auto")  # where engine.load puts a model by default
 FP32_TOL = 1e-4
@@ -248,7 +248,7 @@ def test_reference_engine_cached_steps_equal_its_own_full_forward(checkpoints, v
 
 
 def test_reference_engine_passes_the_cache_under_the_name_forward_takes():
-    from bigcode_cli.engine import _cache_argument
+    from bigcode_cli.model.engine import _cache_argument
 
     class Before:
         def forward(self, input_ids, past_key_values=None, use_cache=None, **kwargs): ...

@@ -16,9 +16,9 @@ import pytest
 from checkpoints import save_checkpoint, save_lm_with_tokenizer
 from tokenizer_files import STARCODER_SPECIALS, save_tokenizer
 
-from bigcode_cli.commands.generation_run import make_settings
-from bigcode_cli.completion import complete
-from bigcode_cli.loading import open_model
+from bigcode_cli.cli.commands.generation_run import make_settings
+from bigcode_cli.generation.completion import complete
+from bigcode_cli.store.loader import open_model
 from bigcode_cli.repl.keys import next_indent, should_run
 from bigcode_cli.repl.loop import interactive, read_turns
 from bigcode_cli.repl.session import Session
@@ -202,12 +202,12 @@ def test_ctrl_c_at_the_prompt_clears_the_input(models):
 
 
 def test_an_exception_in_a_turn_is_one_line(models, capsys, monkeypatch):
-    import bigcode_cli.completion
+    import bigcode_cli.generation.completion
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(bigcode_cli.completion, "complete", broken)
+    monkeypatch.setattr(bigcode_cli.generation.completion, "complete", broken)
     session = new_session(models)
     drive(session, "x = 1" + ENTER + ENTER + "/quit" + ENTER)
     err = capsys.readouterr().err
@@ -219,8 +219,8 @@ def test_an_exception_in_a_turn_is_one_line(models, capsys, monkeypatch):
 
 
 def test_classify_mode_uses_the_classification_service(models):
-    from bigcode_cli.batching import Batcher
-    from bigcode_cli.classification import predict, problem_type
+    from bigcode_cli.pipelines.batching import Batcher
+    from bigcode_cli.pipelines.classification import predict, problem_type
 
     session = new_session(models)
     drive(session, f"/mode classify {models['langid']}" + ENTER + "def f(x):" + ENTER + "return x" + ENTER
@@ -233,8 +233,8 @@ def test_classify_mode_uses_the_classification_service(models):
 
 
 def test_tag_mode_uses_the_tagging_service(models):
-    from bigcode_cli.batching import Batcher
-    from bigcode_cli.tagging import spans_from_tokens, token_predictions
+    from bigcode_cli.pipelines.batching import Batcher
+    from bigcode_cli.pipelines.tagging import spans_from_tokens, token_predictions
 
     text = 'key = "sk-123456"\n'
     session = new_session(models)
@@ -326,7 +326,7 @@ def test_read_turns_splits_on_blank_lines():
 
 
 def test_scripted_repl_reads_turns_from_stdin(models, capsys, monkeypatch):
-    from bigcode_cli.cli import run
+    from bigcode_cli.cli.app import run
 
     monkeypatch.setattr(sys, "stdin", io.StringIO("/set max_new_tokens 6\n\nx = 1\n\n/nope\n"))
     code = run(["repl", "-m", str(models["lm"]), "-t", "0", "--no-block", "--seed", "0"])

@@ -10,7 +10,7 @@ from transformers.generation.logits_process import (
 )
 
 from bigcode_cli.errors import InputError
-from bigcode_cli.sampling import (
+from bigcode_cli.generation.sampling import (
     SamplingParams,
     apply_repetition_penalty,
     apply_temperature,

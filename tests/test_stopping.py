@@ -3,7 +3,7 @@ import random
 import pytest
 
 from bigcode_cli.errors import InputError
-from bigcode_cli.stopping import StopMatcher
+from bigcode_cli.generation.stopping import StopMatcher
 
 
 def run(stops, pieces):

@@ -12,7 +12,8 @@ from checkpoints import save_checkpoint
 from hub_server import FakeHub
 from tokenizer_files import SANTACODER_SPECIALS, STARCODER_SPECIALS, save_tokenizer
 
-from bigcode_cli import cli, store
+from bigcode_cli.cli import app as cli
+from bigcode_cli.store import cache as store
 from bigcode_cli.errors import CheckpointError, ModelNotFoundError, StoreError
 
 REPO = "bigcode/tiny-test"

@@ -8,11 +8,11 @@ import pytest
 import torch
 from task_models import SNIPPETS, feed_stdin, hf_model, model_dir
 
-from bigcode_cli import cli
-from bigcode_cli.batching import Batcher
-from bigcode_cli.engine import load
-from bigcode_cli.tagging import Span, bio_labels, redact, spans_from_tokens, split_label, token_predictions, token_tags
-from bigcode_cli.tokenizer import Tokenizer
+from bigcode_cli.cli import app as cli
+from bigcode_cli.pipelines.batching import Batcher
+from bigcode_cli.model.engine import load
+from bigcode_cli.pipelines.tagging import Span, bio_labels, redact, spans_from_tokens, split_label, token_predictions, token_tags
+from bigcode_cli.text.tokenizer import Tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -173,7 +173,7 @@ def test_bad_record_and_error_exit(tagger, monkeypatch, capsys):
 
 
 def test_word_aggregation_grows_an_email_span_to_the_whole_address():
-    from bigcode_cli.tagging import spans_from_tokens
+    from bigcode_cli.pipelines.tagging import spans_from_tokens
 
     text = 'send("alice.b@example.com.", x)'
     start = text.index(".com")

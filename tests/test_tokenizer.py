@@ -6,7 +6,7 @@ import pytest
 from tokenizer_files import SANTACODER_SPECIALS, STARCODER_SPECIALS, save_tokenizer
 
 from bigcode_cli.errors import TokenizerError
-from bigcode_cli.tokenizer import FimTokens, StreamDecoder, Tokenizer
+from bigcode_cli.text.tokenizer import FimTokens, StreamDecoder, Tokenizer
 
 UNICODE_TEXT = "# naïve café 日本語のテキスト 中文注释 😀🎉🚀 ok\nprint('done') 👍🏽 ünïcödé\n"
 
@@ -150,7 +150,7 @@ def test_vocab_and_merges_fall_back_to_transformers(tmp_path, starcoder):
 def test_tokenizer_json_path_does_not_import_transformers(starcoder_dir):
     code = (
         "import sys\n"
-        "from bigcode_cli.tokenizer import Tokenizer\n"
+        "from bigcode_cli.text.tokenizer import Tokenizer\n"
         f"t = Tokenizer.from_dir({str(starcoder_dir)!r})\n"
         "t.decode(t.encode('x = 1'))\n"
         "assert t.fim is not None\n"

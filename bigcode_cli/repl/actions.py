@@ -143,7 +143,7 @@ def _first(options: Iterable[str]) -> Callable[[Any, list[str]], Iterable[str]]:
 def _model_names(_session: Any, before: list[str]) -> list[str]:
     if before:
         return []
-    from bigcode_cli import store
+    from bigcode_cli.store import cache as store
 
     names = [row["name"] for row in store.list_models()]
     return sorted(set(names) | set(store.ALIASES))

@@ -14,14 +14,14 @@ import traceback
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, TextIO
 
-from bigcode_cli.console import colour_wanted, debug_enabled, print_error, print_notice, stderr_console
+from bigcode_cli.terminal.console import colour_wanted, debug_enabled, print_error, print_notice, stderr_console
 from bigcode_cli.errors import BackendError, BigCodeError, InputError
 from bigcode_cli.repl.output import TurnPrinter, lexer_for, visible
 from bigcode_cli.repl.transcript import Transcript, Turn
 
 if TYPE_CHECKING:
-    from bigcode_cli.completion import CompletionSettings
-    from bigcode_cli.loading import LoadedModel
+    from bigcode_cli.generation.completion import CompletionSettings
+    from bigcode_cli.store.loader import LoadedModel
 
 # mode -> the task its model is opened for
 MODES: dict[str, str] = {
@@ -108,7 +108,7 @@ class Session:
         if self._opener is not None:
             opener = self._opener
         else:
-            from bigcode_cli.loading import open_model as opener
+            from bigcode_cli.store.loader import open_model as opener
         console = stderr_console()
         label = name or "the default model"
         spinner = console.status(f"loading {label}", spinner="dots") if console.is_terminal else None
@@ -219,8 +219,8 @@ class Session:
             self._tag(text)
 
     def _complete(self, text: str) -> None:
-        from bigcode_cli.completion import complete
-        from bigcode_cli.fim import FILL_MARKER, split_source
+        from bigcode_cli.generation.completion import complete
+        from bigcode_cli.generation.fim import FILL_MARKER, split_source
 
         loaded = self.model_for("causal-lm")
         cursor = split_source(text)
@@ -257,7 +257,7 @@ class Session:
 
     def _score(self, task: str, text: str, *, offsets: bool) -> tuple[LoadedModel, Any]:
         """One snippet through the batching service that `classify` and `tag` use."""
-        from bigcode_cli.batching import Batcher
+        from bigcode_cli.pipelines.batching import Batcher
 
         loaded = self.model_for(task)
         started = time.perf_counter()
@@ -269,7 +269,7 @@ class Session:
         return loaded, scored
 
     def _classify(self, text: str) -> None:
-        from bigcode_cli.classification import predict, problem_type
+        from bigcode_cli.pipelines.classification import predict, problem_type
 
         loaded, scored = self._score("sequence-classification", text, offsets=False)
         config = loaded.runner.config
@@ -281,7 +281,7 @@ class Session:
         self.transcript.add(Turn("classify", text, result, stats=asdict(self.last)))
 
     def _tag(self, text: str) -> None:
-        from bigcode_cli.tagging import spans_from_tokens, token_predictions
+        from bigcode_cli.pipelines.tagging import spans_from_tokens, token_predictions
 
         loaded, scored = self._score("token-classification", text, offsets=True)
         predictions = token_predictions(scored.logits, loaded.runner.config.labels())

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bigcode_cli.completion import CompletionSettings, complete
-from bigcode_cli.loading import open_model
-from bigcode_cli.sampling import SamplingParams
+from bigcode_cli.generation.completion import CompletionSettings, complete
+from bigcode_cli.store.loader import open_model
+from bigcode_cli.generation.sampling import SamplingParams
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -5,7 +5,7 @@ Recipe (after scripts/bundled/corpus.py, tokenizer.py and pretokenize.py):
     python scripts/bundled/train_lm.py --minutes 75            # this 2-core CPU
     python scripts/bundled/train_lm.py --device cuda --steps 20000 --batch 64   # a GPU, same recipe
 
-It trains our own model (bigcode_cli.model), checkpoints to runs/lm/state.pt every few minutes
+It trains our own model (bigcode_cli.model.gpt_bigcode), checkpoints to runs/lm/state.pt every few minutes
 (rerunning the same command resumes from it), and writes the shipped Hugging Face checkpoint
 (config.json, model.safetensors in bfloat16, tokenizer files) to bigcode_cli/bundled/bigcode-tiny/.
 FIM follows the SantaCoder paper: each document is, with probability 0.5, cut at two random points
@@ -27,9 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bigcode_cli.attention import BACKENDS
-from bigcode_cli.config import GPTBigCodeConfig
-from bigcode_cli.model import GPTBigCodeForCausalLM
+from bigcode_cli.model.attention import BACKENDS
+from bigcode_cli.model.config import GPTBigCodeConfig
+from bigcode_cli.model.gpt_bigcode import GPTBigCodeForCausalLM
 
 ROOT = Path(__file__).resolve().parents[2]
 EOS, FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX = 0, 1, 2, 3

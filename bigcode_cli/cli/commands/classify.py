@@ -1,0 +1,100 @@
+"""`bigcode classify`: sequence classification of code snippets, for shell pipelines."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+
+from bigcode_cli.cli.commands.option_groups import MODEL, with_options
+from bigcode_cli.cli.commands.pipeline import (
+    PIPELINE,
+    json_line,
+    run_pipeline,
+    tsv_cell,
+)
+from bigcode_cli.terminal.console import stdout_console
+from bigcode_cli.pipelines.records import Record
+
+TopKOpt = Annotated[Optional[int], typer.Option("--top-k", "-k", min=1, show_default=False,
+                                                help="Keep only the k best labels in `scores` (default: all).")]
+ThresholdOpt = Annotated[float, typer.Option("--threshold", min=0.0, max=1.0,
+                                             help="Multi-label models: a label applies at or above this probability.")]
+
+
+@with_options(io=PIPELINE, choice=MODEL)
+def classify(
+    top_k: TopKOpt = None,
+    threshold: ThresholdOpt = 0.5,
+    io: Any = None,
+    choice: Any = None,
+) -> None:
+    """Classify code snippets with a sequence-classification model (default: the bundled language identifier).
+
+    Reads FILES (one record each) or stdin: one snippet per line, JSON Lines ({"id": ..., "text": ...},
+    other fields passed through) or NUL-separated (-0). Writes one record per input record, in input
+    order: JSON Lines {"id", "label", "score", "scores"} in a pipe, a table on a terminal. A bad record
+    gets an error record on stderr, the others still go through, and the exit code is 1.
+    """
+    chosen = io.output
+    state: dict[str, Any] = {}
+
+    def before(loaded: Any) -> None:
+        from bigcode_cli.pipelines.classification import problem_type
+
+        state["labels"] = loaded.runner.config.labels()
+        state["kind"] = problem_type(loaded.runner.config)
+
+    def write_chunk(chunk: list[tuple[Record, Any]], loaded: Any) -> None:
+        from bigcode_cli.pipelines.classification import predict
+
+        rows = []
+        for record, scored in chunk:
+            prediction = predict(scored.logits, state["labels"], state["kind"], top_k=top_k, threshold=threshold)
+            rows.append((record, prediction, scored.encoded.truncation()))
+        if chosen == "jsonl":
+            sys.stdout.write("".join(json_line(_record_json(*row)) for row in rows))
+        elif chosen == "tsv":
+            sys.stdout.write("".join(_tsv_line(*row) for row in rows))
+        else:
+            _print_table(rows)
+
+    run_pipeline(io=io, task="sequence-classification", choice=choice, offsets=False, write_chunk=write_chunk, before=before)
+
+
+def _round(value: float) -> float:
+    return round(value, 6)
+
+
+def _record_json(record: Record, prediction: Any, truncation: dict | None) -> dict[str, Any]:
+    data: dict[str, Any] = {"id": record.id}
+    data.update((k, v) for k, v in record.fields.items() if k != "id")
+    data.update(label=prediction.label, score=_round(prediction.score),
+                scores={k: _round(v) for k, v in prediction.scores.items()})
+    if prediction.labels is not None:
+        data["labels"] = prediction.labels
+    if truncation is not None:
+        data["truncated"] = truncation
+    return data
+
+
+def _label_text(prediction: Any) -> str:
+    if prediction.labels is not None:
+        return ",".join(prediction.labels)
+    return prediction.label or ""
+
+
+def _tsv_line(record: Record, prediction: Any, truncation: dict | None) -> str:
+    return f"{tsv_cell(record.id)}\t{tsv_cell(_label_text(prediction))}\t{prediction.score:.4f}\n"
+
+
+def _print_table(rows: list[tuple[Record, Any, dict | None]]) -> None:
+    from rich.table import Table
+
+    table = Table("ID", "LABEL", "SCORE", "SCORES", box=None, header_style="bold")
+    for record, prediction, truncation in rows:
+        others = ", ".join(f"{k} {v:.3f}" for k, v in list(prediction.scores.items())[:4])
+        note = f" (truncated {truncation['side']})" if truncation else ""
+        table.add_row(str(record.id), _label_text(prediction) + note, f"{prediction.score:.4f}", others)
+    stdout_console().print(table, markup=False)

@@ -1,0 +1,42 @@
+"""`bigcode complete FILE`: complete the code at the cursor."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Optional
+
+import typer
+
+from bigcode_cli.cli.commands import options as o
+from bigcode_cli.cli.commands.option_groups import MODEL, generation, with_options
+
+
+@with_options(settings=generation(), choice=MODEL)
+def complete(
+    file: Annotated[str, typer.Argument(help="The source file, or - for standard input.", show_default=False)],
+    at: Annotated[Optional[str], typer.Option("--at", help="Cursor position LINE:COL (1-based); fill in the middle there.", show_default=False)] = None,
+    in_place: Annotated[bool, typer.Option("--in-place", "-i", help="Write the completion into the file (atomically).")] = False,
+    diff: Annotated[bool, typer.Option("--diff", help="Print the change as a unified diff instead.")] = False,
+    json_out: o.JsonOpt = False,
+    settings: Any = None,
+    choice: Any = None,
+) -> None:
+    """Complete the code at the cursor in FILE and stream the completion to stdout.
+
+    A `<FILL>` marker in the file, or --at LINE:COL, fills in the middle with the rest of the file as
+    the suffix; otherwise the file is continued at its end. Completions stop at the end of the
+    current block (--no-block to run on) or after --lines lines.
+    """
+    from bigcode_cli.cli.commands.generation_run import check_output_flags, run_completion
+    from bigcode_cli.errors import InputError
+    from bigcode_cli.generation.fim import parse_at, split_source
+    from bigcode_cli.text.textfile import read_text
+
+    check_output_flags(json_out=json_out, in_place=in_place, diff=diff, num_samples=settings.num_samples, path=file)
+    cursor_at = parse_at(at) if at is not None else None
+    text = read_text(file)
+    if not text.strip():
+        name = "standard input" if file == "-" else file
+        raise InputError(f"{name} is empty: there is no code to complete")
+    cursor = split_source(text, cursor_at)
+    run_completion(prefix=cursor.prefix, suffix=cursor.suffix, mode=cursor.mode, settings=settings, choice=choice,
+                   json_out=json_out, filename=file, in_place=in_place, diff=diff)

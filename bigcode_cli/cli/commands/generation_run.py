@@ -1,0 +1,91 @@
+"""What `complete`, `generate` and `infill` share: settings from options, loading, running, printing."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import TYPE_CHECKING
+
+from bigcode_cli.terminal.console import print_notice, stderr_console
+
+if TYPE_CHECKING:
+    from bigcode_cli.cli.commands.option_groups import ModelChoice
+    from bigcode_cli.generation.completion import CompletionSettings, Mode
+
+
+def make_settings(*, max_new_tokens: int, temperature: float, top_k: int, top_p: float, repetition_penalty: float,
+                  seed: int | None, stop: list[str] | None, num_samples: int, lines: int | None, block: bool,
+                  fim_order: str = "psm") -> CompletionSettings:
+    """Validated generation settings from command-line options."""
+    from bigcode_cli.generation.completion import CompletionSettings
+    from bigcode_cli.errors import UsageError
+    from bigcode_cli.generation.sampling import SamplingParams
+
+    if fim_order not in ("psm", "spm"):
+        raise UsageError(f"--fim-order must be psm or spm, got {fim_order!r}")
+    sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p,
+                              repetition_penalty=repetition_penalty, seed=seed)
+    return CompletionSettings(max_new_tokens=max_new_tokens, sampling=sampling, stops=list(stop or []),
+                              num_samples=num_samples, lines=lines, block=block, order=fim_order)  # type: ignore[arg-type]
+
+
+def check_output_flags(*, json_out: bool, in_place: bool = False, diff: bool = False, num_samples: int = 1,
+                       path: str | None = None) -> None:
+    """Refuse option combinations that cannot both be honoured."""
+    from bigcode_cli.errors import UsageError
+
+    if in_place and diff:
+        raise UsageError("--in-place and --diff exclude each other: --diff shows the change, --in-place makes it")
+    if json_out and (in_place or diff):
+        raise UsageError("--json cannot be combined with --in-place or --diff")
+    if (in_place or diff) and num_samples > 1:
+        raise UsageError("--in-place and --diff take one completion; drop -n/--num-samples")
+    if in_place and path == "-":
+        raise UsageError("--in-place needs a file, not standard input")
+
+
+def run_completion(*, prefix: str, suffix: str, mode: Mode, settings: CompletionSettings, choice: ModelChoice,
+                   json_out: bool, filename: str | None = None, in_place: bool = False, diff: bool = False) -> None:
+    """Load the model, complete, and print (stream, JSON, diff) or write the file in place."""
+    from bigcode_cli.cli.commands.generation_output import (
+        StreamPrinter,
+        completion_records,
+        print_json_lines,
+        print_samples,
+        unified_diff,
+    )
+    from bigcode_cli.generation.completion import complete
+
+    started = time.perf_counter()
+    console = stderr_console()
+    with console.status("loading model", spinner="dots") if console.is_terminal else contextlib.nullcontext():
+        loaded = choice.open("causal-lm")
+    load_s = time.perf_counter() - started
+    if mode == "fim":
+        loaded.tokenizer.require_fim()
+    streaming = not json_out and not in_place and not diff and settings.num_samples == 1
+    printer = StreamPrinter(filename) if streaming else None
+    result = complete(loaded.runner, loaded.tokenizer, prefix, suffix, mode, settings,
+                      on_text=(lambda _i, text: printer.write(text)) if printer else None, notice=print_notice)
+    if printer is not None:
+        printer.close()
+    if result.generation.interrupted:
+        raise KeyboardInterrupt
+    if json_out:
+        print_json_lines(completion_records(result, loaded.tokenizer, load_s))
+    elif in_place or diff:
+        before, after = prefix + suffix, prefix + result.texts[0] + suffix
+        if diff:
+            import sys
+
+            sys.stdout.write(unified_diff(filename or "-", before, after))
+            sys.stdout.flush()
+        else:
+            from bigcode_cli.text.textfile import write_atomically
+
+            write_atomically(filename or "-", after)
+            added = result.texts[0].count("\n") + (1 if result.texts[0] else 0)
+            stderr_console().print(f"wrote {filename}: inserted {len(result.texts[0])} characters ({added} lines)",
+                                   markup=False)
+    elif printer is None:
+        print_samples(result.texts)

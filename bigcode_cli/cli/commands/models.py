@@ -1,0 +1,184 @@
+"""`bigcode models`: the local checkpoint cache (list, pull, rm, info, import, verify, path).
+
+Thin commands over `bigcode_cli.store.cache`; nothing here imports torch. Results go to stdout, progress
+and notes to stderr; the store raises BigCodeError subclasses, which the CLI renders.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+
+from bigcode_cli.store import cache as store
+from bigcode_cli.cli.commands.options import complete_model
+from bigcode_cli.terminal.console import print_notice, stderr_console, stdout_console
+
+models_app = typer.Typer(
+    name="models",
+    help="Manage the local checkpoint cache: list, pull, rm, info, import, verify, path.",
+    no_args_is_help=True,
+)
+
+NameArg = Annotated[str, typer.Argument(help="Alias, owner/name[@revision], bundled model or checkpoint directory.",
+                                        show_default=False, autocompletion=complete_model)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+def _on_terminal(stream: Any) -> bool:
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+def _human_size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"
+
+
+def _human_count(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for limit, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if n >= limit:
+            return f"{n / limit:.1f}{suffix}"
+    return str(n)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+@models_app.command("list")
+def list_command(as_json: JsonOpt = False) -> None:
+    """List the models usable without a download: bundled, in our cache, and in the Hugging Face cache."""
+    rows = store.list_models()
+    if as_json:
+        _print_json(rows)
+        return
+    columns = ("NAME", "SOURCE", "TASKS", "PARAMS", "DTYPE", "CONTEXT", "SIZE")
+    cells = [(r["name"], r["source"], ",".join(r.get("tasks") or []) or ("error" if "error" in r else "-"),
+              _human_count(r.get("parameters")), str(r.get("dtype") or "-"), str(r.get("n_positions") or "-"),
+              _human_size(r.get("size_bytes"))) for r in rows]
+    if not rows:
+        print_notice("no models found")
+        return
+    if _on_terminal(sys.stdout):
+        from rich.table import Table
+
+        table = Table(*columns, box=None, header_style="bold")
+        for row in cells:
+            table.add_row(*row)
+        stdout_console().print(table, markup=False)
+        return
+    sys.stdout.write("\t".join(columns) + "\n")
+    for row in cells:
+        sys.stdout.write("\t".join(row) + "\n")
+
+
+@models_app.command("pull")
+def pull_command(
+    name: NameArg,
+    revision: Annotated[Optional[str], typer.Option("--revision", "-r", help="Branch, tag or commit (same as NAME@REV).",
+                                                    show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Download again even if the model is already here.")] = False,
+    offline: Annotated[bool, typer.Option("--offline", help="Never touch the network (same as HF_HUB_OFFLINE=1).")] = False,
+) -> None:
+    """Download a model from the Hugging Face hub into the cache (config, tokenizer and weights only); prints its path."""
+    if _on_terminal(sys.stderr):
+        model = _pull_with_bar(name, revision, force, offline)
+    else:
+        model = store.pull(name, revision, force=force, offline=offline)
+    verb = {"downloaded": "pulled", "cache": "already in the cache:", "hf-cache": "found in the Hugging Face cache:",
+            "bundled": "bundled:"}.get(model.source, model.source)
+    print_notice(f"{verb} {model.name}")
+    sys.stdout.write(f"{model.path}\n")
+
+
+def _pull_with_bar(name: str, revision: str | None, force: bool, offline: bool) -> store.ResolvedModel:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  console=stderr_console(), transient=True) as bar:
+        task = bar.add_task(name, total=None)
+
+        def update(filename: str, done: int, total: int) -> None:
+            bar.update(task, description=filename, completed=done, total=total or None)
+
+        return store.pull(name, revision, progress=update, force=force, offline=offline)
+
+
+@models_app.command("rm")
+def rm_command(name: NameArg) -> None:
+    """Remove a model from the cache (NAME@REV removes one revision, NAME all of them)."""
+    for path in store.remove(name):
+        sys.stdout.write(f"removed {path}\n")
+
+
+_INFO_FIELDS = (
+    ("name", "name"), ("source", "source"), ("repo", "repo_id"), ("revision", "revision"), ("commit", "commit"),
+    ("layers", "n_layer"), ("heads", "n_head"), ("hidden size", "n_embd"), ("multi-query", "multi_query"),
+    ("context", "n_positions"), ("vocab", "vocab_size"), ("fim tokens", "fim"), ("tasks", "tasks"),
+    ("labels", "labels"), ("parameters", "parameters"), ("dtype", "dtype"), ("weights", "weights"),
+    ("size", "size_bytes"), ("path", "path"),
+)
+
+
+def _info_value(key: str, value: Any) -> str:
+    if key == "size_bytes":
+        return _human_size(value)
+    if key == "parameters":
+        return f"{_human_count(value)} ({value:,})" if value is not None else "-"
+    if key == "fim":
+        return {"starcoder": "<fim_prefix> (starcoder)", "santacoder": "<fim-prefix> (santacoder)"}.get(value, "none")
+    if key == "multi_query":
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "-"
+    return "-" if value is None else str(value)
+
+
+@models_app.command("info")
+def info_command(name: NameArg, as_json: JsonOpt = False) -> None:
+    """Show a model's config summary: layers, heads, multi-query, context, vocab, FIM tokens, tasks, size, location."""
+    data = store.info(name)
+    if as_json:
+        _print_json(data)
+        return
+    width = max(len(label) for label, _ in _INFO_FIELDS)
+    for label, key in _INFO_FIELDS:
+        if key == "labels" and not data.get(key):
+            continue
+        sys.stdout.write(f"{label:<{width}}  {_info_value(key, data.get(key))}\n")
+
+
+@models_app.command("import")
+def import_command(
+    path: Annotated[str, typer.Argument(help="Checkpoint directory (config.json + weights).", show_default=False)],
+    name: Annotated[str, typer.Option("--name", help="Name to register it under (name or owner/name).",
+                                      show_default=False)],
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing model of that name.")] = False,
+) -> None:
+    """Copy a local checkpoint into the cache under NAME; .bin weights are converted to safetensors. Prints its path."""
+    model = store.import_checkpoint(path, name, force=force)
+    print_notice(f"imported {path} as {model.name}")
+    sys.stdout.write(f"{model.path}\n")
+
+
+@models_app.command("verify")
+def verify_command(name: NameArg) -> None:
+    """Re-hash a model's files against the hashes recorded when it was pulled or imported."""
+    result = store.verify(name)
+    sys.stdout.write(f"ok: {result['name']}: {result['files']} files match\n")
+
+
+@models_app.command("path")
+def path_command(name: NameArg) -> None:
+    """Print the checkpoint directory a model name resolves to (never downloads)."""
+    sys.stdout.write(f"{store.path(name)}\n")

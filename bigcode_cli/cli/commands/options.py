@@ -1,0 +1,82 @@
+"""Options shared by every model command, as `Annotated` types, and their choices as str Enums."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+
+
+class Engine(str, Enum):
+    native = "native"
+    transformers = "transformers"
+
+
+class Attn(str, Enum):
+    auto = "auto"
+    eager = "eager"
+    sdpa = "sdpa"
+    flash = "flash"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class Dtype(str, Enum):
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+MODEL_HELP = "Model name, alias or checkpoint directory (default: $BIGCODE_MODEL or the bundled model)."
+
+
+def model_names() -> list[str]:
+    """Every model name usable without typing a path: bundled, cached (ours and Hugging Face's), aliases."""
+    from bigcode_cli.store import cache as store
+
+    names: list[str] = list(store.bundled_models())
+    try:
+        names += [row["name"] for row in store.list_models()]
+    except Exception:  # a broken cache must never break a TAB press
+        pass
+    names += list(store.ALIASES)
+    return list(dict.fromkeys(names))
+
+
+def complete_model(incomplete: str) -> list[str]:
+    """Shell completion for --model: the known names starting with what was typed.
+
+    A path (./, /, ~) gets nothing here, so the shell falls back to completing file names.
+    """
+    if incomplete.startswith((".", "/", "~")):
+        return []
+    return [name for name in model_names() if name.startswith(incomplete)]
+
+
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help=MODEL_HELP, show_default=False,
+                                                 autocompletion=complete_model)]
+EngineOpt = Annotated[Engine, typer.Option("--engine", help="native (fast, default) or transformers (the reference).")]
+AttnOpt = Annotated[Attn, typer.Option("--attn", help="Attention backend; auto = flash if usable, else sdpa.")]
+DeviceOpt = Annotated[Device, typer.Option("--device", help="Where to run; auto = cuda, then mps, then cpu.")]
+DtypeOpt = Annotated[Dtype, typer.Option("--dtype", help="Weight and compute dtype; auto keeps the checkpoint's.")]
+OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never touch the network (same as HF_HUB_OFFLINE=1).")]
+
+MaxNewTokensOpt = Annotated[int, typer.Option("--max-new-tokens", help="Most tokens to generate per sample.", min=1)]
+TemperatureOpt = Annotated[float, typer.Option("--temperature", "-t", help="Sampling temperature; 0 = greedy.", min=0.0)]
+TopKOpt = Annotated[int, typer.Option("--top-k", help="Sample only from the k most likely tokens; 0 = off.", min=0)]
+TopPOpt = Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass in (0, 1]; 1 = off.")]
+RepetitionPenaltyOpt = Annotated[float, typer.Option("--repetition-penalty", help="> 1 discourages repeats; 1 = off.")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed for reproducible sampling.", show_default=False)]
+StopOpt = Annotated[Optional[list[str]], typer.Option("--stop", help="Stop when this text is generated (repeatable).", show_default=False)]
+NumSamplesOpt = Annotated[int, typer.Option("--num-samples", "-n", help="Samples to generate, in one batch.", min=1)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object per sample instead of the text.")]
+LinesOpt = Annotated[Optional[int], typer.Option("--lines", help="Keep at most this many lines (1 = single-line mode).", min=1, show_default=False)]
+BlockOpt = Annotated[bool, typer.Option("--block/--no-block", help="Stop at the end of the current block.")]
+FimOrderOpt = Annotated[str, typer.Option("--fim-order", help="Fill-in-the-middle prompt order: psm or spm.")]

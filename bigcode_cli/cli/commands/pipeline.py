@@ -1,0 +1,175 @@
+"""What `classify` and `tag` share as commands: their pipeline options, the output format choice,
+error records, and the read -> batch -> write loop that flushes after every chunk.
+
+No torch at import time: the model is opened inside `run_pipeline`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, Optional
+
+import typer
+
+from bigcode_cli.cli.commands.option_groups import OptionGroup, option
+from bigcode_cli.terminal.console import print_error
+from bigcode_cli.errors import InputError
+from bigcode_cli.pipelines.records import Record
+
+
+if TYPE_CHECKING:
+    from bigcode_cli.cli.commands.option_groups import ModelChoice
+
+
+class OutputFormat(str, Enum):
+    jsonl = "jsonl"
+    tsv = "tsv"
+    table = "table"
+
+
+class InputFormat(str, Enum):
+    auto = "auto"
+    lines = "lines"
+    jsonl = "jsonl"
+    nul = "nul"
+
+
+class Truncate(str, Enum):
+    left = "left"
+    right = "right"
+
+
+FilesArg = Annotated[Optional[list[str]], typer.Argument(
+    help="Files to read, one record each (id = path); '-' or none reads records from stdin.", show_default=False)]
+FormatOpt = Annotated[Optional[OutputFormat], typer.Option(
+    "--format", help="Output format (default: table on a terminal, JSON Lines otherwise).", show_default=False)]
+InputFormatOpt = Annotated[InputFormat, typer.Option(
+    "--input-format", help="How stdin is split into records; auto: NUL-separated if it holds NUL bytes, "
+                           "JSON Lines if it starts with '{', else one snippet per line.")]
+NulOpt = Annotated[bool, typer.Option("-0", "--null", help="stdin records are NUL-separated (same as --input-format nul).")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Snippets per forward pass.")]
+TruncateOpt = Annotated[Truncate, typer.Option(
+    "--truncate", help="Which end to cut from a snippet longer than the context (reported in its record).")]
+
+
+def output_format(chosen: OutputFormat | None) -> str:
+    """The format asked for, else a table on a terminal and JSON Lines in a pipe."""
+    if chosen is not None:
+        return chosen.value
+    return "table" if getattr(sys.stdout, "isatty", lambda: False)() else "jsonl"
+
+
+def stdin_format(input_format: InputFormat, nul: bool) -> str:
+    """--input-format, with -0 as a shorthand for nul (the two must not disagree)."""
+    if nul and input_format not in (InputFormat.auto, InputFormat.nul):
+        raise typer.BadParameter(f"-0 reads NUL-separated records; it contradicts --input-format {input_format.value}",
+                                 param_hint="-0")
+    return "nul" if nul else input_format.value
+
+
+def report_bad_record(record: Record, as_json: bool) -> None:
+    """One error record on stderr: JSON when the results are JSON Lines, else an `error:` line."""
+    if as_json:
+        data = {"id": record.id, "source": record.source, "line": record.line or None, "error": record.error}
+        sys.stderr.write(json.dumps(data, ensure_ascii=False) + "\n")
+        sys.stderr.flush()
+    elif getattr(sys.stderr, "isatty", lambda: False)():
+        print_error(f"{record.where()}: {record.error}")
+    else:  # one unwrapped line per record, whatever its length, for the tools reading it
+        sys.stderr.write(f"error: {record.where()}: {record.error}\n")
+        sys.stderr.flush()
+
+
+def json_line(data: dict[str, Any]) -> str:
+    """One JSON Lines record."""
+    return json.dumps(data, ensure_ascii=False) + "\n"
+
+
+def tsv_cell(value: Any) -> str:
+    """A value as one TSV cell: tabs, newlines and backslashes escaped."""
+    text = "" if value is None else str(value)
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the buffered rest and the interpreter's final flush go nowhere."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+class PipelineIO(NamedTuple):
+    """Where records come from and how results go out: FILES, --format, --input-format/-0, --batch-size, --truncate."""
+
+    files: list[str] | None
+    output: str  # "jsonl" | "tsv" | "table"
+    input_format: str  # "auto" | "lines" | "jsonl" | "nul"
+    batch_size: int
+    truncate: str  # "left" | "right"
+
+
+def _pipeline_io(*, files: list[str] | None, fmt: OutputFormat | None, batch_size: int, truncate: Truncate,
+                 input_format: InputFormat, nul: bool) -> PipelineIO:
+    return PipelineIO(files, output_format(fmt), stdin_format(input_format, nul), batch_size, truncate.value)
+
+
+PIPELINE = OptionGroup(
+    (
+        option("files", FilesArg, None),
+        option("fmt", FormatOpt, None),
+        option("batch_size", BatchSizeOpt, 32),
+        option("truncate", TruncateOpt, Truncate.right),
+        option("input_format", InputFormatOpt, InputFormat.auto),
+        option("nul", NulOpt, False),
+    ),
+    _pipeline_io,
+)
+
+
+def run_pipeline(*, io: PipelineIO, task: str, choice: ModelChoice, offsets: bool,
+                 write_chunk: Callable[[list[tuple[Record, Any]], Any], None],
+                 before: Callable[[Any], None] | None = None) -> None:
+    """Open the task's model, stream the records through the one batcher, hand each chunk to `write_chunk`.
+
+    Bad records are reported on stderr as they come and the rest go through; at the end an
+    InputError (exit 1) says how many failed.
+    """
+    from bigcode_cli.pipelines.batching import Batcher, stream
+    from bigcode_cli.pipelines.records import read_records
+
+    files = io.files
+    if (not files or "-" in files) and sys.stdin is None:  # started with stdin closed (`<&-`)
+        raise InputError("cannot read standard input (it is closed): give FILES or pipe records in")
+    if not files and getattr(sys.stdin, "isatty", lambda: False)():
+        raise InputError("no input: pass FILES, or pipe snippets into stdin ('-' reads a terminal anyway)")
+    loaded = choice.open(task)
+    batcher = Batcher(loaded.runner, loaded.tokenizer, batch_size=io.batch_size, truncate=io.truncate,
+                      offsets=offsets)
+    if before is not None:
+        before(loaded)
+    failed = total = 0
+    records = read_records(files or [], getattr(sys.stdin, "buffer", None), io.input_format)
+    for chunk in stream(records, batcher):
+        good = []
+        for record, result in chunk:
+            total += 1
+            if result is None:
+                failed += 1
+                report_bad_record(record, io.output == "jsonl")
+            else:
+                good.append((record, result))
+        try:
+            write_chunk(good, loaded)
+            sys.stdout.flush()
+        except BrokenPipeError:  # the reader is gone (`| head`): stop quietly
+            _silence_stdout()
+            raise typer.Exit(0) from None
+    if failed:
+        raise InputError(f"{failed} of {total} records could not be processed (see the error records above)")

@@ -1,0 +1,54 @@
+"""`bigcode repl`: the interactive session."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from typing import Annotated, Any
+
+import typer
+
+from bigcode_cli.cli.commands.option_groups import MODEL, generation, with_options
+
+
+
+class Mode(str, Enum):
+    complete = "complete"
+    infill = "infill"
+    classify = "classify"
+    tag = "tag"
+
+
+ModeOpt = Annotated[Mode, typer.Option("--mode", help="Starting mode (classify and tag need models with those heads).")]
+LangOpt = Annotated[str, typer.Option("--lang", help="Language to highlight input and output as (a pygments name).")]
+
+
+@with_options(settings=generation(), choice=MODEL)
+def repl(
+    mode: ModeOpt = Mode.complete,
+    lang: LangOpt = "python",
+    settings: Any = None,
+    choice: Any = None,
+) -> None:
+    """Complete, infill, classify and tag code interactively, with the model loaded once.
+
+    Type code and press Enter on an empty line (or Esc-Enter) to run it; /help lists the slash
+    commands (/model, /attn, /set temperature 0.2, /mode infill, /save FILE, /quit ...). The options
+    are the starting settings. With standard input not a terminal, blank-line separated turns are
+    read from it and the results printed, so a session can be scripted.
+    """
+    from bigcode_cli.repl.loop import interactive, scripted
+    from bigcode_cli.repl.session import ModelOptions, Session
+
+    if sys.stdin is None:  # started with stdin closed (`<&-`): nothing to read turns from
+        from bigcode_cli.errors import InputError
+
+        raise InputError("cannot read standard input (it is closed): run `bigcode repl` in a terminal or pipe turns in")
+    terminal = sys.stdin.isatty() and sys.stdout.isatty()
+    options = ModelOptions(engine=choice.engine, attn=choice.attn, device=choice.device, dtype=choice.dtype,
+                           offline=choice.offline)
+    session = Session(settings, model=choice.model, options=options, mode=mode.value, language=lang, interactive=terminal)
+    session.load(session.task, choice.model)
+    code = interactive(session) if terminal else scripted(session, sys.stdin)
+    if code:
+        raise typer.Exit(code)

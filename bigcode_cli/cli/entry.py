@@ -1,0 +1,15 @@
+"""The console script: Ctrl-C while the CLI is still being imported also ends in exit code 130."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    """Import the CLI, then run it; an interrupt at any point exits 130 without a traceback."""
+    try:
+        from bigcode_cli.cli.app import main as cli_main
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    cli_main()

@@ -1,0 +1,142 @@
+"""Completing code at a cursor: the prompt (continue or fill-in-the-middle), fitted to the context,
+generated with the one generation loop and cleaned like an editor's completion tool would.
+
+Used by `complete`, `generate`, `infill` and the REPL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Literal
+
+from bigcode_cli.errors import UsageError
+from bigcode_cli.generation.fim import FIM_OVERHEAD, clean_completion, fim_prompt_ids, fit_fim, fit_left
+from bigcode_cli.generation.loop import Generation, OnText, generate
+from bigcode_cli.generation.sampling import SamplingParams
+
+if TYPE_CHECKING:
+    from bigcode_cli.model.engine import Runner
+    from bigcode_cli.text.tokenizer import Tokenizer
+
+Mode = Literal["fim", "continue"]
+# no byte-level BPE token covers more characters than this, so longer text cannot fit the budget anyway
+_MAX_CHARS_PER_TOKEN = 32
+
+
+@dataclass
+class CompletionSettings:
+    """What the user asked for, shared by every generation command and the REPL's /set."""
+
+    max_new_tokens: int = 128
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stops: list[str] = field(default_factory=list)
+    num_samples: int = 1
+    lines: int | None = None
+    block: bool = True
+    order: Literal["psm", "spm"] = "psm"
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise UsageError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
+        if self.num_samples < 1:
+            raise UsageError(f"--num-samples must be at least 1, got {self.num_samples}")
+        if self.lines is not None and self.lines < 1:
+            raise UsageError(f"--lines must be at least 1, got {self.lines}")
+        if any(not s for s in self.stops):
+            raise UsageError("a --stop string must not be empty")
+
+
+@dataclass
+class Prompt:
+    """The exact token ids given to the model, and how the text was cut to fit."""
+
+    ids: list[int]
+    mode: Mode
+    prefix: str
+    suffix: str
+    truncated: bool
+    max_new_tokens: int
+
+
+@dataclass
+class Completion:
+    """A finished completion request: the prompt, the generation, and the cleaned texts."""
+
+    prompt: Prompt
+    generation: Generation
+
+    @property
+    def texts(self) -> list[str]:
+        """The completion of each sample."""
+        return [s.text for s in self.generation.samples]
+
+
+def _trim_prefix(text: str, budget: int) -> str:
+    limit = budget * _MAX_CHARS_PER_TOKEN
+    if len(text) <= limit:
+        return text
+    cut = text.find("\n", len(text) - limit)
+    return text[cut + 1 :] if cut >= 0 else text[-limit:]
+
+
+def _trim_suffix(text: str, budget: int) -> str:
+    limit = budget * _MAX_CHARS_PER_TOKEN
+    if len(text) <= limit:
+        return text
+    cut = text.rfind("\n", 0, limit)
+    return text[: cut + 1] if cut >= 0 else text[:limit]
+
+
+def build_prompt(tokenizer: Tokenizer, prefix: str, suffix: str, mode: Mode, *, context: int,
+                 max_new_tokens: int, order: str = "psm", notice: Callable[[str], None] | None = None) -> Prompt:
+    """The prompt ids for a cursor, cut from the far ends so that prompt + max_new_tokens fits `context`."""
+    if max_new_tokens > context // 2 and max_new_tokens >= context - 16:
+        reduced = context // 2
+        if notice:
+            notice(f"--max-new-tokens {max_new_tokens} leaves no room for the prompt in a {context}-token "
+                   f"context; generating at most {reduced} tokens")
+        max_new_tokens = reduced
+    if mode == "fim":
+        tokenizer.require_fim()
+        budget = context - max_new_tokens - FIM_OVERHEAD
+        small_prefix, small_suffix = _trim_prefix(prefix, budget), _trim_suffix(suffix, budget)
+        fitted = fit_fim(tokenizer, small_prefix, small_suffix, budget)
+        truncated = fitted.truncated or small_prefix != prefix or small_suffix != suffix
+        ids = fim_prompt_ids(tokenizer, fitted.prefix, fitted.suffix, order)  # type: ignore[arg-type]
+        kept_prefix, kept_suffix = fitted.prefix, fitted.suffix
+    else:
+        budget = context - max_new_tokens
+        small = _trim_prefix(prefix, budget)
+        ids, cut = fit_left(tokenizer.encode(small), budget)
+        truncated = cut or small != prefix
+        kept_prefix, kept_suffix = prefix, ""
+    if truncated and notice:
+        notice(f"the input is longer than the model's {context}-token context: kept the {len(ids)} tokens "
+               f"nearest the cursor" + (" (whole lines)" if mode == "fim" else ""))
+    return Prompt(ids, mode, kept_prefix, kept_suffix, truncated, max_new_tokens)
+
+
+def _cleaner(prefix: str, suffix: str, settings: CompletionSettings) -> Callable[[str], tuple[str, bool]] | None:
+    """The edit rule for streaming: clean whole lines, and end the sample once cleaning cuts anything."""
+    if not settings.block and settings.lines is None and not suffix:
+        return None
+
+    def edit(text: str) -> tuple[str, bool]:
+        cleaned = clean_completion(text, suffix, prefix=prefix, lines=settings.lines, block=settings.block)
+        return cleaned, len(cleaned.rstrip()) < len(text.rstrip())
+
+    return edit
+
+
+def complete(runner: Runner, tokenizer: Tokenizer, prefix: str, suffix: str, mode: Mode,
+             settings: CompletionSettings, *, on_text: OnText | None = None,
+             notice: Callable[[str], None] | None = None) -> Completion:
+    """Complete the code between `prefix` and `suffix` (mode "fim") or after `prefix` (mode "continue")."""
+    prompt = build_prompt(tokenizer, prefix, suffix, mode, context=runner.context_length,
+                          max_new_tokens=settings.max_new_tokens, order=settings.order, notice=notice)
+    generation = generate(
+        runner, tokenizer, prompt.ids, max_new_tokens=prompt.max_new_tokens, params=settings.sampling,
+        stops=settings.stops, num_samples=settings.num_samples,
+        edit=_cleaner(prompt.prefix, prompt.suffix, settings), on_text=on_text,
+    )
+    return Completion(prompt, generation)

@@ -1,0 +1,183 @@
+"""The one generation loop behind `complete`, `generate`, `infill` and the REPL.
+
+Prefill the prompt once (batch 1), copy its cache into `num_samples` rows, then decode all samples
+in one batch, dropping rows as they finish. Text is streamed through a UTF-8 safe decoder, a stop
+matcher and an optional `edit` hook (FIM cleaning) before it reaches the caller's callback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import torch
+
+from bigcode_cli.generation.sampling import SamplingParams, make_generator, next_tokens
+from bigcode_cli.generation.stopping import StopMatcher
+
+if TYPE_CHECKING:
+    from bigcode_cli.model.engine import Runner
+    from bigcode_cli.text.tokenizer import Tokenizer
+
+# on_text(sample_index, new_text): called as soon as text is final
+OnText = Callable[[int, str], None]
+# edit(full_text_so_far) -> (text to keep, finished): a rule that may end a sample early (FIM cleaning)
+Edit = Callable[[str], "tuple[str, bool]"]
+
+
+@dataclass
+class Sample:
+    """One generated continuation."""
+
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    stop_reason: str = "length"  # "eos" | "length" | "stop"
+
+
+@dataclass
+class Generation:
+    """Everything a command reports about one generation call."""
+
+    samples: list[Sample]
+    prompt_tokens: int
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def new_tokens(self) -> int:
+        """Tokens generated over all samples."""
+        return sum(len(s.token_ids) for s in self.samples)
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Decode rate: tokens after each sample's first, over the decode time."""
+        later = sum(max(len(s.token_ids) - 1, 0) for s in self.samples)
+        return later / self.decode_s if self.decode_s > 0 else 0.0
+
+
+class _Stream:
+    """The text pipeline of one sample: ids -> UTF-8 safe text -> stop strings -> edit rule -> callback."""
+
+    def __init__(self, index: int, tokenizer: Tokenizer, stops: Sequence[str], edit: Edit | None,
+                 on_text: OnText | None) -> None:
+        self.index = index
+        self.decoder = tokenizer.stream_decoder()
+        self.stops = StopMatcher(stops)
+        self.edit = edit
+        self.on_text = on_text
+        self.raw = ""  # text that passed the stop matcher
+        self.kept = ""  # what the edit rule keeps of it
+        self.sent = 0  # characters of the kept text already given to on_text
+
+    def push(self, token_id: int) -> bool:
+        """Feed one id; True when the sample must end (stop string or edit rule)."""
+        piece, stopped = self.stops.push(self.decoder.push(token_id))
+        return self._advance(piece, final=False) or stopped
+
+    def finish(self) -> None:
+        """Release held text at the end of the sample."""
+        if not self.stops.stopped:
+            piece, _ = self.stops.push(self.decoder.flush())
+            self._advance(piece + self.stops.flush(), final=True)
+        else:
+            self._advance("", final=True)
+
+    def _advance(self, piece: str, final: bool) -> bool:
+        self.raw += piece
+        finished = False
+        if self.edit is None:
+            kept = self.raw
+        elif final:
+            kept, finished = self.edit(self.raw)
+        else:
+            # edit rules work on whole lines: judge only text up to the last newline
+            cut = self.raw.rfind("\n") + 1
+            kept, finished = self.edit(self.raw[:cut]) if cut else ("", False)
+        if len(kept) > self.sent and self.on_text is not None:
+            self.on_text(self.index, kept[self.sent :])
+        self.sent = max(self.sent, len(kept))
+        self.kept = kept
+        return finished
+
+
+def generate(runner: Runner, tokenizer: Tokenizer, prompt_ids: Sequence[int], *, max_new_tokens: int,
+             params: SamplingParams, stops: Sequence[str] = (), num_samples: int = 1, edit: Edit | None = None,
+             on_text: OnText | None = None) -> Generation:
+    """Generate up to `max_new_tokens` for each of `num_samples` samples of one prompt.
+
+    The prompt plus max_new_tokens must fit the model's context (callers truncate first).
+    Ctrl-C stops generation and returns what was produced, with `interrupted` set.
+    """
+    if not prompt_ids:
+        prompt_ids = [tokenizer.eos_id]
+    capacity = len(prompt_ids) + max_new_tokens
+    device = runner.device
+    generator = make_generator(params, device)
+    streams = [_Stream(i, tokenizer, stops, edit, on_text) for i in range(num_samples)]
+    samples = [Sample() for _ in range(num_samples)]
+    stop_ids = tokenizer.stop_ids
+    result = Generation(samples, len(prompt_ids))
+    penalty = params.repetition_penalty != 1.0
+    with torch.inference_mode():
+        started = time.perf_counter()
+        prompt = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)
+        cache = runner.new_cache(1, capacity)
+        settings = contextlib.ExitStack()
+        try:
+            logits = runner(prompt, cache=cache, last_only=True)[:, -1]  # (1, V)
+            if num_samples > 1:
+                cache = cache.repeat_batch(num_samples)
+                logits = logits.expand(num_samples, -1)
+            seen = prompt.expand(num_samples, -1) if penalty else None
+            active = list(range(num_samples))  # sample index of each cache row
+            first = True
+            settings.enter_context(runner.decoding(num_samples))
+            for _ in range(max_new_tokens):
+                chosen = next_tokens(logits, seen, params, generator)  # (rows,)
+                ids = chosen.tolist()
+                if first:
+                    result.prefill_s = time.perf_counter() - started
+                    decode_started = time.perf_counter()
+                    first = False
+                keep_rows = []
+                for row, (index, token) in enumerate(zip(active, ids)):
+                    sample = samples[index]
+                    if token in stop_ids:
+                        sample.stop_reason = "eos"
+                        continue
+                    sample.token_ids.append(token)
+                    if streams[index].push(token):
+                        sample.stop_reason = "stop"
+                        continue
+                    keep_rows.append(row)
+                if not keep_rows:
+                    active = []
+                    break
+                if len(keep_rows) < len(active):
+                    rows = torch.tensor(keep_rows, device=device)
+                    cache = cache.select(rows)
+                    chosen = chosen.index_select(0, rows)
+                    if seen is not None:
+                        seen = seen.index_select(0, rows)
+                    active = [active[r] for r in keep_rows]
+                step_ids = chosen.unsqueeze(1)  # (rows, 1)
+                if seen is not None:
+                    seen = torch.cat([seen, step_ids], dim=1)
+                if len(samples[active[0]].token_ids) >= max_new_tokens:
+                    break
+                logits = runner(step_ids, cache=cache, last_only=True)[:, -1]
+        except KeyboardInterrupt:
+            result.interrupted = True
+        finally:
+            settings.close()
+        if not first:
+            result.decode_s = time.perf_counter() - decode_started
+        else:
+            result.prefill_s = time.perf_counter() - started
+    for stream, sample in zip(streams, samples):
+        stream.finish()
+        sample.text = stream.kept
+    return result

@@ -1,0 +1,163 @@
+"""Decode steps of a causal LM on the CPU in one C call (bigcode_cli/kernels/decode_step.c).
+
+A decode step feeds one new token per row through every layer. On a CPU it is a chain of one-row
+matrix products bound by memory bandwidth, and short enough that dispatching ~15 PyTorch operations
+per layer from Python costs as much as the arithmetic. `CpuDecoder` hands the whole step to the
+kernel, which reads the model's own weight and cache tensors in place (no copies beyond float32
+versions of the biases and LayerNorm parameters). Prefill, padded batches and everything else stay in
+PyTorch; `attach` returns None when the kernel cannot serve a model, and the caller keeps its PyTorch
+path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+import torch
+
+from bigcode_cli.kernels.build import load_kernel
+
+MAX_ROWS = 8  # beyond this a batched matrix product in PyTorch does better than row-by-row streaming
+ACTIVATIONS = {"gelu_pytorch_tanh": 0, "gelu_new": 0, "gelu_fast": 0, "gelu": 1, "relu": 2, "silu": 3,
+               "swish": 3, "tanh": 4}
+_DTYPES = {torch.float32: 0, torch.bfloat16: 1}
+
+
+class _Linear(ctypes.Structure):
+    _fields_ = [("w", ctypes.c_void_p), ("b", ctypes.c_void_p), ("out", ctypes.c_int32), ("in_", ctypes.c_int32)]
+
+
+class _Layer(ctypes.Structure):
+    _fields_ = [("ln1_w", ctypes.c_void_p), ("ln1_b", ctypes.c_void_p), ("ln2_w", ctypes.c_void_p),
+                ("ln2_b", ctypes.c_void_p), ("attn", _Linear), ("proj", _Linear), ("fc", _Linear),
+                ("mlp_proj", _Linear)]
+
+
+class _Model(ctypes.Structure):
+    _fields_ = [("n_layer", ctypes.c_int32), ("n_embd", ctypes.c_int32), ("n_head", ctypes.c_int32),
+                ("head_dim", ctypes.c_int32), ("multi_query", ctypes.c_int32), ("inner", ctypes.c_int32),
+                ("vocab", ctypes.c_int32), ("n_positions", ctypes.c_int32), ("activation", ctypes.c_int32),
+                ("bf16", ctypes.c_int32), ("eps", ctypes.c_float), ("scale", ctypes.c_float),
+                ("wte", ctypes.c_void_p), ("wpe", ctypes.c_void_p), ("lnf_w", ctypes.c_void_p),
+                ("lnf_b", ctypes.c_void_p), ("lm_head", _Linear), ("layers", ctypes.POINTER(_Layer))]
+
+
+def _library() -> ctypes.CDLL | None:
+    lib = load_kernel("decode_step")
+    if lib is None or lib.bigcode_decode_abi() != 1:
+        return None
+    lib.bigcode_decode_step.restype = ctypes.c_int
+    lib.bigcode_decode_step.argtypes = [ctypes.POINTER(_Model), ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
+                                        ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+    return lib
+
+
+def _weight_problem(module: torch.nn.Module, dtype: torch.dtype) -> str | None:
+    weight = module.weight
+    if weight.dtype != dtype or weight.device.type != "cpu" or not weight.is_contiguous():
+        return f"{type(module).__name__} weight is not a contiguous {dtype} CPU tensor"
+    return None
+
+
+class CpuDecoder:
+    """One-token decode steps of a GPTBigCodeForCausalLM in the C kernel, reading the model's tensors."""
+
+    def __init__(self, lib: ctypes.CDLL, model: torch.nn.Module) -> None:
+        config = model.config
+        self.lib = lib
+        self.dtype = model.lm_head.weight.dtype
+        self.n_layer = config.n_layer
+        self.vocab = config.vocab_size
+        self._keep: list[torch.Tensor] = []  # every tensor whose address the structs hold
+        layers = (_Layer * config.n_layer)()
+        for layer, block in zip(layers, model.transformer.h):
+            layer.ln1_w, layer.ln1_b = self._f32(block.ln_1.weight), self._f32(block.ln_1.bias)
+            layer.ln2_w, layer.ln2_b = self._f32(block.ln_2.weight), self._f32(block.ln_2.bias)
+            layer.attn = self._linear(block.attn.c_attn)
+            layer.proj = self._linear(block.attn.c_proj)
+            layer.fc = self._linear(block.mlp.c_fc)
+            layer.mlp_proj = self._linear(block.mlp.c_proj)
+        spec = model.transformer.h[0].attn.spec
+        t = model.transformer
+        self.model = _Model(
+            n_layer=config.n_layer, n_embd=config.n_embd, n_head=config.n_head, head_dim=config.head_dim,
+            multi_query=int(config.multi_query), inner=config.inner_dim, vocab=config.vocab_size,
+            n_positions=config.n_positions, activation=ACTIVATIONS[config.activation_function],
+            bf16=_DTYPES[self.dtype], eps=config.layer_norm_epsilon, scale=spec.scale,
+            wte=self._raw(t.wte.weight), wpe=self._raw(t.wpe.weight), lnf_w=self._f32(t.ln_f.weight),
+            lnf_b=self._f32(t.ln_f.bias), lm_head=self._linear(model.lm_head),
+            layers=ctypes.cast(layers, ctypes.POINTER(_Layer)),
+        )
+        self._layers = layers
+        self._caches: tuple[tuple[int, ...], ctypes.Array] | None = None
+        # more threads than usable cores only adds waits for descheduled ones (measured: 8 threads on 2 cores
+        # made a step 7x slower)
+        affinity = getattr(os, "sched_getaffinity", None)
+        self._cores = len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+
+    def _raw(self, tensor: torch.Tensor) -> int:
+        self._keep.append(tensor)
+        return tensor.data_ptr()
+
+    def _f32(self, tensor: torch.Tensor | None) -> int | None:
+        if tensor is None:
+            return None
+        return self._raw(tensor.detach().float().contiguous())
+
+    def _linear(self, module: torch.nn.Linear) -> _Linear:
+        out_features, in_features = module.weight.shape
+        return _Linear(self._raw(module.weight.detach()), self._f32(module.bias), out_features, in_features)
+
+    def can_run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, cache) -> bool:
+        """Whether this call is a plain decode step the kernel serves: one token per row, no padding."""
+        if cache is None or attention_mask is not None or input_ids.dim() != 2 or input_ids.shape[1] != 1:
+            return False
+        rows = input_ids.shape[0]
+        if not 1 <= rows <= MAX_ROWS or input_ids.device.type != "cpu" or cache.length >= cache.capacity:
+            return False
+        first = cache.layers[0]
+        return first.dtype == self.dtype and first.device.type == "cpu" and first.shape[0] == rows and all(
+            layer.is_contiguous() for layer in cache.layers)
+
+    def __call__(self, input_ids: torch.Tensor, cache) -> torch.Tensor:
+        """Logits (B, 1, V) in float32 for one new token per row; the cache grows by one position."""
+        rows = input_ids.shape[0]
+        ids = input_ids.to(torch.int64).contiguous()
+        logits = torch.empty((rows, 1, self.vocab), dtype=torch.float32)
+        status = self.lib.bigcode_decode_step(ctypes.byref(self.model), rows, ids.data_ptr(), cache.length,
+                                              self._cache_pointers(cache), cache.capacity, logits.data_ptr(),
+                                              max(1, min(torch.get_num_threads(), self._cores)))
+        if status == -1:
+            raise MemoryError("the decode kernel could not allocate its buffers")
+        if status == -3:
+            raise IndexError(f"token id out of range for a vocabulary of {self.vocab}")
+        if status != 0:
+            raise IndexError(f"position {cache.length} is past the cache or the model's context")
+        cache.length += 1
+        return logits
+
+    def _cache_pointers(self, cache) -> ctypes.Array:
+        # the same cache tensors are used step after step: build the pointer array once per set
+        key = tuple(layer.data_ptr() for layer in cache.layers)
+        if self._caches is None or self._caches[0] != key:
+            self._caches = (key, (ctypes.c_void_p * self.n_layer)(*key))
+        return self._caches[1]
+
+
+def attach(model: torch.nn.Module) -> CpuDecoder | None:
+    """A decoder for a causal LM held on the CPU in float32 or bfloat16, or None when the kernel cannot serve it."""
+    lm_head = getattr(model, "lm_head", None)
+    config = getattr(model, "config", None)
+    if lm_head is None or config is None or config.activation_function not in ACTIVATIONS:
+        return None
+    dtype = lm_head.weight.dtype
+    if dtype not in _DTYPES or lm_head.weight.device.type != "cpu":
+        return None
+    modules = [lm_head, model.transformer.wte, model.transformer.wpe]
+    for block in model.transformer.h:
+        modules += [block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj]
+    if any(_weight_problem(module, dtype) for module in modules):
+        return None
+    lib = _library()
+    return CpuDecoder(lib, model) if lib is not None else None

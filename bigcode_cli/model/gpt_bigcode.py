@@ -1,0 +1,329 @@
+"""The GPTBigCode model in plain PyTorch: modules named after the checkpoint keys, so loading needs no key map.
+
+Order: KVCache -> Attention -> MLP -> Block -> GPTBigCodeModel -> the three heads.
+Imports only torch and the project's config and attention modules.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bigcode_cli.model.attention import BACKENDS, AttentionSpec, Backend, MaskInfo, attention_spec
+from bigcode_cli.model.config import GPTBigCodeConfig
+
+_ACTIVATIONS = {
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_fast": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu": F.gelu,
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+    "tanh": torch.tanh,
+}
+
+
+class KVCache:
+    """Merged key/value cache of every layer, preallocated for the whole generation and written by index.
+
+    Per layer: multi-query (B, capacity, 2*D) with key then value along the last dim;
+    multi-head (B, capacity, H, 2*D), the checkpoint's (n_head, 3, head_dim) layout minus the query.
+    """
+
+    def __init__(self, layers: list[torch.Tensor]) -> None:
+        self.layers = layers
+        self.length = 0  # positions written so far
+
+    @classmethod
+    def allocate(cls, config: GPTBigCodeConfig, batch: int, capacity: int, *, dtype: torch.dtype,
+                 device: torch.device | str) -> KVCache:
+        """An empty cache able to hold `capacity` positions for `batch` sequences."""
+        D = config.head_dim
+        shape = (batch, capacity, 2 * D) if config.multi_query else (batch, capacity, config.n_head, 2 * D)
+        return cls([torch.empty(shape, dtype=dtype, device=device) for _ in range(config.n_layer)])
+
+    @property
+    def capacity(self) -> int:
+        """How many positions fit."""
+        return self.layers[0].shape[1]
+
+    @property
+    def batch_size(self) -> int:
+        """Number of sequences."""
+        return self.layers[0].shape[0]
+
+    def repeat_batch(self, n: int) -> KVCache:
+        """A cache of n rows, each a copy of this one-row cache (n samples from one prefill)."""
+        repeated = KVCache([layer.expand(n, *layer.shape[1:]).clone() for layer in self.layers])
+        repeated.length = self.length
+        return repeated
+
+    def select(self, rows: torch.Tensor) -> KVCache:
+        """Keep only the given batch rows (finished sequences dropped)."""
+        kept = KVCache([layer.index_select(0, rows) for layer in self.layers])
+        kept.length = self.length
+        return kept
+
+
+class Step(NamedTuple):
+    """What every layer of one forward shares: the backend, its prepared mask and the cache position."""
+
+    attend: Any
+    mask: Any
+    start: int  # first position written by this forward
+
+
+class Attention(nn.Module):
+    def __init__(self, config: GPTBigCodeConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.head_dim = config.head_dim
+        self.n_embd = config.n_embd
+        self.multi_query = config.multi_query
+        kv_dim = config.kv_heads * config.head_dim
+        self.c_attn = nn.Linear(config.n_embd, config.n_embd + 2 * kv_dim)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.resid_dropout = nn.Dropout(config.resid_pdrop)
+        self.spec: AttentionSpec = attention_spec(
+            config.head_dim,
+            layer_idx,
+            scale_attn_weights=config.scale_attn_weights,
+            softmax_in_fp32=config.attention_softmax_in_fp32,
+            scale_softmax_in_fp32=config.scale_attention_softmax_in_fp32,
+            dropout=config.attn_pdrop,
+        )
+
+    def forward(self, x: torch.Tensor, step: Step, cache: torch.Tensor | None, last_only: bool = False) -> torch.Tensor:
+        # x (B, T, C) -> (B, T, C); with last_only (B, 1, C): keys and values of every position, query of the last
+        B, T, _ = x.shape
+        H, D = self.n_head, self.head_dim
+        qkv = self.c_attn(x)
+        if self.multi_query:
+            query = qkv[..., : self.n_embd].view(B, T, H, D)
+            kv = qkv[..., self.n_embd :]  # (B, T, 2D)
+        else:
+            qkv = qkv.view(B, T, H, 3 * D)
+            query = qkv[..., :D]  # (B, T, H, D)
+            kv = qkv[..., D:]  # (B, T, H, 2D)
+        if cache is not None:
+            end = step.start + T
+            cache[:, step.start : end] = kv
+            kv = cache[:, :end]  # (B, S, 2D) | (B, S, H, 2D)
+        key, value = kv[..., :D], kv[..., D:]
+        if last_only:
+            query = query[:, -1:]
+        out = step.attend(query, key, value, step.mask, self.spec, self.training)  # (B, T|1, C)
+        return self.resid_dropout(self.c_proj(out))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTBigCodeConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, config.inner_dim)
+        self.c_proj = nn.Linear(config.inner_dim, config.n_embd)
+        self.act = _ACTIVATIONS[config.activation_function]
+        self.dropout = nn.Dropout(config.resid_pdrop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (B, T, C) -> (B, T, 4C) -> (B, T, C)
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTBigCodeConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.attn = Attention(config, layer_idx)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, step: Step, cache: torch.Tensor | None, last_only: bool = False) -> torch.Tensor:
+        # (B, T, C) -> (B, T, C), or (B, 1, C) for the last position only (still caching every position)
+        attended = self.attn(self.ln_1(x), step, cache, last_only)
+        x = (x[:, -1:] if last_only else x) + attended
+        return x + self.mlp(self.ln_2(x))
+
+
+def _mask_info(attention_mask: torch.Tensor | None, T: int, start: int, device: torch.device) -> MaskInfo:
+    # attention_mask (B, S) with S = start + T covers every position seen so far, 1 = real token
+    S = start + T
+    if attention_mask is not None and bool(attention_mask.all()):
+        attention_mask = None
+    if attention_mask is None and T == 1:
+        return MaskInfo(None, None, False)  # one new token sees every cached position
+    query_pos = torch.arange(start, S, device=device).unsqueeze(1)  # (T, 1)
+    key_pos = torch.arange(S, device=device).unsqueeze(0)  # (1, S)
+    causal = key_pos <= query_pos  # (T, S)
+    if attention_mask is None:
+        return MaskInfo(causal.unsqueeze(0), None, True)
+    key_valid = attention_mask.bool()  # (B, S)
+    # a padding query attends to itself only, so no row is empty and no NaN can reach real tokens
+    allowed = (causal.unsqueeze(0) & key_valid.unsqueeze(1)) | (key_pos == query_pos).unsqueeze(0)  # (B, T, S)
+    return MaskInfo(allowed, key_valid, False)
+
+
+def _last_query(info: MaskInfo) -> MaskInfo:
+    # the mask of the last query position alone: causal lets it see every key, so only padding remains
+    if info.key_valid is None:
+        return MaskInfo(None, None, False)
+    return MaskInfo(info.allowed[:, -1:], info.key_valid, False)
+
+
+def _positions(attention_mask: torch.Tensor | None, T: int, start: int, device: torch.device) -> torch.Tensor:
+    # (B|1, T): real tokens are numbered from 0 whatever the left padding before them
+    if attention_mask is None:
+        return torch.arange(start, start + T, device=device).unsqueeze(0)
+    return (attention_mask.long().cumsum(-1) - 1).clamp_(min=0)[:, -T:]
+
+
+class GPTBigCodeModel(nn.Module):
+    """Embeddings, the blocks and the final LayerNorm: token ids in, hidden states out."""
+
+    def __init__(self, config: GPTBigCodeConfig) -> None:
+        super().__init__()
+        self.config = config
+        # given storage, nn.Embedding skips its random init, which on the meta device would import torch._dynamo
+        # (seconds); loading assigns real weights and training calls init_weights()
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd, _weight=torch.empty(config.vocab_size, config.n_embd))
+        self.wpe = nn.Embedding(config.n_positions, config.n_embd, _weight=torch.empty(config.n_positions, config.n_embd))
+        self.drop = nn.Dropout(config.embd_pdrop)
+        self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.backend: Backend = BACKENDS["sdpa"]
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
+        # input_ids (B, T); attention_mask (B, start + T) or None; -> hidden states (B, T, C)
+        # last_only: (B, 1, C) of the last position; the final block then runs its query, attention output
+        # and MLP for that position alone (every position's keys and values are still computed and cached)
+        T = input_ids.shape[1]
+        start = cache.length if cache is not None else 0
+        device = input_ids.device
+        info = _mask_info(attention_mask, T, start, device)
+        n_head, multi_query = self.config.n_head, self.config.multi_query
+        step = Step(self.backend.attend, self.backend.prepare(info, n_head, multi_query), start)
+        final_step = step
+        if last_only and T > 1:
+            final_step = Step(self.backend.attend, self.backend.prepare(_last_query(info), n_head, multi_query), start)
+        x = self.drop(self.wte(input_ids) + self.wpe(_positions(attention_mask, T, start, device)))
+        layers = cache.layers if cache is not None else [None] * len(self.h)
+        last = len(self.h) - 1
+        for i, (block, layer_cache) in enumerate(zip(self.h, layers)):
+            if i == last and final_step is not step:
+                x = block(x, final_step, layer_cache, last_only=True)
+            else:
+                x = block(x, step, layer_cache)
+        if cache is not None:
+            cache.length = start + T
+        return self.ln_f(x[:, -1:] if last_only else x)
+
+
+class GPTBigCodePreTrained(nn.Module):
+    """What the three heads share: the config, the backbone under `transformer`, backend choice, init."""
+
+    config: GPTBigCodeConfig
+    transformer: GPTBigCodeModel
+
+    def set_backend(self, backend: Backend) -> None:
+        """Select the attention backend for every layer."""
+        self.transformer.backend = backend
+
+    @property
+    def backend(self) -> Backend:
+        return self.transformer.backend
+
+    def init_weights(self) -> None:
+        """GPT-2 initialisation (normal 0.02, residual projections scaled by 1/sqrt(2 * n_layer))."""
+        std = self.config.initializer_range
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                scale = (2 * self.config.n_layer) ** -0.5 if name.endswith("c_proj") else 1.0
+                nn.init.normal_(module.weight, 0.0, std * scale)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, 0.0, std)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """Share lm_head with wte when the config ties them (no-op for the other heads)."""
+
+
+class GPTBigCodeForCausalLM(GPTBigCodePreTrained):
+    """The language model: hidden states projected onto the vocabulary by `lm_head` (tied to `wte`)."""
+
+    def __init__(self, config: GPTBigCodeConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.transformer = GPTBigCodeModel(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight = self.transformer.wte.weight
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
+        # (B, T) -> logits (B, T, V), or (B, 1, V) with last_only
+        return self.lm_head(self.transformer(input_ids, attention_mask, cache, last_only))
+
+
+def last_token_index(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, pad_token_id: int | None) -> torch.Tensor:
+    """(B,) index of each row's last real token: from the attention mask, else the last non-pad id."""
+    B, T = input_ids.shape
+    if attention_mask is None and pad_token_id is None:
+        return torch.full((B,), T - 1, dtype=torch.long, device=input_ids.device)
+    real = attention_mask.bool() if attention_mask is not None else input_ids != pad_token_id
+    index = torch.arange(T, device=input_ids.device)
+    return (index * real).argmax(-1)
+
+
+class GPTBigCodeForSequenceClassification(GPTBigCodePreTrained):
+    """One score per label for the whole sequence, read at its last real token (like transformers)."""
+
+    def __init__(self, config: GPTBigCodeConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.transformer = GPTBigCodeModel(config)
+        self.score = nn.Linear(config.n_embd, config.num_labels, bias=False)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        # (B, T) -> logits (B, num_labels)
+        hidden = self.transformer(input_ids, attention_mask)  # (B, T, C)
+        last = last_token_index(input_ids, attention_mask, self.config.pad_token_id)
+        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, C)
+        return self.score(pooled)
+
+
+class GPTBigCodeForTokenClassification(GPTBigCodePreTrained):
+    """One score per label for every token."""
+
+    def __init__(self, config: GPTBigCodeConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.transformer = GPTBigCodeModel(config)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else 0.1
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.n_embd, config.num_labels)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        # (B, T) -> logits (B, T, num_labels)
+        return self.classifier(self.dropout(self.transformer(input_ids, attention_mask)))
+
+
+TASKS: dict[str, type[GPTBigCodePreTrained]] = {
+    "causal-lm": GPTBigCodeForCausalLM,
+    "sequence-classification": GPTBigCodeForSequenceClassification,
+    "token-classification": GPTBigCodeForTokenClassification,
+}
+
+HEAD_KEYS = {"causal-lm": "lm_head.weight", "sequence-classification": "score.weight",
+             "token-classification": "classifier.weight"}
