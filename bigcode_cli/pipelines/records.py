@@ -1,5 +1,8 @@
 """Reading input records for `classify` and `tag`: files, or stdin as lines, JSON Lines or NUL-separated.
 
+A file argument is one record, except a `.parquet` file (one record per row) or any file when the
+input format is given explicitly (split like stdin).
+
 Records are read lazily and handed out in bounded chunks, so a pipeline of any length runs in
 bounded memory. A record that cannot be used (bad JSON, no text, binary data) is still a record:
 it carries an `error` and its line number, and the commands report it without stopping.
@@ -28,7 +31,7 @@ class Record:
     text: str | None
     line: int  # 1-based line (lines, jsonl) or record number (nul); 0 for whole files
     source: str = "<stdin>"
-    kind: str = "line"  # how it was read: "line", "json", "nul" or "file"
+    kind: str = "line"  # how it was read: "line", "json", "nul", "row" (Parquet) or "file"
     fields: dict[str, Any] = field(default_factory=dict)  # the JSON object's fields other than text
     error: str | None = None
 
@@ -36,7 +39,8 @@ class Record:
         """Where the record is, for messages: `<stdin> line 3`, `<stdin> record 2`, `a.py`."""
         if self.kind == "file":
             return self.source
-        return f"{self.source} {'record' if self.kind == 'nul' else 'line'} {self.line}"
+        unit = {"nul": "record", "row": "row"}.get(self.kind, "line")
+        return f"{self.source} {unit} {self.line}"
 
 
 def _decode(data: bytes) -> str | None:
@@ -81,7 +85,15 @@ def _line_records(stream: IO[bytes], source: str, start: int) -> Iterator[Record
             yield Record(index, number, text, number, source)
 
 
-def parse_json_record(raw: bytes, index: int, number: int, source: str) -> Record:
+@dataclass(frozen=True)
+class Columns:
+    """Which field of a JSON Lines record or column of a Parquet file holds the text, and which the id."""
+
+    text: str = "text"
+    id: str = "id"
+
+
+def parse_json_record(raw: bytes, index: int, number: int, source: str, columns: Columns = Columns()) -> Record:
     """One JSON Lines record: an object with a string `text`; `id` defaults to the line number."""
     text = _decode(raw)
     if text is None:
@@ -92,22 +104,22 @@ def parse_json_record(raw: bytes, index: int, number: int, source: str) -> Recor
         return Record(index, number, None, number, source, "json", error=f"bad JSON ({exc.msg} at column {exc.colno})")
     if not isinstance(data, dict):
         return Record(index, number, None, number, source, "json", error="a JSON Lines record must be an object")
-    record_id = data.get("id", number)
-    value = data.pop("text", None)
+    record_id = data.get(columns.id, number)
+    value = data.pop(columns.text, None)
     if not isinstance(value, str):
-        problem = "has no \"text\" field" if value is None else "has a \"text\" that is not a string"
+        problem = f"has no \"{columns.text}\" field" if value is None else f"has a \"{columns.text}\" that is not a string"
         return Record(index, record_id, None, number, source, "json", data, error=f"the record {problem}")
     if not value.strip():
         return Record(index, record_id, None, number, source, "json", data, error="empty text: nothing to read")
     return Record(index, record_id, value, number, source, "json", data)
 
 
-def _jsonl_records(stream: IO[bytes], source: str, start: int) -> Iterator[Record]:
+def _jsonl_records(stream: IO[bytes], source: str, start: int, columns: Columns) -> Iterator[Record]:
     index = start
     for number, raw in enumerate(stream, 1):
         if not raw.strip():
             continue  # blank lines separate nothing in JSON Lines
-        yield parse_json_record(raw.strip(), index, number, source)
+        yield parse_json_record(raw.strip(), index, number, source, columns)
         index += 1
 
 
@@ -136,7 +148,7 @@ def _nul_records(stream: IO[bytes], source: str, start: int, block: int = 1 << 1
 
 
 def read_stream(stream: IO[bytes], input_format: str = "auto", source: str = "<stdin>",
-                start: int = 0) -> Iterator[Record]:
+                start: int = 0, columns: Columns = Columns()) -> Iterator[Record]:
     """Records from a binary stream in `input_format` (auto peeks at the first 64 KiB)."""
     if input_format not in INPUT_FORMATS:
         raise InputError(f"unknown input format {input_format!r}; choose {', '.join(INPUT_FORMATS)}")
@@ -147,39 +159,75 @@ def read_stream(stream: IO[bytes], input_format: str = "auto", source: str = "<s
     if input_format == "nul":
         return _nul_records(stream, source, start)
     if input_format == "jsonl":
-        return _jsonl_records(stream, source, start)
+        return _jsonl_records(stream, source, start, columns)
     return _line_records(stream, source, start)
 
 
-def _file_record(path: str, index: int) -> Record:
+def _file_record(path: str, index: int, name: str | None = None) -> Record:
+    name = name or path
     try:
         data = Path(path).read_bytes()
     except IsADirectoryError:
-        return Record(index, path, None, 0, path, "file", error="is a directory, not a file")
+        return Record(index, name, None, 0, name, "file", error="is a directory, not a file")
     except FileNotFoundError:
-        return Record(index, path, None, 0, path, "file", error="no such file")
+        return Record(index, name, None, 0, name, "file", error="no such file")
     except OSError as exc:
-        return Record(index, path, None, 0, path, "file", error=exc.strerror or str(exc))
+        return Record(index, name, None, 0, name, "file", error=exc.strerror or str(exc))
     text = _decode(data)
     if text is None:
-        return Record(index, path, None, 0, path, "file", error="binary file (not UTF-8 text)")
+        return Record(index, name, None, 0, name, "file", error="binary file (not UTF-8 text)")
     if not text.strip():
-        return Record(index, path, None, 0, path, "file", error="empty file: nothing to read")
-    return Record(index, path, text, 0, path, "file")
+        return Record(index, name, None, 0, name, "file", error="empty file: nothing to read")
+    return Record(index, name, text, 0, name, "file")
 
 
-def read_records(sources: Iterable[str], stdin: IO[bytes], input_format: str = "auto") -> Iterator[Record]:
-    """Records in input order: each file argument is one record (id = its path), `-` or none reads stdin."""
+def _split_file_records(path: str, input_format: str, start: int, columns: Columns, name: str) -> Iterator[Record]:
+    """The records of one file read like stdin (Parquet by its suffix); an unreadable file is one error record."""
+    if is_parquet(name):
+        from bigcode_cli.pipelines.parquet import read_parquet_records
+
+        yield from read_parquet_records(path, start, columns, name)
+        return
+    try:
+        stream = open(path, "rb")
+    except OSError:
+        yield _file_record(path, start, name)  # the same error record a whole-file read gives
+        return
+    with stream:
+        yield from read_stream(stream, input_format, name, start, columns)
+
+
+def is_parquet(path: str) -> bool:
+    """Whether a file argument is read as a Parquet table (by its suffix)."""
+    return path.lower().endswith(".parquet")
+
+
+def splits_into_records(path: str, input_format: str) -> bool:
+    """Whether a file argument holds many records (Parquet, or an explicit --input-format) or is one."""
+    return is_parquet(path) or input_format != "auto"
+
+
+def read_file_records(path: str, input_format: str, start: int, columns: Columns = Columns(),
+                      name: str | None = None) -> Iterator[Record]:
+    """The records of one file argument, numbered from `start`; `name` (default: `path`) is what they call it."""
+    name = name or path
+    if splits_into_records(name, input_format):
+        return _split_file_records(path, input_format, start, columns, name)
+    return iter([_file_record(path, start, name)])
+
+
+def read_records(sources: Iterable[str], stdin: IO[bytes], input_format: str = "auto",
+                 columns: Columns = Columns()) -> Iterator[Record]:
+    """Records in input order: a file argument is one record (id = its path) unless it splits into many
+    (`.parquet`, or an explicit input format); `-` or none reads stdin."""
     sources = list(sources) or ["-"]
     index = 0
     for source in sources:
-        if source == "-":
-            for record in read_stream(stdin, input_format, start=index):
-                index += 1
-                yield record
-        else:
-            yield _file_record(source, index)
+        stream = (read_stream(stdin, input_format, start=index, columns=columns) if source == "-"
+                  else read_file_records(source, input_format, index, columns))
+        for record in stream:
             index += 1
+            yield record
 
 
 def chunks(records: Iterable[Record], first: int, largest: int) -> Iterator[list[Record]]:
