@@ -67,7 +67,11 @@ class _RecordFile:
 
     def discard(self) -> None:
         try:
+            if self.parquet is not None:
+                self.parquet.close()  # before its file, or pyarrow complains when it is collected
             self.handle.close()
+        except (OSError, ValueError):
+            pass  # what is being thrown away cannot be broken further
         finally:
             self.temp.unlink(missing_ok=True)
 

@@ -21,7 +21,8 @@ _READ_ROWS = 4096  # rows decoded at a time: memory stays bounded whatever the f
 INSTALL_HINT = "Parquet needs pyarrow: pip install 'bigcode-cli[ray]' (or pip install pyarrow)"
 
 
-def _pyarrow():
+def pyarrow_module():
+    """pyarrow with its Parquet module, or an InputError saying what to install."""
     try:
         import pyarrow
         import pyarrow.parquet  # noqa: F401
@@ -58,7 +59,7 @@ def row_record(row: dict[str, Any], index: int, number: int, source: str, column
 def read_parquet_records(path: str, start: int, columns: Columns = Columns(), name: str | None = None) -> Iterator[Record]:
     """The rows of a Parquet file as records numbered from `start`; an unreadable file is one error record.
     `name` (default: `path`) is what the records call the file."""
-    pa = _pyarrow()
+    pa = pyarrow_module()
     source, path = name or path, path
     try:
         table = pa.parquet.ParquetFile(path)
@@ -102,7 +103,7 @@ class TableMaker:
     """Output records -> Arrow tables of one schema: result columns typed, the others inferred from the first rows."""
 
     def __init__(self) -> None:
-        self.pa = _pyarrow()
+        self.pa = pyarrow_module()
         self.schema: pa.Schema | None = None
 
     def _schema(self, rows: list[dict[str, Any]]) -> pa.Schema:

@@ -12,7 +12,9 @@ Imported only when Ray is used: `ray` is an optional extra (`bigcode-cli[ray]`).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import re
 import socket
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bigcode_cli.errors import BigCodeError, InputError
-from bigcode_cli.pipelines.records import Columns, Record, read_file_records
+from bigcode_cli.pipelines.records import Columns, Record
 
 INSTALL_HINT = "--ray needs Ray: pip install 'bigcode-cli[ray]' (Ray Data and pyarrow)"
 RECORDS_PER_CALL = 16  # x batch_size records per actor call: room to sort by length, small enough to retry
@@ -82,20 +84,28 @@ def row_record(row: dict[str, Any], index: int) -> Record:
                   json.loads(row["fields"]), row["error"])
 
 
-def _file_rows(item: dict[str, Any], input_format: str, columns: Columns) -> Iterator[dict[str, Any]]:
-    # one file argument (read where the task runs) -> its records as rows
-    for record in read_file_records(item["path"], input_format, 0, columns, name=item["name"]):
+def _piece_rows(piece: dict[str, Any], columns: Columns) -> Iterator[dict[str, Any]]:
+    # one piece of a file (read where the task runs) -> its records as rows
+    from bigcode_cli.pipelines.input_pieces import read_piece
+
+    for record in read_piece(piece, columns):
         yield record_row(record)
 
 
-def records_dataset(files: list[str], input_format: str = "auto", columns: Columns = Columns()) -> Any:
-    """A Ray Dataset of the input records of `files`, read by the local path's rules, one task per file."""
+def records_dataset(files: list[str], input_format: str = "auto", columns: Columns = Columns(),
+                    per_piece: int = 512) -> Any:
+    """A Ray Dataset of the input records of `files`, read by the local path's rules, in pieces of about
+    `per_piece` records (one block each, so even one file spreads over every worker)."""
+    from bigcode_cli.pipelines.input_pieces import file_pieces
+
     ray = import_ray()
     if not files:
         raise InputError("--ray reads FILES (a Ray job cannot read this process's stdin): give the input files")
-    items = [{"path": os.path.abspath(name), "name": name} for name in files]
-    dataset = ray.data.from_items(items, override_num_blocks=len(items))
-    return dataset.flat_map(_file_rows, fn_kwargs={"input_format": input_format, "columns": columns}, num_cpus=0.1)
+    pieces = [piece for name in files
+              for piece in file_pieces(os.path.abspath(name), name, input_format, per_piece, columns)]
+    dataset = ray.data.from_items(pieces, override_num_blocks=len(pieces))
+    # reading is light next to scoring, and the actors may hold every CPU: the reading tasks ask for none
+    return dataset.flat_map(_piece_rows, fn_kwargs={"columns": columns}, num_cpus=0)
 
 
 # --- the actor ---------------------------------------------------------------------------------------------
@@ -157,8 +167,9 @@ def map_scorer(dataset: Any, spec: JobSpec, mode: str = "records", scorer: type 
         total = ray.cluster_resources().get("CPU", 1)
         cpus = 1.0 if spec.gpus_per_worker else max(1.0, float(int(total // spec.workers)))
         spec = replace(spec, cpus_per_worker=cpus)
+    calls = RECORDS_PER_CALL * spec.batch_size
     return dataset.map_batches(scorer, fn_constructor_args=(spec, mode), batch_format="pyarrow",
-                               batch_size=RECORDS_PER_CALL * spec.batch_size,
+                               batch_size=calls,
                                compute=ray.data.ActorPoolStrategy(size=spec.workers),
                                num_cpus=cpus, num_gpus=spec.gpus_per_worker or None)
 
@@ -179,8 +190,6 @@ class Connection:
     """A Ray connection for one job: the running one, the cluster at `address` / RAY_ADDRESS, or a local Ray."""
 
     def __init__(self, address: str | None = None) -> None:
-        import logging
-
         ray = import_ray()
         self.ray, self.started = ray, False
         if ray.is_initialized():
@@ -206,6 +215,21 @@ class Connection:
         self.close()
 
 
+@contextlib.contextmanager
+def _quiet_ray_logs() -> Iterator[None]:
+    # Ray Data logs its plan, progress notices and the tracebacks of failed workers on stderr; the job reports
+    # its own progress and failures, in one line each
+    loggers = [logging.getLogger(name) for name in ("ray", "ray.data")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 def _quiet_data_context(ray: Any) -> None:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # progress is ours to show, on a terminal only
@@ -221,10 +245,11 @@ def run_job(spec: JobSpec, files: list[str], write: Callable[[list[dict[str, Any
 
     Returns (records, failed). Needs a Ray connection (Connection) or starts one for the job.
     """
-    with Connection(address) as connection:
+    with Connection(address) as connection, _quiet_ray_logs():
         ray = connection.ray
         _quiet_data_context(ray)
-        dataset = map_scorer(records_dataset(files, spec.input_format, spec.columns), spec, "records", scorer)
+        records = records_dataset(files, spec.input_format, spec.columns, RECORDS_PER_CALL * spec.batch_size)
+        dataset = map_scorer(records, spec, "records", scorer)
         total = failed = 0
         try:
             for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):

@@ -71,12 +71,12 @@ def detect_format(head: bytes) -> str:
     return "lines"
 
 
-def _line_records(stream: IO[bytes], source: str, start: int) -> Iterator[Record]:
-    for number, raw in enumerate(stream, 1):
+def _line_records(stream: IO[bytes], source: str, start: int, first: int = 1) -> Iterator[Record]:
+    for number, raw in enumerate(stream, first):
         raw = raw[:-1] if raw.endswith(b"\n") else raw
         raw = raw[:-1] if raw.endswith(b"\r") else raw
         text = _decode(raw)
-        index = start + number - 1
+        index = start + number - first
         if text is None:
             yield Record(index, number, None, number, source, error="binary data (not UTF-8 text)")
         elif not text.strip():
@@ -114,22 +114,22 @@ def parse_json_record(raw: bytes, index: int, number: int, source: str, columns:
     return Record(index, record_id, value, number, source, "json", data)
 
 
-def _jsonl_records(stream: IO[bytes], source: str, start: int, columns: Columns) -> Iterator[Record]:
+def _jsonl_records(stream: IO[bytes], source: str, start: int, columns: Columns, first: int = 1) -> Iterator[Record]:
     index = start
-    for number, raw in enumerate(stream, 1):
+    for number, raw in enumerate(stream, first):
         if not raw.strip():
             continue  # blank lines separate nothing in JSON Lines
         yield parse_json_record(raw.strip(), index, number, source, columns)
         index += 1
 
 
-def _nul_records(stream: IO[bytes], source: str, start: int, block: int = 1 << 16) -> Iterator[Record]:
+def _nul_records(stream: IO[bytes], source: str, start: int, first: int = 1, block: int = 1 << 16) -> Iterator[Record]:
     read = getattr(stream, "read1", stream.read)  # read1 returns what has arrived instead of waiting for a full block
-    number = 0
+    number = first - 1
 
     def record(raw: bytes) -> Record:
         text = _decode(raw)
-        index = start + number - 1
+        index = start + number - first
         if text is None:
             return Record(index, number, None, number, source, "nul", error="binary data (not UTF-8 text)")
         if not text.strip():
@@ -148,8 +148,9 @@ def _nul_records(stream: IO[bytes], source: str, start: int, block: int = 1 << 1
 
 
 def read_stream(stream: IO[bytes], input_format: str = "auto", source: str = "<stdin>",
-                start: int = 0, columns: Columns = Columns()) -> Iterator[Record]:
-    """Records from a binary stream in `input_format` (auto peeks at the first 64 KiB)."""
+                start: int = 0, columns: Columns = Columns(), first: int = 1) -> Iterator[Record]:
+    """Records from a binary stream in `input_format` (auto peeks at the first 64 KiB); the first one is
+    line / record number `first` (a piece of a file read on its own starts further in)."""
     if input_format not in INPUT_FORMATS:
         raise InputError(f"unknown input format {input_format!r}; choose {', '.join(INPUT_FORMATS)}")
     if input_format == "auto":
@@ -157,10 +158,10 @@ def read_stream(stream: IO[bytes], input_format: str = "auto", source: str = "<s
         head = peek(_PEEK_BYTES)[:_PEEK_BYTES] if peek is not None else b""
         input_format = detect_format(head)
     if input_format == "nul":
-        return _nul_records(stream, source, start)
+        return _nul_records(stream, source, start, first)
     if input_format == "jsonl":
-        return _jsonl_records(stream, source, start, columns)
-    return _line_records(stream, source, start)
+        return _jsonl_records(stream, source, start, columns, first)
+    return _line_records(stream, source, start, first)
 
 
 def _file_record(path: str, index: int, name: str | None = None) -> Record:

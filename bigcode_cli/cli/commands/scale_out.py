@@ -113,9 +113,9 @@ class _Progress:
             self.stream.write(f"\r{done:,} records")
             self.stream.flush()
 
-    def close(self) -> None:
+    def close(self, summary: str) -> None:
         if self.shown:
-            self.stream.write("\n")
+            self.stream.write(f"\r{summary}\n")
             self.stream.flush()
 
 
@@ -179,11 +179,11 @@ def run_on_ray(*, io: Any, choice: Any, scale: ScaleOut, task: str, results: dic
 
             total, failed = run_job(spec, files, parts.write, on_error=on_error, on_progress=progress,
                                     address=scale.ray_address)
-            progress.close()
-        written = parts.commit()
+            written = parts.commit()
+            progress.close(f"{total - failed:,} records in {len(written)} part file{'s' * (len(written) != 1)} "
+                           f"under {scale.output}")
     except BaseException:
         parts.discard()
         raise
-    sys.stderr.write(f"{total - failed} records in {len(written)} part files under {scale.output}\n")
     if failed:
         raise InputError(f"{failed} of {total} records could not be processed (see the error records above)")
