@@ -59,3 +59,16 @@ def test_right_padding_takes_the_full_path_and_equals_transformers(tmp_path):
         want = torch.stack([reference(torch.tensor([r])).logits[0] for r in rows])
         got = runner(ids, mask)
     assert (got - want).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("native, want", [(True, "bfloat16"), (False, "float32")])
+def test_complete_json_shows_the_chosen_dtype(monkeypatch, capsys, tmp_path, native, want):
+    import json
+
+    from bigcode_cli.cli import app as cli
+
+    monkeypatch.setattr(runtime, "cpu_multiplies_bf16", lambda: native)
+    (tmp_path / "a.py").write_text("def add(a, b):\n    return")
+    code = cli.run(["complete", str(tmp_path / "a.py"), "--json", "--max-new-tokens", "2", "--temperature", "0"])
+    out = capsys.readouterr().out
+    assert code == 0 and json.loads(out.splitlines()[0])["dtype"] == want

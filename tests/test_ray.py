@@ -81,13 +81,15 @@ def test_ray_path_writes_the_local_records_with_a_malformed_one(local_ray, class
     assert len(lines) == 2, err
     assert json.loads(lines[0]) == {"id": 501, "source": str(data), "line": 501,
                                     "error": "bad JSON (Expecting property name enclosed in double quotes at column 2)"}
+    assert any("truncated" in r for r in local)  # some snippets are longer than the 64 positions
     assert lines[-1] == "error: 1 of 1000 records could not be processed (see the error records above)"
     remote = part_records(tmp_path / "out")
     assert len(local) == 999
     assert [r["id"] for r in remote] == [r["id"] for r in local]  # same records, in input order
     assert [r["label"] for r in remote] == [r["label"] for r in local]
     for a, b in zip(remote, local):
-        assert list(a) == list(b) == ["id", "n", "label", "score", "scores"]
+        assert list(a) == list(b) and list(a)[:5] == ["id", "n", "label", "score", "scores"]
+        assert a.get("truncated") == b.get("truncated")
         assert a["n"] == b["n"] and abs(a["score"] - b["score"]) <= 1e-5
         assert all(abs(a["scores"][k] - b["scores"][k]) <= 1e-5 for k in LABELS)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary directory left
@@ -115,8 +117,8 @@ def test_tag_parquet_in_and_out_on_ray_equals_the_local_parquet(local_ray, tagge
         assert all(abs(x["score"] - y["score"]) <= 1e-5 for x, y in zip(a["spans"], b["spans"]))
 
 
-def test_python_api_adds_result_columns(local_ray, classifier, tagger, capsys):
-    from bigcode_cli.pipelines.ray_dataset import classify_dataset, tag_dataset
+def test_python_api_adds_result_columns(local_ray, classifier):
+    from bigcode_cli.pipelines.ray_dataset import classify_dataset
 
     texts = [snippet(i) for i in range(30)] + [""]
     dataset = ray.data.from_items([{"code": t, "k": i} for i, t in enumerate(texts)])
@@ -134,8 +136,6 @@ def test_python_api_adds_result_columns(local_ray, classifier, tagger, capsys):
         assert by_k[i]["label"] == LABELS[int(probs.argmax())] and by_k[i]["error"] is None
         assert abs(by_k[i]["score"] - probs.max().item()) <= 1e-5
         assert dict(by_k[i]["scores"]).keys() == set(LABELS)
-    tagged = tag_dataset(ray.data.from_items([{"text": "mail user@example.com now"}]), model=str(tagger)).take_all()
-    assert set(tagged[0]) == {"text", "spans", "truncated", "error"}
 
 
 class CrashOnce(Scorer):
@@ -152,24 +152,27 @@ class CrashOnce(Scorer):
 
 def test_a_killed_worker_is_retried_and_every_record_comes_out_once(local_ray, classifier, tmp_path):
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
-    data = write_jsonl(tmp_path / "in.jsonl", 1000)
+    data = write_jsonl(tmp_path / "in.jsonl", 300)
     CrashOnce.marker = str(tmp_path / "crashed")
     written = []
     spec = JobSpec("sequence-classification", str(classifier), input_format="jsonl")
     total, failed = run_job(spec, [str(data)], written.extend, scorer=CrashOnce)
     assert Path(CrashOnce.marker).exists()  # a worker did die
-    assert (total, failed) == (1000, 0)
-    assert [r["id"] for r in written] == [f"s{i}" for i in range(1000)]
+    assert (total, failed) == (300, 0)
+    assert [r["id"] for r in written] == [f"s{i}" for i in range(300)]
 
 
-def test_a_model_that_cannot_load_fails_with_the_workers_reason(local_ray, tmp_path, capsys):
+def test_a_model_that_cannot_load_fails_with_the_workers_reason(local_ray, tmp_path):
+    # the real CLI in a subprocess, joining this module's Ray: its whole stderr is the worker's one line
     data = write_jsonl(tmp_path / "in.jsonl", 3)
     missing = tmp_path / "no-such-model"
-    code, out, err = run_cli(capsys, ["classify", "-m", str(missing), str(data), "--input-format", "jsonl",
-                                      "--ray", "-o", str(tmp_path / "out")])
-    assert code == 1 and out == ""
-    assert len(err.splitlines()) == 1 and err.startswith("error: the Ray job failed: worker on ")
-    assert str(missing) in err
+    env = dict(os.environ, RAY_ADDRESS=ray.get_runtime_context().gcs_address, COLUMNS="300")
+    done = subprocess.run([sys.executable, "-m", "bigcode_cli", "classify", "-m", str(missing), str(data),
+                           "--input-format", "jsonl", "--ray", "-o", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 1 and done.stdout == ""
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("error: the Ray job failed: worker on ") and str(missing) in done.stderr
     assert not (tmp_path / "out").exists() and [p.name for p in tmp_path.iterdir()] == ["in.jsonl"]
 
 

@@ -72,7 +72,8 @@ def run_completion(*, prefix: str, suffix: str, mode: Mode, settings: Completion
     if result.generation.interrupted:
         raise KeyboardInterrupt
     if json_out:
-        print_json_lines(completion_records(result, loaded.tokenizer, load_s))
+        print_json_lines(completion_records(result, loaded.tokenizer, load_s,
+                                            dtype=str(loaded.runner.dtype).removeprefix("torch.")))
     elif in_place or diff:
         before, after = prefix + suffix, prefix + result.texts[0] + suffix
         if diff:

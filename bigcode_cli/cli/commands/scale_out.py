@@ -120,35 +120,37 @@ class _Progress:
 
 
 class _RayNoise:
-    """Ray's own processes write warnings straight to file descriptor 2: while the job runs, they go to a log
-    file under BIGCODE_HOME, and what we print goes to the real stderr."""
+    """Ray prints its own notices (worker restarts, retried tasks, tracebacks) on stderr, from C++ (file
+    descriptor 2) and from Python threads (sys.stderr): while the job runs, both go to BIGCODE_HOME/logs/ray.log,
+    and the stream returned is where our own progress and error records go (the real stderr)."""
 
     def __enter__(self) -> Any:
-        self.saved = None
-        try:
-            fd = sys.stderr.fileno()
-        except (AttributeError, OSError, ValueError):
-            return sys.stderr  # not a real file (tests capture it): nothing to protect
         from bigcode_cli.paths import bigcode_home
 
-        sys.stderr.flush()
-        self.log = bigcode_home() / "logs" / "ray.log"
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        self.saved, self.fd = os.dup(fd), fd
-        with open(self.log, "ab") as log:
-            os.dup2(log.fileno(), fd)
-        self.stream = os.fdopen(os.dup(self.saved), "w", buffering=1, encoding="utf-8", errors="replace")
-        self.previous, sys.stderr = sys.stderr, self.stream
-        return self.stream
+        path = bigcode_home() / "logs" / "ray.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.previous, self.saved = sys.stderr, None
+        self.log = open(path, "a", encoding="utf-8", errors="replace")
+        ours = self.previous
+        try:
+            fd = self.previous.fileno()
+        except (AttributeError, OSError, ValueError):
+            fd = None  # not a real file (tests capture it): only sys.stderr is redirected
+        if fd is not None:
+            self.previous.flush()
+            self.saved, self.fd = os.dup(fd), fd
+            os.dup2(self.log.fileno(), fd)
+            ours = os.fdopen(os.dup(self.saved), "w", buffering=1, encoding="utf-8", errors="replace")
+        self.ours, sys.stderr = ours, self.log
+        return ours
 
     def __exit__(self, *exc: Any) -> None:
-        if self.saved is None:
-            return
-        self.stream.flush()
         sys.stderr = self.previous
-        os.dup2(self.saved, self.fd)
-        os.close(self.saved)
-        self.stream.close()
+        if self.saved is not None:
+            self.ours.close()
+            os.dup2(self.saved, self.fd)
+            os.close(self.saved)
+        self.log.close()
 
 
 def run_on_ray(*, io: Any, choice: Any, scale: ScaleOut, task: str, results: dict[str, Any]) -> None:
