@@ -120,36 +120,40 @@ class _Progress:
 
 
 class _RayNoise:
-    """Ray prints its own notices (worker restarts, retried tasks, tracebacks) on stderr, from C++ (file
-    descriptor 2) and from Python threads (sys.stderr): while the job runs, both go to BIGCODE_HOME/logs/ray.log,
-    and the stream returned is where our own progress and error records go (the real stderr)."""
+    """Ray prints its own notices (worker restarts, retried tasks, tracebacks) from C++ and from Python threads,
+    on stdout as well as stderr: while the job runs (this command writes no results to stdout), both go to
+    BIGCODE_HOME/logs/ray.log, and the stream returned is where our progress and error records go (the real
+    stderr)."""
 
     def __enter__(self) -> Any:
         from bigcode_cli.paths import bigcode_home
 
         path = bigcode_home() / "logs" / "ray.log"
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.previous, self.saved = sys.stderr, None
         self.log = open(path, "a", encoding="utf-8", errors="replace")
-        ours = self.previous
-        try:
-            fd = self.previous.fileno()
-        except (AttributeError, OSError, ValueError):
-            fd = None  # not a real file (tests capture it): only sys.stderr is redirected
-        if fd is not None:
-            self.previous.flush()
-            self.saved, self.fd = os.dup(fd), fd
+        self.previous = (sys.stdout, sys.stderr)
+        self.saved: list[tuple[int, int]] = []  # (fd, its duplicate) to put back
+        for stream in self.previous:
+            try:
+                fd = stream.fileno()
+            except (AttributeError, OSError, ValueError):
+                continue  # not a real file (tests capture it): only the Python stream is redirected
+            stream.flush()
+            self.saved.append((fd, os.dup(fd)))
             os.dup2(self.log.fileno(), fd)
-            ours = os.fdopen(os.dup(self.saved), "w", buffering=1, encoding="utf-8", errors="replace")
-        self.ours, sys.stderr = ours, self.log
-        return ours
+        real_stderr = dict(self.saved).get(2)
+        self.ours = (os.fdopen(os.dup(real_stderr), "w", buffering=1, encoding="utf-8", errors="replace")
+                     if real_stderr is not None else self.previous[1])
+        sys.stdout = sys.stderr = self.log
+        return self.ours
 
     def __exit__(self, *exc: Any) -> None:
-        sys.stderr = self.previous
-        if self.saved is not None:
+        sys.stdout, sys.stderr = self.previous
+        if self.ours is not self.previous[1]:
             self.ours.close()
-            os.dup2(self.saved, self.fd)
-            os.close(self.saved)
+        for fd, duplicate in self.saved:
+            os.dup2(duplicate, fd)
+            os.close(duplicate)
         self.log.close()
 
 
