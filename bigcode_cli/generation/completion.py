@@ -9,13 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Literal
 
+from bigcode_cli.choices import FIM_ORDERS, listed
 from bigcode_cli.errors import UsageError
 from bigcode_cli.generation.fim import FIM_OVERHEAD, clean_completion, fim_prompt_ids, fit_fim, fit_left
 from bigcode_cli.generation.loop import Generation, OnText, generate
 from bigcode_cli.generation.sampling import SamplingParams
 
 if TYPE_CHECKING:
-    from bigcode_cli.model.engine import Runner
+    from bigcode_cli.model.runner import Runner
     from bigcode_cli.text.tokenizer import Tokenizer
 
 Mode = Literal["fim", "continue"]
@@ -44,6 +45,8 @@ class CompletionSettings:
             raise UsageError(f"--lines must be at least 1, got {self.lines}")
         if any(not s for s in self.stops):
             raise UsageError("a --stop string must not be empty")
+        if self.order not in FIM_ORDERS:
+            raise UsageError(f"--fim-order must be {listed(FIM_ORDERS)}, got {self.order!r}")
 
 
 @dataclass

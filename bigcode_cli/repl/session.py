@@ -18,18 +18,12 @@ from bigcode_cli.terminal.console import colour_wanted, debug_enabled, print_err
 from bigcode_cli.errors import BackendError, BigCodeError, InputError
 from bigcode_cli.repl.output import TurnPrinter, lexer_for, visible
 from bigcode_cli.repl.transcript import Transcript, Turn
+from bigcode_cli.tasks import MODES  # mode -> the task its model is opened for
 
 if TYPE_CHECKING:
     from bigcode_cli.generation.completion import CompletionSettings
     from bigcode_cli.store.loader import LoadedModel
 
-# mode -> the task its model is opened for
-MODES: dict[str, str] = {
-    "complete": "causal-lm",
-    "infill": "causal-lm",
-    "classify": "sequence-classification",
-    "tag": "token-classification",
-}
 
 
 @dataclass(frozen=True)
