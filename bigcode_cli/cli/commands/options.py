@@ -68,5 +68,4 @@ NumSamplesOpt = Annotated[int, typer.Option("--num-samples", "-n", help="Samples
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object per sample instead of the text.")]
 LinesOpt = Annotated[Optional[int], typer.Option("--lines", help="Keep at most this many lines (1 = single-line mode).", min=1, show_default=False)]
 BlockOpt = Annotated[bool, typer.Option("--block/--no-block", help="Stop at the end of the current block.")]
-FimOrderOpt = Annotated[FimOrder, typer.Option(
-    "--fim-order", help="Fill-in-the-middle prompt order: prefix-suffix-middle or suffix-prefix-middle.")]
+FimOrderOpt = Annotated[FimOrder, typer.Option("--fim-order", help="Fill-in-the-middle prompt order: psm or spm.")]
