@@ -11,7 +11,7 @@ import torch
 from task_models import feed_stdin, hf_model, model_dir
 
 from bigcode_cli.cli import app as cli
-from bigcode_cli.store import cache as store
+from bigcode_cli import store
 from bigcode_cli.pipelines.batching import Batcher
 from bigcode_cli.model.engine import load
 from bigcode_cli.errors import InputError, StoreError

@@ -13,7 +13,7 @@ from hub_server import FakeHub
 from tokenizer_files import SANTACODER_SPECIALS, STARCODER_SPECIALS, save_tokenizer
 
 from bigcode_cli.cli import app as cli
-from bigcode_cli.store import cache as store
+from bigcode_cli import paths, store
 from bigcode_cli.errors import CheckpointError, ModelNotFoundError, StoreError
 
 REPO = "bigcode/tiny-test"
@@ -31,7 +31,7 @@ def store_env(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     bundled = tmp_path / "bundled"
     bundled.mkdir()
-    monkeypatch.setattr(store, "bundled_dir", lambda: bundled)
+    monkeypatch.setattr(paths, "bundled_dir", lambda: bundled)
     return tmp_path
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Literal
 
+from bigcode_cli.choices import FIM_ORDERS, listed
 from bigcode_cli.errors import UsageError
 from bigcode_cli.generation.fim import FIM_OVERHEAD, check_lines, clean_completion, fim_prompt_ids, fit_fim, fit_left
 from bigcode_cli.generation.loop import Generation, OnText, generate
@@ -16,7 +17,7 @@ from bigcode_cli.generation.sampling import SamplingParams
 from bigcode_cli.generation.stopping import check_stops
 
 if TYPE_CHECKING:
-    from bigcode_cli.model.engine import Runner
+    from bigcode_cli.model.runner import Runner
     from bigcode_cli.text.tokenizer import Tokenizer
 
 Mode = Literal["fim", "continue"]
@@ -43,6 +44,8 @@ class CompletionSettings:
             raise UsageError(f"--num-samples must be at least 1, got {self.num_samples}")
         check_lines(self.lines)
         check_stops(self.stops)
+        if self.order not in FIM_ORDERS:
+            raise UsageError(f"--fim-order must be {listed(FIM_ORDERS)}, got {self.order!r}")
 
 
 @dataclass

@@ -21,6 +21,7 @@ from bigcode_cli.terminal.console import colour_wanted, debug_enabled, print_err
 from bigcode_cli.terminal.model_choice import ModelChoice
 from bigcode_cli.terminal.safe_text import for_stream, is_terminal, safe_text
 from bigcode_cli.terminal.stream_printer import StreamPrinter, lexer_for
+from bigcode_cli.tasks import MODES  # mode -> the task its model is opened for
 
 if TYPE_CHECKING:
     from rich.text import Text
@@ -28,13 +29,6 @@ if TYPE_CHECKING:
     from bigcode_cli.generation.completion import CompletionSettings
     from bigcode_cli.store.loader import LoadedModel
 
-# mode -> the task its model is opened for
-MODES: dict[str, str] = {
-    "complete": "causal-lm",
-    "infill": "causal-lm",
-    "classify": "sequence-classification",
-    "tag": "token-classification",
-}
 
 
 @dataclass
@@ -307,10 +301,6 @@ class Session:
     def say(self, message: str) -> None:
         """An answer to a command (help, settings) on stderr, so that stdout holds only model results."""
         stderr_console().print(for_stream(message, sys.stderr), markup=False, highlight=False, soft_wrap=True)
-
-    def modes(self) -> list[str]:
-        """The modes /mode switches between."""
-        return list(MODES)
 
     def model_line(self) -> str:
         """What /model shows: the current mode's model, how it runs and where it comes from."""

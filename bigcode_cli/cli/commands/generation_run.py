@@ -16,17 +16,15 @@ if TYPE_CHECKING:
 def make_settings(*, max_new_tokens: int, temperature: float, top_k: int, top_p: float, repetition_penalty: float,
                   seed: int | None, stop: list[str] | None, num_samples: int, lines: int | None, block: bool,
                   fim_order: str = "psm") -> CompletionSettings:
-    """Validated generation settings from command-line options."""
+    """Validated generation settings from command-line options (fim_order: a FimOrder member or its value)."""
     from bigcode_cli.generation.completion import CompletionSettings
-    from bigcode_cli.errors import UsageError
     from bigcode_cli.generation.sampling import SamplingParams
 
-    if fim_order not in ("psm", "spm"):
-        raise UsageError(f"--fim-order must be psm or spm, got {fim_order!r}")
     sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p,
                               repetition_penalty=repetition_penalty, seed=seed)
     return CompletionSettings(max_new_tokens=max_new_tokens, sampling=sampling, stops=list(stop or []),
-                              num_samples=num_samples, lines=lines, block=block, order=fim_order)  # type: ignore[arg-type]
+                              num_samples=num_samples, lines=lines, block=block,
+                              order=getattr(fim_order, "value", fim_order))  # type: ignore[arg-type]
 
 
 def check_output_flags(*, json_out: bool, in_place: bool = False, diff: bool = False, num_samples: int = 1,

@@ -1,6 +1,6 @@
 """`bigcode models`: the local checkpoint cache (list, pull, rm, info, import, verify, path).
 
-Thin commands over `bigcode_cli.store.cache`; nothing here imports torch. Results go to stdout, progress
+Thin commands over `bigcode_cli.store`; nothing here imports torch. Results go to stdout, progress
 and notes to stderr; the store raises BigCodeError subclasses, which the CLI renders.
 """
 
@@ -12,7 +12,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from bigcode_cli.store import cache as store
+from bigcode_cli import store
 from bigcode_cli.cli.commands.options import complete_model
 from bigcode_cli.terminal.console import print_notice, stderr_console, stdout_console
 from bigcode_cli.terminal.safe_text import for_stream

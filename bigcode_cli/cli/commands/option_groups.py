@@ -82,7 +82,7 @@ def generation(*, max_new_tokens: int = 128, block: bool = True, fim: bool = Tru
         option("block", o.BlockOpt, block),
     ]
     if fim:
-        parameters.append(option("fim_order", o.FimOrderOpt, "psm"))
+        parameters.append(option("fim_order", o.FimOrderOpt, o.FimOrder.psm))
 
     def build(**values: Any) -> Any:
         from bigcode_cli.cli.commands.generation_run import make_settings

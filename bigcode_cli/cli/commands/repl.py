@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import sys
-from enum import Enum
 from typing import Annotated, Any
 
 import typer
 
 from bigcode_cli.cli.commands.option_groups import MODEL, generation, with_options
+from bigcode_cli.cli.commands.options import choice_enum
+from bigcode_cli.tasks import MODES
 
-
-class Mode(str, Enum):
-    complete = "complete"
-    infill = "infill"
-    classify = "classify"
-    tag = "tag"
-
+Mode = choice_enum("Mode", tuple(MODES))  # the REPL's modes: one per command of each task (bigcode_cli.tasks)
 
 ModeOpt = Annotated[Mode, typer.Option("--mode", help="Starting mode (classify and tag need models with those heads).")]
 LangOpt = Annotated[str, typer.Option("--lang", help="Language to highlight input and output as (a pygments name).")]
@@ -24,7 +19,7 @@ LangOpt = Annotated[str, typer.Option("--lang", help="Language to highlight inpu
 
 @with_options(settings=generation(), choice=MODEL)
 def repl(
-    mode: ModeOpt = Mode.complete,
+    mode: ModeOpt = Mode.complete,  # type: ignore[attr-defined]
     lang: LangOpt = "python",
     settings: Any = None,
     choice: Any = None,
