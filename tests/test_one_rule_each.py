@@ -86,3 +86,33 @@ def test_stdout_is_given_back_after_a_run(capsys, lm):
     stdout = sys.stdout
     assert run(["--version"]) == 0
     assert sys.stdout is stdout and capsys.readouterr().out.startswith("bigcode-cli ")
+
+
+def test_a_closed_pipe_becomes_one_quiet_exit_at_stdout():
+    from bigcode_cli.terminal.closed_stdout import GuardedStdout, StdoutClosed
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody reads: the flush fails with EPIPE
+    stream = io.TextIOWrapper(io.FileIO(write_end, "w"), encoding="utf-8")
+    guard = GuardedStdout(stream)
+    guard.write("x = 1\n" * 100)
+    with pytest.raises(StdoutClosed) as caught:
+        guard.flush()
+    assert isinstance(caught.value, SystemExit) and caught.value.code == 0  # not stopped by `except Exception`
+    stream.write("the rest\n")
+    stream.flush()  # the descriptor now points at /dev/null: nothing fails again
+    stream.close()
+
+
+def test_the_repl_ends_quietly_on_a_closed_stdout(lm):
+    import subprocess
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    turns = "".join(f"x{i} = {i}\n\n" for i in range(5)).encode()
+    proc = subprocess.run([sys.executable, "-m", "bigcode_cli", "repl", "-m", str(lm), "--max-new-tokens", "4"],
+                          stdout=write_end, stderr=subprocess.PIPE, input=turns, timeout=120)
+    os.close(write_end)
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "error" not in err and "Exception ignored" not in err
