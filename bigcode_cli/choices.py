@@ -18,8 +18,12 @@ ATTENTION_CHOICES = (AUTO, *ATTENTION_BACKENDS)
 DEVICES = ("cpu", "cuda", "mps")
 DEVICE_CHOICES = (AUTO, *DEVICES)
 
-# --dtype names; each is also the name of its torch dtype (torch.float32 ...)
-DTYPES = ("float32", "bfloat16", "float16")
+# --dtype name -> the name of the torch dtype the model computes in (torch.float32 ...): one line per dtype
+DTYPES: dict[str, str] = {
+    "float32": "float32",
+    "bfloat16": "bfloat16",
+    "float16": "float16",
+}
 DTYPE_CHOICES = (AUTO, *DTYPES)
 
 # fill-in-the-middle prompt orders: prefix-suffix-middle, suffix-prefix-middle
