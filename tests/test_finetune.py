@@ -24,12 +24,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 LANGS = ["c", "javascript", "python"]
 
 
-@pytest.fixture(autouse=True)
-def click_abort(monkeypatch):
-    if not hasattr(cli.click_exceptions, "Abort"):
-        monkeypatch.setattr(cli.click_exceptions, "Abort", type("Abort", (Exception,), {}), raising=False)
-
-
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
     """A random tiny causal LM with a tokenizer: what finetune starts from."""

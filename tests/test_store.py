@@ -32,9 +32,6 @@ def store_env(tmp_path, monkeypatch):
     bundled = tmp_path / "bundled"
     bundled.mkdir()
     monkeypatch.setattr(paths, "bundled_dir", lambda: bundled)
-    # cli.py's except clause names click's Abort, which typer's vendored click lacks; give it one
-    if not hasattr(cli.click_exceptions, "Abort"):
-        monkeypatch.setattr(cli.click_exceptions, "Abort", type("Abort", (Exception,), {}), raising=False)
     return tmp_path
 
 

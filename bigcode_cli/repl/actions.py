@@ -148,7 +148,7 @@ def _model_names(_session: Any, before: list[str]) -> list[str]:
     return sorted(set(names) | set(store.ALIASES))
 
 
-def _mode_choices(session: Any, before: list[str]) -> Iterable[str]:
+def _mode_choices(session: Session, before: list[str]) -> Iterable[str]:
     return MODES if not before else _model_names(session, [])
 
 
@@ -184,14 +184,8 @@ def _help(session: Session, args: list[str]) -> None:
 @REGISTRY.command("model", "/model [NAME]", "Switch the current mode's model (a name, alias or directory).",
                   choices=_model_names)
 def _model(session: Session, args: list[str]) -> None:
-    from bigcode_cli.repl.session import describe
-
     if not args:
-        loaded = session.current
-        if loaded is None:
-            session.say(f"{session.names.get(session.task) or 'the default model'} (not loaded yet)")
-        else:
-            session.say(f"{loaded.name} ({describe(loaded)}) from {loaded.resolved.path}")
+        session.say(session.model_line())
         return
     session.load(session.task, _one(args, "/model NAME"))
 
@@ -272,8 +266,9 @@ def _lang(session: Session, args: list[str]) -> None:
 @REGISTRY.command("clear", "/clear", "Clear the screen.")
 def _clear(session: Session, args: list[str]) -> None:
     if session.interactive:
-        session.out.write("\x1b[2J\x1b[H")
-        session.out.flush()
+        from prompt_toolkit.shortcuts import clear
+
+        clear()
 
 
 @REGISTRY.command("save", "/save FILE", "Write the session transcript (.jsonl: JSON Lines, else text).")

@@ -32,16 +32,14 @@ def repl(
     read from it and the results printed, so a session can be scripted.
     """
     from bigcode_cli.repl.loop import interactive, scripted
-    from bigcode_cli.repl.session import ModelOptions, Session
+    from bigcode_cli.repl.session import Session
 
     if sys.stdin is None:  # started with stdin closed (`<&-`): nothing to read turns from
         from bigcode_cli.errors import InputError
 
         raise InputError("cannot read standard input (it is closed): run `bigcode repl` in a terminal or pipe turns in")
     terminal = sys.stdin.isatty() and sys.stdout.isatty()
-    options = ModelOptions(engine=choice.engine, attn=choice.attn, device=choice.device, dtype=choice.dtype,
-                           offline=choice.offline)
-    session = Session(settings, model=choice.model, options=options, mode=mode.value, language=lang, interactive=terminal)
+    session = Session(settings, model=choice.model, options=choice, mode=mode.value, language=lang, interactive=terminal)
     session.load(session.task, choice.model)
     code = interactive(session) if terminal else scripted(session, sys.stdin)
     if code:
