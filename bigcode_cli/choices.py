@@ -7,6 +7,8 @@ Torch-free, so the CLI can read it at import time. `AUTO` is the first choice wh
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 AUTO = "auto"
 
 ENGINES = ("native", "transformers")  # native first: the default
@@ -42,7 +44,7 @@ ACTIVATIONS: dict[str, str] = {
 }
 
 
-def listed(choices: tuple[str, ...] | list[str]) -> str:
+def listed(choices: Iterable[str]) -> str:
     """'a, b or c': choices as a message lists them."""
     items = list(choices)
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
