@@ -7,6 +7,8 @@ Torch-free, so the CLI can read it at import time. `AUTO` is the first choice wh
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 AUTO = "auto"
 
 ENGINES = ("native", "transformers")  # native first: the default
@@ -18,8 +20,12 @@ ATTENTION_CHOICES = (AUTO, *ATTENTION_BACKENDS)
 DEVICES = ("cpu", "cuda", "mps")
 DEVICE_CHOICES = (AUTO, *DEVICES)
 
-# --dtype names; each is also the name of its torch dtype (torch.float32 ...)
-DTYPES = ("float32", "bfloat16", "float16")
+# --dtype name -> the name of the torch dtype the model computes in (torch.float32 ...): one line per dtype
+DTYPES: dict[str, str] = {
+    "float32": "float32",
+    "bfloat16": "bfloat16",
+    "float16": "float16",
+}
 DTYPE_CHOICES = (AUTO, *DTYPES)
 
 # fill-in-the-middle prompt orders: prefix-suffix-middle, suffix-prefix-middle
@@ -38,7 +44,7 @@ ACTIVATIONS: dict[str, str] = {
 }
 
 
-def listed(choices: tuple[str, ...] | list[str]) -> str:
+def listed(choices: Iterable[str]) -> str:
     """'a, b or c': choices as a message lists them."""
     items = list(choices)
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"

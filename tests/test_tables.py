@@ -70,7 +70,7 @@ def test_every_choice_list_is_offered_where_it_is_used():
     assert values(options.Dtype) == choices.DTYPE_CHOICES == ("auto", *DTYPES)
     assert values(options.FimOrder) == choices.FIM_ORDERS
     assert values(Mode) == tuple(tasks.MODES)
-    assert all(DTYPES[name] == getattr(torch, name) for name in choices.DTYPES)
+    assert all(DTYPES[name] == getattr(torch, torch_name) for name, torch_name in choices.DTYPES.items())
     for command, offered in (("attn", choices.ATTENTION_CHOICES), ("device", choices.DEVICE_CHOICES),
                              ("dtype", choices.DTYPE_CHOICES), ("mode", tuple(tasks.MODES))):
         assert tuple(REGISTRY.find(command).choices(None, [])) == offered

@@ -328,7 +328,7 @@ def finetune(options: FinetuneOptions, on_event: Callable[[Event], None] | None 
     started = time.perf_counter()
     on_event = on_event or (lambda event: None)
     if options.task not in FINETUNE_MODES:
-        raise InputError(f"unknown finetune task {options.task!r}; choose {listed(tuple(FINETUNE_MODES))}")
+        raise InputError(f"unknown finetune task {options.task!r}; choose {listed(FINETUNE_MODES)}")
     row = TASKS[FINETUNE_MODES[options.task]]
     for name, value, low in (("--epochs", options.epochs, 1), ("--batch-size", options.batch_size, 1),
                              ("--max-length", options.max_length, 1), ("--patience", options.patience, 1),

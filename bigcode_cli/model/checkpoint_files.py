@@ -282,7 +282,8 @@ def _parameter_count(config: GPTBigCodeConfig, infos: list[TensorInfo]) -> int |
         return None
     names = {t.name for t in infos}
     tied = config.tie_word_embeddings and any(n.endswith("wte.weight") for n in names)
-    return sum(t.numel for t in infos if not (tied and t.name.endswith("lm_head.weight")))
+    tied_heads = tuple(row.head_key for row in TASKS.values() if row.tied_head)
+    return sum(t.numel for t in infos if not (tied and t.name.endswith(tied_heads)))
 
 
 def summarize(directory: Path) -> dict[str, Any]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from bigcode_cli.choices import DEVICE_CHOICES, DEVICES, DTYPE_CHOICES, DTYPES as DTYPE_NAMES, listed
+from bigcode_cli import choices
+from bigcode_cli.choices import DEVICE_CHOICES, DEVICES, DTYPE_CHOICES, listed
 from bigcode_cli.errors import BackendError
 
-# --dtype name -> torch dtype, one per name of bigcode_cli.choices.DTYPES
-DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in DTYPE_NAMES}
+# --dtype name -> torch dtype, one per entry of bigcode_cli.choices.DTYPES
+DTYPES: dict[str, torch.dtype] = {name: getattr(torch, torch_name) for name, torch_name in choices.DTYPES.items()}
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -244,7 +244,7 @@ def _stop(session: Session, args: list[str]) -> None:
 
 
 @REGISTRY.command("mode", "/mode MODE [MODEL]",
-                  f"{listed(tuple(MODES))} (each needs a model with its head).",
+                  f"{listed(MODES)} (each needs a model with its head).",
                   choices=_mode_choices)
 def _mode(session: Session, args: list[str]) -> None:
     if not args:
