@@ -67,6 +67,11 @@ class Runner:
         return "torch"
 
     @property
+    def decode_summary(self) -> str:
+        """What runs the decode steps, in words: "C kernel", or "PyTorch (why not the kernel)"."""
+        return "PyTorch (the transformers engine)"
+
+    @property
     def context_length(self) -> int:
         """The most positions the model can see."""
         return self.config.n_positions
@@ -87,6 +92,7 @@ class NativeRunner(Runner):
     """Our own model; on a CPU its decode steps run in the C kernel when one could be built (cpu_decode)."""
 
     decoder: Any = None
+    decode_reason: str | None = None  # why the C kernel does not run the decode steps, when it does not
 
     def __call__(self, input_ids, attention_mask=None, cache=None, last_only=False):
         if self.task == "causal-lm":
@@ -105,6 +111,12 @@ class NativeRunner(Runner):
     @property
     def decode_path(self) -> str:
         return "kernel" if self.decoder is not None else "torch"
+
+    @property
+    def decode_summary(self) -> str:
+        if self.decoder is not None:
+            return "C kernel"
+        return f"PyTorch ({self.decode_reason})" if self.decode_reason else "PyTorch"
 
     def new_cache(self, batch: int, capacity: int) -> KVCache:
         return KVCache.allocate(self.config, batch, capacity, dtype=self.dtype, device=self.device)
@@ -179,14 +191,18 @@ def _native(path: Path, config: GPTBigCodeConfig, task: str, attn: str, device: 
     backend = resolve_backend(attn, device, dtype)
     model = build_model(config, task, state, dtype=dtype, device=device, source=str(path))
     model.set_backend(backend)
-    decoder = None
+    decoder, reason = None, None
     if task == "causal-lm" and device.type == "cpu":
-        from bigcode_cli.kernels.cpu_decode import attach
+        from bigcode_cli.kernels.cpu_decode import attach, refusal
 
-        decoder = attach(model)
+        reason = refusal(model)
+        decoder = attach(model) if reason is None else None
+    elif task == "causal-lm":
+        reason = f"the model runs on {device.type}; the kernel serves CPU decoding"
     if decoder is None and device.type == "cpu" and dtype == torch.float32:
         use_input_major_weights(model)
-    return NativeRunner(model, config, task, "native", backend.name, device, dtype, path, decoder=decoder)
+    return NativeRunner(model, config, task, "native", backend.name, device, dtype, path, decoder=decoder,
+                        decode_reason=reason)
 
 
 def _transformers(path: Path, config: GPTBigCodeConfig, task: str, attn: str, device: torch.device,
