@@ -207,7 +207,7 @@ def _build_and_open(name: str) -> ctypes.CDLL | None:
     source = SOURCE_DIR / f"{name}.c"
     compiler = find_compiler()
     if compiler is None:
-        _problems[name] = "no C compiler found (install gcc or clang, or set CC)"
+        _problems[name] = "no C compiler found; install gcc or clang, or set CC"
         return None
     directory = kernels_dir()
     problem = _directory_problem(directory)

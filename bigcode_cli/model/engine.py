@@ -43,6 +43,7 @@ class Runner:
     path: Path
     load_s: float = 0.0
     extra: dict = field(default_factory=dict)
+    decode_reason: str | None = None  # why the C kernel does not run the decode steps, when it does not
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  cache: Any = None, last_only: bool = False) -> torch.Tensor:
@@ -69,7 +70,9 @@ class Runner:
     @property
     def decode_summary(self) -> str:
         """What runs the decode steps, in words: "C kernel", or "PyTorch (why not the kernel)"."""
-        return "PyTorch (the transformers engine)"
+        if self.decode_path == "kernel":
+            return "C kernel"
+        return f"PyTorch ({self.decode_reason})" if self.decode_reason else "PyTorch"
 
     @property
     def context_length(self) -> int:
@@ -92,7 +95,6 @@ class NativeRunner(Runner):
     """Our own model; on a CPU its decode steps run in the C kernel when one could be built (cpu_decode)."""
 
     decoder: Any = None
-    decode_reason: str | None = None  # why the C kernel does not run the decode steps, when it does not
 
     def __call__(self, input_ids, attention_mask=None, cache=None, last_only=False):
         if self.task == "causal-lm":
@@ -111,12 +113,6 @@ class NativeRunner(Runner):
     @property
     def decode_path(self) -> str:
         return "kernel" if self.decoder is not None else "torch"
-
-    @property
-    def decode_summary(self) -> str:
-        if self.decoder is not None:
-            return "C kernel"
-        return f"PyTorch ({self.decode_reason})" if self.decode_reason else "PyTorch"
 
     def new_cache(self, batch: int, capacity: int) -> KVCache:
         return KVCache.allocate(self.config, batch, capacity, dtype=self.dtype, device=self.device)
@@ -233,7 +229,8 @@ def _transformers(path: Path, config: GPTBigCodeConfig, task: str, attn: str, de
     except Exception as exc:
         raise CheckpointError(f"transformers could not load {path}: {str(exc).splitlines()[0]}") from None
     model.to(device).eval()
-    return TransformersRunner(model, config, task, "transformers", backend.name, device, dtype, path)
+    return TransformersRunner(model, config, task, "transformers", backend.name, device, dtype, path,
+                              decode_reason="the transformers engine runs its own code" if task == "causal-lm" else None)
 
 
 def load(path: str | Path, task: str, *, engine: str = "native", attn: str = "auto", device: str = "auto",

@@ -309,10 +309,10 @@ class Session:
 
 
 def describe(loaded: LoadedModel) -> str:
-    """engine/backend, device, dtype of a loaded model, and the C decode kernel when it runs the decode steps."""
+    """engine/backend, device, dtype of a loaded model, and what runs its decode steps (why not the C kernel)."""
     runner = loaded.runner
-    kernel = ", C decode kernel" if runner.decode_path == "kernel" else ""
-    return f"{runner.engine}/{runner.backend}, {runner.device}, {dtype_name(runner.dtype)}{kernel}"
+    decode = f", decode: {runner.decode_summary}" if runner.task == "causal-lm" else ""
+    return f"{runner.engine}/{runner.backend}, {runner.device}, {dtype_name(runner.dtype)}{decode}"
 
 
 def marked(text: str, spans: list[Any]) -> str:
