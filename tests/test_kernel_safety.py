@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import textwrap
@@ -93,6 +94,19 @@ def test_kernels_live_in_a_private_directory_per_user(fresh_kernel_dir):
     assert mine.stat().st_uid == os.geteuid() and (mine.stat().st_mode & 0o777) == 0o700
     (library,) = mine.glob("decode_step-*.so")
     assert library.stat().st_uid == os.geteuid() and not library.stat().st_mode & 0o022
+
+
+def test_in_a_shared_home_every_user_can_add_a_kernel_directory_and_none_can_remove_another(tmp_path, monkeypatch):
+    shared = tmp_path / "team-cache"
+    shared.mkdir()
+    shared.chmod(0o2775)  # group-writable, as a team's model cache is
+    monkeypatch.delenv("BIGCODE_KERNEL_DIR")
+    monkeypatch.setenv("BIGCODE_HOME", str(shared))
+    assert _load_in_fresh_process()["loaded"]
+    root = shared / "kernels"
+    assert kernels_dir().parent == root
+    assert stat.S_IMODE(root.stat().st_mode) == stat.S_ISVTX | 0o775
+    assert stat.S_IMODE(kernels_dir().stat().st_mode) == 0o700
 
 
 @needs_root

@@ -102,7 +102,7 @@ def _directory_problem(directory: Path) -> str | None:
     Creates it (mode 0700) when missing. Its parent may be shared: whoever can write there can at most
     remove or replace our directory, and a replacement is not ours.
     """
-    directory.parent.mkdir(parents=True, exist_ok=True)
+    _make_shared_root(directory.parent)
     try:
         os.mkdir(directory, 0o700)
     except FileExistsError:
@@ -111,6 +111,23 @@ def _directory_problem(directory: Path) -> str | None:
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
         return f"{directory} is not a directory"
     return _ownership_problem(f"the kernel directory {directory}", info)
+
+
+def _make_shared_root(root: Path) -> None:
+    """Create the directory that holds every user's kernel directory, as open as the one above it.
+
+    In a model cache a team shares (group-writable), every user must be able to add a directory of their
+    own there; the sticky bit then keeps each one from removing or renaming the others' (as in /tmp).
+    """
+    if root.is_dir():
+        return
+    root.parent.mkdir(parents=True, exist_ok=True)
+    above = stat.S_IMODE(os.stat(root.parent).st_mode) & 0o777
+    try:
+        os.mkdir(root)
+    except FileExistsError:
+        return
+    os.chmod(root, above | (stat.S_ISVTX if above & (stat.S_IWGRP | stat.S_IWOTH) else 0))  # mkdir's mode obeys umask
 
 
 def _ownership_problem(what: str, info: os.stat_result) -> str | None:
