@@ -14,10 +14,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from bigcode_cli.choices import OUTPUT_FORMATS
 from bigcode_cli.errors import InputError
 from bigcode_cli.pipelines.results import json_line
-
-OUTPUT_FORMATS = ("jsonl", "parquet")
 PART_RECORDS = 100_000  # records per part file
 
 

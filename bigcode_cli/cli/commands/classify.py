@@ -16,6 +16,7 @@ from bigcode_cli.cli.commands.pipeline import (
 )
 from bigcode_cli.cli.commands.scale_out import SCALE_OUT, output_file, run_on_ray
 from bigcode_cli.terminal.console import stdout_console
+from bigcode_cli.terminal.safe_text import for_stream, json_for_stream, safe_text
 from bigcode_cli.pipelines.records import Record
 from bigcode_cli.pipelines.results import SEQUENCE, classification_record
 
@@ -60,9 +61,9 @@ def classify(
         if sink is not None:
             sink.write([classification_record(*row) for row in rows])
         elif chosen == "jsonl":
-            sys.stdout.write("".join(json_line(classification_record(*row)) for row in rows))
+            sys.stdout.write(json_for_stream("".join(json_line(classification_record(*row)) for row in rows), sys.stdout))
         elif chosen == "tsv":
-            sys.stdout.write("".join(_tsv_line(*row) for row in rows))
+            sys.stdout.write(for_stream("".join(_tsv_line(*row) for row in rows), sys.stdout))
         else:
             _print_table(rows)
 
@@ -87,5 +88,6 @@ def _print_table(rows: list[tuple[Record, Any, dict | None]]) -> None:
     for record, prediction, truncation in rows:
         others = ", ".join(f"{k} {v:.3f}" for k, v in list(prediction.scores.items())[:4])
         note = f" (truncated {truncation['side']})" if truncation else ""
-        table.add_row(str(record.id), _label_text(prediction) + note, f"{prediction.score:.4f}", others)
+        table.add_row(safe_text(str(record.id)), safe_text(_label_text(prediction)) + note, f"{prediction.score:.4f}",
+                      safe_text(others))
     stdout_console().print(table, markup=False)

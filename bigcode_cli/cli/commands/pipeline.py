@@ -22,7 +22,7 @@ from bigcode_cli.pipelines.results import json_line  # noqa: F401  (re-exported 
 
 
 if TYPE_CHECKING:
-    from bigcode_cli.cli.commands.option_groups import ModelChoice
+    from bigcode_cli.terminal.model_choice import ModelChoice
 
 
 class OutputFormat(str, Enum):
@@ -89,17 +89,6 @@ def tsv_cell(value: Any) -> str:
     """A value as one TSV cell: tabs, newlines and backslashes escaped."""
     text = "" if value is None else str(value)
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-
-
-def _silence_stdout() -> None:
-    """Point stdout at /dev/null so the buffered rest and the interpreter's final flush go nowhere."""
-    import os
-
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
 
 
 class PipelineIO(NamedTuple):
@@ -179,10 +168,6 @@ def _run_chunks(io: PipelineIO, task: str, choice: ModelChoice, offsets: bool,
                 report_bad_record(record, io.output == "jsonl")
             else:
                 good.append((record, result))
-        try:
-            write_chunk(good, loaded)
-            sys.stdout.flush()
-        except BrokenPipeError:  # the reader is gone (`| head`): stop quietly
-            _silence_stdout()
-            raise typer.Exit(0) from None
+        write_chunk(good, loaded)
+        sys.stdout.flush()  # results as they come; a reader gone (`| head`) ends the run here, quietly
     return failed, total

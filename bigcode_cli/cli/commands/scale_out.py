@@ -16,7 +16,7 @@ import typer
 
 from bigcode_cli.cli.commands.option_groups import OptionGroup, option
 from bigcode_cli.errors import InputError, UsageError
-from bigcode_cli.pipelines.output_files import OUTPUT_FORMATS
+from bigcode_cli.choices import OUTPUT_FORMATS
 from bigcode_cli.pipelines.records import Columns
 
 OutputFormat = Enum("OutputFormat", {name: name for name in OUTPUT_FORMATS}, type=str)  # type: ignore[misc]
