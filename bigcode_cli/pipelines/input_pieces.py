@@ -12,7 +12,8 @@ import io
 from collections.abc import Iterator
 from typing import Any
 
-from bigcode_cli.pipelines.records import Columns, Record, is_parquet, read_file_records, read_stream, splits_into_records
+from bigcode_cli.pipelines.inputs import is_parquet, read_file_records, splits_into_records
+from bigcode_cli.pipelines.records import Columns, Record, read_stream
 
 _SCAN_BYTES = 1 << 20
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from bigcode_cli.errors import BigCodeError, InputError
+from bigcode_cli.errors import BigCodeError, InputError, ModelNotFoundError
 from bigcode_cli.pipelines.records import Columns, Record
 
 INSTALL_HINT = "--ray needs Ray: pip install 'bigcode-cli[ray]' (Ray Data and pyarrow)"
@@ -53,7 +53,7 @@ class JobSpec:
     """Everything a worker needs to score records: the model, batching and result options, the actor pool."""
 
     task: str  # "sequence-classification" or "token-classification"
-    model: str | None = None
+    model: str | None = None  # a checkpoint directory, at this path on every worker; None: the task's bundled model
     engine: str = "native"
     attn: str = "auto"
     device: str = "auto"
@@ -67,6 +67,14 @@ class JobSpec:
     workers: int = 1
     cpus_per_worker: float | None = None  # None: the cluster's CPUs shared out between the workers
     gpus_per_worker: float = 0.0
+
+
+def model_dir(spec: JobSpec) -> str:
+    """The checkpoint directory the workers load: the spec's, or the task's bundled model (in every install)."""
+    from bigcode_cli.paths import bundled_dir
+    from bigcode_cli.tasks import task
+
+    return spec.model or str(bundled_dir() / task(spec.task).default_model)
 
 
 # --- records as rows of a Ray Dataset (fixed column types, whatever the JSON fields hold) -----------------
@@ -119,21 +127,25 @@ class Scorer:
     """
 
     def __init__(self, spec: JobSpec, mode: str = "records") -> None:
+        from bigcode_cli.model.engine import load
         from bigcode_cli.pipelines.batching import Batcher
         from bigcode_cli.pipelines.results import Results
-        from bigcode_cli.store.loader import open_model
+        from bigcode_cli.text.tokenizer import Tokenizer
 
         if spec.cpus_per_worker:
             import torch
 
             torch.set_num_threads(max(1, int(spec.cpus_per_worker)))
+        path = model_dir(spec)
         try:
-            loaded = open_model(spec.model, spec.task, engine=spec.engine, attn=spec.attn, device=spec.device,
-                                dtype=spec.dtype, offline=spec.offline)
-            self.results = Results.for_task(loaded.runner.config, spec.task, model_name=loaded.name, **spec.results)
+            if not os.path.isdir(path):
+                raise ModelNotFoundError(f"no checkpoint directory at {path}")
+            tokenizer = Tokenizer.from_dir(path)
+            runner = load(path, spec.task, engine=spec.engine, attn=spec.attn, device=spec.device, dtype=spec.dtype)
+            self.results = Results.for_task(runner.config, spec.task, model_name=path, **spec.results)
         except BigCodeError as exc:
             raise WorkerError(f"worker on {socket.gethostname()}: {exc}") from None
-        self.batcher = Batcher(loaded.runner, loaded.tokenizer, batch_size=spec.batch_size, truncate=spec.truncate,
+        self.batcher = Batcher(runner, tokenizer, batch_size=spec.batch_size, truncate=spec.truncate,
                                offsets=spec.task == "token-classification")
         self.spec, self.mode = spec, mode
 
@@ -145,7 +157,7 @@ class Scorer:
 
     def __call__(self, batch: Any) -> Any:
         if self.mode == "columns":
-            from bigcode_cli.pipelines.ray_dataset import add_result_columns
+            from bigcode_cli.pipelines.ray_columns import add_result_columns
 
             return add_result_columns(batch, self._score, self.results, self.spec.columns.text)
         from bigcode_cli.pipelines.results import error_record

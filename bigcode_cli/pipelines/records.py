@@ -1,7 +1,5 @@
-"""Reading input records for `classify` and `tag`: files, or stdin as lines, JSON Lines or NUL-separated.
-
-A file argument is one record, except a `.parquet` file (one record per row) or any file when the
-input format is given explicitly (split like stdin).
+"""Reading input records for `classify` and `tag`: a whole file, or a stream as lines, JSON Lines or
+NUL-separated (file arguments, Parquet included, are dispatched by pipelines.inputs).
 
 Records are read lazily and handed out in bounded chunks, so a pipeline of any length runs in
 bounded memory. A record that cannot be used (bad JSON, no text, binary data) is still a record:
@@ -163,7 +161,8 @@ def read_stream(stream: IO[bytes], input_format: str = "auto", source: str = "<s
     return _line_records(stream, source, start, first)
 
 
-def _file_record(path: str, index: int, name: str | None = None) -> Record:
+def file_record(path: str, index: int, name: str | None = None) -> Record:
+    """A whole file as one record (id and source: `name`, default `path`), or the reason it cannot be read."""
     name = name or path
     try:
         data = Path(path).read_bytes()
@@ -179,55 +178,6 @@ def _file_record(path: str, index: int, name: str | None = None) -> Record:
     if not text.strip():
         return Record(index, name, None, 0, name, "file", error="empty file: nothing to read")
     return Record(index, name, text, 0, name, "file")
-
-
-def _split_file_records(path: str, input_format: str, start: int, columns: Columns, name: str) -> Iterator[Record]:
-    """The records of one file read like stdin (Parquet by its suffix); an unreadable file is one error record."""
-    if is_parquet(name):
-        from bigcode_cli.pipelines.parquet import read_parquet_records
-
-        yield from read_parquet_records(path, start, columns, name)
-        return
-    try:
-        stream = open(path, "rb")
-    except OSError:
-        yield _file_record(path, start, name)  # the same error record a whole-file read gives
-        return
-    with stream:
-        yield from read_stream(stream, input_format, name, start, columns)
-
-
-def is_parquet(path: str) -> bool:
-    """Whether a file argument is read as a Parquet table (by its suffix)."""
-    return path.lower().endswith(".parquet")
-
-
-def splits_into_records(path: str, input_format: str) -> bool:
-    """Whether a file argument holds many records (Parquet, or an explicit --input-format) or is one."""
-    return is_parquet(path) or input_format != "auto"
-
-
-def read_file_records(path: str, input_format: str, start: int, columns: Columns = Columns(),
-                      name: str | None = None) -> Iterator[Record]:
-    """The records of one file argument, numbered from `start`; `name` (default: `path`) is what they call it."""
-    name = name or path
-    if splits_into_records(name, input_format):
-        return _split_file_records(path, input_format, start, columns, name)
-    return iter([_file_record(path, start, name)])
-
-
-def read_records(sources: Iterable[str], stdin: IO[bytes], input_format: str = "auto",
-                 columns: Columns = Columns()) -> Iterator[Record]:
-    """Records in input order: a file argument is one record (id = its path) unless it splits into many
-    (`.parquet`, or an explicit input format); `-` or none reads stdin."""
-    sources = list(sources) or ["-"]
-    index = 0
-    for source in sources:
-        stream = (read_stream(stdin, input_format, start=index, columns=columns) if source == "-"
-                  else read_file_records(source, input_format, index, columns))
-        for record in stream:
-            index += 1
-            yield record
 
 
 def chunks(records: Iterable[Record], first: int, largest: int) -> Iterator[list[Record]]:

@@ -150,7 +150,7 @@ def _run_chunks(io: PipelineIO, task: str, choice: ModelChoice, offsets: bool,
                 write_chunk: Callable[[list[tuple[Record, Any]], Any], None],
                 before: Callable[[Any], None] | None, columns: Columns) -> tuple[int, int]:
     from bigcode_cli.pipelines.batching import Batcher, stream
-    from bigcode_cli.pipelines.records import read_records
+    from bigcode_cli.pipelines.inputs import read_records
 
     loaded = choice.open(task)
     batcher = Batcher(loaded.runner, loaded.tokenizer, batch_size=io.batch_size, truncate=io.truncate,

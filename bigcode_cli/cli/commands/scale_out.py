@@ -157,6 +157,16 @@ class _RayNoise:
         self.log.close()
 
 
+def _model_dir(model: str | None, task: str, offline: bool) -> str:
+    """The checkpoint directory for the workers: a path as given (each worker must have it), else the name
+    resolved here in the store (bundled, alias, cache), whose path the workers share on one machine."""
+    if model is not None and (os.sep in model or model.startswith(".")):
+        return os.path.abspath(model)
+    from bigcode_cli import store
+
+    return str(store.resolve(model or store.default_model(task), offline=offline).path)
+
+
 def run_on_ray(*, io: Any, choice: Any, scale: ScaleOut, task: str, results: dict[str, Any]) -> None:
     """`--ray`: the job on Ray, its records in part files under --output DIR, error records on stderr."""
     import json
@@ -171,7 +181,7 @@ def run_on_ray(*, io: Any, choice: Any, scale: ScaleOut, task: str, results: dic
     from bigcode_cli.pipelines.ray_job import JobSpec, import_ray, run_job
 
     import_ray()
-    spec = JobSpec(task, choice.model, choice.engine, choice.attn, choice.device, choice.dtype, choice.offline,
+    spec = JobSpec(task, _model_dir(choice.model, task, choice.offline), choice.engine, choice.attn, choice.device, choice.dtype, choice.offline,
                    io.batch_size, io.truncate, io.input_format, scale.columns, results, scale.workers,
                    scale.cpus_per_worker, scale.gpus_per_worker)
     parts = PartFiles(scale.output, scale.output_format or "jsonl")
