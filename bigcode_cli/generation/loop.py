@@ -18,6 +18,7 @@ from bigcode_cli.generation.sampling import SamplingParams, make_generator, next
 from bigcode_cli.generation.stopping import StopMatcher
 
 if TYPE_CHECKING:
+    from bigcode_cli.generation.prompt_cache import PromptCache
     from bigcode_cli.model.engine import Runner
     from bigcode_cli.text.tokenizer import Tokenizer
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 OnText = Callable[[int, str], None]
 # edit(full_text_so_far) -> (text to keep, finished): a rule that may end a sample early (FIM cleaning)
 Edit = Callable[[str], "tuple[str, bool]"]
+# should_stop() -> True ends generation before the next token (a client gone, a deadline passed)
+ShouldStop = Callable[[], bool]
 
 
 @dataclass
@@ -44,7 +47,8 @@ class Generation:
     prompt_tokens: int
     prefill_s: float = 0.0
     decode_s: float = 0.0
-    interrupted: bool = False
+    interrupted: bool = False  # Ctrl-C, or should_stop() said so
+    cached_tokens: int = 0  # prompt tokens whose keys and values came from a prompt cache, not prefilled
 
     @property
     def new_tokens(self) -> int:
@@ -105,11 +109,14 @@ class _Stream:
 
 def generate(runner: Runner, tokenizer: Tokenizer, prompt_ids: Sequence[int], *, max_new_tokens: int,
              params: SamplingParams, stops: Sequence[str] = (), num_samples: int = 1, edit: Edit | None = None,
-             on_text: OnText | None = None) -> Generation:
+             on_text: OnText | None = None, prompt_cache: PromptCache | None = None,
+             should_stop: ShouldStop | None = None) -> Generation:
     """Generate up to `max_new_tokens` for each of `num_samples` samples of one prompt.
 
     The prompt plus max_new_tokens must fit the model's context (callers truncate first).
-    Ctrl-C stops generation and returns what was produced, with `interrupted` set.
+    Ctrl-C, or `should_stop()` returning True before a token, stops generation and returns what was
+    produced, with `interrupted` set. With a `prompt_cache`, only the prompt tokens after the longest
+    prefix it already holds are prefilled, and the cache keeps this prompt (and sample 0) afterwards.
     """
     if not prompt_ids:
         prompt_ids = [tokenizer.eos_id]
@@ -124,10 +131,15 @@ def generate(runner: Runner, tokenizer: Tokenizer, prompt_ids: Sequence[int], *,
     with torch.inference_mode():
         started = time.perf_counter()
         prompt = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)
-        cache = runner.new_cache(1, capacity)
+        if prompt_cache is not None:
+            cache = prompt_cache.claim(prompt_ids, capacity)
+            result.cached_tokens = cache.length
+        else:
+            cache = runner.new_cache(1, capacity)
+        kept = cache  # the one-row cache of the prompt (rows of later copies are dropped as samples end)
         settings = contextlib.ExitStack()
         try:
-            logits = runner(prompt, cache=cache, last_only=True)[:, -1]  # (1, V)
+            logits = runner(prompt[:, cache.length :], cache=cache, last_only=True)[:, -1]  # (1, V)
             if num_samples > 1:
                 cache = cache.repeat_batch(num_samples)
                 logits = logits.expand(num_samples, -1)
@@ -136,6 +148,9 @@ def generate(runner: Runner, tokenizer: Tokenizer, prompt_ids: Sequence[int], *,
             first = True
             settings.enter_context(runner.decoding(num_samples))
             for _ in range(max_new_tokens):
+                if should_stop is not None and should_stop():
+                    result.interrupted = True
+                    break
                 chosen = next_tokens(logits, seen, params, generator)  # (rows,)
                 ids = chosen.tolist()
                 if first:
@@ -173,6 +188,10 @@ def generate(runner: Runner, tokenizer: Tokenizer, prompt_ids: Sequence[int], *,
             result.interrupted = True
         finally:
             settings.close()
+            if prompt_cache is not None:
+                # `kept` holds the prompt, then (one sample) the tokens fed back after it
+                written = (list(prompt_ids) + samples[0].token_ids)[: kept.length]
+                prompt_cache.release(kept, written)
         if not first:
             result.decode_s = time.perf_counter() - decode_started
         else:
