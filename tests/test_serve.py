@@ -188,6 +188,66 @@ def test_n_predict_zero_only_warms_the_cache(server):
     assert real["timings"]["cache_n"] == real["tokens_evaluated"] - 1
 
 
+SOURCE = PREFIX + "    return math.sqrt(variance(values))\n" + SUFFIX
+
+
+def bigcode(home, *args: str, env: dict | None = None, code: str | None = None) -> subprocess.CompletedProcess:
+    """`python -m bigcode_cli ARGS`, or with `code`, a Python snippet that runs the CLI in-process."""
+    environment = dict(os.environ, BIGCODE_HOME=str(home), HF_HUB_OFFLINE="1", NO_COLOR="1", **(env or {}))
+    environment.pop("BIGCODE_MODEL", None)
+    command = [sys.executable, "-c", code, *args] if code else [sys.executable, "-m", "bigcode_cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
+
+
+def test_server_client_output_equals_local_output(server, tmp_path):
+    path = tmp_path / "stats.py"
+    path.write_text(SOURCE)
+    at = ["--at", "17:12", "-t", "0", "--max-new-tokens", "24", "--fim-order", "spm"]
+    local_stream = bigcode(tmp_path, "complete", str(path), *at)
+    local_json = bigcode(tmp_path, "complete", str(path), *at, "--json")
+    assert local_stream.returncode == 0 and local_json.returncode == 0, local_stream.stderr + local_json.stderr
+    remote_stream = bigcode(tmp_path, "complete", str(path), *at, "--server", server.url)
+    assert remote_stream.returncode == 0, remote_stream.stderr
+    assert remote_stream.stdout == local_stream.stdout
+    # BIGCODE_SERVER does the same as --server; --json has the local keys, equal except the timings
+    remote_json = bigcode(tmp_path, "complete", str(path), *at, "--json", env={"BIGCODE_SERVER": server.url})
+    local_record, remote_record = json.loads(local_json.stdout), json.loads(remote_json.stdout)
+    assert set(remote_record) == set(local_record) and set(remote_record["timings"]) == set(local_record["timings"])
+    local_record.pop("timings"), remote_record.pop("timings")
+    assert remote_record == local_record
+    text = local_record["text"]
+    lines = SOURCE.split("\n")
+    offset = sum(len(line) + 1 for line in lines[:16]) + 11
+    expected = SOURCE[:offset] + text + SOURCE[offset:]
+    diff = bigcode(tmp_path, "complete", str(path), *at, "--diff", "--server", server.url)
+    assert diff.returncode == 0 and diff.stdout.startswith(f"--- a/{path}")
+    assert "".join(line[1:] for line in diff.stdout.splitlines(keepends=True) if line.startswith("+") and not
+                   line.startswith("+++")) in expected
+    written = bigcode(tmp_path, "complete", str(path), *at, "--in-place", "--server", server.url)
+    assert written.returncode == 0, written.stderr
+    assert path.read_text() == expected
+
+
+def test_server_client_never_imports_torch(server, tmp_path):
+    code = ("import sys; from bigcode_cli.cli.app import run; status = run(sys.argv[1:]); "
+            "print('torch' in sys.modules, file=sys.stderr); sys.exit(status)")
+    done = bigcode(tmp_path, "infill", "--prefix", PREFIX, "--suffix", SUFFIX, "-t", "0", "--max-new-tokens", "8",
+                   "--server", server.url, code=code)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "False"
+    generated = bigcode(tmp_path, "generate", "def mean(", "-t", "0", "--max-new-tokens", "8", "--server", server.url,
+                        code=code)
+    assert generated.returncode == 0 and generated.stderr.strip().splitlines()[-1] == "False", generated.stderr
+
+
+def test_server_client_reports_an_unreachable_server_in_one_line(tmp_path):
+    from serve_process import free_port
+
+    done = bigcode(tmp_path, "generate", "x", "--server", f"http://127.0.0.1:{free_port()}")
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith("error: cannot reach the server at") and done.stderr.count("\n") == 1
+
+
 def test_sigterm_shuts_down_cleanly(server):
     # last in this module: it stops the module's server
     code = server.stop(signal.SIGTERM)

@@ -12,12 +12,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Sequence
 
-import torch
-
 from bigcode_cli.generation.sampling import SamplingParams, make_generator, next_tokens
 from bigcode_cli.generation.stopping import StopMatcher
 
 if TYPE_CHECKING:
+    import torch
+
     from bigcode_cli.generation.prompt_cache import PromptCache
     from bigcode_cli.model.engine import Runner
     from bigcode_cli.text.tokenizer import Tokenizer
@@ -118,6 +118,8 @@ def generate(runner: Runner, tokenizer: Tokenizer, prompt_ids: Sequence[int], *,
     produced, with `interrupted` set. With a `prompt_cache`, only the prompt tokens after the longest
     prefix it already holds are prefilled, and the cache keeps this prompt (and sample 0) afterwards.
     """
+    import torch  # here, not at module level: settings and types of this module are used without torch (--server)
+
     if not prompt_ids:
         prompt_ids = [tokenizer.eos_id]
     capacity = len(prompt_ids) + max_new_tokens
