@@ -154,6 +154,7 @@ BAD_OPENAI = [
     {"prompt": "x", "stream": "yes"},
     {"prompt": "x", "suffix": 3},
     {"prompt": "x", "seed": "one"},
+    {"prompt": "x", "seed": 2**70},
     {"prompt": "x", "bigcode": {"fim_order": "abc"}},
 ]
 BAD_LLAMA = [
@@ -170,6 +171,7 @@ BAD_LLAMA = [
     ("/completion", {"prompt": "x", "stop": "\n"}),
     ("/completion", {"prompt": "x", "repeat_penalty": 0}),
     ("/completion", {"prompt": [-1]}),
+    ("/completion", {"prompt": "x", "seed": 2**64}),
 ]
 
 

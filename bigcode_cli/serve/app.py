@@ -137,8 +137,8 @@ class Running:
     def __init__(self, worker: EngineWorker, request: Request, make_job: Callable[[Callable[[str, Any], None]], Job]):
         worker.check_ready()
         self.channel = JobChannel(request.receive)
-        self.job = make_job(self.channel.emit)
         try:
+            self.job = make_job(self.channel.emit)
             worker.submit(self.job)
         except Exception:
             self.channel.close()

@@ -39,7 +39,7 @@ STOP_TYPES = {"eos": "eos", "stop": "word", "length": "limit"}
 def _settings(body: LlamaRequest, config: ServeConfig, fim: bool) -> tuple[Any, bool]:
     n_predict = DEFAULT_N_PREDICT if body.n_predict is None or body.n_predict < 0 else body.n_predict
     check_max_tokens(n_predict, config.context_length, "n_predict")
-    top_p = body.top_p if body.top_p not in (None, 0) else None
+    top_p = 1.0 if body.top_p == 0 else body.top_p  # llama.cpp: 0 and 1 both mean off
     settings = completion_settings(max_new_tokens=n_predict, fim=fim, temperature=body.temperature, top_k=body.top_k,
                                    top_p=top_p, repetition_penalty=body.repeat_penalty,
                                    seed=None if body.seed is None or body.seed < 0 else body.seed,

@@ -19,6 +19,7 @@ MAX_EXTRA_CHUNKS = 64
 MAX_SAMPLES = 8
 
 Number = float  # strict: an int or a float, never a string or a bool
+MAX_SEED = 2**63 - 1
 
 
 class _Request(BaseModel):
@@ -68,7 +69,7 @@ class CompletionRequest(_Request):
     n: Annotated[StrictInt, Field(ge=1, le=MAX_SAMPLES)] = 1
     stream: StrictBool = False
     stop: Union[StrictStr, list[StrictStr], None] = None
-    seed: Optional[StrictInt] = None
+    seed: Optional[Annotated[StrictInt, Field(ge=0, le=MAX_SEED)]] = None
     # not OpenAI's, but vLLM's and llama.cpp's OpenAI endpoints take them
     top_k: Optional[StrictInt] = None
     repetition_penalty: Optional[Annotated[Number, Field(gt=0)]] = None
@@ -93,7 +94,7 @@ class LlamaRequest(_Request):
     top_k: Optional[StrictInt] = None  # <= 0: off
     top_p: Optional[Annotated[Number, Field(ge=0, le=1)]] = None  # 0 or 1: off
     repeat_penalty: Optional[Annotated[Number, Field(gt=0)]] = None
-    seed: Optional[StrictInt] = None  # -1: random
+    seed: Optional[Annotated[StrictInt, Field(le=MAX_SEED)]] = None  # negative (llama.cpp sends -1): random
     stop: Optional[list[StrictStr]] = None
     stream: StrictBool = False
     cache_prompt: StrictBool = True
