@@ -20,6 +20,7 @@ from bigcode_cli.cli.app import run
 from bigcode_cli.terminal.console import stdout_console
 from bigcode_cli.generation.loop import generate
 from bigcode_cli.generation.sampling import SamplingParams
+from bigcode_cli.model.config import GPTBigCodeConfig
 from bigcode_cli.text.tokenizer import Tokenizer
 
 FAST = ("--rounds", "1", "--new-tokens", "4", "--prompt-tokens", "16")
@@ -158,9 +159,10 @@ def test_help_imports_no_torch():
 
 
 class _EosRunner:
-    """A causal LM that always prefers token 0, the tokenizer's end of text."""
+    """A causal LM that always prefers token 0, the tokenizer's end of text and the config's eos_token_id."""
 
     device = torch.device("cpu")
+    config = GPTBigCodeConfig(eos_token_id=0)
 
     def new_cache(self, batch: int, capacity: int) -> None:
         return None
@@ -174,14 +176,17 @@ class _EosRunner:
         return logits
 
 
-def test_no_stop_tokenizer_makes_every_token_asked_for(lm):
+def test_ignore_eos_makes_every_token_asked_for(lm):
     tokenizer = Tokenizer.from_dir(lm)
     assert 0 in tokenizer.stop_ids
     greedy = SamplingParams(temperature=0)
     assert generate(_EosRunner(), tokenizer, [5, 6], max_new_tokens=6, params=greedy).new_tokens == 0
-    made = generate(_EosRunner(), bench.NoStopTokenizer(tokenizer), [5, 6], max_new_tokens=6, params=greedy)
+    made = generate(_EosRunner(), tokenizer, [5, 6], max_new_tokens=6, params=greedy, ignore_eos=True)
     assert made.samples[0].token_ids == [0] * 6 and made.samples[0].stop_reason == "length"
-    silent = generate(_EosRunner(), bench.NoStopTokenizer(), [5], max_new_tokens=3, params=greedy)
+    assert made.samples[0].text == tokenizer.decode([0] * 6)
+    # without a tokenizer: token ids only, no text; the config's eos_token_id ends a sample unless ignored
+    assert generate(_EosRunner(), None, [5], max_new_tokens=3, params=greedy).samples[0].stop_reason == "eos"
+    silent = generate(_EosRunner(), None, [5], max_new_tokens=3, params=greedy, ignore_eos=True)
     assert silent.samples[0].token_ids == [0] * 3 and silent.samples[0].text == ""
 
 

@@ -273,10 +273,10 @@ def test_save_writes_the_transcript(models, tmp_path):
 
 
 def test_model_text_is_plain_text_never_markup_or_escapes():
-    from bigcode_cli.repl.output import TurnPrinter
+    from bigcode_cli.terminal.stream_printer import StreamPrinter
 
     out = io.StringIO()
-    printer = TurnPrinter(out, colour=True, language="python")
+    printer = StreamPrinter(out, colour=True, language="python", end_line=True)
     printer.width = 80
     printer.start("    ")
     printer.write("x = [bold]1[/bold]")

@@ -204,7 +204,8 @@ def test_bad_inputs_get_4xx_json_errors_and_the_server_keeps_answering(server):
 def test_health_is_503_while_loading_then_200(checkpoint):
     import uvicorn
 
-    from bigcode_cli.serve.app import ServeConfig, create_app
+    from bigcode_cli.serve.app import create_app
+    from bigcode_cli.serve.handling import ServeConfig
     from bigcode_cli.serve.worker import EngineWorker
     from bigcode_cli.store.loader import open_model
 

@@ -19,7 +19,7 @@ import torch
 from bigcode_cli.model.gpt_bigcode import KVCache
 
 if TYPE_CHECKING:
-    from bigcode_cli.model.engine import Runner
+    from bigcode_cli.model.runner import Runner
 
 
 @dataclass

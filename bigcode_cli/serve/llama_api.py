@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bigcode_cli.serve.app import (
+from bigcode_cli.serve.handling import (
     EventStream,
     Running,
     ServeConfig,

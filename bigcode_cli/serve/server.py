@@ -70,7 +70,8 @@ def serve(*, model: str | None, engine: str = "native", attn: str = "auto", devi
     """Serve a model until interrupted; raises BigCodeError for what the user can fix."""
     import uvicorn
 
-    from bigcode_cli.serve.app import ServeConfig, create_app
+    from bigcode_cli.serve.app import create_app
+    from bigcode_cli.serve.handling import ServeConfig
     from bigcode_cli.serve.worker import EngineWorker
     from bigcode_cli.store import cache as store
     from bigcode_cli.store.loader import open_model

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, NamedTuple
 
-from bigcode_cli.store import cache as store
+from bigcode_cli import store
 from bigcode_cli.text.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
-    from bigcode_cli.model.engine import Runner
+    from bigcode_cli.model.runner import Runner
 
 
 class LoadedModel(NamedTuple):

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from bigcode_cli.choices import ATTENTION_CHOICES, ENGINES
 from bigcode_cli.cli.commands.options import Attn, Device, DeviceOpt, Dtype, DtypeOpt, Engine, ModelOpt, OfflineOpt
 from bigcode_cli.cli.commands.pipeline import json_line
 from bigcode_cli.terminal.console import print_notice, stderr_console, stdout_console
@@ -15,8 +16,9 @@ from bigcode_cli.terminal.console import print_notice, stderr_console, stdout_co
 if TYPE_CHECKING:
     from bigcode_cli.bench import BenchReport, ComboResult
 
-EnginesOpt = Annotated[str, typer.Option("--engine", help="Engines to compare, comma-separated: native, transformers.")]
-AttnsOpt = Annotated[str, typer.Option("--attn", help="Attention backends, comma-separated: auto, eager, sdpa, flash.")]
+EnginesOpt = Annotated[str, typer.Option("--engine", help=f"Engines to compare, comma-separated: {', '.join(ENGINES)}.")]
+AttnsOpt = Annotated[str, typer.Option(
+    "--attn", help=f"Attention backends, comma-separated: {', '.join(ATTENTION_CHOICES)}.")]
 PromptTokensOpt = Annotated[int, typer.Option("--prompt-tokens", min=1,
                                               help="Prompt length (code), cut to fit the context with the new tokens.")]
 NewTokensOpt = Annotated[int, typer.Option("--new-tokens", min=1, help="Tokens generated per decode run.")]

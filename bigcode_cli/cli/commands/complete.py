@@ -39,7 +39,7 @@ def complete(
         name = "standard input" if file == "-" else file
         raise InputError(f"{name} is empty: there is no code to complete")
     cursor = split_source(text, cursor_at)
-    from bigcode_cli.cli.server_client import complete_through_server
+    from bigcode_cli.cli.commands.server_client import complete_through_server
 
     if complete_through_server(server, prefix=cursor.prefix, suffix=cursor.suffix, mode=cursor.mode,
                                settings=settings, json_out=json_out, filename=file, in_place=in_place, diff=diff):

@@ -28,7 +28,7 @@ def generate(
     if not text.strip():
         where = "standard input is empty" if prompt in (None, "-") else "the prompt is empty"
         raise InputError(f"{where}: give a PROMPT argument or pipe the prompt in")
-    from bigcode_cli.cli.server_client import complete_through_server
+    from bigcode_cli.cli.commands.server_client import complete_through_server
 
     if complete_through_server(server, prefix=text, suffix="", mode="continue", settings=settings, json_out=json_out):
         return
@@ -64,7 +64,7 @@ def infill(
     after = read_text(suffix_file) if suffix_file is not None else (suffix or "")
     if not before.strip() and not after.strip():
         raise InputError("nothing to fill: the prefix and the suffix are both empty")
-    from bigcode_cli.cli.server_client import complete_through_server
+    from bigcode_cli.cli.commands.server_client import complete_through_server
 
     if complete_through_server(server, prefix=before, suffix=after, mode="fim", settings=settings, json_out=json_out):
         return

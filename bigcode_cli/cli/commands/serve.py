@@ -39,10 +39,11 @@ def serve(
     of their shared beginning, a client that disconnects stops its generation, and requests beyond --queue
     waiting get 503. Needs the serve extra: pip install 'bigcode-cli[serve]'.
     """
+    from bigcode_cli.choices import AUTO, FIM_ORDERS, listed
     from bigcode_cli.errors import UsageError
 
-    if fim_order not in ("auto", "psm", "spm"):
-        raise UsageError(f"--fim-order must be auto, psm or spm, got {fim_order!r}")
+    if fim_order not in (AUTO, *FIM_ORDERS):
+        raise UsageError(f"--fim-order must be {listed((AUTO, *FIM_ORDERS))}, got {fim_order!r}")
     missing = _missing_web_stack()
     if missing:
         from bigcode_cli.errors import BigCodeError
