@@ -81,7 +81,7 @@ class PromptCache:
 
     def release(self, cache: Any, ids: Sequence[int]) -> None:
         """Give a claimed cache back; `ids` are the tokens its `.length` positions now hold."""
-        if not self.enabled or not isinstance(cache, KVCache) or cache.batch_size != 1:
+        if not self.enabled or not isinstance(cache, KVCache) or cache.layers[0].shape[0] != 1:
             return
         held = list(ids[: cache.length])
         cache.length = len(held)

@@ -73,7 +73,7 @@ def serve(*, model: str | None, engine: str = "native", attn: str = "auto", devi
     from bigcode_cli.serve.app import create_app
     from bigcode_cli.serve.handling import ServeConfig
     from bigcode_cli.serve.worker import EngineWorker
-    from bigcode_cli.store import cache as store
+    from bigcode_cli import store
     from bigcode_cli.store.loader import open_model
 
     say = log or (lambda line: print(line, file=sys.stderr, flush=True))

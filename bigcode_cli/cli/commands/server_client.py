@@ -11,7 +11,6 @@ import contextlib
 import http.client
 import json
 import os
-import sys
 import urllib.parse
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -125,17 +124,19 @@ def run_remote_completion(url: str, *, prefix: str, suffix: str, mode: str, sett
                           json_out: bool, filename: str | None = None, in_place: bool = False,
                           diff: bool = False) -> None:
     """Ask the server for the completion and print or write it exactly as a local run would."""
-    from bigcode_cli.cli.commands.generation_output import StreamPrinter, print_json_lines, print_samples, unified_diff
+    from bigcode_cli.cli.commands.generation_run import show_result
+    from bigcode_cli.terminal.stream_printer import StreamPrinter
 
     streaming = not json_out and not in_place and not diff and settings.num_samples == 1
     connection = _Connection(url)
     try:
         console = stderr_console()
-        with console.status("waiting for the server", spinner="dots") if console.is_terminal and not streaming \
-                else contextlib.nullcontext():
+        waiting = console.status("waiting for the server", spinner="dots") if console.is_terminal and not streaming \
+            else contextlib.nullcontext()
+        with waiting:
             response = connection.post(request_body(prefix, suffix, mode, settings, stream=streaming))
             if streaming:
-                printer = StreamPrinter(filename)
+                printer = StreamPrinter(filename=filename)
                 texts, details = [""], None
                 for event in _events(response):
                     choice = event["choices"][0]
@@ -143,7 +144,7 @@ def run_remote_completion(url: str, *, prefix: str, suffix: str, mode: str, sett
                         printer.write(choice["text"])
                         texts[0] += choice["text"]
                     details = event.get("bigcode", details)
-                printer.close()
+                printer.finish()
             else:
                 reply = json.loads(response.read())
                 texts = [c["text"] for c in sorted(reply["choices"], key=lambda c: c["index"])]
@@ -155,19 +156,5 @@ def run_remote_completion(url: str, *, prefix: str, suffix: str, mode: str, sett
     if details["truncated"]:
         print_notice(f"the input is longer than the model's context: the server kept the {details['prompt_tokens']} "
                      "tokens nearest the cursor")
-    if json_out:
-        print_json_lines(_records(texts, details))
-    elif in_place or diff:
-        before, after = prefix + suffix, prefix + texts[0] + suffix
-        if diff:
-            sys.stdout.write(unified_diff(filename or "-", before, after))
-            sys.stdout.flush()
-        else:
-            from bigcode_cli.text.textfile import write_atomically
-
-            write_atomically(filename or "-", after)
-            added = texts[0].count("\n") + (1 if texts[0] else 0)
-            stderr_console().print(f"wrote {filename}: inserted {len(texts[0])} characters ({added} lines)", markup=False)
-    elif not streaming:
-        print_samples(texts)
-
+    show_result(texts=texts, records=lambda: _records(texts, details), prefix=prefix, suffix=suffix,
+                json_out=json_out, filename=filename, in_place=in_place, diff=diff, streamed=streaming)
