@@ -200,6 +200,8 @@ class ComboResult:
     device: str | None = None
     dtype: str | None = None
     decode_by: str | None = None  # what ran the decode steps: "kernel" (our C kernel) or "torch"
+    decode_reason: str | None = None  # why not the kernel, when "torch"
+    decode_summary: str | None = None  # the two in words: "C kernel", "PyTorch (reason)"
     load_s: float | None = None
     prefill_s: float | None = None
     prefill_tok_s: float | None = None
@@ -237,7 +239,7 @@ class _ComboRun:
         self.prompt_tokens = prompt_tokens
         self.new_tokens = new_tokens
         self.error: BackendError | None = None
-        self.seen: dict[str, str] = {}  # name, backend, device, dtype of the last load
+        self.seen: dict[str, str | None] = {}  # name, backend, device, dtype, decode path of the last load
         self.prompt: list[int] = []
 
     def __call__(self) -> dict[str, float | None]:
@@ -263,7 +265,9 @@ class _ComboRun:
     def _measure(self, loaded: LoadedModel, load_s: float) -> dict[str, float | None]:
         runner = loaded.runner
         self.seen = {"name": loaded.name, "backend": runner.backend, "device": str(runner.device),
-                     "dtype": str(runner.dtype).removeprefix("torch."), "decode_by": runner.decode_path}
+                     "dtype": str(runner.dtype).removeprefix("torch."), "decode_by": runner.decode_path,
+                     "decode_reason": runner.decode_reason if runner.decode_path != "kernel" else None,
+                     "decode_summary": runner.decode_summary}
         room = runner.context_length - self.new_tokens
         if room < 1:
             raise InputError(f"--new-tokens {self.new_tokens} leaves no room for a prompt in {loaded.name}'s "
@@ -315,7 +319,8 @@ def run_bench(model: str | None, combos: Sequence[Combo], *, device: str = "auto
         prefill_s, rate = got["prefill_s"], got["decode_tok_s"]
         report.results.append(ComboResult(
             combo, backend=run.seen["backend"], device=run.seen["device"], dtype=run.seen["dtype"],
-            decode_by=run.seen["decode_by"], load_s=got["load_s"], prefill_s=prefill_s,
+            decode_by=run.seen["decode_by"], decode_reason=run.seen["decode_reason"],
+            decode_summary=run.seen["decode_summary"], load_s=got["load_s"], prefill_s=prefill_s,
             prefill_tok_s=len(run.prompt) / prefill_s if prefill_s else None, decode_tok_s=rate,
             ratio=rate / base if rate is not None and base else None,
         ))

@@ -24,7 +24,7 @@ from bigcode_cli.model.config import GPTBigCodeConfig
 from bigcode_cli.text.tokenizer import Tokenizer
 
 FAST = ("--rounds", "1", "--new-tokens", "4", "--prompt-tokens", "16")
-FIELDS = {"model", "engine", "attn", "backend", "device", "dtype", "decode_by", "prompt_tokens", "new_tokens", "rounds", "load_s",
+FIELDS = {"model", "engine", "attn", "backend", "device", "dtype", "decode_by", "decode_reason", "prompt_tokens", "new_tokens", "rounds", "load_s",
           "prefill_ms", "prefill_tok_s", "decode_tok_s", "ratio", "skipped"}
 MEASURES = ("load_s", "prefill_ms", "prefill_tok_s", "decode_tok_s", "ratio")
 
@@ -114,13 +114,30 @@ def test_table_on_a_terminal(capsys, lm, fake_timings, monkeypatch):
     finally:
         stdout_console.cache_clear()
     assert code == 0
-    assert out.splitlines()[0] == f"{lm}: cpu, float32, prompt 16, 4 new tokens, median of 1; native decode steps: kernel"
+    assert out.splitlines()[0] == f"{lm}: cpu, float32, prompt 16, 4 new tokens, median of 1; native decode steps: C kernel"
     lines = [line.split() for line in out.splitlines() if line.strip()]
     assert lines[1] == ["ENGINE", "ATTN", "LOAD", "S", "PREFILL", "MS", "PREFILL", "TOK/S", "DECODE", "TOK/S", "RATIO"]
     assert lines[2][:2] == ["native", "sdpa"] and lines[2][-4:] == ["4.0", "4000", "100.0", "1.00"]
     assert lines[3] == ["native", "flash", "skipped"]
     assert lines[4][:2] == ["transformers", "sdpa"] and lines[4][-4:] == ["4.0", "4000", "50.0", "0.50"]
     assert lines[5] == ["transformers", "flash", "skipped"]
+
+
+def test_title_and_json_say_why_decode_steps_are_not_in_the_c_kernel(capsys, lm, fake_timings, monkeypatch):
+    monkeypatch.setenv("BIGCODE_CPU_KERNEL", "0")
+    code, out, _ = _run(capsys, "bench", "-m", lm, "--attn", "sdpa", "--device", "cpu", *FAST)
+    assert code == 0
+    assert [(r["engine"], r["decode_by"], r["decode_reason"]) for r in _records(out)] == [
+        ("native", "torch", "turned off by BIGCODE_CPU_KERNEL=0"),
+        ("transformers", "torch", "the transformers engine runs its own code")]
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setenv("NO_COLOR", "1")
+    stdout_console.cache_clear()
+    try:
+        code, out, _ = _run(capsys, "bench", "-m", lm, "--attn", "sdpa", "--device", "cpu", *FAST)
+    finally:
+        stdout_console.cache_clear()
+    assert out.splitlines()[0].endswith("; native decode steps: PyTorch (turned off by BIGCODE_CPU_KERNEL=0)")
 
 
 def test_prompt_is_cut_to_leave_room_for_the_new_tokens(capsys, lm, fake_timings):

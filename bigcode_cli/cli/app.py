@@ -47,12 +47,26 @@ def root(
         _no_colour_anywhere()
 
 
+_typer_colours: list = []  # typer.rich_utils.COLOR_SYSTEM as it was before --no-color changed it
+
+
 def _no_colour_anywhere() -> None:
     """--no-color: our consoles (and the REPL, through them) and Typer's help console stop colouring."""
     from typer import rich_utils
 
     set_colour(False)
+    if not _typer_colours:
+        _typer_colours.append(rich_utils.COLOR_SYSTEM)
     rich_utils.COLOR_SYSTEM = None  # typer.rich_utils' public setting ("Set to None to disable colors")
+
+
+def _colour_back() -> None:
+    """Undo --no-color: it lasts one run (tests run many in one process)."""
+    set_colour(True)
+    if _typer_colours:
+        from typer import rich_utils
+
+        rich_utils.COLOR_SYSTEM = _typer_colours.pop()
 
 
 register_all(app)
@@ -98,17 +112,13 @@ def _run(args: list[str] | None) -> int:
 
 def run(args: list[str] | None = None) -> int:
     """Run the CLI and return its exit code: 0 ok, 1 error, 2 usage, 130 interrupted; a closed stdout is 0."""
-    from typer import rich_utils
-
-    colours = rich_utils.COLOR_SYSTEM
     try:
         with guarded_stdout():
             return _run(args)
     except StdoutClosed:
         return 0
-    finally:  # --no-color lasts one run (tests run many in one process)
-        set_colour(True)
-        rich_utils.COLOR_SYSTEM = colours
+    finally:
+        _colour_back()
 
 
 def main() -> None:

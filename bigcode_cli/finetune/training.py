@@ -322,6 +322,7 @@ def finetune(options: FinetuneOptions, on_event: Callable[[Event], None] | None 
 
     from bigcode_cli import store
     from bigcode_cli.model.runtime import resolve_device
+    from bigcode_cli.store.loader import check_vocabulary
     from bigcode_cli.text.tokenizer import Tokenizer
     from bigcode_cli.model.weights import build_model, load_state_dict
 
@@ -342,6 +343,7 @@ def finetune(options: FinetuneOptions, on_event: Callable[[Event], None] | None 
     if options.unfreeze > base_config.n_layer:
         raise InputError(f"--unfreeze {options.unfreeze}: {resolved.name} has only {base_config.n_layer} blocks")
     tokenizer = Tokenizer.from_dir(resolved.path, name=resolved.name)
+    check_vocabulary(tokenizer, resolved)
     max_length = min(options.max_length, base_config.n_positions)
 
     train_rows = read_jsonl(options.train)

@@ -69,11 +69,15 @@ def load_native(path: Path, config: GPTBigCodeConfig, task: str, attn: str, devi
     backend = resolve_backend(attn, device, dtype)
     model = build_model(config, task, state, dtype=dtype, device=device, source=str(path))
     model.set_backend(backend)
-    decoder = None
+    decoder, reason = None, None
     if task_row(task).generative and device.type == "cpu":
-        from bigcode_cli.kernels.cpu_decode import attach
+        from bigcode_cli.kernels.cpu_decode import attach, refusal
 
-        decoder = attach(model)
+        reason = refusal(model)
+        decoder = attach(model) if reason is None else None
+    elif task_row(task).generative:
+        reason = f"the model runs on {device.type}; the kernel serves CPU decoding"
     if decoder is None and device.type == "cpu" and dtype == torch.float32:
         use_input_major_weights(model)
-    return NativeRunner(model, config, task, "native", backend.name, device, dtype, decoder=decoder)
+    return NativeRunner(model, config, task, "native", backend.name, device, dtype, decode_reason=reason,
+                        decoder=decoder)

@@ -105,4 +105,5 @@ def load_transformers(path: Path, config: GPTBigCodeConfig, task: str, attn: str
     except Exception as exc:
         raise CheckpointError(f"transformers could not load {path}: {str(exc).splitlines()[0]}") from None
     model.to(device).eval()
-    return TransformersRunner(model, config, task, "transformers", backend.name, device, dtype)
+    reason = "the transformers engine runs its own code" if row.generative else None
+    return TransformersRunner(model, config, task, "transformers", backend.name, device, dtype, decode_reason=reason)

@@ -76,6 +76,16 @@ class Runner(Protocol):
         ...
 
     @property
+    def decode_reason(self) -> str | None:
+        """Why the C kernel does not run the decode steps (None when it does, or when there are none)."""
+        ...
+
+    @property
+    def decode_summary(self) -> str:
+        """What runs the decode steps, in words: "C kernel", or "PyTorch (why not the kernel)"."""
+        ...
+
+    @property
     def context_length(self) -> int:
         """The most positions the model can see."""
         ...
@@ -92,6 +102,7 @@ class RunnerBase:
     backend: str
     device: torch.device
     dtype: torch.dtype
+    decode_reason: str | None = None  # see Runner.decode_reason
 
     def decoding(self, rows: int) -> contextlib.AbstractContextManager:
         """No settings of its own (see Runner.decoding)."""
@@ -101,6 +112,13 @@ class RunnerBase:
     def decode_path(self) -> str:
         """PyTorch runs the decode steps (see Runner.decode_path)."""
         return "torch"
+
+    @property
+    def decode_summary(self) -> str:
+        """See Runner.decode_summary."""
+        if self.decode_path == "kernel":
+            return "C kernel"
+        return f"PyTorch ({self.decode_reason})" if self.decode_reason else "PyTorch"
 
     @property
     def context_length(self) -> int:

@@ -21,7 +21,7 @@ from bigcode_cli.terminal.console import colour_wanted, debug_enabled, print_err
 from bigcode_cli.terminal.model_choice import ModelChoice
 from bigcode_cli.terminal.safe_text import for_stream, is_terminal, safe_text
 from bigcode_cli.terminal.stream_printer import StreamPrinter, lexer_for
-from bigcode_cli.tasks import MODES  # mode -> the task its model is opened for
+from bigcode_cli.tasks import MODES, TASKS  # mode -> the task its model is opened for
 
 if TYPE_CHECKING:
     from rich.text import Text
@@ -311,10 +311,10 @@ class Session:
 
 
 def describe(loaded: LoadedModel) -> str:
-    """engine/backend, device, dtype of a loaded model, and the C decode kernel when it runs the decode steps."""
+    """engine/backend, device, dtype of a loaded model, and what runs its decode steps (why not the C kernel)."""
     runner = loaded.runner
-    kernel = ", C decode kernel" if runner.decode_path == "kernel" else ""
-    return f"{runner.engine}/{runner.backend}, {runner.device}, {dtype_name(runner.dtype)}{kernel}"
+    decode = f", decode: {runner.decode_summary}" if TASKS[runner.task].generative else ""
+    return f"{runner.engine}/{runner.backend}, {runner.device}, {dtype_name(runner.dtype)}{decode}"
 
 
 def marked(text: str, spans: list[Any]) -> Text:

@@ -93,6 +93,7 @@ def _record(report: BenchReport, result: ComboResult) -> dict[str, Any]:
     return {
         "model": report.model, "engine": result.combo.engine, "attn": result.combo.attn, "backend": result.backend,
         "device": result.device, "dtype": result.dtype, "decode_by": result.decode_by,
+        "decode_reason": result.decode_reason,
         "prompt_tokens": report.prompt_tokens,
         "new_tokens": report.new_tokens, "rounds": report.rounds, "load_s": _round(result.load_s, 4),
         "prefill_ms": _round(None if result.prefill_s is None else result.prefill_s * 1000, 3),
@@ -111,7 +112,7 @@ def _print_table(report: BenchReport) -> None:
     measured = [r for r in report.results if not r.skipped]
     title = (f"{report.model}: {measured[0].device}, {measured[0].dtype}, prompt {report.prompt_tokens}, "
              f"{report.new_tokens} new tokens, median of {report.rounds}")
-    native_steps = {r.decode_by for r in measured if r.combo.engine == "native"}
+    native_steps = {r.decode_summary for r in measured if r.combo.engine == "native" and r.decode_summary}
     if native_steps:
         title += "; native decode steps: " + ", ".join(sorted(native_steps))
     table = Table("ENGINE", "ATTN", "LOAD S", "PREFILL MS", "PREFILL TOK/S", "DECODE TOK/S", "RATIO",

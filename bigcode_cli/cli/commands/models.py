@@ -127,7 +127,7 @@ _INFO_FIELDS = (
     ("layers", "n_layer"), ("heads", "n_head"), ("hidden size", "n_embd"), ("multi-query", "multi_query"),
     ("context", "n_positions"), ("vocab", "vocab_size"), ("fim tokens", "fim"), ("tasks", "tasks"),
     ("labels", "labels"), ("parameters", "parameters"), ("dtype", "dtype"), ("weights", "weights"),
-    ("size", "size_bytes"), ("path", "path"),
+    ("size", "size_bytes"), ("decode", "decode"), ("path", "path"),
 )
 
 
@@ -149,14 +149,30 @@ def _info_value(key: str, value: Any) -> str:
 def info_command(name: NameArg, as_json: JsonOpt = False) -> None:
     """Show a model's config summary: layers, heads, multi-query, context, vocab, FIM tokens, tasks, size, location."""
     data = store.info(name)
+    data["decode"] = _cpu_decode(data)
     if as_json:
         _print_json(data)
         return
     width = max(len(label) for label, _ in _INFO_FIELDS)
     for label, key in _INFO_FIELDS:
-        if key == "labels" and not data.get(key):
+        if key in ("labels", "decode") and not data.get(key):
             continue
         sys.stdout.write(f"{label:<{width}}  {for_stream(_info_value(key, data.get(key)), sys.stdout)}\n")
+
+
+def _cpu_decode(data: dict[str, Any]) -> str | None:
+    """What would run a causal LM's decode steps on this machine's CPU (the C kernel, or PyTorch and why)."""
+    from pathlib import Path
+
+    from bigcode_cli.kernels.decode_support import cpu_decode_summary
+    from bigcode_cli.model.config import GPTBigCodeConfig
+    from bigcode_cli.tasks import TASKS
+
+    if not any(name in TASKS and TASKS[name].generative for name in data.get("tasks") or []):
+        return None
+
+    config = GPTBigCodeConfig.from_file(Path(data["path"]) / "config.json")
+    return f"on a CPU: {cpu_decode_summary(config.activation_function)}"
 
 
 @models_app.command("import")
