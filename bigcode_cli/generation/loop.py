@@ -165,7 +165,8 @@ def generate(runner: Runner, tokenizer: Tokenizer | None, prompt_ids: Sequence[i
         kept = cache  # the one-row cache of the prompt (rows of later copies are dropped as samples end)
         settings = contextlib.ExitStack()
         try:
-            logits = runner(prompt[:, cache.length :], cache=cache, last_only=True)[:, -1]  # (1, V)
+            reused = cache.length if cache is not None else 0  # None: a runner that keeps no cache
+            logits = runner(prompt[:, reused:], cache=cache, last_only=True)[:, -1]  # (1, V)
             if num_samples > 1:
                 cache = cache.repeat_batch(num_samples)
                 logits = logits.expand(num_samples, -1)
