@@ -7,16 +7,17 @@ Used by `complete`, `generate`, `infill` and the REPL.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal, Sequence
 
 from bigcode_cli.choices import FIM_ORDERS, listed
 from bigcode_cli.errors import UsageError
 from bigcode_cli.generation.fim import FIM_OVERHEAD, check_lines, clean_completion, fim_prompt_ids, fit_fim, fit_left
-from bigcode_cli.generation.loop import Generation, OnText, generate
+from bigcode_cli.generation.loop import Generation, OnText, ShouldStop, generate
 from bigcode_cli.generation.sampling import SamplingParams
 from bigcode_cli.generation.stopping import check_stops
 
 if TYPE_CHECKING:
+    from bigcode_cli.generation.prompt_cache import PromptCache
     from bigcode_cli.model.runner import Runner
     from bigcode_cli.text.tokenizer import Tokenizer
 
@@ -89,11 +90,18 @@ def _trim_suffix(text: str, budget: int) -> str:
     return text[: cut + 1] if cut >= 0 else text[:limit]
 
 
+def fit_max_new_tokens(max_new_tokens: int, context: int) -> int:
+    """max_new_tokens, halved to context // 2 when it would leave (next to) no room for a prompt."""
+    if max_new_tokens > context // 2 and max_new_tokens >= context - 16:
+        return context // 2
+    return max_new_tokens
+
+
 def build_prompt(tokenizer: Tokenizer, prefix: str, suffix: str, mode: Mode, *, context: int,
                  max_new_tokens: int, order: str = "psm", notice: Callable[[str], None] | None = None) -> Prompt:
     """The prompt ids for a cursor, cut from the far ends so that prompt + max_new_tokens fits `context`."""
-    if max_new_tokens > context // 2 and max_new_tokens >= context - 16:
-        reduced = context // 2
+    reduced = fit_max_new_tokens(max_new_tokens, context)
+    if reduced != max_new_tokens:
         if notice:
             notice(f"--max-new-tokens {max_new_tokens} leaves no room for the prompt in a {context}-token "
                    f"context; generating at most {reduced} tokens")
@@ -132,13 +140,38 @@ def _cleaner(prefix: str, suffix: str, settings: CompletionSettings) -> Callable
 
 def complete(runner: Runner, tokenizer: Tokenizer, prefix: str, suffix: str, mode: Mode,
              settings: CompletionSettings, *, on_text: OnText | None = None,
-             notice: Callable[[str], None] | None = None) -> Completion:
-    """Complete the code between `prefix` and `suffix` (mode "fim") or after `prefix` (mode "continue")."""
-    prompt = build_prompt(tokenizer, prefix, suffix, mode, context=runner.context_length,
+             notice: Callable[[str], None] | None = None, lead_ids: Sequence[int] = (),
+             prompt_cache: PromptCache | None = None, should_stop: ShouldStop | None = None) -> Completion:
+    """Complete the code between `prefix` and `suffix` (mode "fim") or after `prefix` (mode "continue").
+
+    `lead_ids` go before the prompt (context from other files) and count against the context;
+    `prompt_cache` and `should_stop` are passed on to `generate`.
+    """
+    lead = list(lead_ids)
+    prompt = build_prompt(tokenizer, prefix, suffix, mode, context=runner.context_length - len(lead),
                           max_new_tokens=settings.max_new_tokens, order=settings.order, notice=notice)
+    if lead:
+        prompt.ids = lead + prompt.ids
     generation = generate(
         runner, tokenizer, prompt.ids, max_new_tokens=prompt.max_new_tokens, params=settings.sampling,
         stops=settings.stops, num_samples=settings.num_samples,
         edit=_cleaner(prompt.prefix, prompt.suffix, settings), on_text=on_text,
+        prompt_cache=prompt_cache, should_stop=should_stop,
+    )
+    return Completion(prompt, generation)
+
+
+def complete_ids(runner: Runner, tokenizer: Tokenizer, ids: Sequence[int], settings: CompletionSettings, *,
+                 on_text: OnText | None = None, prompt_cache: PromptCache | None = None,
+                 should_stop: ShouldStop | None = None) -> Completion:
+    """Continue a prompt given as token ids (kept from the end when it does not fit), without cleaning."""
+    context = runner.context_length
+    max_new_tokens = fit_max_new_tokens(settings.max_new_tokens, context)
+    kept, cut = fit_left(ids, context - max_new_tokens)
+    prompt = Prompt(kept, "continue", "", "", cut, max_new_tokens)
+    generation = generate(
+        runner, tokenizer, prompt.ids, max_new_tokens=max_new_tokens, params=settings.sampling,
+        stops=settings.stops, num_samples=settings.num_samples, on_text=on_text,
+        prompt_cache=prompt_cache, should_stop=should_stop,
     )
     return Completion(prompt, generation)

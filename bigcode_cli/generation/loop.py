@@ -12,12 +12,11 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Sequence
 
-import torch
-
 from bigcode_cli.generation.sampling import SamplingParams, make_generator, next_tokens
 from bigcode_cli.generation.stopping import StopMatcher
 
 if TYPE_CHECKING:
+    from bigcode_cli.generation.prompt_cache import PromptCache
     from bigcode_cli.model.runner import Runner
     from bigcode_cli.text.tokenizer import Tokenizer
 
@@ -25,6 +24,8 @@ if TYPE_CHECKING:
 OnText = Callable[[int, str], None]
 # edit(full_text_so_far) -> (text to keep, finished): a rule that may end a sample early (FIM cleaning)
 Edit = Callable[[str], "tuple[str, bool]"]
+# should_stop() -> True ends generation before the next token (a client gone, a deadline passed)
+ShouldStop = Callable[[], bool]
 
 
 @dataclass
@@ -44,7 +45,8 @@ class Generation:
     prompt_tokens: int
     prefill_s: float = 0.0
     decode_s: float = 0.0
-    interrupted: bool = False
+    interrupted: bool = False  # Ctrl-C, or should_stop() said so
+    cached_tokens: int = 0  # prompt tokens whose keys and values came from a prompt cache, not prefilled
 
     @property
     def new_tokens(self) -> int:
@@ -125,14 +127,20 @@ def _stop_ids(runner: Runner, tokenizer: Tokenizer | None, ignore_eos: bool) -> 
 
 def generate(runner: Runner, tokenizer: Tokenizer | None, prompt_ids: Sequence[int], *, max_new_tokens: int,
              params: SamplingParams, stops: Sequence[str] = (), num_samples: int = 1, edit: Edit | None = None,
-             on_text: OnText | None = None, ignore_eos: bool = False) -> Generation:
+             on_text: OnText | None = None, ignore_eos: bool = False, prompt_cache: PromptCache | None = None,
+             should_stop: ShouldStop | None = None) -> Generation:
     """Generate up to `max_new_tokens` for each of `num_samples` samples of one prompt.
 
     The prompt plus max_new_tokens must fit the model's context (callers truncate first).
-    Ctrl-C stops generation and returns what was produced, with `interrupted` set.
+    Ctrl-C, or `should_stop()` returning True before a token, stops generation and returns what was
+    produced, with `interrupted` set.
     ignore_eos: an end-of-text token does not end a sample, so every sample makes exactly max_new_tokens
     (benchmarks). Without a tokenizer no text is made, only token ids, and the config's eos_token_id ends a sample.
+    With a `prompt_cache`, only the prompt tokens after the longest prefix it already holds are prefilled,
+    and the cache keeps this prompt (and sample 0's tokens) afterwards.
     """
+    import torch  # here, not at module level: settings and types of this module are used without torch (--server)
+
     if not prompt_ids:
         eos = tokenizer.eos_id if tokenizer is not None else runner.config.eos_token_id
         if eos is None:
@@ -149,10 +157,16 @@ def generate(runner: Runner, tokenizer: Tokenizer | None, prompt_ids: Sequence[i
     with torch.inference_mode():
         started = time.perf_counter()
         prompt = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)
-        cache = runner.new_cache(1, capacity)
+        if prompt_cache is not None:
+            cache = prompt_cache.claim(prompt_ids, capacity)
+            result.cached_tokens = cache.length
+        else:
+            cache = runner.new_cache(1, capacity)
+        kept = cache  # the one-row cache of the prompt (rows of later copies are dropped as samples end)
         settings = contextlib.ExitStack()
         try:
-            logits = runner(prompt, cache=cache, last_only=True)[:, -1]  # (1, V)
+            reused = cache.length if cache is not None else 0  # None: a runner that keeps no cache
+            logits = runner(prompt[:, reused:], cache=cache, last_only=True)[:, -1]  # (1, V)
             if num_samples > 1:
                 cache = cache.repeat_batch(num_samples)
                 logits = logits.expand(num_samples, -1)
@@ -161,6 +175,9 @@ def generate(runner: Runner, tokenizer: Tokenizer | None, prompt_ids: Sequence[i
             first = True
             settings.enter_context(runner.decoding(num_samples))
             for _ in range(max_new_tokens):
+                if should_stop is not None and should_stop():
+                    result.interrupted = True
+                    break
                 chosen = next_tokens(logits, seen, params, generator)  # (rows,)
                 ids = chosen.tolist()
                 if first:
@@ -198,6 +215,10 @@ def generate(runner: Runner, tokenizer: Tokenizer | None, prompt_ids: Sequence[i
             result.interrupted = True
         finally:
             settings.close()
+            if prompt_cache is not None:
+                # `kept` holds the prompt, then (one sample) the tokens fed back after it
+                written = (list(prompt_ids) + samples[0].token_ids)[: kept.length]
+                prompt_cache.release(kept, written)
         if not first:
             result.decode_s = time.perf_counter() - decode_started
         else:

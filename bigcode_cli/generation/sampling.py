@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from bigcode_cli.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is not imported at module level (tensor methods do the work), so that settings can be built
+# without it: `bigcode complete --server URL` never loads torch
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,8 @@ class SamplingParams:
 
 def make_generator(params: SamplingParams, device: torch.device | str = "cpu") -> torch.Generator:
     """A generator on `device`, seeded from params.seed (or randomly when it is None)."""
+    import torch
+
     generator = torch.Generator(device=device)
     if params.seed is None:
         generator.seed()
@@ -59,7 +66,7 @@ def apply_repetition_penalty(scores: torch.Tensor, seen_ids: torch.Tensor, penal
     if penalty == 1.0 or seen_ids.numel() == 0:
         return scores
     seen = scores.gather(1, seen_ids)
-    seen = torch.where(seen < 0, seen * penalty, seen / penalty)
+    seen = (seen * penalty).where(seen < 0, seen / penalty)
     return scores.scatter(1, seen_ids, seen)
 
 
@@ -72,7 +79,7 @@ def apply_top_k(scores: torch.Tensor, top_k: int) -> torch.Tensor:
     """Keep the top_k highest logits per row (ties with the k-th kept too); 0 = off."""
     if top_k <= 0 or top_k >= scores.shape[-1]:
         return scores
-    kth = torch.topk(scores, top_k, dim=-1).values[..., -1:]  # (B, 1)
+    kth = scores.topk(top_k, dim=-1).values[..., -1:]  # (B, 1)
     return scores.masked_fill(scores < kth, -math.inf)
 
 
@@ -80,7 +87,7 @@ def apply_top_p(scores: torch.Tensor, top_p: float) -> torch.Tensor:
     """Keep the smallest set of tokens whose probability adds up to at least top_p (never none); 1 = off."""
     if top_p >= 1.0:
         return scores
-    ordered, order = torch.sort(scores, dim=-1, descending=True)  # (B, V)
+    ordered, order = scores.sort(dim=-1, descending=True)  # (B, V)
     probs = ordered.softmax(dim=-1)
     mass_before = probs.cumsum(dim=-1) - probs  # probability of the strictly better tokens
     drop_sorted = mass_before >= top_p
@@ -95,11 +102,11 @@ def next_tokens(logits: torch.Tensor, generated_ids: torch.Tensor | None, params
     # logits (B, V); generated_ids (B, T): prompt + generated so far, for the repetition penalty
     scores = logits.float()
     if generated_ids is not None:
-        scores = apply_repetition_penalty(scores, generated_ids.to(scores.device, torch.long), params.repetition_penalty)
+        scores = apply_repetition_penalty(scores, generated_ids.to(scores.device).long(), params.repetition_penalty)
     if params.greedy:
         return scores.argmax(dim=-1)  # (B,)
     scores = apply_temperature(scores, params.temperature)
     scores = apply_top_k(scores, params.top_k)
     scores = apply_top_p(scores, params.top_p)
     probs = scores.softmax(dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)  # (B,)
+    return probs.multinomial(num_samples=1, generator=generator).squeeze(1)  # (B,)

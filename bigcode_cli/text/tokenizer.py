@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -125,6 +126,7 @@ class Tokenizer:
         control.update(STOP_TOKENS)
         control = {tok for tok in control if backend.token_to_id(tok) is not None}
         self._mark_special(control)
+        self.control_tokens: frozenset[str] = frozenset(control)
         self.special_ids: frozenset[int] = frozenset(self._ids_of(control))
 
         stops = {tok for tok in STOP_TOKENS if backend.token_to_id(tok) is not None}
@@ -166,6 +168,22 @@ class Tokenizer:
     def encode(self, text: str) -> list[int]:
         """Ids of `text` as plain text: no special tokens added, special-token spellings not matched."""
         return self._backend.encode(text, add_special_tokens=False).ids
+
+    def encode_with_special_tokens(self, text: str) -> list[int]:
+        """Ids of `text` with the spellings of control tokens (<fim_prefix>, <|endoftext|>...) read as those tokens.
+
+        For prompts a client wrote on purpose in the model's own format; file contents go through `encode`.
+        """
+        if not self.control_tokens:
+            return self.encode(text)
+        pattern = "(" + "|".join(re.escape(t) for t in sorted(self.control_tokens, key=len, reverse=True)) + ")"
+        ids: list[int] = []
+        for i, piece in enumerate(re.split(pattern, text)):
+            if i % 2:
+                ids.append(self._backend.token_to_id(piece))
+            elif piece:
+                ids.extend(self.encode(piece))
+        return ids
 
     def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         """Ids of `text` (exactly as `encode`) and each token's (start, end) character span in `text`."""

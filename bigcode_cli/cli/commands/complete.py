@@ -17,6 +17,7 @@ def complete(
     in_place: Annotated[bool, typer.Option("--in-place", "-i", help="Write the completion into the file (atomically).")] = False,
     diff: Annotated[bool, typer.Option("--diff", help="Print the change as a unified diff instead.")] = False,
     json_out: o.JsonOpt = False,
+    server: o.ServerOpt = None,
     settings: Any = None,
     choice: Any = None,
 ) -> None:
@@ -38,5 +39,10 @@ def complete(
         name = "standard input" if file == "-" else file
         raise InputError(f"{name} is empty: there is no code to complete")
     cursor = split_source(text, cursor_at)
+    from bigcode_cli.cli.commands.server_client import complete_through_server
+
+    if complete_through_server(server, prefix=cursor.prefix, suffix=cursor.suffix, mode=cursor.mode,
+                               settings=settings, json_out=json_out, filename=file, in_place=in_place, diff=diff):
+        return
     run_completion(prefix=cursor.prefix, suffix=cursor.suffix, mode=cursor.mode, settings=settings, choice=choice,
                    json_out=json_out, filename=file, in_place=in_place, diff=diff)

@@ -14,6 +14,7 @@ from bigcode_cli.cli.commands.option_groups import MODEL, generation, with_optio
 def generate(
     prompt: Annotated[Optional[str], typer.Argument(help="The prompt; read from standard input when omitted or -.", show_default=False)] = None,
     json_out: o.JsonOpt = False,
+    server: o.ServerOpt = None,
     settings: Any = None,
     choice: Any = None,
 ) -> None:
@@ -27,6 +28,10 @@ def generate(
     if not text.strip():
         where = "standard input is empty" if prompt in (None, "-") else "the prompt is empty"
         raise InputError(f"{where}: give a PROMPT argument or pipe the prompt in")
+    from bigcode_cli.cli.commands.server_client import complete_through_server
+
+    if complete_through_server(server, prefix=text, suffix="", mode="continue", settings=settings, json_out=json_out):
+        return
     run_completion(prefix=text, suffix="", mode="continue", settings=settings, choice=choice, json_out=json_out)
 
 
@@ -37,6 +42,7 @@ def infill(
     prefix_file: Annotated[Optional[str], typer.Option("--prefix-file", help="Read the prefix from a file (- = stdin).", show_default=False)] = None,
     suffix_file: Annotated[Optional[str], typer.Option("--suffix-file", help="Read the suffix from a file (- = stdin).", show_default=False)] = None,
     json_out: o.JsonOpt = False,
+    server: o.ServerOpt = None,
     settings: Any = None,
     choice: Any = None,
 ) -> None:
@@ -58,4 +64,8 @@ def infill(
     after = read_text(suffix_file) if suffix_file is not None else (suffix or "")
     if not before.strip() and not after.strip():
         raise InputError("nothing to fill: the prefix and the suffix are both empty")
+    from bigcode_cli.cli.commands.server_client import complete_through_server
+
+    if complete_through_server(server, prefix=before, suffix=after, mode="fim", settings=settings, json_out=json_out):
+        return
     run_completion(prefix=before, suffix=after, mode="fim", settings=settings, choice=choice, json_out=json_out)

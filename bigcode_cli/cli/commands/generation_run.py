@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 from bigcode_cli.terminal.console import print_notice, stderr_console
 
@@ -45,9 +45,8 @@ def check_output_flags(*, json_out: bool, in_place: bool = False, diff: bool = F
 def run_completion(*, prefix: str, suffix: str, mode: Mode, settings: CompletionSettings, choice: ModelChoice,
                    json_out: bool, filename: str | None = None, in_place: bool = False, diff: bool = False) -> None:
     """Load the model, complete, and print (stream, JSON, diff) or write the file in place."""
-    from bigcode_cli.cli.commands.generation_output import completion_records, print_json_lines, print_samples, unified_diff
+    from bigcode_cli.cli.commands.generation_output import completion_records
     from bigcode_cli.generation.completion import complete
-    from bigcode_cli.terminal.safe_text import for_stream
     from bigcode_cli.terminal.stream_printer import StreamPrinter
 
     started = time.perf_counter()
@@ -65,11 +64,23 @@ def run_completion(*, prefix: str, suffix: str, mode: Mode, settings: Completion
         printer.finish()
     if result.generation.interrupted:
         raise KeyboardInterrupt
+    show_result(texts=result.texts, records=lambda: completion_records(result, loaded.tokenizer, load_s,
+                                                                             dtype=str(loaded.runner.dtype).removeprefix("torch.")),
+                prefix=prefix, suffix=suffix, json_out=json_out, filename=filename, in_place=in_place, diff=diff,
+                streamed=printer is not None)
+
+
+def show_result(*, texts: list[str], records: Callable[[], list[dict[str, Any]]], prefix: str, suffix: str,
+                json_out: bool, filename: str | None, in_place: bool, diff: bool, streamed: bool) -> None:
+    """Once a completion is done: print its --json records, its diff or its samples, or write the file in
+    place (streamed text is already out). Shared by local runs and `--server` ones."""
+    from bigcode_cli.cli.commands.generation_output import print_json_lines, print_samples, unified_diff
+    from bigcode_cli.terminal.safe_text import for_stream
+
     if json_out:
-        print_json_lines(completion_records(result, loaded.tokenizer, load_s,
-                                            dtype=str(loaded.runner.dtype).removeprefix("torch.")))
+        print_json_lines(records())
     elif in_place or diff:
-        before, after = prefix + suffix, prefix + result.texts[0] + suffix
+        before, after = prefix + suffix, prefix + texts[0] + suffix
         if diff:
             import sys
 
@@ -79,8 +90,8 @@ def run_completion(*, prefix: str, suffix: str, mode: Mode, settings: Completion
             from bigcode_cli.text.textfile import write_atomically
 
             write_atomically(filename or "-", after)
-            added = result.texts[0].count("\n") + (1 if result.texts[0] else 0)
-            stderr_console().print(f"wrote {filename}: inserted {len(result.texts[0])} characters ({added} lines)",
+            added = texts[0].count("\n") + (1 if texts[0] else 0)
+            stderr_console().print(f"wrote {filename}: inserted {len(texts[0])} characters ({added} lines)",
                                    markup=False)
-    elif printer is None:
-        print_samples(result.texts)
+    elif not streamed:
+        print_samples(texts)

@@ -69,3 +69,6 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object per
 LinesOpt = Annotated[Optional[int], typer.Option("--lines", help="Keep at most this many lines (1 = single-line mode).", min=1, show_default=False)]
 BlockOpt = Annotated[bool, typer.Option("--block/--no-block", help="Stop at the end of the current block.")]
 FimOrderOpt = Annotated[FimOrder, typer.Option("--fim-order", help="Fill-in-the-middle prompt order: psm or spm.")]
+ServerOpt = Annotated[Optional[str], typer.Option("--server", help="Ask a running `bigcode serve` at this URL "
+                                                  "instead of loading a model (default: $BIGCODE_SERVER).",
+                                                  show_default=False)]

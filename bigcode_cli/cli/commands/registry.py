@@ -9,6 +9,7 @@ from bigcode_cli.cli.commands.finetune import finetune_app
 from bigcode_cli.cli.commands.generate import generate, infill
 from bigcode_cli.cli.commands.models import models_app
 from bigcode_cli.cli.commands.repl import repl
+from bigcode_cli.cli.commands.serve import serve
 from bigcode_cli.cli.commands.tag import tag
 
 COMMANDS: list = [
@@ -19,6 +20,7 @@ COMMANDS: list = [
     ("tag", tag),
     ("finetune", finetune_app),
     ("repl", repl),
+    ("serve", serve),
     ("models", models_app),
     ("bench", bench),
 ]

@@ -1,0 +1,236 @@
+"""Replay an editing session against `bigcode serve`, per-call `bigcode complete --at`, and llama.cpp's
+llama-server on the same weights; report latency and prompt tokens evaluated per request.
+
+    python benchmarks/serve_session.py --model bundled            # bigcode-tiny (1024-token context)
+    python benchmarks/serve_session.py --model 116m               # random weights, tiny_starcoder's shape
+    python benchmarks/serve_session.py --model 116m --llama /tmp/llama-anchor --cli-samples 3 --out r.json
+
+The session: the first 300 lines of the standard library's textwrap.py; a cursor goes to three
+functions in turn and types a new line there one character at a time; after each character the
+editor sends llama.vim's /infill request (256 lines before the cursor, 64 after, n_predict 16, greedy
+so every run is the same). 50 requests. Each server is started once and warmed with one unrelated
+request; the session's requests go to the servers interleaved (A B, then B A), so both see the same
+machine. `bigcode complete --at` (a fresh process per request, as a shell integration would call it)
+is sampled at --cli-samples evenly spaced requests. llama-server (built by
+/work/shared/anchors/build_llama.sh) gets the same checkpoint converted to GGUF f32, 2 threads, its
+default prompt layout (PSM) and, with --llama-spm, also its --spm-infill layout.
+This machine is shared and noisy: rerun before trusting a small difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BUNDLED = ROOT / "bigcode_cli" / "bundled" / "bigcode-tiny"
+SHAPE_116M = dict(n_embd=768, n_layer=12, n_head=12, vocab_size=49152, n_positions=8192)
+# (line to insert after, 1-based, in the 300-line file; the text typed there)
+EDITS = [(70, "        width = self.width - len(indent)"), (150, "        chunks = [c for c in chunks if c]"),
+         (262, "    lines = text.splitlines(True)")]
+
+
+def session_file() -> list[str]:
+    """The 300 lines the session edits."""
+    source = Path(sysconfig.get_paths()["stdlib"]) / "textwrap.py"
+    return source.read_text().splitlines()[:300]
+
+
+def session(requests: int) -> list[tuple[list[str], int, int]]:
+    """(file lines, cursor line index, cursor column) after each typed character, `requests` of them."""
+    base = session_file()
+    states: list[tuple[list[str], int, int]] = []
+    offset = 0
+    lines = list(base)
+    for after, typed in EDITS:
+        row = after + offset
+        indent = len(typed) - len(typed.lstrip())
+        lines.insert(row, typed[:indent])
+        offset += 1
+        for end in range(indent + 1, len(typed) + 1):
+            lines[row] = typed[:end]
+            states.append((list(lines), row, end))
+    return states[:requests]
+
+
+def llama_vim_body(lines: list[str], row: int, col: int, n_predict: int = 16) -> dict:
+    """The /infill body llama.vim sends for a cursor at (row, col), with its default 256/64-line window."""
+    line = lines[row]
+    return {
+        "input_prefix": "\n".join(lines[max(0, row - 256):row]) + "\n",
+        "input_suffix": line[col:] + "\n" + "\n".join(lines[row + 1:row + 1 + 64]) + "\n",
+        "input_extra": [], "prompt": line[:col], "n_predict": n_predict, "n_indent": len(line) - len(line.lstrip()),
+        "top_k": 40, "top_p": 0.99, "temperature": 0, "stream": False, "samplers": ["top_k", "top_p", "infill"],
+        "cache_prompt": True,
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def post(url: str, body: dict, timeout: float = 600) -> tuple[float, dict]:
+    data = json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    started = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        reply = json.loads(response.read())
+    return time.perf_counter() - started, reply
+
+
+def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{url}: the server exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except (OSError, urllib.error.HTTPError):
+            pass
+        time.sleep(0.25)
+    raise SystemExit(f"{url}: not healthy after {timeout} s")
+
+
+def checkpoint(name: str, work: Path) -> Path:
+    """The checkpoint directory: the bundled model, or random weights of tiny_starcoder's shape with its tokenizer."""
+    if name == "bundled":
+        return BUNDLED
+    path = work / "116m"
+    if not (path / "config.json").exists():
+        import shutil
+
+        import torch
+        from transformers import GPTBigCodeConfig, GPTBigCodeForCausalLM
+
+        torch.manual_seed(0)
+        GPTBigCodeForCausalLM(GPTBigCodeConfig(multi_query=True, **SHAPE_116M)).save_pretrained(str(path))
+        for tokenizer_file in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+            shutil.copy(BUNDLED / tokenizer_file, path / tokenizer_file)
+    return path
+
+
+def gguf(ckpt: Path, work: Path, llama: Path) -> Path:
+    out = work / f"{ckpt.name}-f32.gguf"
+    if not out.exists():
+        subprocess.run([sys.executable, "/work/shared/anchors/to_gguf.py", str(ckpt), str(out), "--type", "f32",
+                        "--llama", str(llama)], check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
+def summary(latencies: list[float], prompt_n: list[int] | None = None, predicted: list[int] | None = None) -> dict:
+    ordered = sorted(latencies)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    result = {"n": len(ordered), "p50_ms": round(statistics.median(ordered) * 1000, 1), "p95_ms": round(p95 * 1000, 1)}
+    if prompt_n:
+        result.update(prompt_n_median=statistics.median(prompt_n), prompt_n_mean=round(statistics.mean(prompt_n), 1))
+    if predicted:
+        result["predicted_n_mean"] = round(statistics.mean(predicted), 1)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=["bundled", "116m"], default="bundled")
+    parser.add_argument("--requests", type=int, default=50)
+    parser.add_argument("--cli-samples", type=int, default=5)
+    parser.add_argument("--llama", type=Path, default=Path("/tmp/llama-anchor"), help="build_llama.sh's output")
+    parser.add_argument("--llama-spm", action="store_true", help="also run llama-server with --spm-infill")
+    parser.add_argument("--work", type=Path, default=Path(os.environ.get("BIGCODE_BENCH_DIR", "/tmp/bigcode-bench")))
+    parser.add_argument("--fim-order", choices=["auto", "psm", "spm"], default="auto",
+                        help="bigcode serve's prompt layout (auto = spm for FIM checkpoints)")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    ckpt = checkpoint(args.model, args.work)
+    states = session(args.requests)
+    bodies = [llama_vim_body(*state) for state in states]
+    servers: dict[str, tuple[str, subprocess.Popen]] = {}
+    logs = tempfile.mkdtemp(prefix="serve-session-")
+    try:
+        port = free_port()
+        servers["bigcode serve"] = (f"http://127.0.0.1:{port}", subprocess.Popen(
+            [sys.executable, "-m", "bigcode_cli", "serve", "--model", str(ckpt), "--port", str(port),
+             "--fim-order", args.fim_order],
+            stdout=subprocess.DEVNULL, stderr=open(Path(logs) / "bigcode.log", "w")))
+        binary = args.llama / "bin" / "llama-server"
+        if binary.exists():
+            model = gguf(ckpt, args.work, args.llama)
+            context = json.loads((ckpt / "config.json").read_text())["n_positions"]
+            variants = [("llama-server", [])] + ([("llama-server --spm-infill", ["--spm-infill"])] if args.llama_spm else [])
+            for label, extra in variants:
+                port = free_port()
+                servers[label] = (f"http://127.0.0.1:{port}", subprocess.Popen(
+                    [str(binary), "-m", str(model), "--port", str(port), "--host", "127.0.0.1", "-t", "2",
+                     "-c", str(context), "-b", str(min(2048, context)), "-ub", str(min(512, context)),
+                     "--parallel", "1", *extra],
+                    stdout=subprocess.DEVNULL, stderr=open(Path(logs) / f"{label.replace(' ', '_')}.log", "w")))
+        else:
+            print(f"note: {binary} not found (build it with /work/shared/anchors/build_llama.sh); skipping llama-server",
+                  file=sys.stderr)
+        for url, process in servers.values():
+            wait_healthy(url, process)
+            post(url + "/infill", {"input_prefix": "def warm_up():\n", "input_suffix": "\n", "n_predict": 4,
+                                   "temperature": 0})
+        results: dict[str, dict[str, list]] = {name: {"latency": [], "prompt_n": [], "predicted_n": []}
+                                               for name in servers}
+        names = list(servers)
+        for i, body in enumerate(bodies):
+            for name in (names if i % 2 == 0 else names[::-1]):
+                seconds, reply = post(servers[name][0] + "/infill", body)
+                results[name]["latency"].append(seconds)
+                results[name]["prompt_n"].append(reply["timings"]["prompt_n"])
+                results[name]["predicted_n"].append(reply["timings"]["predicted_n"])
+    finally:
+        for _, process in servers.values():
+            process.terminate()
+        for _, process in servers.values():
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    report = {"model": args.model, "checkpoint": str(ckpt), "requests": len(bodies), "fim_order": args.fim_order,
+              "servers": {name: summary(r["latency"], r["prompt_n"], r["predicted_n"]) for name, r in results.items()}}
+    if args.cli_samples > 0:
+        picks = sorted({round(k * (len(states) - 1) / max(args.cli_samples - 1, 1)) for k in range(args.cli_samples)})
+        walls = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for index in picks:
+                lines, row, col = states[index]
+                path = Path(tmp) / "textwrap_session.py"
+                path.write_text("\n".join(lines) + "\n")
+                started = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "bigcode_cli", "complete", str(path), "--at", f"{row + 1}:{col + 1}",
+                                "--model", str(ckpt), "--max-new-tokens", "16", "-t", "0", "--fim-order", "spm"],
+                               check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                walls.append(time.perf_counter() - started)
+        report["bigcode complete --at (per call)"] = summary(walls)
+    ours = report["servers"]["bigcode serve"]["p50_ms"]
+    report["ratios_p50"] = {name: round(s["p50_ms"] / ours, 2) for name, s in report["servers"].items()}
+    if "bigcode complete --at (per call)" in report:
+        report["ratios_p50"]["bigcode complete --at (per call)"] = round(
+            report["bigcode complete --at (per call)"]["p50_ms"] / ours, 2)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Error responses in each protocol's own shape.
+
+OpenAI (`/v1/...`): {"error": {"message", "type", "param", "code"}}.
+llama.cpp (everything else): {"error": {"code", "message", "type"}}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.responses import JSONResponse
+
+_OPENAI_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
+                 405: "invalid_request_error", 413: "invalid_request_error", 422: "invalid_request_error",
+                 501: "invalid_request_error", 503: "server_error", 500: "server_error"}
+_LLAMA_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+                405: "invalid_request_error", 413: "invalid_request_error", 422: "invalid_request_error",
+                501: "not_supported_error", 503: "unavailable_error", 500: "server_error"}
+
+
+class ApiError(Exception):
+    """A request the server answers with an error status and message."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.headers = headers
+
+
+def is_openai_path(path: str) -> bool:
+    """Whether a path belongs to the OpenAI protocol (and gets its error shape)."""
+    return path.startswith("/v1/")
+
+
+def error_body(path: str, error: ApiError) -> dict[str, Any]:
+    """The JSON error object for `error` in the shape of the protocol `path` belongs to."""
+    if is_openai_path(path):
+        code = error.code
+        if code is None and error.status == 401:
+            code = "invalid_api_key"
+        return {"error": {"message": error.message, "type": _OPENAI_TYPES.get(error.status, "invalid_request_error"),
+                          "param": error.param, "code": code}}
+    return {"error": {"code": error.status, "message": error.message,
+                      "type": _LLAMA_TYPES.get(error.status, "invalid_request_error")}}
+
+
+def error_response(path: str, error: ApiError) -> JSONResponse:
+    """The HTTP response for `error`."""
+    return JSONResponse(error_body(path, error), status_code=error.status, headers=error.headers)

@@ -1,0 +1,244 @@
+"""What every route shares: reading and checking request bodies, running a job on the worker while
+watching for the client to leave, server-sent events, the API-key guard, errors as JSON."""
+
+
+from __future__ import annotations
+
+import hmac
+import json
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable
+
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from bigcode_cli.serve.channel import JobChannel
+from bigcode_cli.serve.errors import ApiError, error_response
+from bigcode_cli.serve.worker import EngineWorker, Job, NotReady, ServerBusy
+
+MAX_BODY_BYTES = 4 * 1024 * 1024
+PUBLIC_PATHS = ("/health",)
+
+
+@dataclass
+class ServeConfig:
+    """What the routes need to know about the server."""
+
+    model_name: str
+    api_key: str | None = None
+    max_body_bytes: int = MAX_BODY_BYTES
+    created: int = 0
+    worker: EngineWorker | None = None
+
+    @property
+    def context_length(self) -> int:
+        """The loaded model's context (0 while loading: no request gets that far then)."""
+        loaded = self.worker.loaded if self.worker is not None else None
+        return loaded.runner.context_length if loaded is not None else 0
+
+
+# -- reading and checking requests -----------------------------------------------------------------
+
+
+async def read_json(request: Request, limit: int) -> dict[str, Any]:
+    """The request body as a JSON object, at most `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"the request body is larger than {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, f"the request body is larger than {limit} bytes")
+    try:
+        data = json.loads(bytes(body).decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ApiError(400, "the request body is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise ApiError(400, "the request body is nested too deeply") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, f"the request body must be a JSON object, not {type(data).__name__}")
+    return data
+
+
+def parse(model: type[BaseModel], data: dict[str, Any]) -> Any:
+    """Validate a body against its schema; the first problem becomes a 400 naming the field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or None
+        message = first["msg"].removeprefix("Value error, ")
+        raise ApiError(400, f"{where}: {message}" if where else message, param=where) from None
+
+
+def user_error(exc: Exception) -> ApiError:
+    """A library error met while running a request, as an API error."""
+    from bigcode_cli.errors import BigCodeError, TokenizerError
+
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, ServerBusy):
+        return ApiError(503, str(exc), headers={"Retry-After": "1"})
+    if isinstance(exc, NotReady):
+        return ApiError(503, str(exc), headers={"Retry-After": "1"})
+    if isinstance(exc, TokenizerError):
+        return ApiError(501, str(exc))
+    if isinstance(exc, BigCodeError):
+        return ApiError(400, str(exc))
+    return ApiError(500, f"internal error: {exc}")
+
+
+def check_max_tokens(value: int, context: int, name: str) -> None:
+    """Refuse a generation longer than the model's context."""
+    if value > context:
+        raise ApiError(400, f"{name} must be at most {context} (the model's context), got {value}", param=name)
+
+
+def completion_settings(*, max_new_tokens: int, fim: bool, temperature: float | None, top_k: int | None,
+                        top_p: float | None, repetition_penalty: float | None, seed: int | None, stops: list[str],
+                        num_samples: int = 1, lines: int | None = None, block: bool | None = None) -> Any:
+    """CompletionSettings for a request; unset fields keep the CLI's defaults. FIM requests are cleaned
+    like `bigcode infill` (stop at the end of the block), plain continuations are not, like `bigcode generate`."""
+    from bigcode_cli.generation.completion import CompletionSettings
+    from bigcode_cli.generation.sampling import SamplingParams
+
+    defaults = SamplingParams()
+    sampling = SamplingParams(
+        temperature=defaults.temperature if temperature is None else float(temperature),
+        top_k=defaults.top_k if top_k is None else max(int(top_k), 0),
+        top_p=defaults.top_p if top_p is None else float(top_p),
+        repetition_penalty=defaults.repetition_penalty if repetition_penalty is None else float(repetition_penalty),
+        seed=seed,
+    )
+    return CompletionSettings(max_new_tokens=max(1, max_new_tokens), sampling=sampling, stops=list(stops or []),
+                              num_samples=num_samples, lines=lines, block=fim if block is None else block)
+
+
+# -- running a job ---------------------------------------------------------------------------------
+
+
+class Running:
+    """A submitted job and its channel: events as they come, cancellation when the client leaves."""
+
+    def __init__(self, worker: EngineWorker, request: Request, make_job: Callable[[Callable[[str, Any], None]], Job]):
+        worker.check_ready()
+        self.channel = JobChannel(request.receive)
+        try:
+            self.job = make_job(self.channel.emit)
+            worker.submit(self.job)
+        except Exception:
+            self.channel.close()
+            raise
+
+    async def events(self) -> AsyncIterator[tuple[str, Any]]:
+        """("text", (index, text)) events, then one ("done", result); raises ApiError on an error."""
+        try:
+            while True:
+                kind, payload = await self.channel.next()
+                if kind == "gone":
+                    self.job.cancel()
+                    return
+                if kind == "error":
+                    raise user_error(payload)
+                yield kind, payload
+                if kind == "done":
+                    return
+        finally:
+            self.job.cancel()  # a no-op once done; stops the generation if the response was abandoned
+            self.channel.close()
+
+    async def result(self) -> Any:
+        """The finished JobResult (texts came with it), or None when the client went away."""
+        async for kind, payload in self.events():
+            if kind == "done":
+                return payload
+        return None
+
+
+class EventStream:
+    """Server-sent events from an async iterator of JSON-ready objects (or raw `[DONE]`)."""
+
+    headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+               (b"x-accel-buffering", b"no")]
+
+    def __init__(self, events: AsyncIterator[Any]) -> None:
+        self.events = events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+        try:
+            async for event in self.events:
+                data = event if isinstance(event, str) else json.dumps(event, ensure_ascii=False)
+                await send({"type": "http.response.body", "body": f"data: {data}\n\n".encode(), "more_body": True})
+        except ApiError as exc:  # after the headers went out the error can only be one more event
+            from bigcode_cli.serve.errors import error_body
+
+            data = json.dumps(error_body(scope["path"], exc), ensure_ascii=False)
+            await send({"type": "http.response.body", "body": f"data: {data}\n\n".encode(), "more_body": True})
+        except OSError:  # the client went away while we wrote
+            return
+        finally:
+            aclose = getattr(self.events, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+# -- the guard and the app -------------------------------------------------------------------------
+
+
+def api_key_matches(header: str | None, api_key: str) -> bool:
+    """Whether an Authorization header carries `Bearer <api_key>`, compared in constant time."""
+    given = (header or "").encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(given, f"Bearer {api_key}".encode("utf-8", "surrogateescape"))
+
+
+class ApiKeyGuard:
+    """Refuses requests without the API key (when there is one), in the protocol's error shape."""
+
+    def __init__(self, app: ASGIApp, api_key: str | None) -> None:
+        self.app = app
+        self.api_key = api_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.api_key and scope["path"] not in PUBLIC_PATHS:
+            header = None
+            for name, value in scope.get("headers", []):
+                if name == b"authorization":
+                    header = value.decode("latin-1")
+            if not api_key_matches(header, self.api_key):
+                error = ApiError(401, "invalid or missing API key: send the header `Authorization: Bearer KEY`")
+                await error_response(scope["path"], error)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def http_error(request: Request, exc: Exception) -> Response:
+    """404, 405 (and any unexpected error) as JSON in the protocol's shape."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    messages = {404: f"no such endpoint: {request.url.path}", 405: f"{request.method} is not allowed on {request.url.path}"}
+    return error_response(request.url.path, ApiError(status, messages.get(status, str(getattr(exc, "detail", exc)))))
+
+
+def api_error(request: Request, exc: Exception) -> Response:
+    """An ApiError raised outside a guarded handler, as JSON."""
+    assert isinstance(exc, ApiError)
+    return error_response(request.url.path, exc)
+
+
+def guarded(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
+    """A route handler whose ApiErrors and library errors become JSON error responses."""
+
+    async def run(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Exception as exc:  # every error leaves as JSON in the protocol's shape, never a traceback
+            return error_response(request.url.path, user_error(exc))
+
+    return run

@@ -1,0 +1,111 @@
+"""Request bodies of the two protocols, as pydantic models.
+
+Unknown fields are accepted and ignored (editor plugins send samplers, penalties and options we do not
+implement: refusing them would break the plugin). Fields we use are checked strictly: a string where
+a number belongs is a 400, not a guess.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+
+# OpenAI allows up to 4 stop strings; llama.vim sends a list of any length: keep a sane bound
+MAX_STOPS = 16
+MAX_STOP_CHARS = 256
+MAX_EXTRA_CHUNKS = 64
+MAX_SAMPLES = 8
+
+Number = float  # strict: an int or a float, never a string or a bool
+MAX_SEED = 2**63 - 1
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    @field_validator("temperature", "top_p", "repetition_penalty", "repeat_penalty", check_fields=False)
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+    @field_validator("stop", check_fields=False)
+    @classmethod
+    def _stops(cls, value: str | list[str] | None) -> list[str]:
+        stops = [value] if isinstance(value, str) else list(value or [])
+        if len(stops) > MAX_STOPS:
+            raise ValueError(f"at most {MAX_STOPS} stop strings")
+        if any(len(s) > MAX_STOP_CHARS for s in stops):
+            raise ValueError(f"a stop string may have at most {MAX_STOP_CHARS} characters")
+        return [s for s in stops if s]  # an empty stop string means nothing: dropped, as llama.cpp does
+
+
+class BigcodeOptions(BaseModel):
+    """Our own extension of /v1/completions, sent by `bigcode complete|generate|infill --server`: the
+    options of those commands that OpenAI's API has no field for, and a request for the details
+    their --json prints."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    mode: Optional[Literal["fim", "continue"]] = None  # continue: the prompt is plain text, as `bigcode generate`
+    lines: Optional[Annotated[StrictInt, Field(ge=1)]] = None
+    block: Optional[StrictBool] = None
+    fim_order: Optional[Literal["psm", "spm"]] = None
+    details: StrictBool = False
+
+
+class CompletionRequest(_Request):
+    """OpenAI `POST /v1/completions` (the legacy completions API; `suffix` = fill-in-the-middle)."""
+
+    model: Optional[StrictStr] = None
+    prompt: Union[StrictStr, list[StrictStr], list[StrictInt]] = ""
+    suffix: Optional[StrictStr] = None
+    max_tokens: Optional[Annotated[StrictInt, Field(ge=0)]] = 16  # OpenAI's default
+    temperature: Optional[Annotated[Number, Field(ge=0)]] = None
+    top_p: Optional[Annotated[Number, Field(gt=0, le=1)]] = None
+    n: Annotated[StrictInt, Field(ge=1, le=MAX_SAMPLES)] = 1
+    stream: StrictBool = False
+    stop: Union[StrictStr, list[StrictStr], None] = None
+    seed: Optional[Annotated[StrictInt, Field(ge=0, le=MAX_SEED)]] = None
+    # not OpenAI's, but vLLM's and llama.cpp's OpenAI endpoints take them
+    top_k: Optional[StrictInt] = None
+    repetition_penalty: Optional[Annotated[Number, Field(gt=0)]] = None
+    bigcode: Optional[BigcodeOptions] = None
+
+
+class ExtraChunk(BaseModel):
+    """One chunk of context from another file (llama.cpp `input_extra`)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    filename: StrictStr = ""
+    text: StrictStr = ""
+
+
+class LlamaRequest(_Request):
+    """Fields llama.cpp's `/completion` and `/infill` share."""
+
+    prompt: Union[StrictStr, list[StrictInt]] = ""
+    n_predict: Optional[StrictInt] = None  # -1 or absent: the server's default
+    temperature: Optional[Annotated[Number, Field(ge=0)]] = None
+    top_k: Optional[StrictInt] = None  # <= 0: off
+    top_p: Optional[Annotated[Number, Field(ge=0, le=1)]] = None  # 0 or 1: off
+    repeat_penalty: Optional[Annotated[Number, Field(gt=0)]] = None
+    seed: Optional[Annotated[StrictInt, Field(le=MAX_SEED)]] = None  # negative (llama.cpp sends -1): random
+    stop: Optional[list[StrictStr]] = None
+    stream: StrictBool = False
+    cache_prompt: StrictBool = True
+    t_max_predict_ms: Optional[StrictInt] = None  # <= 0: no limit
+    response_fields: Optional[list[StrictStr]] = None
+
+
+class InfillRequest(LlamaRequest):
+    """llama.cpp `POST /infill` as llama.vim and llama.vscode send it."""
+
+    input_prefix: StrictStr = ""
+    input_suffix: StrictStr = ""
+    input_extra: Annotated[list[ExtraChunk], Field(max_length=MAX_EXTRA_CHUNKS)] = []
+    prompt: StrictStr = ""  # the text of the cursor line before the cursor: it continues input_prefix

@@ -1,0 +1,246 @@
+"""The engine worker: the one thread that owns the model, and the bounded queue in front of it.
+
+torch is not thread-safe for one model, and one CPU does one generation at a time best anyway, so
+every request becomes a `Job` run here in arrival order with the one generation service
+(generation/completion.py). A full queue refuses new jobs at once (503). A job whose client went
+away is skipped if still queued and stopped at its next token if running; `max_predict_ms` stops
+it at the first token past its deadline. The thread blocks on the queue when idle: no polling.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Literal
+
+from bigcode_cli.errors import BigCodeError
+
+if TYPE_CHECKING:
+    from bigcode_cli.generation.completion import Completion, CompletionSettings
+    from bigcode_cli.store.loader import LoadedModel
+
+JobKind = Literal["fim", "continue", "text", "ids"]
+# emit(event, payload) is called from the worker thread; the app hands events over to its event loop
+Emit = Callable[[str, Any], None]
+
+
+class ServerBusy(BigCodeError):
+    """The queue is full: the client should retry later."""
+
+
+class NotReady(BigCodeError):
+    """The model is still loading, or failed to load."""
+
+
+@dataclass
+class Job:
+    """One completion request as the worker runs it.
+
+    kind "fim": prefix/suffix fill-in-the-middle (after the `extra` context chunks); "continue": `prefix`
+    continued as plain text (`bigcode generate`); "text": `prefix` continued, its control-token
+    spellings (<fim_prefix>...) read as tokens; "ids": token ids continued. `fim_order` None: the server's.
+    """
+
+    kind: JobKind
+    settings: CompletionSettings
+    emit: Emit
+    prefix: str = ""
+    suffix: str = ""
+    ids: list[int] = field(default_factory=list)
+    extra: list[tuple[str, str]] = field(default_factory=list)  # (filename, text) context chunks
+    warm_only: bool = False  # prefill into the prompt cache, generate nothing
+    use_cache: bool = True
+    max_predict_ms: float | None = None
+    fim_order: str | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    queued_at: float = field(default_factory=time.perf_counter)
+
+    def cancel(self) -> None:
+        """Stop this job at its next token (or skip it if it has not started)."""
+        self.cancelled.set()
+
+
+@dataclass
+class JobResult:
+    """What a finished job reports."""
+
+    completion: Completion
+    queued_ms: float
+    prompt_tokens: int
+    cached_tokens: int
+
+
+class EngineWorker:
+    """Loads the model on its own thread, then runs queued jobs one at a time."""
+
+    def __init__(self, load: Callable[[], LoadedModel], *, queue_size: int = 4, cache_slots: int = 2,
+                 fim_order: str = "auto", log: Callable[[str], None] | None = None) -> None:
+        self._load = load
+        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max(1, queue_size))
+        self._cache_slots = cache_slots
+        self._fim_order = fim_order
+        self._log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.loaded_event = threading.Event()  # set once loading ended, well or badly
+        self.state = "loading"  # "loading" | "ready" | "failed"
+        self.error: str | None = None
+        self.loaded: LoadedModel | None = None
+        self.fim_order = "psm"
+        self.busy = False  # a job is running
+        self.prompt_cache: Any = None
+
+    # -- the app's side ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the thread (it loads the model first)."""
+        self._thread = threading.Thread(target=self._main, name="bigcode-engine", daemon=True)
+        self._thread.start()
+
+    def check_ready(self) -> None:
+        """Raise NotReady unless jobs can be run."""
+        if self.state == "loading":
+            raise NotReady("the model is still loading")
+        if self.state != "ready":
+            raise NotReady(f"the model failed to load: {self.error}")
+        if self._stopping.is_set():
+            raise NotReady("the server is shutting down")
+
+    def submit(self, job: Job) -> None:
+        """Queue a job, or raise NotReady / ServerBusy at once."""
+        self.check_ready()
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            raise ServerBusy(f"the server is busy: {self._queue.maxsize} requests are already waiting") from None
+
+    def decode(self, ids: list[int]) -> str:
+        """Token ids as text, control tokens spelled out (the tokenizer is thread-safe for this)."""
+        assert self.loaded is not None
+        return self.loaded.tokenizer.decode(ids, skip_special_tokens=False)
+
+    @property
+    def started(self) -> bool:
+        """Whether start() was called."""
+        return self._thread is not None
+
+    @property
+    def waiting(self) -> int:
+        """Jobs queued, not running."""
+        return self._queue.qsize()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the running job at its next token, drop queued ones, and end the thread."""
+        self._stopping.set()
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job.cancel()
+                job.emit("error", NotReady("the server is shutting down"))
+        try:
+            self._queue.put_nowait(None)
+        except queue.Full:  # pragma: no cover - just drained
+            pass
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # -- the thread --------------------------------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            self.loaded = self._load()
+            self._prepare(self.loaded)
+            self.state = "ready"
+        except BaseException as exc:  # noqa: BLE001 - reported through /health and the log, never raised
+            self.error = str(exc) if isinstance(exc, BigCodeError) else f"{type(exc).__name__}: {exc}"
+            self.state = "failed"
+            self.loaded_event.set()
+            return
+        self.loaded_event.set()
+        while not self._stopping.is_set():
+            job = self._queue.get()  # blocks while idle
+            if job is None:
+                break
+            if job.cancelled.is_set():
+                continue
+            self.busy = True
+            try:
+                self._run(job)
+            finally:
+                self.busy = False
+
+    def _prepare(self, loaded: LoadedModel) -> None:
+        from bigcode_cli.generation.prompt_cache import PromptCache
+
+        self.prompt_cache = PromptCache(loaded.runner, slots=self._cache_slots)
+        if self._fim_order in ("psm", "spm"):
+            self.fim_order = self._fim_order
+        else:
+            # SPM for checkpoints with FIM tokens: typing at the cursor then changes only the prompt's end
+            self.fim_order = "spm" if loaded.tokenizer.fim is not None else "psm"
+
+    def _should_stop(self, job: Job) -> Callable[[], bool]:
+        started: list[float] = []
+
+        def should_stop() -> bool:
+            if job.cancelled.is_set() or self._stopping.is_set() or job.warm_only:
+                return True
+            if job.max_predict_ms is None:
+                return False
+            now = time.perf_counter()
+            if not started:
+                started.append(now)  # first asked right after the prefill: the deadline counts decoding
+            return (now - started[0]) * 1000 > job.max_predict_ms
+
+        return should_stop
+
+    def _run(self, job: Job) -> None:
+        from dataclasses import replace
+
+        from bigcode_cli.generation.completion import complete, complete_ids
+        from bigcode_cli.serve.prompt import extra_context_ids
+
+        assert self.loaded is not None
+        runner, tokenizer = self.loaded.runner, self.loaded.tokenizer
+        queued_ms = (time.perf_counter() - job.queued_at) * 1000
+        settings = replace(job.settings, order=job.fim_order or self.fim_order)  # type: ignore[arg-type]
+        cache = self.prompt_cache if job.use_cache else None
+        on_text = None if job.warm_only else (lambda index, text: job.emit("text", (index, text)))
+        try:
+            if job.kind in ("fim", "continue"):
+                lead = extra_context_ids(tokenizer, job.extra, runner.context_length // 4)
+                result = complete(runner, tokenizer, job.prefix, job.suffix, job.kind, settings, on_text=on_text,
+                                  lead_ids=lead, prompt_cache=cache, should_stop=self._should_stop(job))
+            else:
+                ids = job.ids if job.kind == "ids" else tokenizer.encode_with_special_tokens(job.prefix)
+                if not ids:
+                    ids = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
+                if any(not 0 <= i < runner.config.vocab_size for i in ids):
+                    raise _bad_ids(runner.config.vocab_size)
+                result = complete_ids(runner, tokenizer, ids, settings, on_text=on_text, prompt_cache=cache,
+                                      should_stop=self._should_stop(job))
+        except BigCodeError as exc:
+            job.emit("error", exc)
+            return
+        except Exception as exc:  # a bug: answered as a 500 JSON error, and the worker lives on
+            job.emit("error", RuntimeError(f"{type(exc).__name__}: {exc}"))
+            self._log(f"error: internal error in a request: {type(exc).__name__}: {exc}")
+            return
+        generation = result.generation
+        gone = " (stopped: client gone)" if job.cancelled.is_set() else ""
+        job.emit("done", JobResult(result, queued_ms, generation.prompt_tokens, generation.cached_tokens))
+        self._log(f"{job.kind}: {generation.prompt_tokens} prompt tokens ({generation.cached_tokens} cached), "
+                  f"{generation.new_tokens} new, prefill {generation.prefill_s * 1000:.1f} ms, "
+                  f"decode {generation.decode_s * 1000:.1f} ms{gone}")
+
+
+def _bad_ids(vocab_size: int) -> BigCodeError:
+    from bigcode_cli.errors import InputError
+
+    return InputError(f"prompt token ids must be in 0..{vocab_size - 1}")

@@ -1,0 +1,77 @@
+"""A real `bigcode serve` subprocess on a free loopback port, for the server tests; never left running."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """`python -m bigcode_cli serve ARGS` with its stderr in a file; stop() ends it (SIGTERM, then SIGKILL)."""
+
+    def __init__(self, args: list[str], home: Path, *, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = home / f"serve-{self.port}.log"
+        environment = dict(os.environ, BIGCODE_HOME=str(home), HF_HOME=str(home / "hf"), HF_HUB_OFFLINE="1",
+                           NO_COLOR="1", **(env or {}))
+        environment.pop("BIGCODE_MODEL", None)
+        self._log = open(self.log_path, "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bigcode_cli", "serve", "--port", str(self.port), *args],
+            stdout=subprocess.DEVNULL, stderr=self._log, env=environment,
+        )
+
+    def log(self) -> str:
+        """What the server wrote to stderr so far."""
+        return self.log_path.read_text()
+
+    def health(self) -> tuple[int, dict]:
+        """GET /health: status and JSON body."""
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=5) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def wait_ready(self, timeout: float = 240.0) -> None:
+        """Wait until /health says ok (the model is loaded)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if self.health()[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"the server was not ready after {timeout} s:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        """Signal the server, wait for it to end (kill it if it will not) and return its exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self._log.close()
+        return self.process.returncode

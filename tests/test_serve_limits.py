@@ -1,0 +1,245 @@
+"""`bigcode serve` under abuse: bad inputs, a missing API key, clients that leave mid-stream, a full
+queue, requests while loading. A random checkpoint with a long context (generations that would run for
+thousands of tokens) behind --api-key and --queue 1."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("starlette")
+openai = pytest.importorskip("openai")
+httpx = pytest.importorskip("httpx")
+
+from checkpoints import save_lm_with_tokenizer  # noqa: E402
+from serve_process import ServerProcess, free_port  # noqa: E402
+
+KEY = "s3cret-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+CONTEXT = 8192
+LONG = 6000  # tokens a cancelled generation would have run for
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return save_lm_with_tokenizer(tmp_path_factory.mktemp("long_lm") / "lm", n_positions=CONTEXT, n_embd=128,
+                                  n_layer=4, n_head=4)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, checkpoint):
+    process = ServerProcess(["--model", str(checkpoint), "--api-key", KEY, "--queue", "1"],
+                            tmp_path_factory.mktemp("serve_home"))
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+def post(server, path: str, body, headers=AUTH, timeout: float = 120) -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.post(server.url + path, content=content, headers={"Content-Type": "application/json", **headers},
+                      timeout=timeout)
+
+
+def wait_idle(server, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, body = server.health()
+        if status == 200 and body["slots_processing"] == 0 and body["requests_waiting"] == 0:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the server is still busy: {server.health()}")
+
+
+def test_a_long_generation_really_runs_to_its_limit(server):
+    # the premise of the cancellation tests: this model does not stop by itself
+    reply = post(server, "/completion", {"prompt": "def f(x):", "n_predict": 400, "temperature": 0}).json()
+    assert reply["tokens_predicted"] == 400 and reply["stop_type"] == "limit"
+
+
+def test_a_client_that_disconnects_mid_stream_stops_its_generation(server):
+    body = {"prompt": "def f(x):", "n_predict": LONG, "temperature": 0, "stream": True}
+    with httpx.stream("POST", server.url + "/completion", json=body, headers=AUTH, timeout=60) as response:
+        assert response.status_code == 200
+        events = []
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                events.append(line)
+                if len(events) == 3:
+                    break
+    # the connection is closed here; the next request must not wait for the 6000 tokens
+    started = time.monotonic()
+    reply = post(server, "/completion", {"prompt": "x = ", "n_predict": 4, "temperature": 0})
+    waited = time.monotonic() - started
+    assert reply.status_code == 200 and reply.json()["tokens_predicted"] == 4
+    wait_idle(server)
+    stopped = [line for line in server.log().splitlines() if "client gone" in line]
+    assert stopped, server.log()
+    new_tokens = int(stopped[-1].split(" new,")[0].rsplit(" ", 1)[1])
+    assert 3 <= new_tokens < LONG / 4, stopped[-1]
+    assert waited < 30
+
+
+def test_t_max_predict_ms_bounds_generation_time(server):
+    started = time.monotonic()
+    reply = post(server, "/completion", {"prompt": "def f(x):", "n_predict": LONG, "temperature": 0,
+                                         "t_max_predict_ms": 200}).json()
+    assert reply["stop_type"] == "limit" and 0 < reply["tokens_predicted"] < LONG
+    assert reply["timings"]["predicted_ms"] < 200 + 1000  # the token running at the deadline finishes
+    assert time.monotonic() - started < 60
+
+
+def test_a_full_queue_answers_503_at_once(server):
+    body = {"prompt": "def f(x):", "n_predict": LONG, "temperature": 0, "stream": True}
+    with httpx.Client(timeout=60, headers=AUTH) as running, httpx.Client(timeout=60, headers=AUTH) as waiting:
+        with running.stream("POST", server.url + "/completion", json=body) as first:
+            lines = first.iter_lines()  # kept: a dropped iterator would close the stream
+            while not next(lines).startswith("data: "):  # wait until it is generating
+                pass
+            queued = threading.Thread(target=lambda: waiting.post(server.url + "/completion",
+                                                                  json={**body, "stream": False, "n_predict": 4}))
+            queued.start()
+            deadline = time.monotonic() + 10
+            while server.health()[1].get("requests_waiting") != 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            started = time.monotonic()
+            refused = post(server, "/v1/completions", {"model": "m", "prompt": "x", "max_tokens": 4})
+            assert time.monotonic() - started < 5
+            assert refused.status_code == 503
+            assert set(refused.json()["error"]) == {"message", "type", "param", "code"}
+        queued.join(60)
+    wait_idle(server)
+
+
+def test_the_api_key_is_required_except_for_health(server):
+    assert server.health()[0] == 200
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}, {"Authorization": f"Bearer {KEY}x"}):
+        openai_reply = post(server, "/v1/completions", {"model": "m", "prompt": "x"}, headers=headers)
+        assert openai_reply.status_code == 401
+        assert openai_reply.json()["error"]["code"] == "invalid_api_key"
+        llama_reply = post(server, "/infill", {"input_prefix": "x"}, headers=headers)
+        assert llama_reply.status_code == 401
+        assert llama_reply.json()["error"]["type"] == "authentication_error"
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0, timeout=60)
+    assert client.completions.create(model="m", prompt="def", max_tokens=3, temperature=0).usage.completion_tokens == 3
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=server.url + "/v1", api_key="nope", max_retries=0).models.list()
+
+
+BAD_OPENAI = [
+    b"{",  # malformed JSON
+    b"[1, 2]",  # not an object
+    b"\xff\xfe{}",  # not UTF-8
+    b'{"prompt": "x", "temperature": NaN}',  # NaN (Python's JSON reads it)
+    b"[" * 100_000 + b"]" * 100_000,  # nested too deeply
+    {"prompt": 5},
+    {"prompt": ["a", "b"]},
+    {"prompt": [10**9]},  # token id outside the vocabulary
+    {"prompt": "x", "max_tokens": "16"},
+    {"prompt": "x", "max_tokens": -1},
+    {"prompt": "x", "max_tokens": CONTEXT + 1},
+    {"prompt": "x", "temperature": "hot"},
+    {"prompt": "x", "temperature": -0.5},
+    {"prompt": "x", "top_p": 1.5},
+    {"prompt": "x", "n": 0},
+    {"prompt": "x", "n": 1000},
+    {"prompt": "x", "stop": 7},
+    {"prompt": "x", "stop": ["s"] * 100},
+    {"prompt": "x", "stream": "yes"},
+    {"prompt": "x", "suffix": 3},
+    {"prompt": "x", "seed": "one"},
+    {"prompt": "x", "seed": 2**70},
+    {"prompt": "x", "bigcode": {"fim_order": "abc"}},
+]
+BAD_LLAMA = [
+    ("/infill", b"{"),
+    ("/infill", {"input_prefix": ["a"]}),
+    ("/infill", {"input_prefix": "a", "input_extra": ["not a chunk"]}),
+    ("/infill", {"input_prefix": "a", "input_extra": [{"filename": 1, "text": "x"}]}),
+    ("/infill", {"input_prefix": "a", "n_predict": "many"}),
+    ("/infill", {"input_prefix": "a", "n_predict": CONTEXT + 1}),
+    ("/infill", {"input_prefix": "a", "response_fields": "content"}),
+    ("/infill", {"input_prefix": "a", "t_max_predict_ms": 1.5}),
+    ("/infill", {"input_prefix": "a", "cache_prompt": "true"}),
+    ("/completion", {"prompt": {"text": "x"}}),
+    ("/completion", {"prompt": "x", "stop": "\n"}),
+    ("/completion", {"prompt": "x", "repeat_penalty": 0}),
+    ("/completion", {"prompt": [-1]}),
+    ("/completion", {"prompt": "x", "seed": 2**64}),
+]
+
+
+def _shape_ok(path: str, body: dict) -> bool:
+    error = body.get("error")
+    if not isinstance(error, dict) or not isinstance(error.get("message"), str):
+        return False
+    keys = {"message", "type", "param", "code"} if path.startswith("/v1/") else {"code", "message", "type"}
+    return set(error) == keys
+
+
+def test_bad_inputs_get_4xx_json_errors_and_the_server_keeps_answering(server):
+    cases = [("/v1/completions", body) for body in BAD_OPENAI] + BAD_LLAMA
+    assert len(cases) >= 15
+    for path, body in cases:
+        reply = post(server, path, body)
+        assert 400 <= reply.status_code < 500, (path, body if not isinstance(body, bytes) else body[:40], reply.text)
+        assert _shape_ok(path, reply.json()), (path, reply.text)
+    big = post(server, "/completion", json.dumps({"prompt": "x" * (5 * 1024 * 1024)}).encode())
+    assert big.status_code == 413 and _shape_ok("/completion", big.json())
+    for method, path, status in (("GET", "/v1/completions", 405), ("GET", "/nowhere", 404), ("POST", "/v1/nope", 404)):
+        reply = httpx.request(method, server.url + path, headers=AUTH, timeout=30)
+        assert reply.status_code == status and _shape_ok(path, reply.json()), reply.text
+    # still alive and well, and no traceback ever reached its log
+    assert server.health()[0] == 200
+    assert post(server, "/completion", {"prompt": "x", "n_predict": 2}).json()["tokens_predicted"] == 2
+    assert "Traceback" not in server.log()
+
+
+def test_health_is_503_while_loading_then_200(checkpoint):
+    import uvicorn
+
+    from bigcode_cli.serve.app import create_app
+    from bigcode_cli.serve.handling import ServeConfig
+    from bigcode_cli.serve.worker import EngineWorker
+    from bigcode_cli.store.loader import open_model
+
+    may_load = threading.Event()
+
+    def load():
+        may_load.wait(30)
+        return open_model(str(checkpoint), "causal-lm")
+
+    worker = EngineWorker(load)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(worker, ServeConfig("random")), host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        loading = httpx.get(url + "/health", timeout=10)
+        assert loading.status_code == 503 and loading.json()["error"]["type"] == "unavailable_error"
+        early = httpx.post(url + "/infill", json={"input_prefix": "x"}, timeout=10)
+        assert early.status_code == 503
+        may_load.set()
+        deadline = time.monotonic() + 60
+        while httpx.get(url + "/health", timeout=10).status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert httpx.post(url + "/completion", json={"prompt": "x", "n_predict": 2}, timeout=60).status_code == 200
+    finally:
+        may_load.set()
+        server.should_exit = True
+        thread.join(30)
+    assert not thread.is_alive()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2)
