@@ -22,7 +22,7 @@ from bigcode_cli.model.attention import resolve_backend
 from bigcode_cli.model.config import GPTBigCodeConfig
 from bigcode_cli.errors import BackendError, CheckpointError
 from bigcode_cli.model.gpt_bigcode import HEAD_KEYS, KVCache
-from bigcode_cli.model.runtime import resolve_device, resolve_dtype
+from bigcode_cli.model.runtime import QUANTIZED_DTYPES, resolve_device, resolve_dtype
 from bigcode_cli.model.weights import build_model, checkpoint_dtype, load_state_dict, use_input_major_weights
 
 ENGINES = ("native", "transformers")
@@ -43,6 +43,12 @@ class Runner:
     path: Path
     load_s: float = 0.0
     extra: dict = field(default_factory=dict)
+    quant: str | None = None  # "int8" | "int4" when the linear layers hold quantized weights (dtype computes the rest)
+
+    @property
+    def dtype_name(self) -> str:
+        """What --dtype this model runs as: "int8", "int4", or its torch dtype's name."""
+        return self.quant or str(self.dtype).removeprefix("torch.")
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  cache: Any = None, last_only: bool = False) -> torch.Tensor:
@@ -172,8 +178,30 @@ class TransformersRunner(Runner):
         raise BackendError("switching the attention backend of the transformers engine needs a reload")
 
 
+def _quantized(path: Path, config: GPTBigCodeConfig, task: str, attn: str, device: torch.device,
+               dtype_name: str, quantized_file: Path | None) -> Runner:
+    from bigcode_cli.model import quantized_loading
+
+    bits = quantized_loading.check_quantizable(dtype_name, task, device)
+    if quantized_file is not None:
+        from safetensors.torch import load_file
+
+        state = load_file(str(quantized_file), device="cpu")  # memory-mapped: the pages are the cache file's
+        model = quantized_loading.from_quantized_state(config, state, bits, source=str(quantized_file))
+    else:
+        model = quantized_loading.quantize_checkpoint(path, config, bits, source=str(path))
+    backend = resolve_backend(attn, device, torch.float32)
+    model.set_backend(backend)
+    from bigcode_cli.kernels.cpu_decode import attach
+
+    return NativeRunner(model, config, task, "native", backend.name, device, torch.float32, path,
+                        quant=dtype_name, decoder=attach(model))
+
+
 def _native(path: Path, config: GPTBigCodeConfig, task: str, attn: str, device: torch.device,
-            dtype_name: str) -> Runner:
+            dtype_name: str, quantized_file: Path | None = None) -> Runner:
+    if dtype_name in QUANTIZED_DTYPES:
+        return _quantized(path, config, task, attn, device, dtype_name, quantized_file)
     state = load_state_dict(path)
     dtype = resolve_dtype(dtype_name, checkpoint_dtype(state), device)
     backend = resolve_backend(attn, device, dtype)
@@ -190,7 +218,10 @@ def _native(path: Path, config: GPTBigCodeConfig, task: str, attn: str, device: 
 
 
 def _transformers(path: Path, config: GPTBigCodeConfig, task: str, attn: str, device: torch.device,
-                  dtype_name: str) -> Runner:
+                  dtype_name: str, quantized_file: Path | None = None) -> Runner:
+    if dtype_name in QUANTIZED_DTYPES:
+        raise BackendError(f"--dtype {dtype_name} runs on the native engine only; drop --engine transformers "
+                           "or choose float32 or bfloat16")
     from transformers import (
         GPTBigCodeForCausalLM,
         GPTBigCodeForSequenceClassification,
@@ -221,8 +252,11 @@ def _transformers(path: Path, config: GPTBigCodeConfig, task: str, attn: str, de
 
 
 def load(path: str | Path, task: str, *, engine: str = "native", attn: str = "auto", device: str = "auto",
-         dtype: str = "auto") -> Runner:
-    """Load the checkpoint directory `path` for `task` ("causal-lm", "sequence-classification", "token-classification")."""
+         dtype: str = "auto", quantized_file: Path | None = None) -> Runner:
+    """Load the checkpoint directory `path` for `task` ("causal-lm", "sequence-classification", "token-classification").
+
+    `dtype` "int8" / "int4" quantizes the causal LM's matrices while reading them, or maps them from
+    `quantized_file` (a cached quantized state of this checkpoint, see store/quantized.py)."""
     started = time.perf_counter()
     path = Path(path)
     if engine not in ENGINES:
@@ -231,6 +265,6 @@ def load(path: str | Path, task: str, *, engine: str = "native", attn: str = "au
     torch_device = resolve_device(device)
     loader = _native if engine == "native" else _transformers
     with torch.inference_mode(False):
-        runner = loader(path, config, task, attn, torch_device, dtype)
+        runner = loader(path, config, task, attn, torch_device, dtype, quantized_file)
     runner.load_s = time.perf_counter() - started
     return runner

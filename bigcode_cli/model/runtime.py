@@ -7,6 +7,8 @@ import torch
 from bigcode_cli.errors import BackendError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# weight-only block quantization of a causal LM's matrices (model/quantize.py); they compute in float32
+QUANTIZED_DTYPES = ("int8", "int4")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -33,7 +35,7 @@ def resolve_dtype(name: str, stored: torch.dtype, device: torch.device) -> torch
             return torch.float32
         return stored if stored in DTYPES.values() else torch.float32
     if name not in DTYPES:
-        raise BackendError(f"unknown dtype {name!r}; choose auto, float32, bfloat16 or float16")
+        raise BackendError(f"unknown dtype {name!r}; choose auto, float32, bfloat16, float16, int8 or int4")
     dtype = DTYPES[name]
     if device.type == "cpu" and dtype == torch.float16:
         raise BackendError("--dtype float16 is too slow and inexact on a CPU; use bfloat16 or float32")
