@@ -116,7 +116,8 @@ def _build_and_open(name: str) -> ctypes.CDLL | None:
         return None
     key = hashlib.sha256()
     signature = _cpu_features() or platform.machine()
-    for part in (source.read_bytes(), compiler.encode(), repr(_flag_sets()).encode(), signature.encode()):
+    headers = [h.read_bytes() for h in sorted(SOURCE_DIR.glob("*.h"))]  # included by the sources
+    for part in (source.read_bytes(), *headers, compiler.encode(), repr(_flag_sets()).encode(), signature.encode()):
         key.update(part)
     target = kernels_dir() / f"{name}-{key.hexdigest()[:16]}{_library_suffix()}"
     if target.exists():
