@@ -287,7 +287,7 @@ class _ComboRun:
     def _measure(self, loaded: LoadedModel, load_s: float) -> dict[str, float | None]:
         runner = loaded.runner
         self.seen = {"name": loaded.name, "backend": runner.backend, "device": str(runner.device),
-                     "dtype": str(runner.dtype).removeprefix("torch."), "decode_by": runner.decode_path}
+                     "dtype": runner.dtype_name, "decode_by": runner.decode_path}
         room = runner.context_length - self.new_tokens
         if room < 1:
             raise InputError(f"--new-tokens {self.new_tokens} leaves no room for a prompt in {loaded.name}'s "

@@ -17,7 +17,7 @@ REGISTRY = SlashRegistry()
 
 ATTENTION = ("auto", "eager", "sdpa", "flash")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16", "int8", "int4")
 _OFF = ("none", "off", "random", "default")
 _TRUE = ("on", "true", "yes", "1")
 _FALSE = ("off", "false", "no", "0")
@@ -211,10 +211,10 @@ def _device(session: Session, args: list[str]) -> None:
     session.reopen(device=_choice(_one(args, "/device auto|cpu|cuda|mps"), DEVICES, "device"))
 
 
-@REGISTRY.command("dtype", "/dtype DTYPE", "auto, float32, bfloat16 or float16 (reloads).",
+@REGISTRY.command("dtype", "/dtype DTYPE", "auto, float32, bfloat16, float16, int8 or int4 (reloads).",
                   choices=_first(DTYPES))
 def _dtype(session: Session, args: list[str]) -> None:
-    session.reopen(dtype=_choice(_one(args, "/dtype auto|float32|bfloat16|float16"), DTYPES, "dtype"))
+    session.reopen(dtype=_choice(_one(args, "/dtype auto|float32|bfloat16|float16|int8|int4"), DTYPES, "dtype"))
 
 
 @REGISTRY.command("set", "/set [KEY VALUE]", "Change a generation setting (/set alone lists them).",

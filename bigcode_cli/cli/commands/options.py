@@ -32,6 +32,8 @@ class Dtype(str, Enum):
     float32 = "float32"
     bfloat16 = "bfloat16"
     float16 = "float16"
+    int8 = "int8"
+    int4 = "int4"
 
 
 MODEL_HELP = "Model name, alias or checkpoint directory (default: $BIGCODE_MODEL or the bundled model)."
@@ -65,7 +67,8 @@ ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help=MODEL_HEL
 EngineOpt = Annotated[Engine, typer.Option("--engine", help="native (fast, default) or transformers (the reference).")]
 AttnOpt = Annotated[Attn, typer.Option("--attn", help="Attention backend; auto = flash if usable, else sdpa.")]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where to run; auto = cuda, then mps, then cpu.")]
-DtypeOpt = Annotated[Dtype, typer.Option("--dtype", help="Weight and compute dtype; auto keeps the checkpoint's.")]
+DtypeOpt = Annotated[Dtype, typer.Option("--dtype", help="Weight and compute dtype; auto keeps the checkpoint's; "
+                                                         "int8/int4 quantize a causal LM's matrices (CPU).")]
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never touch the network (same as HF_HUB_OFFLINE=1).")]
 
 MaxNewTokensOpt = Annotated[int, typer.Option("--max-new-tokens", help="Most tokens to generate per sample.", min=1)]
