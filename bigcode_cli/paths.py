@@ -21,6 +21,11 @@ def models_dir() -> Path:
     return bigcode_home() / "models"
 
 
+def quantized_dir() -> Path:
+    """Where quantized copies of checkpoints (--dtype int8 / int4) are kept."""
+    return bigcode_home() / "quantized"
+
+
 def kernels_dir() -> Path:
     """Where the C kernels compiled for this machine are cached: BIGCODE_KERNEL_DIR, else under the home."""
     explicit = os.environ.get("BIGCODE_KERNEL_DIR")

@@ -184,9 +184,9 @@ def _quantized(path: Path, config: GPTBigCodeConfig, task: str, attn: str, devic
 
     bits = quantized_loading.check_quantizable(dtype_name, task, device)
     if quantized_file is not None:
-        from safetensors.torch import load_file
+        from bigcode_cli.model.quantized_file import map_state
 
-        state = load_file(str(quantized_file), device="cpu")  # memory-mapped: the pages are the cache file's
+        state, _ = map_state(quantized_file)  # memory-mapped: the pages are the cache file's
         model = quantized_loading.from_quantized_state(config, state, bits, source=str(quantized_file))
     else:
         model = quantized_loading.quantize_checkpoint(path, config, bits, source=str(path))
