@@ -104,3 +104,15 @@ def test_embedding_rows_equal_the_dequantized_matrix():
     q = quantize(w, 8)
     ids = torch.tensor([[3, 0, 9], [9, 9, 1]])
     assert torch.equal(rows_of(q, ids), dequantize(q)[ids])
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_a_layer_dequantized_in_pieces_equals_one_piece(bits, monkeypatch):
+    from bigcode_cli.model import quantize as quantize_module
+
+    w, b = _matrix(37, 40, seed=7), torch.randn(37)
+    layer = QuantizedLinear(quantize(w, bits), 37, b)
+    x = torch.randn(2, 5, 40)
+    whole = layer(x)
+    monkeypatch.setattr(quantize_module, "DEQUANT_PIECE", 40 * 6)  # 6 rows at a time, a ragged last piece
+    assert torch.allclose(layer(x), whole, rtol=0, atol=1e-6)

@@ -22,6 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 BLOCK = 32
+# a forward dequantizes at most this many weights at a time (32 MB in float32): the dense scratch of even
+# a 49k-row LM head stays small, and each piece is still a large matmul
+DEQUANT_PIECE = 8 * 1024 * 1024
 BITS = {"int8": 8, "int4": 4}  # the quantized --dtype values and their bits per stored value
 
 
@@ -117,10 +120,18 @@ class QuantizedLinear(nn.Module):
         return Quantized(self.qweight, self.scales, self.bits, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x (..., in) -> (..., out)
-        weight = dequantize(self.quantized, self.matmul_dtype)
+        # x (..., in) -> (..., out), DEQUANT_PIECE weights (a block of output rows) dequantized at a time
+        xm = x.to(self.matmul_dtype)
         bias = self.bias.to(self.matmul_dtype) if self.bias is not None else None
-        return F.linear(x.to(self.matmul_dtype), weight, bias).to(x.dtype)
+        step = max(1, DEQUANT_PIECE // max(self.in_features, 1))
+        if step >= self.out_features:
+            return F.linear(xm, dequantize(self.quantized, self.matmul_dtype), bias).to(x.dtype)
+        y = torch.empty(*x.shape[:-1], self.out_features, dtype=self.matmul_dtype, device=x.device)
+        for r0 in range(0, self.out_features, step):
+            r1 = min(self.out_features, r0 + step)
+            piece = Quantized(self.qweight[r0:r1], self.scales[r0:r1], self.bits, self.in_features)
+            y[..., r0:r1] = F.linear(xm, dequantize(piece, self.matmul_dtype), bias[r0:r1] if bias is not None else None)
+        return y.to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int{self.bits}, block={BLOCK}"

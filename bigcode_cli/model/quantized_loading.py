@@ -18,7 +18,7 @@ from torch import nn
 from bigcode_cli.errors import BackendError
 from bigcode_cli.model.config import GPTBigCodeConfig
 from bigcode_cli.model.gpt_bigcode import GPTBigCodeForCausalLM
-from bigcode_cli.model.quantize import BITS, Quantized, QuantizedEmbedding, QuantizedLinear, quantize
+from bigcode_cli.model.quantize import BITS, BLOCK, Quantized, QuantizedEmbedding, QuantizedLinear, padded, quantize
 from bigcode_cli.model.tensor_reader import TensorReader
 from bigcode_cli.model.weights import build_model, kept_key
 
@@ -94,9 +94,17 @@ def quantize_checkpoint(directory: Path, config: GPTBigCodeConfig, bits: int, *,
     model = _meta_model(config, {k: reader.meta(k) for k in keys}, source)
 
     def matrix(prefix: str) -> Quantized:
-        parts = [quantize(rows, bits) for _, rows in reader.pieces(f"{prefix}.weight")]
-        return Quantized(torch.cat([p.qweight for p in parts]), torch.cat([p.scales for p in parts]), bits,
-                         parts[0].in_features)
+        # filled a piece of rows at a time: memory holds the quantized matrix and one float piece
+        out, n = reader.meta(f"{prefix}.weight").shape
+        blocks = padded(n) // BLOCK
+        qweight = torch.empty((out, blocks * BLOCK * bits // 8), dtype=torch.int8 if bits == 8 else torch.uint8)
+        scales = torch.empty((out, blocks), dtype=torch.float16)
+        for start, rows in reader.pieces(f"{prefix}.weight"):
+            part = quantize(rows, bits)
+            qweight[start : start + rows.shape[0]] = part.qweight
+            scales[start : start + rows.shape[0]] = part.scales
+            del rows, part
+        return Quantized(qweight, scales, bits, n)
 
     return _assemble(config, model, bits, matrix, lambda name: reader.read(name).to(torch.float32))
 

@@ -22,7 +22,7 @@ _TORCH_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.floa
                  "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
                  "BOOL": torch.bool}
 # rows read per piece of a big matrix: a piece is at most this many bytes
-PIECE_BYTES = 64 * 1024 * 1024
+PIECE_BYTES = 16 * 1024 * 1024
 
 
 class _Entry:
