@@ -198,12 +198,26 @@ def _quantized(path: Path, config: GPTBigCodeConfig, task: str, attn: str, devic
                         quant=dtype_name, decoder=attach(model))
 
 
+def load_state_dict_as(path: Path, dtype_name: str, device: torch.device) -> tuple[dict[str, torch.Tensor], torch.dtype]:
+    """The checkpoint's tensors and the dtype to run them in. When that dtype is not the stored one, each
+    tensor is converted as it is read (model/tensor_reader.py), so memory holds the converted weights and one
+    tensor, not the stored weights and the converted ones (bf16 from an fp32 checkpoint: half, not 1.5x)."""
+    from bigcode_cli.model.tensor_reader import TensorReader
+    from bigcode_cli.model.weights import kept_key
+
+    reader = TensorReader(path)
+    meta = {k: reader.meta(k) for k in reader.keys() if kept_key(k)}
+    dtype = resolve_dtype(dtype_name, checkpoint_dtype(meta), device)
+    if not any(t.is_floating_point() and t.dtype != dtype for t in meta.values()):
+        return load_state_dict(path), dtype
+    return {k: reader.read(k).to(dtype) if t.is_floating_point() else reader.read(k) for k, t in meta.items()}, dtype
+
+
 def _native(path: Path, config: GPTBigCodeConfig, task: str, attn: str, device: torch.device,
             dtype_name: str, quantized_file: Path | None = None) -> Runner:
     if dtype_name in QUANTIZED_DTYPES:
         return _quantized(path, config, task, attn, device, dtype_name, quantized_file)
-    state = load_state_dict(path)
-    dtype = resolve_dtype(dtype_name, checkpoint_dtype(state), device)
+    state, dtype = load_state_dict_as(path, dtype_name, device)
     backend = resolve_backend(attn, device, dtype)
     model = build_model(config, task, state, dtype=dtype, device=device, source=str(path))
     model.set_backend(backend)
