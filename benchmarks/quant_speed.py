@@ -3,6 +3,7 @@
     python benchmarks/quant_speed.py --shape 116m                       # P=128 and 1024, every dtype
     python benchmarks/quant_speed.py --shape 1.1b --dtype int8 --prompt 128 --rounds 3
     python benchmarks/quant_speed.py --shape 116m --prefill              # prefill of 1,024 tokens: quantized vs bf16
+    python benchmarks/quant_speed.py --shape 1.1b --rss                  # peak RSS of `bigcode generate` per dtype
 
 Shapes (random weights, written once in float32 by transformers with the bundled tokenizer, under
 $BIGCODE_BENCH_DIR, default /tmp/bigcode-bench; GGUF copies made there with /work/shared/anchors/to_gguf.py):
@@ -136,6 +137,24 @@ def measure_prefill(shape: str, dtypes: list[str], prompt_len: int, rounds: int)
              "vs_bfloat16": round(m["s"] / base, 2)} for d, m in med.items()]
 
 
+def peak_rss(shape: str, dtype: str, home: Path) -> dict:
+    """Peak resident memory (GNU time's maximum RSS) of `bigcode generate` with 8 new tokens, in a fresh
+    process; with BIGCODE_HOME=home, so an int8/int4 run either quantizes and keeps its copy (the first) or
+    maps the kept copy (the next)."""
+    bigcode = Path(sys.executable).with_name("bigcode")
+    env = {**os.environ, "BIGCODE_HOME": str(home)}
+    first = not any(home.glob(f"quantized/*/{dtype}/model.safetensors"))
+    done = subprocess.run(["/usr/bin/time", "-v", str(bigcode), "generate", "def parse(text):", "--model",
+                           str(checkpoint(shape)), "--device", "cpu", "--dtype", dtype, "--max-new-tokens", "8",
+                           "-t", "0"], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(done.stderr[-2000:])
+    kb = next(int(line.split(":")[1]) for line in done.stderr.splitlines() if "Maximum resident set size" in line)
+    wall = next(line.split("):", 1)[1].strip() for line in done.stderr.splitlines() if "Elapsed (wall clock)" in line)
+    run = "quantizes" if dtype in ("int8", "int4") and first else ("maps kept copy" if dtype in ("int8", "int4") else "")
+    return {"shape": shape, "dtype": dtype, "run": run, "peak_rss_gb": round(kb / 1e6, 2), "wall": wall}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", choices=list(SHAPES), default="116m")
@@ -145,10 +164,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-llama", action="store_true", help="ours only (no llama.cpp build needed)")
     parser.add_argument("--prefill", action="store_true", help="time prefill instead of decode")
+    parser.add_argument("--rss", action="store_true", help="peak RSS of `bigcode generate` (int8/int4 twice)")
     args = parser.parse_args()
     dtypes = args.dtype or list(LLAMA_TYPES)
     prompts = args.prompt or [128, 1024]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", file=sys.stderr)
+    if args.rss:
+        home = bench_dir() / "rss-home"
+        shutil.rmtree(home, ignore_errors=True)
+        for dtype in dtypes:
+            for _ in range(2 if dtype in ("int8", "int4") else 1):
+                print(json.dumps(peak_rss(args.shape, dtype, home)), flush=True)
+        return
     for prompt_len in prompts:
         if args.prefill:
             rows = measure_prefill(args.shape, dtypes, prompt_len, args.rounds)
