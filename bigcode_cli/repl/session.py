@@ -312,7 +312,8 @@ def describe(loaded: LoadedModel) -> str:
     """engine/backend, device, dtype of a loaded model, and the C decode kernel when it runs the decode steps."""
     runner = loaded.runner
     kernel = ", C decode kernel" if runner.decode_path == "kernel" else ""
-    return f"{runner.engine}/{runner.backend}, {runner.device}, {getattr(runner, "dtype_name", None) or dtype_name(runner.dtype)}{kernel}"
+    shown = getattr(runner, "dtype_name", None) or dtype_name(runner.dtype)  # int8 / int4 for quantized weights
+    return f"{runner.engine}/{runner.backend}, {runner.device}, {shown}{kernel}"
 
 
 def marked(text: str, spans: list[Any]) -> str:
