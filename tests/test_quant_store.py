@@ -188,3 +188,16 @@ def test_a_quantized_linear_layer_survives_the_file_round_trip(tmp_path):
     theirs = load_file(str(tmp_path / "f.safetensors"))  # a plain safetensors file for other tools too
     for name, tensor in state.items():
         assert torch.equal(back[name], tensor) and torch.equal(theirs[name], tensor)
+
+
+def test_converting_while_reading_equals_converting_after(lm, monkeypatch):
+    from safetensors.torch import load_file
+
+    from bigcode_cli.model import tensor_reader
+
+    monkeypatch.setattr(tensor_reader, "PIECE_BYTES", 5 * 40 * 4)  # a few rows per piece
+    runner = engine.load(lm, "causal-lm", dtype="bfloat16", device="cpu")
+    stored = load_file(str(lm / "model.safetensors"))
+    ours = runner.model.state_dict()
+    for name, tensor in stored.items():
+        assert torch.equal(ours[name], tensor.to(torch.bfloat16)), name

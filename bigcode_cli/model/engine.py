@@ -210,7 +210,15 @@ def load_state_dict_as(path: Path, dtype_name: str, device: torch.device) -> tup
     dtype = resolve_dtype(dtype_name, checkpoint_dtype(meta), device)
     if not any(t.is_floating_point() and t.dtype != dtype for t in meta.values()):
         return load_state_dict(path), dtype
-    return {k: reader.read(k).to(dtype) if t.is_floating_point() else reader.read(k) for k, t in meta.items()}, dtype
+    state = {}
+    for k, t in meta.items():
+        if not t.is_floating_point() or t.dim() == 0:
+            state[k] = reader.read(k).to(dtype) if t.is_floating_point() else reader.read(k)
+            continue
+        state[k] = torch.empty(t.shape, dtype=dtype)  # filled a piece of rows at a time
+        for start, rows in reader.pieces(k):
+            state[k][start : start + rows.shape[0]] = rows
+    return state, dtype
 
 
 def _native(path: Path, config: GPTBigCodeConfig, task: str, attn: str, device: torch.device,
