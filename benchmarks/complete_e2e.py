@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
-    from bigcode_cli.store import cache as store
+    from bigcode_cli import store
     from bigcode_cli.text.tokenizer import Tokenizer
 
     path = store.resolve(args.model).path

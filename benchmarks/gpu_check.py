@@ -62,7 +62,6 @@ import torch  # noqa: E402
 from bigcode_cli.model import engine  # noqa: E402
 from bigcode_cli.model.attention import flash_problem, resolve_backend  # noqa: E402
 from bigcode_cli.bench import (  # noqa: E402
-    NoStopTokenizer,
     benchmark_prompt,
     decode_rate,
     generate_seconds,
@@ -72,9 +71,10 @@ from bigcode_cli.bench import (  # noqa: E402
     reference_prefill_seconds,
 )
 from bigcode_cli.errors import BackendError  # noqa: E402
+from bigcode_cli import tasks as bigcode_tasks  # noqa: E402
 
 BUNDLED = REPO / "bigcode_cli" / "bundled" / "bigcode-tiny"  # trained, MQA, stored in bfloat16, with a tokenizer
-TASKS = ("causal-lm", "sequence-classification", "token-classification")
+TASKS = tuple(bigcode_tasks.TASKS)
 HALF = ("bfloat16", "float16")
 FP32_TOL = 1e-4
 HALF_RATIO = 1.5
@@ -638,14 +638,6 @@ def decode_row(row: dict, runners: Runners) -> None:
 # ---------------------------------------------------------------------------------------------- 3. generation
 
 
-class StopAt(NoStopTokenizer):
-    """What generate() needs of a tokenizer, making no text and stopping at the given ids."""
-
-    def __init__(self, stop_ids: list[int]) -> None:
-        super().__init__()
-        self.stop_ids = frozenset(stop_ids)
-
-
 def check_generation(entry: dict, ctx: Context) -> None:
     """Greedy tokens of our generate() against transformers' generate(), per model, dtype and backend."""
     write_parity_checkpoints(ctx)
@@ -679,9 +671,10 @@ def greedy_row(row: dict, runners: Runners, prompt: list[int]) -> None:
 
     variant, dtype, attn = row["variant"], row["dtype"], row["attn"]
     ours = runners.get(variant, "causal-lm", "native", attn, dtype)
-    stop_ids = [ours.config.eos_token_id if ours.config.eos_token_id is not None else 0]
+    # without a tokenizer generate() stops at the config's eos_token_id alone, as transformers' generate() does
+    stop_ids = [] if ours.config.eos_token_id is None else [ours.config.eos_token_id]
     n = runners.ctx.plan.gen_tokens
-    got = generate(ours, StopAt(stop_ids), prompt, max_new_tokens=n, params=SamplingParams(temperature=0))
+    got = generate(ours, None, prompt, max_new_tokens=n, params=SamplingParams(temperature=0))
     mine = got.samples[0].token_ids
     theirs = hf_greedy(runners.get(variant, "causal-lm", "transformers", attn, dtype).model, prompt, n, stop_ids)
     row.update(ours_tokens=len(mine), hf_tokens=len(theirs), equal=mine == theirs)
@@ -700,7 +693,7 @@ def hf_greedy(model: Any, prompt: list[int], new_tokens: int, stop_ids: list[int
     ids = torch.tensor([prompt], device=model.device)
     with torch.inference_mode():
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, do_sample=False,
-                             eos_token_id=stop_ids, pad_token_id=stop_ids[0])
+                             eos_token_id=stop_ids or None, pad_token_id=stop_ids[0] if stop_ids else 0)
     made = out[0, len(prompt):].tolist()
     cut = next((i for i, token in enumerate(made) if token in stop_ids), len(made))
     return made[:cut]
@@ -775,11 +768,10 @@ def speed_row(row: dict, ctx: Context, native: engine.Runner, reference: Any) ->
     """Warm both engines up, then interleaved rounds of decode (and, at batch 1, prefill); medians."""
     prompt = speed_prompt(row["prompt"], native.config.vocab_size)
     batch, n = row["batch"], ctx.plan.new_tokens
-    silent = NoStopTokenizer()
-    generate_seconds(native, silent, prompt, 4, batch=batch)
+    generate_seconds(native, None, prompt, 4, batch=batch)
     reference_generate_seconds(reference, prompt, 4, batch=batch)
     tasks: dict[str, Callable[[], dict]] = {
-        "native": lambda: {"tok_s": decode_rate(lambda k: generate_seconds(native, silent, prompt, k, batch=batch), n)},
+        "native": lambda: {"tok_s": decode_rate(lambda k: generate_seconds(native, None, prompt, k, batch=batch), n)},
         "transformers": lambda: {"tok_s": decode_rate(lambda k: reference_generate_seconds(reference, prompt, k,
                                                                                           batch=batch), n)},
     }

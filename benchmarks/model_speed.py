@@ -28,7 +28,6 @@ from pathlib import Path
 import torch
 
 from bigcode_cli.bench import (
-    NoStopTokenizer,
     decode_rate,
     generate_seconds,
     interleave,
@@ -64,11 +63,10 @@ def measure(shape: str, dtype: str, prompt_len: int, new_tokens: int, rounds: in
     native = engine.load(path, "causal-lm", attn="sdpa", dtype=dtype)
     reference = engine.load(path, "causal-lm", engine="transformers", attn="sdpa", dtype=dtype).model
     prompt = [(i * 7919) % (SHAPES[shape]["vocab_size"] - 100) + 50 for i in range(prompt_len)]
-    silent = NoStopTokenizer()
-    generate_seconds(native, silent, prompt, 4)
+    generate_seconds(native, None, prompt, 4)
     reference_generate_seconds(reference, prompt, 4)  # warm-up both
     tasks = {
-        "native": lambda: {"tok_s": decode_rate(lambda n: generate_seconds(native, silent, prompt, n), new_tokens)},
+        "native": lambda: {"tok_s": decode_rate(lambda n: generate_seconds(native, None, prompt, n), new_tokens)},
         "transformers": lambda: {"tok_s": decode_rate(lambda n: reference_generate_seconds(reference, prompt, n),
                                                       new_tokens)},
         "native_prefill": lambda: {"s": prefill_seconds(native, prompt)},

@@ -22,7 +22,7 @@ import torch
 from bigcode_cli.errors import BackendError, InputError
 
 if TYPE_CHECKING:
-    from bigcode_cli.model.engine import Runner
+    from bigcode_cli.model.runner import Runner
     from bigcode_cli.store.loader import LoadedModel
     from bigcode_cli.text.tokenizer import Tokenizer
 
@@ -87,32 +87,6 @@ if __name__ == "__main__":
 '''
 
 
-class _SilentDecoder:
-    def push(self, _token: int) -> str:
-        return ""
-
-    def flush(self) -> str:
-        return ""
-
-
-class NoStopTokenizer:
-    """A tokenizer as generate() sees it, with no stop ids, so every run makes exactly the tokens asked for.
-
-    Wrapping a real tokenizer keeps its text decoding (what `bigcode complete` pays per token);
-    without one, no text is made at all (the model loop alone).
-    """
-
-    stop_ids: frozenset[int] = frozenset()
-
-    def __init__(self, tokenizer: Tokenizer | None = None) -> None:
-        self.tokenizer = tokenizer
-        self.eos_id = tokenizer.eos_id if tokenizer is not None else 0
-
-    def stream_decoder(self) -> Any:
-        """The wrapped tokenizer's streaming decoder, or one that makes no text."""
-        return self.tokenizer.stream_decoder() if self.tokenizer is not None else _SilentDecoder()
-
-
 def benchmark_prompt(tokenizer: Tokenizer, length: int) -> list[int]:
     """`length` ids of real code: the built-in sample, repeated and cut to length."""
     ids = tokenizer.encode(CODE_SAMPLE)
@@ -134,17 +108,19 @@ def _seconds(device: torch.device, work: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
-def generate_seconds(runner: Runner, tokenizer: NoStopTokenizer, prompt: Sequence[int], new_tokens: int,
+def generate_seconds(runner: Runner, tokenizer: Tokenizer | None, prompt: Sequence[int], new_tokens: int,
                      batch: int = 1) -> float:
-    """Wall time of the generation service (greedy) making `new_tokens` tokens after `prompt`.
+    """Wall time of the generation service (greedy, EOS ignored) making exactly `new_tokens` tokens after `prompt`.
 
+    With a tokenizer the text is decoded as `bigcode complete` does it; without one, only the model loop runs.
     batch > 1 decodes that many samples of the prompt in one batch (one prefill, then batch rows per step).
     """
     from bigcode_cli.generation.loop import generate
     from bigcode_cli.generation.sampling import SamplingParams
 
     return _seconds(runner.device, lambda: generate(runner, tokenizer, prompt, max_new_tokens=new_tokens,
-                                                    params=SamplingParams(temperature=0), num_samples=batch))
+                                                    params=SamplingParams(temperature=0), num_samples=batch,
+                                                    ignore_eos=True))
 
 
 def reference_generate_seconds(model: Any, prompt: Sequence[int], new_tokens: int, batch: int = 1) -> float:
@@ -224,6 +200,8 @@ class ComboResult:
     device: str | None = None
     dtype: str | None = None
     decode_by: str | None = None  # what ran the decode steps: "kernel" (our C kernel) or "torch"
+    decode_reason: str | None = None  # why not the kernel, when "torch"
+    decode_summary: str | None = None  # the two in words: "C kernel", "PyTorch (reason)"
     load_s: float | None = None
     prefill_s: float | None = None
     prefill_tok_s: float | None = None
@@ -261,7 +239,7 @@ class _ComboRun:
         self.prompt_tokens = prompt_tokens
         self.new_tokens = new_tokens
         self.error: BackendError | None = None
-        self.seen: dict[str, str] = {}  # name, backend, device, dtype of the last load
+        self.seen: dict[str, str | None] = {}  # name, backend, device, dtype, decode path of the last load
         self.prompt: list[int] = []
 
     def __call__(self) -> dict[str, float | None]:
@@ -287,13 +265,16 @@ class _ComboRun:
     def _measure(self, loaded: LoadedModel, load_s: float) -> dict[str, float | None]:
         runner = loaded.runner
         self.seen = {"name": loaded.name, "backend": runner.backend, "device": str(runner.device),
-                     "dtype": runner.dtype_name, "decode_by": runner.decode_path}
+                     "dtype": getattr(runner, "dtype_name", None) or str(runner.dtype).removeprefix("torch."),
+                     "decode_by": runner.decode_path,
+                     "decode_reason": runner.decode_reason if runner.decode_path != "kernel" else None,
+                     "decode_summary": runner.decode_summary}
         room = runner.context_length - self.new_tokens
         if room < 1:
             raise InputError(f"--new-tokens {self.new_tokens} leaves no room for a prompt in {loaded.name}'s "
                              f"context of {runner.context_length} positions; ask for fewer")
         self.prompt = benchmark_prompt(loaded.tokenizer, min(self.prompt_tokens, room))
-        tokenizer = NoStopTokenizer(loaded.tokenizer)
+        tokenizer = loaded.tokenizer
         generate_seconds(runner, tokenizer, self.prompt, min(4, self.new_tokens))  # warm-up, untimed
         prefill_s = prefill_seconds(runner, self.prompt)
         rate = decode_rate(lambda n: generate_seconds(runner, tokenizer, self.prompt, n), self.new_tokens)
@@ -339,7 +320,8 @@ def run_bench(model: str | None, combos: Sequence[Combo], *, device: str = "auto
         prefill_s, rate = got["prefill_s"], got["decode_tok_s"]
         report.results.append(ComboResult(
             combo, backend=run.seen["backend"], device=run.seen["device"], dtype=run.seen["dtype"],
-            decode_by=run.seen["decode_by"], load_s=got["load_s"], prefill_s=prefill_s,
+            decode_by=run.seen["decode_by"], decode_reason=run.seen["decode_reason"],
+            decode_summary=run.seen["decode_summary"], load_s=got["load_s"], prefill_s=prefill_s,
             prefill_tok_s=len(run.prompt) / prefill_s if prefill_s else None, decode_tok_s=rate,
             ratio=rate / base if rate is not None and base else None,
         ))

@@ -39,3 +39,7 @@ class UsageError(InputError):
     """An option value or combination of options that cannot work: exit code 2, like a parse error."""
 
     exit_code = 2
+
+
+class NotDownloadedError(ModelNotFoundError):
+    """A hub model in neither our cache nor the Hugging Face cache: `bigcode models pull` gets it."""

@@ -27,9 +27,13 @@ def quantized_dir() -> Path:
 
 
 def kernels_dir() -> Path:
-    """Where the C kernels compiled for this machine are cached: BIGCODE_KERNEL_DIR, else under the home."""
+    """This user's compiled C kernels: a directory per uid under BIGCODE_KERNEL_DIR, else under the home's kernels/.
+
+    Per user because a compiled library runs in the process that loads it, and a model cache may be shared.
+    """
     explicit = os.environ.get("BIGCODE_KERNEL_DIR")
-    return Path(explicit).expanduser() if explicit else bigcode_home() / "kernels"
+    root = Path(explicit).expanduser() if explicit else bigcode_home() / "kernels"
+    return root / f"uid-{os.geteuid()}"
 
 
 def history_file() -> Path:

@@ -1,24 +1,38 @@
 import os
+import shutil
 import tempfile
 
 import pytest
 import torch
 
+# nothing of the developer's or the CI's own set-up reaches a test: no BIGCODE_* (model choices, the
+# kernel switch, debug mode, colour, a kernel directory) survives from the environment
+for _name in [name for name in os.environ if name.startswith("BIGCODE_")]:
+    del os.environ[_name]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 # the C kernels are compiled once per test session, not once per test's BIGCODE_HOME
-os.environ.setdefault("BIGCODE_KERNEL_DIR", tempfile.mkdtemp(prefix="bigcode-kernels-"))
+KERNEL_DIR = tempfile.mkdtemp(prefix="bigcode-kernels-")
+os.environ["BIGCODE_KERNEL_DIR"] = KERNEL_DIR
+
+
+@pytest.fixture(scope="session", autouse=True)
+def kernel_dir():
+    """The session's kernel directory, removed when the session ends."""
+    yield KERNEL_DIR
+    shutil.rmtree(KERNEL_DIR, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path_factory, monkeypatch):
-    """Every test gets its own BIGCODE_HOME and Hugging Face cache."""
+    """Every test gets its own BIGCODE_HOME and Hugging Face cache, and no BIGCODE_* a test before it set."""
+    for name in [name for name in os.environ if name.startswith("BIGCODE_") and name != "BIGCODE_KERNEL_DIR"]:
+        monkeypatch.delenv(name)
     home = tmp_path_factory.mktemp("bigcode_home")
     monkeypatch.setenv("BIGCODE_HOME", str(home))
     monkeypatch.setenv("HF_HOME", str(home / "hf"))
     monkeypatch.setenv("HF_HUB_CACHE", str(home / "hf" / "hub"))
-    monkeypatch.delenv("BIGCODE_MODEL", raising=False)
     monkeypatch.delenv("NO_COLOR", raising=False)
     return home
 

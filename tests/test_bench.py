@@ -20,10 +20,11 @@ from bigcode_cli.cli.app import run
 from bigcode_cli.terminal.console import stdout_console
 from bigcode_cli.generation.loop import generate
 from bigcode_cli.generation.sampling import SamplingParams
+from bigcode_cli.model.config import GPTBigCodeConfig
 from bigcode_cli.text.tokenizer import Tokenizer
 
 FAST = ("--rounds", "1", "--new-tokens", "4", "--prompt-tokens", "16")
-FIELDS = {"model", "engine", "attn", "backend", "device", "dtype", "decode_by", "prompt_tokens", "new_tokens", "rounds", "load_s",
+FIELDS = {"model", "engine", "attn", "backend", "device", "dtype", "decode_by", "decode_reason", "prompt_tokens", "new_tokens", "rounds", "load_s",
           "prefill_ms", "prefill_tok_s", "decode_tok_s", "ratio", "skipped"}
 MEASURES = ("load_s", "prefill_ms", "prefill_tok_s", "decode_tok_s", "ratio")
 
@@ -113,13 +114,30 @@ def test_table_on_a_terminal(capsys, lm, fake_timings, monkeypatch):
     finally:
         stdout_console.cache_clear()
     assert code == 0
-    assert out.splitlines()[0] == f"{lm}: cpu, float32, prompt 16, 4 new tokens, median of 1; native decode steps: kernel"
+    assert out.splitlines()[0] == f"{lm}: cpu, float32, prompt 16, 4 new tokens, median of 1; native decode steps: C kernel"
     lines = [line.split() for line in out.splitlines() if line.strip()]
     assert lines[1] == ["ENGINE", "ATTN", "LOAD", "S", "PREFILL", "MS", "PREFILL", "TOK/S", "DECODE", "TOK/S", "RATIO"]
     assert lines[2][:2] == ["native", "sdpa"] and lines[2][-4:] == ["4.0", "4000", "100.0", "1.00"]
     assert lines[3] == ["native", "flash", "skipped"]
     assert lines[4][:2] == ["transformers", "sdpa"] and lines[4][-4:] == ["4.0", "4000", "50.0", "0.50"]
     assert lines[5] == ["transformers", "flash", "skipped"]
+
+
+def test_title_and_json_say_why_decode_steps_are_not_in_the_c_kernel(capsys, lm, fake_timings, monkeypatch):
+    monkeypatch.setenv("BIGCODE_CPU_KERNEL", "0")
+    code, out, _ = _run(capsys, "bench", "-m", lm, "--attn", "sdpa", "--device", "cpu", *FAST)
+    assert code == 0
+    assert [(r["engine"], r["decode_by"], r["decode_reason"]) for r in _records(out)] == [
+        ("native", "torch", "turned off by BIGCODE_CPU_KERNEL=0"),
+        ("transformers", "torch", "the transformers engine runs its own code")]
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setenv("NO_COLOR", "1")
+    stdout_console.cache_clear()
+    try:
+        code, out, _ = _run(capsys, "bench", "-m", lm, "--attn", "sdpa", "--device", "cpu", *FAST)
+    finally:
+        stdout_console.cache_clear()
+    assert out.splitlines()[0].endswith("; native decode steps: PyTorch (turned off by BIGCODE_CPU_KERNEL=0)")
 
 
 def test_prompt_is_cut_to_leave_room_for_the_new_tokens(capsys, lm, fake_timings):
@@ -158,9 +176,10 @@ def test_help_imports_no_torch():
 
 
 class _EosRunner:
-    """A causal LM that always prefers token 0, the tokenizer's end of text."""
+    """A causal LM that always prefers token 0, the tokenizer's end of text and the config's eos_token_id."""
 
     device = torch.device("cpu")
+    config = GPTBigCodeConfig(eos_token_id=0)
 
     def new_cache(self, batch: int, capacity: int) -> None:
         return None
@@ -174,14 +193,17 @@ class _EosRunner:
         return logits
 
 
-def test_no_stop_tokenizer_makes_every_token_asked_for(lm):
+def test_ignore_eos_makes_every_token_asked_for(lm):
     tokenizer = Tokenizer.from_dir(lm)
     assert 0 in tokenizer.stop_ids
     greedy = SamplingParams(temperature=0)
     assert generate(_EosRunner(), tokenizer, [5, 6], max_new_tokens=6, params=greedy).new_tokens == 0
-    made = generate(_EosRunner(), bench.NoStopTokenizer(tokenizer), [5, 6], max_new_tokens=6, params=greedy)
+    made = generate(_EosRunner(), tokenizer, [5, 6], max_new_tokens=6, params=greedy, ignore_eos=True)
     assert made.samples[0].token_ids == [0] * 6 and made.samples[0].stop_reason == "length"
-    silent = generate(_EosRunner(), bench.NoStopTokenizer(), [5], max_new_tokens=3, params=greedy)
+    assert made.samples[0].text == tokenizer.decode([0] * 6)
+    # without a tokenizer: token ids only, no text; the config's eos_token_id ends a sample unless ignored
+    assert generate(_EosRunner(), None, [5], max_new_tokens=3, params=greedy).samples[0].stop_reason == "eos"
+    silent = generate(_EosRunner(), None, [5], max_new_tokens=3, params=greedy, ignore_eos=True)
     assert silent.samples[0].token_ids == [0] * 3 and silent.samples[0].text == ""
 
 

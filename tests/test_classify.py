@@ -23,13 +23,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 LABELS = ["python", "c", "javascript"]
 
 
-@pytest.fixture(autouse=True)
-def click_abort(monkeypatch):
-    # cli.py's except clause names click's Abort, which typer's vendored click may lack
-    if not hasattr(cli.click_exceptions, "Abort"):
-        monkeypatch.setattr(cli.click_exceptions, "Abort", type("Abort", (Exception,), {}), raising=False)
-
-
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory) -> Path:
     return model_dir(tmp_path_factory.mktemp("cls") / "ckpt", "sequence-classification", LABELS, n_positions=32)

@@ -44,6 +44,8 @@ def test_json_object_has_the_documented_fields(capsys, lm, source):
     assert record["prompt"].startswith("<fim_prefix>def fib(n):") and record["prompt"].endswith("<fim_middle>")
     assert "<fim_suffix>\n\nprint(fib(10))\n" in record["prompt"]
     assert record["stop_reason"] in ("eos", "length", "stop")
+    # "length" exactly when every one of the 12 tokens asked for was made
+    assert (record["stop_reason"] == "length") == (record["new_tokens"] == 12), record
     assert set(record["timings"]) == {"load_s", "prefill_s", "decode_s", "tokens_per_s"}
 
 

@@ -74,7 +74,7 @@ def test_commands_and_options_are_offered():
 def test_model_names_come_from_the_cache_and_aliases(tmp_path):
     from checkpoints import save_lm_with_tokenizer
 
-    from bigcode_cli.store import cache as store
+    from bigcode_cli import store
 
     store.import_checkpoint(save_lm_with_tokenizer(tmp_path / "ckpt"), "my-tiny-lm")
     for words in ("bigcode complete --model ", "bigcode classify -m ", "bigcode models info ",

@@ -14,6 +14,7 @@ from checkpoints import save_checkpoint
 from bigcode_cli.model import engine
 from bigcode_cli.kernels import build as kernel_build
 from bigcode_cli.kernels.cpu_decode import MAX_ROWS
+from bigcode_cli.paths import kernels_dir
 
 pytestmark = pytest.mark.skipif(kernel_build.find_compiler() is None, reason="no C compiler to build the kernel")
 
@@ -138,7 +139,7 @@ def test_a_failing_compiler_leaves_pytorch_in_charge(checkpoints, tmp_path, monk
     runner = engine.load(checkpoints["mqa"], "causal-lm", dtype="float32", device="cpu")
     assert runner.decode_path == "torch"
     assert "broken-cc failed" in kernel_build.kernel_problem("decode_step")
-    assert not any((tmp_path / "kernels").glob("*.so"))  # no half-written library left behind
+    assert not any((tmp_path / "kernels").rglob("*.so"))  # no half-written library left behind
     ids = _ids(1, 5, seed=9)
     with torch.inference_mode():
         cache = runner.new_cache(1, 6)
@@ -150,7 +151,7 @@ def test_the_library_is_built_once_and_reused(tmp_path, monkeypatch):
     monkeypatch.setenv("BIGCODE_KERNEL_DIR", str(tmp_path))
     monkeypatch.setattr(kernel_build, "_loaded", {})
     assert kernel_build.load_kernel("decode_step") is not None
-    built = list(tmp_path.glob("decode_step-*"))
+    built = list(kernels_dir().glob("decode_step-*"))
     assert len(built) == 1
     stamp = built[0].stat().st_mtime_ns
     monkeypatch.setattr(kernel_build, "_loaded", {})
@@ -208,7 +209,7 @@ def test_a_damaged_cached_library_is_rebuilt(tmp_path, monkeypatch):
     load = "from bigcode_cli.kernels import build; print(build.load_kernel('decode_step') is not None)"
     # a fresh process each time: this one may already hold the library open under the same name
     assert subprocess.run([sys.executable, "-c", load], capture_output=True, text=True).stdout.strip() == "True"
-    built = next(tmp_path.glob("decode_step-*"))
+    built = next(kernels_dir().glob("decode_step-*"))
     built.write_bytes(b"not a shared library")
     assert subprocess.run([sys.executable, "-c", load], capture_output=True, text=True).stdout.strip() == "True"
     assert built.read_bytes() != b"not a shared library"
@@ -232,4 +233,4 @@ def test_the_portable_build_gives_the_same_steps(checkpoints, tmp_path, monkeypa
         if dtype == "float32":
             assert (portable - _step_logits(ref, prompt, steps)).abs().max().item() <= FP32_TOL
         assert (portable - native[dtype]).abs().max().item() <= 1e-4
-    assert len(list(tmp_path.glob("decode_step-*"))) == 1
+    assert len(list(kernels_dir().glob("decode_step-*"))) == 1

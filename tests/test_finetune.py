@@ -11,7 +11,7 @@ import torch
 from task_models import feed_stdin, hf_model, model_dir
 
 from bigcode_cli.cli import app as cli
-from bigcode_cli.store import cache as store
+from bigcode_cli import store
 from bigcode_cli.pipelines.batching import Batcher
 from bigcode_cli.model.engine import load
 from bigcode_cli.errors import InputError, StoreError
@@ -22,12 +22,6 @@ from bigcode_cli.text.tokenizer import Tokenizer
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 LANGS = ["c", "javascript", "python"]
-
-
-@pytest.fixture(autouse=True)
-def click_abort(monkeypatch):
-    if not hasattr(cli.click_exceptions, "Abort"):
-        monkeypatch.setattr(cli.click_exceptions, "Abort", type("Abort", (Exception,), {}), raising=False)
 
 
 @pytest.fixture(scope="module")

@@ -99,11 +99,30 @@ def test_streamed_text_equals_final_text_and_stop_strings_are_cut(lm):
 
 def test_length_stop_reason_and_token_counts(lm):
     tokenizer = Tokenizer.from_dir(lm)
-    result = generate(engine.load(lm, "causal-lm"), tokenizer, tokenizer.encode("x = "), max_new_tokens=5,
-                      params=GREEDY)
+    runner = engine.load(lm, "causal-lm")
+    prompt = tokenizer.encode("x = ")
+    result = generate(runner, tokenizer, prompt, max_new_tokens=5, params=GREEDY)
     sample = result.samples[0]
-    assert (sample.stop_reason, len(sample.token_ids)) in {("length", 5), ("eos", len(sample.token_ids))}
-    assert result.prompt_tokens == len(tokenizer.encode("x = "))
+    expected = _hf_greedy(lm, prompt, 5, tokenizer.stop_ids, runner.device)
+    assert sample.token_ids == expected
+    assert sample.stop_reason == ("length" if len(expected) == 5 else "eos")
+    assert result.prompt_tokens == len(prompt) and result.new_tokens == len(expected)
+
+
+def test_eos_stop_reason_at_the_models_own_end_token(lm):
+    import dataclasses
+
+    tokenizer = Tokenizer.from_dir(lm)
+    runner = engine.load(lm, "causal-lm")
+    prompt = tokenizer.encode("x = ")
+    ignored = generate(runner, None, prompt, max_new_tokens=4, params=GREEDY, ignore_eos=True)
+    greedy = ignored.samples[0].token_ids
+    assert len(greedy) == 4 and ignored.samples[0].stop_reason == "length"
+    # make the third greedy token the model's end of text: the same run must now stop right before it
+    runner.config = dataclasses.replace(runner.config, eos_token_id=greedy[2])
+    result = generate(runner, None, prompt, max_new_tokens=4, params=GREEDY)
+    assert result.samples[0].token_ids == greedy[: greedy.index(greedy[2])]
+    assert result.samples[0].stop_reason == "eos" and result.samples[0].text == ""
 
 
 def test_ctrl_c_keeps_what_was_generated(lm):

@@ -132,3 +132,17 @@ def test_bin_weights_load_without_running_pickled_code(lm, tmp_path):
     torch.save({"x": Evil()}, tmp_path / "evil" / "pytorch_model.bin")
     with pytest.raises(CheckpointError, match="weights_only=True"):
         engine.load(tmp_path / "evil", "causal-lm")
+
+
+def test_a_tokenizer_larger_than_the_models_vocabulary_is_one_line_error(tmp_path, capsys):
+    from tokenizer_files import STARCODER_SPECIALS, save_tokenizer
+
+    from bigcode_cli.cli.app import run
+
+    path = save_checkpoint(tmp_path / "mismatched", vocab_size=97)
+    save_tokenizer(path, STARCODER_SPECIALS)  # 360 tokens: ids 97..359 have no embedding in this model
+    code = run(["generate", "-m", str(path), "--device", "cpu", "--max-new-tokens", "2", "def main():"])
+    out, err = capsys.readouterr()
+    assert (code, out) == (1, "")
+    assert err == (f"error: {path}: the tokenizer has 360 tokens but the model's vocabulary (vocab_size in "
+                   "config.json) has 97; the tokenizer files belong to another model\n")

@@ -248,7 +248,7 @@ def test_reference_engine_cached_steps_equal_its_own_full_forward(checkpoints, v
 
 
 def test_reference_engine_passes_the_cache_under_the_name_forward_takes():
-    from bigcode_cli.model.engine import _cache_argument
+    from bigcode_cli.model.reference_runner import _cache_argument
 
     class Before:
         def forward(self, input_ids, past_key_values=None, use_cache=None, **kwargs): ...

@@ -18,12 +18,6 @@ from bigcode_cli.store import quantized
 from bigcode_cli.store.loader import open_model
 
 
-@pytest.fixture(autouse=True)
-def _typer_abort(monkeypatch):
-    if not hasattr(cli.click_exceptions, "Abort"):
-        monkeypatch.setattr(cli.click_exceptions, "Abort", type("Abort", (Exception,), {}), raising=False)
-
-
 @pytest.fixture(scope="module")
 def lm(tmp_path_factory):
     return save_lm_with_tokenizer(tmp_path_factory.mktemp("qlm") / "ckpt", n_embd=40, n_layer=2)

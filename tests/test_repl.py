@@ -153,10 +153,19 @@ def test_model_switch_keeps_the_old_model_when_the_new_one_fails(models, capsys)
     err = capsys.readouterr().err
     assert f"loaded {models['other']} (native/" in err
     if session.current.runner.decode_path == "kernel":  # a CPU with a C compiler
-        assert "float32, C decode kernel) in " in err
+        assert "float32, decode: C kernel) in " in err
+    else:
+        assert f"float32, decode: PyTorch ({session.current.runner.decode_reason})) in " in err
     assert "error: no checkpoint directory at /no/such/model" in err
     assert ("model", str(models["other"])) in toolbar_items(session)
     assert ("attn", "eager") in toolbar_items(session)
+
+
+def test_the_load_line_says_why_decoding_is_not_in_the_c_kernel(models, capsys, monkeypatch):
+    monkeypatch.setenv("BIGCODE_CPU_KERNEL", "0")
+    session = new_session(models)
+    drive(session, f"/model {models['other']}" + ENTER + "/quit" + ENTER)
+    assert "float32, decode: PyTorch (turned off by BIGCODE_CPU_KERNEL=0)) in " in capsys.readouterr().err
 
 
 class StopAfterFirstText(io.StringIO):
@@ -273,10 +282,10 @@ def test_save_writes_the_transcript(models, tmp_path):
 
 
 def test_model_text_is_plain_text_never_markup_or_escapes():
-    from bigcode_cli.repl.output import TurnPrinter
+    from bigcode_cli.terminal.stream_printer import StreamPrinter
 
     out = io.StringIO()
-    printer = TurnPrinter(out, colour=True, language="python")
+    printer = StreamPrinter(out, colour=True, language="python", end_line=True)
     printer.width = 80
     printer.start("    ")
     printer.write("x = [bold]1[/bold]")

@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from bigcode_cli.errors import InputError
+from bigcode_cli.errors import UsageError
 from bigcode_cli.generation.stopping import StopMatcher
 
 
@@ -56,8 +56,8 @@ def test_no_stops_holds_nothing():
     assert not matcher.stopped and matcher.flush() == ""
 
 
-def test_empty_stop_is_an_input_error():
-    with pytest.raises(InputError, match="stop string must not be empty"):
+def test_empty_stop_is_a_usage_error():
+    with pytest.raises(UsageError, match="stop string must not be empty"):
         StopMatcher(["ok", ""])
 
 

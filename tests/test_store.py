@@ -13,7 +13,7 @@ from hub_server import FakeHub
 from tokenizer_files import SANTACODER_SPECIALS, STARCODER_SPECIALS, save_tokenizer
 
 from bigcode_cli.cli import app as cli
-from bigcode_cli.store import cache as store
+from bigcode_cli import paths, store
 from bigcode_cli.errors import CheckpointError, ModelNotFoundError, StoreError
 
 REPO = "bigcode/tiny-test"
@@ -31,10 +31,7 @@ def store_env(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     bundled = tmp_path / "bundled"
     bundled.mkdir()
-    monkeypatch.setattr(store, "bundled_dir", lambda: bundled)
-    # cli.py's except clause names click's Abort, which typer's vendored click lacks; give it one
-    if not hasattr(cli.click_exceptions, "Abort"):
-        monkeypatch.setattr(cli.click_exceptions, "Abort", type("Abort", (Exception,), {}), raising=False)
+    monkeypatch.setattr(paths, "bundled_dir", lambda: bundled)
     return tmp_path
 
 
@@ -285,6 +282,30 @@ def test_huggingface_cache_snapshot_is_used_in_place(hub, store_env, lm_files):
         store.verify(REPO)
     with pytest.raises(StoreError, match="Hugging Face cache"):
         store.remove(REPO)
+
+
+def test_huggingface_cache_scan_finds_branches_tags_and_commits_of_complete_gpt_bigcode_snapshots(
+        hub, store_env, lm_files):
+    from huggingface_hub import hf_hub_download
+
+    cache = store_env / "hf" / "hub"
+    tagged = hub.add(REPO, lm_files, revision="v1")
+    gpt2 = {**lm_files, "config.json": json.dumps({**json.loads(lm_files["config.json"]), "model_type": "gpt2"}).encode()}
+    hub.add("acme/gpt2", gpt2)
+    hub.add("acme/partial", lm_files)
+    for repo, revision, names in ((REPO, "v1", lm_files), ("acme/gpt2", "main", gpt2),
+                                  ("acme/partial", "main", ["config.json"])):  # no weights: not usable
+        for name in names:
+            hf_hub_download(repo, name, revision=revision, cache_dir=cache, endpoint=hub.url)
+    snapshot = cache / "models--bigcode--tiny-test" / "snapshots" / tagged
+    assert store.resolve(f"{REPO}@v1", offline=True).path == snapshot
+    assert store.resolve(f"{REPO}@{tagged}", offline=True).path == snapshot  # a commit, no ref needed
+    with pytest.raises(ModelNotFoundError, match="not downloaded"):
+        store.resolve(REPO, offline=True)  # main is not in the cache
+    with pytest.raises(ModelNotFoundError, match="not downloaded"):
+        store.resolve("acme/partial", offline=True)
+    listed = [(m["name"], m["path"]) for m in store.list_models() if m["source"] == "hf-cache"]
+    assert listed == [(f"{REPO}@v1", str(snapshot))]  # gpt2 is another model type; partial has no weights
 
 
 # --- import, verify, rm, info ----------------------------------------------------------------------------

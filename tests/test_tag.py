@@ -19,12 +19,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 LABELS = bio_labels(["KEY", "EMAIL"])
 
 
-@pytest.fixture(autouse=True)
-def click_abort(monkeypatch):
-    if not hasattr(cli.click_exceptions, "Abort"):
-        monkeypatch.setattr(cli.click_exceptions, "Abort", type("Abort", (Exception,), {}), raising=False)
-
-
 @pytest.fixture(scope="module")
 def tagger(tmp_path_factory) -> Path:
     return model_dir(tmp_path_factory.mktemp("tag") / "ckpt", "token-classification", LABELS, n_positions=96)
@@ -74,7 +68,9 @@ def test_every_span_is_a_slice_of_the_original(tagger, monkeypatch, capsys, aggr
         for span in record["spans"]:
             assert list(span) == ["label", "start", "end", "text", "score"]
             assert span["text"] == text[span["start"]:span["end"]] and span["text"].strip() == span["text"]
-            assert span["label"] in ("KEY", "EMAIL") and 0 < span["score"] <= 1
+            # none: the model's own label per token; word: the merged entity's type
+            assert span["label"] in (LABELS[1:] if aggregate == "none" else ["KEY", "EMAIL"])
+            assert 0 < span["score"] <= 1
             total += 1
         starts = [s["start"] for s in record["spans"]]
         assert starts == sorted(starts)
@@ -98,7 +94,40 @@ def test_word_aggregation_merges_pieces_and_whole_words():
     assert [(s.label, s.text) for s in word] == [("KEY", "sk-abc123"), ("EMAIL", "bob@x.io")]
     none = spans_from_tokens(text, offsets, predictions, "none")
     assert [s.text for s in none] == ["sk", "-", "abc", "123", "ob", "@", "x", ".", "io"]
+    assert [s.label for s in none] == [label for label in labels if label != "O"]  # the model's own labels
     assert all(s.text == text[s.start:s.end] for s in word + none)
+
+
+BUNDLED_TAGGER = Path(__file__).resolve().parent.parent / "bigcode_cli" / "bundled" / "bigcode-tiny-secrets"
+SECRETS = ['smtp_login("alice@example.com", password="hunter2-Xq9", host="192.168.1.20")',
+           'api_key = "sk-live-4f9aB72cQ1"  # ask bob@corp.io, server 10.0.0.7']
+
+
+def test_aggregate_none_gives_what_transformers_pipeline_gives(monkeypatch, capsys):
+    from transformers import AutoTokenizer, GPTBigCodeForTokenClassification, pipeline
+
+    data = "".join(line + "\n" for line in SECRETS).encode()
+    code, out, err = run_cli(monkeypatch, capsys, ["tag", "-m", str(BUNDLED_TAGGER), "--aggregate", "none",
+                                                   "--dtype", "float32", "--attn", "eager"], data)
+    assert (code, err) == (0, "")
+    model = GPTBigCodeForTokenClassification.from_pretrained(str(BUNDLED_TAGGER), dtype=torch.float32,
+                                                             attn_implementation="eager")
+    reference = pipeline("token-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(str(BUNDLED_TAGGER)),
+                         aggregation_strategy="none", device="cpu")
+    seen = set()
+    for line, text in zip(out.splitlines(), SECRETS):
+        want = []
+        for entity in reference(text):
+            start, end = entity["start"], entity["end"]
+            while start < end and text[start].isspace():  # our spans leave out a token's leading space
+                start += 1
+            if start < end:
+                want.append((entity["entity"], start, end, float(entity["score"])))
+        got = [(s["label"], s["start"], s["end"], s["score"]) for s in json.loads(line)["spans"]]
+        assert [g[:3] for g in got] == [w[:3] for w in want]
+        assert [g[3] for g in got] == pytest.approx([w[3] for w in want], abs=1e-4)
+        seen.update(g[0] for g in got)
+    assert {"B-EMAIL", "I-EMAIL", "B-IP_ADDRESS", "I-IP_ADDRESS"} <= seen  # the check above compared real labels
 
 
 def test_leading_space_is_not_part_of_a_span():

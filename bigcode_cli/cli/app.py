@@ -6,21 +6,20 @@ shell completion must stay instant.
 
 from __future__ import annotations
 
-import errno
-import os
 import sys
 
 import typer
 
-try:  # typer >= 0.20 vendors click
-    from typer._click import exceptions as click_exceptions
-except ImportError:  # pragma: no cover
-    from click import exceptions as click_exceptions
+try:  # newer typer carries its own copy of click, whose errors derive from this public class
+    from typer import TyperException as CommandLineError
+except ImportError:  # pragma: no cover - older typer runs on click itself
+    from click import ClickException as CommandLineError
 
 from bigcode_cli import __version__
 from bigcode_cli.cli.commands import register_all
-from bigcode_cli.terminal.console import debug_enabled, print_error
 from bigcode_cli.errors import BigCodeError
+from bigcode_cli.terminal.closed_stdout import StdoutClosed, guarded_stdout
+from bigcode_cli.terminal.console import debug_enabled, print_error, set_colour
 
 app = typer.Typer(
     name="bigcode",
@@ -45,56 +44,47 @@ def root(
 ) -> None:
     """Code completion, generation, classification and tagging with GPTBigCode models."""
     if no_color:
-        os.environ["BIGCODE_NO_COLOR"] = "1"
-        os.environ["NO_COLOR"] = "1"  # rich (Typer's help) and prompt-toolkit (the REPL) read this one
+        _no_colour_anywhere()
+
+
+_typer_colours: list = []  # typer.rich_utils.COLOR_SYSTEM as it was before --no-color changed it
+
+
+def _no_colour_anywhere() -> None:
+    """--no-color: our consoles (and the REPL, through them) and Typer's help console stop colouring."""
+    from typer import rich_utils
+
+    set_colour(False)
+    if not _typer_colours:
+        _typer_colours.append(rich_utils.COLOR_SYSTEM)
+    rich_utils.COLOR_SYSTEM = None  # typer.rich_utils' public setting ("Set to None to disable colors")
+
+
+def _colour_back() -> None:
+    """Undo --no-color: it lasts one run (tests run many in one process)."""
+    set_colour(True)
+    if _typer_colours:
+        from typer import rich_utils
+
+        rich_utils.COLOR_SYSTEM = _typer_colours.pop()
 
 
 register_all(app)
 
 
-def _quiet_stdout() -> None:
-    """After a closed pipe, point stdout at /dev/null so the interpreter's final flush stays quiet."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except OSError:
-        pass
-
-
-def _closed_pipe_exit(exc: SystemExit) -> bool:
-    """Whether this exit(1) is a library giving up on a closed stdout: rich's console (help text, tables)
-    or Typer's EPIPE handler, which also wraps the streams (undone here)."""
-    if exc.code != 1:
-        return False
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    from_rich = tb is not None and tb.tb_frame.f_code.co_name == "on_broken_pipe"
-    try:
-        from typer._click.utils import PacifyFlushWrapper
-    except ImportError:  # pragma: no cover
-        from click.utils import PacifyFlushWrapper
-    from_typer = isinstance(sys.stdout, PacifyFlushWrapper)
-    if from_typer:
-        sys.stdout = sys.stdout.wrapped
-        if isinstance(sys.stderr, PacifyFlushWrapper):
-            sys.stderr = sys.stderr.wrapped
-    return from_rich or from_typer
-
-
-def run(args: list[str] | None = None) -> int:
-    """Run the CLI and return its exit code: 0 ok, 1 error, 2 usage, 130 interrupted."""
+def _run(args: list[str] | None) -> int:
     try:
         result = app(args=args, prog_name="bigcode", standalone_mode=False)
         return result if isinstance(result, int) else 0
     except typer.Exit as exc:
         return exc.exit_code
-    except click_exceptions.UsageError as exc:
-        command = exc.ctx.command_path if exc.ctx else "bigcode"
-        print_error(f"{exc.format_message()} (see '{command} --help')")
-        return 2
-    except click_exceptions.ClickException as exc:
-        print_error(exc.format_message())
+    except CommandLineError as exc:
+        context = getattr(exc, "ctx", None)
+        if exc.exit_code == 2:  # a usage error: say where to look
+            command = context.command_path if context is not None else "bigcode"
+            print_error(f"{exc.format_message()} (see '{command} --help')")
+        else:
+            print_error(exc.format_message())
         return exc.exit_code
     except typer.Abort:
         return 130
@@ -108,18 +98,7 @@ def run(args: list[str] | None = None) -> int:
             raise
         print("interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        _quiet_stdout()
-        return 0
-    except SystemExit as exc:
-        if _closed_pipe_exit(exc):
-            _quiet_stdout()
-            return 0
-        raise
     except OSError as exc:
-        if exc.errno == errno.EPIPE:
-            _quiet_stdout()
-            return 0
         if debug_enabled():
             raise
         print_error(f"{exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}")
@@ -131,11 +110,17 @@ def run(args: list[str] | None = None) -> int:
         return 1
 
 
+def run(args: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code: 0 ok, 1 error, 2 usage, 130 interrupted; a closed stdout is 0."""
+    try:
+        with guarded_stdout():
+            return _run(args)
+    except StdoutClosed:
+        return 0
+    finally:
+        _colour_back()
+
+
 def main() -> None:
     """Console-script entry point."""
-    code = run()
-    try:
-        sys.stdout.flush()
-    except (BrokenPipeError, OSError):
-        _quiet_stdout()
-    sys.exit(code)
+    sys.exit(run())

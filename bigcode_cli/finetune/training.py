@@ -24,18 +24,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bigcode_cli.choices import listed
 from bigcode_cli.model.config import GPTBigCodeConfig
 from bigcode_cli.errors import InputError, StoreError, UsageError
 from bigcode_cli.finetune.data import Example, build_examples, classification_metrics, main_metric, read_jsonl
 from bigcode_cli.pipelines.tagging import f1, span_scores, spans_from_tokens
+from bigcode_cli.tasks import FINETUNE_MODES, TASKS
 
 if TYPE_CHECKING:
     import torch
 
     from bigcode_cli.model.gpt_bigcode import GPTBigCodePreTrained
 
-TASKS = {"classify": "sequence-classification", "tag": "token-classification"}
-ARCHITECTURES = {"classify": "GPTBigCodeForSequenceClassification", "tag": "GPTBigCodeForTokenClassification"}
 IGNORE = -100  # label of padding positions in the token loss
 
 
@@ -122,7 +122,7 @@ class Trainer:
         self.task = options.task
         for p in model.parameters():
             p.requires_grad_(False)
-        self.head = model.score if self.task == "classify" else model.classifier
+        self.head = getattr(model, TASKS[FINETUNE_MODES[self.task]].head)
         trainable: list[torch.nn.Module] = [self.head]
         if options.unfreeze:
             trainable += list(model.transformer.h[-options.unfreeze:]) + [model.transformer.ln_f]
@@ -300,7 +300,7 @@ def save_model(model: GPTBigCodePreTrained, config: GPTBigCodeConfig, tokenizer_
 
 def _check_destination(options: FinetuneOptions) -> None:
     """Refuse before training when the result could not be saved."""
-    from bigcode_cli.store import cache as store
+    from bigcode_cli import store
 
     if options.name is None and options.out is None:
         raise UsageError("say where the model goes: --name NAME (into the cache) or --out DIR")
@@ -320,15 +320,17 @@ def finetune(options: FinetuneOptions, on_event: Callable[[Event], None] | None 
     """Train a head for `options.task` on `options.train` and save the checkpoint."""
     import torch
 
-    from bigcode_cli.store import cache as store
+    from bigcode_cli import store
     from bigcode_cli.model.runtime import resolve_device
+    from bigcode_cli.store.loader import check_vocabulary
     from bigcode_cli.text.tokenizer import Tokenizer
     from bigcode_cli.model.weights import build_model, load_state_dict
 
     started = time.perf_counter()
     on_event = on_event or (lambda event: None)
-    if options.task not in TASKS:
-        raise InputError(f"unknown finetune task {options.task!r}; choose classify or tag")
+    if options.task not in FINETUNE_MODES:
+        raise InputError(f"unknown finetune task {options.task!r}; choose {listed(FINETUNE_MODES)}")
+    row = TASKS[FINETUNE_MODES[options.task]]
     for name, value, low in (("--epochs", options.epochs, 1), ("--batch-size", options.batch_size, 1),
                              ("--max-length", options.max_length, 1), ("--patience", options.patience, 1),
                              ("--unfreeze", options.unfreeze, 0), ("--eval-every", options.eval_every, 0)):
@@ -341,6 +343,7 @@ def finetune(options: FinetuneOptions, on_event: Callable[[Event], None] | None 
     if options.unfreeze > base_config.n_layer:
         raise InputError(f"--unfreeze {options.unfreeze}: {resolved.name} has only {base_config.n_layer} blocks")
     tokenizer = Tokenizer.from_dir(resolved.path, name=resolved.name)
+    check_vocabulary(tokenizer, resolved)
     max_length = min(options.max_length, base_config.n_positions)
 
     train_rows = read_jsonl(options.train)
@@ -359,12 +362,12 @@ def finetune(options: FinetuneOptions, on_event: Callable[[Event], None] | None 
     id2label = dict(enumerate(labels))
     config = dataclasses.replace(
         base_config, id2label=id2label, label2id={v: k for k, v in id2label.items()}, problem_type=problem,
-        pad_token_id=pad_id if pad_id is not None else 0, architectures=[ARCHITECTURES[options.task]],
+        pad_token_id=pad_id if pad_id is not None else 0, architectures=[row.model_class],
         torch_dtype="float32",
     )
     device = resolve_device(options.device)
     torch.manual_seed(options.seed)
-    model = build_model(config, TASKS[options.task], load_state_dict(resolved.path), dtype=torch.float32,
+    model = build_model(config, row.name, load_state_dict(resolved.path), dtype=torch.float32,
                         device=device, source=str(resolved.path), new_head=True)
     trainer = Trainer(model, options, labels, multi, config.pad_token_id, device, on_event)
     with torch.inference_mode(False):

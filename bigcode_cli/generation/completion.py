@@ -9,13 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Literal
 
+from bigcode_cli.choices import FIM_ORDERS, listed
 from bigcode_cli.errors import UsageError
-from bigcode_cli.generation.fim import FIM_OVERHEAD, clean_completion, fim_prompt_ids, fit_fim, fit_left
+from bigcode_cli.generation.fim import FIM_OVERHEAD, check_lines, clean_completion, fim_prompt_ids, fit_fim, fit_left
 from bigcode_cli.generation.loop import Generation, OnText, generate
 from bigcode_cli.generation.sampling import SamplingParams
+from bigcode_cli.generation.stopping import check_stops
 
 if TYPE_CHECKING:
-    from bigcode_cli.model.engine import Runner
+    from bigcode_cli.model.runner import Runner
     from bigcode_cli.text.tokenizer import Tokenizer
 
 Mode = Literal["fim", "continue"]
@@ -40,10 +42,10 @@ class CompletionSettings:
             raise UsageError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
         if self.num_samples < 1:
             raise UsageError(f"--num-samples must be at least 1, got {self.num_samples}")
-        if self.lines is not None and self.lines < 1:
-            raise UsageError(f"--lines must be at least 1, got {self.lines}")
-        if any(not s for s in self.stops):
-            raise UsageError("a --stop string must not be empty")
+        check_lines(self.lines)
+        check_stops(self.stops)
+        if self.order not in FIM_ORDERS:
+            raise UsageError(f"--fim-order must be {listed(FIM_ORDERS)}, got {self.order!r}")
 
 
 @dataclass

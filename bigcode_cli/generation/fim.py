@@ -40,10 +40,15 @@ def parse_at(value: str) -> tuple[int, int]:
     match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", value)
     if match is None:
         raise UsageError(f"--at expects LINE:COL with 1-based numbers, e.g. --at 12:5; got {value!r}")
-    line, column = int(match.group(1)), int(match.group(2))
+    return check_at((int(match.group(1)), int(match.group(2))))
+
+
+def check_at(at: tuple[int, int]) -> tuple[int, int]:
+    """The one check of a cursor position as such: LINE and COL start at 1 (a usage error otherwise)."""
+    line, column = at
     if line < 1 or column < 1:
-        raise UsageError(f"--at LINE and COL start at 1; got {value!r}")
-    return line, column
+        raise UsageError(f"--at LINE and COL start at 1; got {line}:{column}")
+    return at
 
 
 def split_source(text: str, at: tuple[int, int] | None = None) -> Cursor:
@@ -64,9 +69,7 @@ def split_source(text: str, at: tuple[int, int] | None = None) -> Cursor:
 
 def _offset_of(text: str, at: tuple[int, int]) -> int:
     """The character offset of 1-based (line, column); the column may be one past the line's end."""
-    line, column = at
-    if line < 1 or column < 1:
-        raise InputError(f"--at LINE and COL start at 1; got {line}:{column}")
+    line, column = check_at(at)
     rows = text.split("\n")  # a final "" row is the position after a trailing newline
     if line > len(rows):
         count = len(text.splitlines())
@@ -171,6 +174,12 @@ def _keep_start(text: str, budget: int, count: Callable[[str], int]) -> str:
 
 # -- cleaning the completion --------------------------------------------------------------------
 
+
+def check_lines(lines: int | None) -> None:
+    """The one check of --lines: None (no limit) or at least 1."""
+    if lines is not None and lines < 1:
+        raise UsageError(f"--lines must be at least 1, got {lines}")
+
 # A line at the block's own level that closes it or continues it (`} else {`, `except E:`).
 _CLOSER_OR_CONTINUATION = re.compile(r"[})\]]|(?:end|else|elif|except|finally|catch)\b")
 _OPENERS = (":", "{", "(", "[")
@@ -199,8 +208,7 @@ def clean_completion(text: str, suffix: str, *, prefix: str = "", lines: int | N
     lines are dropped; if code followed the cursor on its line, a newline and the cursor line's
     indentation are added back so that code keeps its own line.
     """
-    if lines is not None and lines < 1:
-        raise UsageError(f"--lines must be at least 1, got {lines}")
+    check_lines(lines)
     head = prefix[prefix.rfind("\n") + 1:]
     rest = suffix.split("\n", 1)[0]
     if head.strip() and rest.strip():

@@ -18,7 +18,7 @@ from bigcode_cli.generation.sampling import SamplingParams, make_generator, next
 from bigcode_cli.generation.stopping import StopMatcher
 
 if TYPE_CHECKING:
-    from bigcode_cli.model.engine import Runner
+    from bigcode_cli.model.runner import Runner
     from bigcode_cli.text.tokenizer import Tokenizer
 
 # on_text(sample_index, new_text): called as soon as text is final
@@ -58,13 +58,23 @@ class Generation:
         return later / self.decode_s if self.decode_s > 0 else 0.0
 
 
+class _NoText:
+    """The decoder of a generation without a tokenizer: ids make no text (benchmarks of the model loop alone)."""
+
+    def push(self, _token_id: int) -> str:
+        return ""
+
+    def flush(self) -> str:
+        return ""
+
+
 class _Stream:
     """The text pipeline of one sample: ids -> UTF-8 safe text -> stop strings -> edit rule -> callback."""
 
-    def __init__(self, index: int, tokenizer: Tokenizer, stops: Sequence[str], edit: Edit | None,
+    def __init__(self, index: int, tokenizer: Tokenizer | None, stops: Sequence[str], edit: Edit | None,
                  on_text: OnText | None) -> None:
         self.index = index
-        self.decoder = tokenizer.stream_decoder()
+        self.decoder = tokenizer.stream_decoder() if tokenizer is not None else _NoText()
         self.stops = StopMatcher(stops)
         self.edit = edit
         self.on_text = on_text
@@ -103,22 +113,37 @@ class _Stream:
         return finished
 
 
-def generate(runner: Runner, tokenizer: Tokenizer, prompt_ids: Sequence[int], *, max_new_tokens: int,
+def _stop_ids(runner: Runner, tokenizer: Tokenizer | None, ignore_eos: bool) -> frozenset[int]:
+    """The ids that end a sample: the tokenizer's end-of-text ids, else the config's eos_token_id; none with ignore_eos."""
+    if ignore_eos:
+        return frozenset()
+    if tokenizer is not None:
+        return tokenizer.stop_ids
+    eos = runner.config.eos_token_id
+    return frozenset() if eos is None else frozenset([eos])
+
+
+def generate(runner: Runner, tokenizer: Tokenizer | None, prompt_ids: Sequence[int], *, max_new_tokens: int,
              params: SamplingParams, stops: Sequence[str] = (), num_samples: int = 1, edit: Edit | None = None,
-             on_text: OnText | None = None) -> Generation:
+             on_text: OnText | None = None, ignore_eos: bool = False) -> Generation:
     """Generate up to `max_new_tokens` for each of `num_samples` samples of one prompt.
 
     The prompt plus max_new_tokens must fit the model's context (callers truncate first).
     Ctrl-C stops generation and returns what was produced, with `interrupted` set.
+    ignore_eos: an end-of-text token does not end a sample, so every sample makes exactly max_new_tokens
+    (benchmarks). Without a tokenizer no text is made, only token ids, and the config's eos_token_id ends a sample.
     """
     if not prompt_ids:
-        prompt_ids = [tokenizer.eos_id]
+        eos = tokenizer.eos_id if tokenizer is not None else runner.config.eos_token_id
+        if eos is None:
+            raise ValueError("an empty prompt needs an end-of-text id to start from")
+        prompt_ids = [eos]
     capacity = len(prompt_ids) + max_new_tokens
     device = runner.device
     generator = make_generator(params, device)
     streams = [_Stream(i, tokenizer, stops, edit, on_text) for i in range(num_samples)]
     samples = [Sample() for _ in range(num_samples)]
-    stop_ids = tokenizer.stop_ids
+    stop_ids = _stop_ids(runner, tokenizer, ignore_eos)
     result = Generation(samples, len(prompt_ids))
     penalty = params.repetition_penalty != 1.0
     with torch.inference_mode():

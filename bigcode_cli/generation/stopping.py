@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bigcode_cli.errors import InputError
+from bigcode_cli.errors import UsageError
+
+
+def check_stops(stops: Sequence[str]) -> None:
+    """The one check of stop strings: none may be empty (it would match before any text)."""
+    if any(not stop for stop in stops):
+        raise UsageError("a --stop string must not be empty; drop the empty --stop")
 
 
 class StopMatcher:
     """Streams text through, holding back what may start a stop string and cutting at the first stop."""
 
     def __init__(self, stops: Sequence[str]) -> None:
-        if any(not stop for stop in stops):
-            raise InputError("a stop string must not be empty; drop the empty --stop")
+        check_stops(stops)
         self.stops: tuple[str, ...] = tuple(dict.fromkeys(stops))
         self.stop: str | None = None  # the stop string that matched, once one has
         self._held = ""

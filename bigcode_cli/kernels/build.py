@@ -1,9 +1,12 @@
 """Compiling the project's C kernels (bigcode_cli/kernels/*.c) for this machine, once, and loading them.
 
 Nothing is compiled at install time: the first run that wants a kernel builds it with the system's C
-compiler (about a second) for this CPU's instruction set and caches the library under
-`paths.kernels_dir()`, keyed by the source, the compiler and the CPU. Without a compiler, or with
-BIGCODE_CPU_KERNEL=0, `load_kernel` returns None and callers stay on their PyTorch path.
+compiler (about a second) for this CPU's instruction set and caches the library in this user's own
+directory, `paths.kernels_dir()`, keyed by the source, the compiler command and its version, the flags
+and the CPU. A compiled library is code that runs in every process that loads it, so a directory or a
+library someone else could have written is never loaded (see `_directory_problem` and `_open_checked`).
+Without a compiler, or with BIGCODE_CPU_KERNEL=0, `load_kernel` returns None, `kernel_problem` says why,
+and callers stay on their PyTorch path.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
+import stat
 import subprocess
 import sysconfig
 import tempfile
@@ -24,6 +29,7 @@ SOURCE_DIR = Path(__file__).resolve().parent
 _PORTABLE = ["-O3", "-std=gnu11", "-shared", "-fPIC", "-pthread"]
 _loaded: dict[str, ctypes.CDLL | None] = {}
 _problems: dict[str, str] = {}
+_versions: dict[tuple[str, ...], str] = {}
 
 
 def kernel_disabled() -> bool:
@@ -31,14 +37,32 @@ def kernel_disabled() -> bool:
     return os.environ.get("BIGCODE_CPU_KERNEL", "1").strip().lower() in ("0", "false", "no", "off")
 
 
-def find_compiler() -> str | None:
-    """$CC, else the compiler Python was built with, else cc, gcc or clang on PATH."""
-    candidates = [os.environ.get("CC", ""), (sysconfig.get_config_var("CC") or "").split(" ")[0], "cc", "gcc", "clang"]
-    for name in candidates:
-        path = shutil.which(name) if name else None
-        if path:
-            return path
+def find_compiler() -> list[str] | None:
+    """The C compiler command: $CC (a command line such as "ccache gcc"), else the compiler Python was built
+    with, else cc, gcc or clang on PATH; None when there is none."""
+    try:
+        explicit = shlex.split(os.environ.get("CC", ""))
+    except ValueError:  # unbalanced quotes: not a command we can run
+        explicit = []
+    built_with = (sysconfig.get_config_var("CC") or "").split()
+    candidates = [explicit, built_with[:1], ["cc"], ["gcc"], ["clang"]]
+    for command in candidates:
+        program = shutil.which(command[0]) if command else None
+        if program:
+            return [program, *command[1:]]
     return None
+
+
+def _compiler_version(compiler: list[str]) -> str:
+    """`$CC --version` as printed, so that a compiler upgraded in place gets a fresh build."""
+    key = tuple(compiler)
+    if key not in _versions:
+        try:
+            done = subprocess.run([*compiler, "--version"], capture_output=True, text=True, timeout=60)
+            _versions[key] = done.stdout + done.stderr
+        except (OSError, subprocess.SubprocessError) as exc:
+            _versions[key] = f"unknown ({exc})"
+    return _versions[key]
 
 
 def _cpu_features() -> str | None:
@@ -63,27 +87,105 @@ def _library_suffix() -> str:
     return ".dylib" if platform.system() == "Darwin" else ".so"
 
 
-def _compile(source: Path, target: Path, compiler: str) -> str | None:
-    """Build `source` into `target` atomically; the compiler's complaint when every flag set fails."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+def _first_error(stderr: str, returncode: int) -> str:
+    """The line of a compiler's complaint that says what went wrong (the first one naming an error)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in lines:
+        if "error" in line.lower():
+            return line
+    return lines[0] if lines else f"exit status {returncode}"
+
+
+def _directory_problem(directory: Path) -> str | None:
+    """Why `directory` cannot hold code this process loads: it must be ours and writable by no one else.
+
+    Creates it (mode 0700) when missing. Its parent may be shared: whoever can write there can at most
+    remove or replace our directory, and a replacement is not ours.
+    """
+    _make_shared_root(directory.parent)
+    try:
+        os.mkdir(directory, 0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(directory)
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        return f"{directory} is not a directory"
+    return _ownership_problem(f"the kernel directory {directory}", info)
+
+
+def _make_shared_root(root: Path) -> None:
+    """Create the directory that holds every user's kernel directory, as open as the one above it.
+
+    In a model cache a team shares (group-writable), every user must be able to add a directory of their
+    own there; the sticky bit then keeps each one from removing or renaming the others' (as in /tmp).
+    """
+    if root.is_dir():
+        return
+    root.parent.mkdir(parents=True, exist_ok=True)
+    above = stat.S_IMODE(os.stat(root.parent).st_mode) & 0o777
+    try:
+        os.mkdir(root)
+    except FileExistsError:
+        return
+    os.chmod(root, above | (stat.S_ISVTX if above & (stat.S_IWGRP | stat.S_IWOTH) else 0))  # mkdir's mode obeys umask
+
+
+def _ownership_problem(what: str, info: os.stat_result) -> str | None:
+    me = os.geteuid()
+    if info.st_uid != me:
+        return f"{what} belongs to uid {info.st_uid}, not to you (uid {me}): not loading code from it"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"{what} is writable by other users (mode {stat.S_IMODE(info.st_mode):o}): not loading code from it"
+    return None
+
+
+def _open_checked(path: Path) -> ctypes.CDLL | None:
+    """The library at `path` if it is ours and writable by no one else, else None (ENOENT included).
+
+    The checked file itself is loaded, through its open descriptor where /proc/self/fd exists, so
+    nothing can be swapped in between the check and the load. Raises OSError for a library that is
+    ours but fails to load (damaged).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or _ownership_problem(str(path), info) is not None:
+            return None
+        via_fd = Path(f"/proc/self/fd/{fd}")
+        return ctypes.CDLL(str(via_fd) if via_fd.exists() else str(path))
+    finally:
+        os.close(fd)
+
+
+def _compile(source: Path, target: Path, compiler: list[str]) -> tuple[ctypes.CDLL | None, str | None]:
+    """Build `source`, load it, then move it to `target`: (the loaded library, None) or (None, the complaint).
+
+    The library is loaded from the private file the compiler wrote before it is renamed into place, so a
+    process that loses a race to build (another one renames its own build over `target`, or removes it)
+    still holds a good library.
+    """
     complaint = "no output"
     for flags in _flag_sets():
         fd, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=_library_suffix(), dir=target.parent)
         os.close(fd)
         try:
-            done = subprocess.run([compiler, *flags, "-o", tmp, str(source), "-lm"], capture_output=True, text=True,
-                                  timeout=120)
+            done = subprocess.run([*compiler, *flags, "-o", tmp, str(source), "-lm"], capture_output=True, text=True,
+                                  timeout=300)
             if done.returncode == 0:
-                os.chmod(tmp, 0o755)
+                os.chmod(tmp, 0o700)
+                library = ctypes.CDLL(tmp)
                 os.replace(tmp, target)
-                return None
-            complaint = (done.stderr.strip().splitlines() or ["exit status %d" % done.returncode])[-1]
+                return library, None
+            complaint = _first_error(done.stderr, done.returncode)
         except (OSError, subprocess.SubprocessError) as exc:
             complaint = str(exc)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-    return complaint
+    return None, complaint
 
 
 def load_kernel(name: str) -> ctypes.CDLL | None:
@@ -95,7 +197,7 @@ def load_kernel(name: str) -> ctypes.CDLL | None:
     library = None
     try:
         library = _build_and_open(name)
-    except OSError as exc:  # an unreadable source or cache directory, or a library that fails to load
+    except OSError as exc:  # an unreadable source, an unusable cache directory, a library that fails to load
         _problems[name] = str(exc)
     _loaded[name] = library
     return library
@@ -108,25 +210,37 @@ def kernel_problem(name: str) -> str | None:
     return _problems.get(name)
 
 
+def cache_key(source: Path, compiler: list[str]) -> str:
+    """What a cached library of `source` must have been built from to be reused: source, compiler, flags, CPU."""
+    key = hashlib.sha256()
+    signature = _cpu_features() or platform.machine()
+    headers = [h.read_bytes() for h in sorted(source.parent.glob("*.h"))]  # included by the sources
+    for part in (source.read_bytes(), *headers, "\0".join(compiler), _compiler_version(compiler), repr(_flag_sets()),
+                 signature):
+        key.update(part if isinstance(part, bytes) else part.encode())
+        key.update(b"\0")
+    return key.hexdigest()[:16]
+
+
 def _build_and_open(name: str) -> ctypes.CDLL | None:
     source = SOURCE_DIR / f"{name}.c"
     compiler = find_compiler()
     if compiler is None:
-        _problems[name] = "no C compiler found (set CC)"
+        _problems[name] = "no C compiler found; install gcc or clang, or set CC"
         return None
-    key = hashlib.sha256()
-    signature = _cpu_features() or platform.machine()
-    headers = [h.read_bytes() for h in sorted(SOURCE_DIR.glob("*.h"))]  # included by the sources
-    for part in (source.read_bytes(), *headers, compiler.encode(), repr(_flag_sets()).encode(), signature.encode()):
-        key.update(part)
-    target = kernels_dir() / f"{name}-{key.hexdigest()[:16]}{_library_suffix()}"
-    if target.exists():
-        try:
-            return ctypes.CDLL(str(target))
-        except OSError:  # damaged since it was cached (a truncated copy, a full disk): build it again
-            target.unlink()
-    complaint = _compile(source, target, compiler)
-    if complaint is not None:
-        _problems[name] = f"{Path(compiler).name} failed: {complaint}"
+    directory = kernels_dir()
+    problem = _directory_problem(directory)
+    if problem is not None:
+        _problems[name] = f"{problem} (set BIGCODE_KERNEL_DIR to a directory of your own)"
         return None
-    return ctypes.CDLL(str(target))
+    target = directory / f"{name}-{cache_key(source, compiler)}{_library_suffix()}"
+    try:
+        library = _open_checked(target)
+    except OSError:  # damaged since it was cached (a truncated copy, a full disk): build it again
+        library = None
+    if library is not None:
+        return library
+    library, complaint = _compile(source, target, compiler)
+    if library is None:
+        _problems[name] = f"{' '.join([Path(compiler[0]).name, *compiler[1:]])} failed: {complaint}"
+    return library

@@ -5,22 +5,22 @@ matrix products bound by memory bandwidth, and short enough that dispatching ~15
 per layer from Python costs as much as the arithmetic. `CpuDecoder` hands the whole step to the
 kernel, which reads the model's own weight and cache tensors in place (no copies beyond float32
 versions of the biases and LayerNorm parameters). Prefill, padded batches and everything else stay in
-PyTorch; `attach` returns None when the kernel cannot serve a model, and the caller keeps its PyTorch
-path.
+PyTorch; `attach` returns None when the kernel cannot serve a model (`refusal` says why), and the caller
+keeps its PyTorch path.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import weakref
 
 import torch
 
-from bigcode_cli.kernels.build import load_kernel
+from bigcode_cli.errors import BackendError
+from bigcode_cli.kernels.decode_support import ACTIVATIONS, activation_problem, decode_library, library_problem
 
 MAX_ROWS = 8  # beyond this a batched matrix product in PyTorch does better than row-by-row streaming
-ACTIVATIONS = {"gelu_pytorch_tanh": 0, "gelu_new": 0, "gelu_fast": 0, "gelu": 1, "relu": 2, "silu": 3,
-               "swish": 3, "tanh": 4}
 _DTYPES = {torch.float32: 0, torch.bfloat16: 1}
 
 
@@ -46,12 +46,16 @@ class _Model(ctypes.Structure):
 
 
 def _library() -> ctypes.CDLL | None:
-    lib = load_kernel("decode_step")
-    if lib is None or lib.bigcode_decode_abi() != 2:
+    lib = decode_library()
+    if lib is None:
         return None
+    lib.bigcode_workspace_new.restype = ctypes.c_void_p
+    lib.bigcode_workspace_new.argtypes = []
+    lib.bigcode_workspace_free.restype = None
+    lib.bigcode_workspace_free.argtypes = [ctypes.c_void_p]
     lib.bigcode_decode_step.restype = ctypes.c_int
-    lib.bigcode_decode_step.argtypes = [ctypes.POINTER(_Model), ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
-                                        ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+    lib.bigcode_decode_step.argtypes = [ctypes.POINTER(_Model), ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
+                                        ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
     return lib
 
 
@@ -90,8 +94,9 @@ class CpuDecoder:
             n_positions=config.n_positions, activation=ACTIVATIONS[config.activation_function],
             bf16=_DTYPES[self.dtype], eps=config.layer_norm_epsilon, scale=spec.scale,
             wte=self._raw(wte if wte is not None else t.wte.weight), wpe=self._raw(t.wpe.weight),
-            lnf_w=self._f32(t.ln_f.weight), lnf_b=self._f32(t.ln_f.bias), lm_head=self._linear(model.lm_head),
-            layers=ctypes.cast(layers, ctypes.POINTER(_Layer)), wte_scales=wte_scales, wte_quant=wte_quant,
+            wte_scales=wte_scales, wte_quant=wte_quant, lnf_w=self._f32(t.ln_f.weight),
+            lnf_b=self._f32(t.ln_f.bias), lm_head=self._linear(model.lm_head),
+            layers=ctypes.cast(layers, ctypes.POINTER(_Layer)),
         )
         self._layers = layers
         self._caches: tuple[tuple[int, ...], ctypes.Array] | None = None
@@ -99,6 +104,11 @@ class CpuDecoder:
         # made a step 7x slower)
         affinity = getattr(os, "sched_getaffinity", None)
         self._cores = len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+        # the step's buffers, kept from step to step and freed with the decoder
+        self._workspace = lib.bigcode_workspace_new()
+        if not self._workspace:
+            raise MemoryError("the decode kernel could not allocate its workspace")
+        weakref.finalize(self, lib.bigcode_workspace_free, self._workspace)
 
     def _raw(self, tensor: torch.Tensor) -> int:
         self._keep.append(tensor)
@@ -132,15 +142,19 @@ class CpuDecoder:
         rows = input_ids.shape[0]
         ids = input_ids.to(torch.int64).contiguous()
         logits = torch.empty((rows, 1, self.vocab), dtype=torch.float32)
-        status = self.lib.bigcode_decode_step(ctypes.byref(self.model), rows, ids.data_ptr(), cache.length,
-                                              self._cache_pointers(cache), cache.capacity, logits.data_ptr(),
-                                              max(1, min(torch.get_num_threads(), self._cores)))
+        status = self.lib.bigcode_decode_step(ctypes.byref(self.model), self._workspace, rows, ids.data_ptr(),
+                                              cache.length, self._cache_pointers(cache), cache.capacity,
+                                              logits.data_ptr(), max(1, min(torch.get_num_threads(), self._cores)))
+        # on any failure the kernel wrote nothing: the cache is as it was and no logits are returned
         if status == -1:
-            raise MemoryError("the decode kernel could not allocate its buffers")
+            raise BackendError("the C decode kernel ran out of memory for a step's buffers; free some memory, "
+                               "or set BIGCODE_CPU_KERNEL=0 to decode in PyTorch")
         if status == -3:
             raise IndexError(f"token id out of range for a vocabulary of {self.vocab}")
-        if status != 0:
+        if status == -2:
             raise IndexError(f"position {cache.length} is past the cache or the model's context")
+        if status != 0:
+            raise ValueError(f"the C decode kernel refused a step of {rows} rows (status {status})")
         cache.length += 1
         return logits
 
@@ -164,20 +178,34 @@ def _quantized_problem(module: torch.nn.Module) -> str | None:
     return None
 
 
-def attach(model: torch.nn.Module) -> CpuDecoder | None:
-    """A decoder for a causal LM held on the CPU in float32 or bfloat16 (its matrices possibly int8/int4
-    blocks, model/quantize.py), or None when the kernel cannot serve it."""
+def refusal(model: torch.nn.Module) -> str | None:
+    """Why the kernel cannot run this model's decode steps (in words a user can act on), or None when it can."""
     lm_head = getattr(model, "lm_head", None)
     config = getattr(model, "config", None)
-    if lm_head is None or config is None or config.activation_function not in ACTIVATIONS:
-        return None
+    if lm_head is None or config is None:
+        return "the model has no language-model head"
+    problem = activation_problem(config.activation_function)
+    if problem is not None:
+        return problem
     dtype = _compute_dtype(model)
-    if dtype not in _DTYPES or model.transformer.wpe.weight.device.type != "cpu":
-        return None
+    device = model.transformer.wpe.weight.device.type
+    if device != "cpu":
+        return f"the model is on {device}; the kernel serves CPU decoding"
+    if dtype not in _DTYPES:
+        return f"the kernel runs float32 and bfloat16 weights, not {str(dtype).removeprefix('torch.')}"
     modules = [lm_head, model.transformer.wte, model.transformer.wpe]
     for block in model.transformer.h:
         modules += [block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj]
-    if any(_quantized_problem(m) if hasattr(m, "qweight") else _weight_problem(m, dtype) for m in modules):
+    for module in modules:
+        problem = _quantized_problem(module) if hasattr(module, "qweight") else _weight_problem(module, dtype)
+        if problem is not None:
+            return problem
+    return library_problem()
+
+
+def attach(model: torch.nn.Module) -> CpuDecoder | None:
+    """A decoder for a causal LM held on the CPU in float32 or bfloat16, or None when the kernel cannot serve it."""
+    if refusal(model) is not None:
         return None
     lib = _library()
     return CpuDecoder(lib, model) if lib is not None else None

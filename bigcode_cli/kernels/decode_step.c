@@ -30,6 +30,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define VW 16
 typedef float vf __attribute__((vector_size(VW * 4)));
@@ -197,7 +198,7 @@ struct Job {
 };
 
 #define MAX_THREADS 64
-#define SPINS_BEFORE_SLEEP 50000
+#define SPIN_NS 2000000L /* an idle worker spins this long (covers the gap between two steps), then blocks */
 #define CHUNKS_PER_THREAD 8
 
 static struct {
@@ -213,17 +214,6 @@ static struct {
 } pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER, .enlisted = PTHREAD_COND_INITIALIZER};
 
 static pthread_mutex_t step_lock = PTHREAD_MUTEX_INITIALIZER; /* one step at a time uses the pool */
-static float *scratch[MAX_THREADS]; /* per-thread attention scores */
-static long scratch_len[MAX_THREADS];
-
-static float *thread_scratch(int thread, long n) {
-    if (scratch_len[thread] < n) {
-        free(scratch[thread]);
-        scratch[thread] = malloc((size_t)n * sizeof(float));
-        scratch_len[thread] = scratch[thread] ? n : 0;
-    }
-    return scratch[thread];
-}
 
 static inline uint32_t current_seq(void) { return (uint32_t)(atomic_load(&pool.ticket) >> 32); }
 
@@ -231,6 +221,12 @@ static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #endif
+}
+
+static long now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long)t.tv_sec * 1000000000L + t.tv_nsec;
 }
 
 /* Claim and run chunks of job `seq` until none is left or the job is no longer current.
@@ -274,19 +270,19 @@ static void *worker_main(void *arg) {
             pthread_mutex_unlock(&pool.lock);
             seen = current_seq(); /* a job in flight is joined only if posted after this */
         }
-        uint32_t seq = seen;
-        for (long spin = 0; seq == seen; spin++) {
-            seq = current_seq();
-            if (seq != seen) break;
-            if (spin >= SPINS_BEFORE_SLEEP) {
-                pthread_mutex_lock(&pool.lock);
-                atomic_fetch_add(&pool.sleepers, 1);
-                while (current_seq() == seen) pthread_cond_wait(&pool.wake, &pool.lock);
-                atomic_fetch_sub(&pool.sleepers, 1);
-                pthread_mutex_unlock(&pool.lock);
-                spin = 0;
-            }
+        /* wait for the next job: spinning for a bounded time (measured in time, not iterations: a pause
+         * instruction takes from ~10 to ~140 cycles depending on the CPU), then blocked on the condition
+         * variable, so that an idle process uses no CPU */
+        uint32_t seq = current_seq();
+        for (long spin = 1, since = now_ns(); seq == seen; spin++) {
             cpu_relax();
+            seq = current_seq();
+            if (seq != seen || spin % 256 != 0 || now_ns() - since < SPIN_NS) continue;
+            pthread_mutex_lock(&pool.lock);
+            atomic_fetch_add(&pool.sleepers, 1);
+            while ((seq = current_seq()) == seen) pthread_cond_wait(&pool.wake, &pool.lock);
+            atomic_fetch_sub(&pool.sleepers, 1);
+            pthread_mutex_unlock(&pool.lock);
         }
         seen = seq;
         if (thread >= atomic_load(&pool.active)) continue;
@@ -460,26 +456,29 @@ static void gemv_chunk(const Job *job, int chunk, int thread) {
     gemv_block(g, r0, r1);
 }
 
+/* `xb` holds (B, lin->in) values: bf16 weights multiply the input rounded to bf16, as PyTorch's bf16
+ * matmuls do */
 #include "quant_matvec.h"
 
-static int gemv(const Linear *lin, const float *x, float *y, int B, int mode, int activation, int bf16) {
+/* `xb` holds (B, lin->in) values: bf16 weights multiply the input rounded to bf16, as PyTorch's bf16
+ * matmuls do; for quantized weights it is the scratch of the input's int8 blocks (quant_scratch_size) */
+static void gemv(const Linear *lin, const float *x, uint16_t *xb, float *y, int B, int mode, int activation,
+                 int bf16) {
     /* a few long runs of rows per thread: each chunk is one sequential stream for the prefetchers, and
      * there are enough chunks that a thread descheduled on a busy machine leaves work to the others */
     int chunks = CHUNKS_PER_THREAD * atomic_load(&pool.active);
     int rows = (lin->out + chunks - 1) / chunks;
     rows = rows < 4 ? 4 : (rows + 3) / 4 * 4;
-    if (lin->quant != QUANT_NONE) return quant_gemv(lin, x, y, B, mode, activation, rows);
-    uint16_t *xb = NULL; /* bf16 weights multiply the input rounded to bf16, as PyTorch's bf16 matmuls do */
+    if (lin->quant != QUANT_NONE) {
+        quant_gemv(lin, x, xb, y, B, mode, activation, rows);
+        return;
+    }
     if (bf16) {
         long n = (long)B * lin->in;
-        xb = malloc(sizeof(uint16_t) * (size_t)n);
-        if (!xb) return -1;
         for (long i = 0; i < n; i++) xb[i] = f32_to_bf16(x[i]);
     }
-    Gemv g = {lin, x, xb, y, B, mode, activation, rows, bf16};
+    Gemv g = {lin, x, bf16 ? xb : NULL, y, B, mode, activation, rows, bf16};
     run_job(gemv_chunk, (lin->out + rows - 1) / rows, &g);
-    free(xb);
-    return 0;
 }
 
 /* ------------------------------------------------------------------ attention */
@@ -497,8 +496,8 @@ typedef struct {
     const float *qkv;  /* (B, attn.out) */
     const void *cache;
     float *partial;    /* (B, H, blocks, 2 + D): max, sum, values */
+    float *scores;     /* (threads, heads per chunk, ATTEND_BLOCK): each thread's own scores */
     int B, length, capacity, blocks, head_groups;
-    _Atomic int failed; /* a chunk could not allocate its scratch */
 } Attend;
 
 static inline __attribute__((always_inline)) vf load_kv(const void *base, long at, int bf16) {
@@ -586,11 +585,7 @@ static void attend_chunk(const Job *job, int chunk, int thread) {
     const int b = chunk / (a->blocks * a->head_groups);
     const int nh = a->m->n_head / a->head_groups, h0 = group * nh;
     const int s0 = block * ATTEND_BLOCK, s1 = s0 + ATTEND_BLOCK < a->length ? s0 + ATTEND_BLOCK : a->length;
-    float *scores = thread_scratch(thread, (long)nh * ATTEND_BLOCK);
-    if (!scores) {
-        atomic_store(&((Attend *)a)->failed, 1);
-        return;
-    }
+    float *scores = a->scores + (long)thread * nh * ATTEND_BLOCK;
     if (a->m->bf16)
         attend_block(a, b, h0, nh, s0, s1, scores, 1);
     else
@@ -617,16 +612,12 @@ static void merge_blocks(const Attend *a, float *out) {
         }
 }
 
-static int attend(const Model *m, const float *qkv, const void *cache, float *out, int B, int length, int capacity) {
+static void attend(const Model *m, const float *qkv, const void *cache, float *partial, float *scores, float *out,
+                   int B, int length, int capacity) {
     const int blocks = (length + ATTEND_BLOCK - 1) / ATTEND_BLOCK, groups = m->multi_query ? 1 : m->n_head;
-    float *partial = malloc(sizeof(float) * (size_t)B * m->n_head * blocks * (2 + m->head_dim));
-    if (!partial) return -1;
-    Attend a = {m, qkv, cache, partial, B, length, capacity, blocks, groups, 0};
+    Attend a = {m, qkv, cache, partial, scores, B, length, capacity, blocks, groups};
     run_job(attend_chunk, B * groups * blocks, &a);
-    int failed = atomic_load(&a.failed);
-    if (!failed) merge_blocks(&a, out);
-    free(partial);
-    return failed ? -1 : 0;
+    merge_blocks(&a, out);
 }
 
 /* copy the new token's key and value of every row into the cache at `pos` */
@@ -646,9 +637,75 @@ static void write_cache(const Model *m, const float *qkv, void *cache, int B, in
     }
 }
 
+/* ------------------------------------------------------------------ buffers */
+
+/* Everything a step writes besides the caches and the logits lives in one allocation that a decoder keeps
+ * from step to step (bigcode_workspace_new / _free): made by the first step, grown, never shrunk, when a
+ * step needs more (more rows, a longer context, more threads). A step whose buffers cannot be had fails
+ * before it computes or writes anything. */
+typedef struct {
+    void *base;
+    size_t size;
+} Workspace;
+
+typedef struct {
+    float *x, *h, *att; /* (B, C): residual stream, normalised input, attention output */
+    float *qkv, *f;     /* (B, attn.out), (B, inner) */
+    uint16_t *xb;       /* (B, widest matmul input) rounded to bf16, bf16 weights only; with quantized
+                         * weights, the input's int8 blocks and scales (quant_scratch_size) */
+    float *partial;     /* (B, H, blocks, 2 + D): attention's per-block results */
+    float *scores;      /* (threads, heads per chunk, ATTEND_BLOCK) */
+} Buffers;
+
+void *bigcode_workspace_new(void) { return calloc(1, sizeof(Workspace)); }
+
+void bigcode_workspace_free(void *workspace) {
+    Workspace *ws = (Workspace *)workspace;
+    if (!ws) return;
+    free(ws->base);
+    free(ws);
+}
+
+#define BUFFER_ALIGN 64
+enum { N_BUFFERS = 8 };
+
+static size_t aligned_size(size_t n) { return (n + BUFFER_ALIGN - 1) / BUFFER_ALIGN * BUFFER_ALIGN; }
+
+/* point `out` into the workspace, growing it first if this step needs more; 0, or -1 without memory */
+static int reserve(Workspace *ws, const Model *m, int B, int length, int threads, Buffers *out) {
+    const size_t rows = (size_t)B, C = (size_t)m->n_embd, H = (size_t)m->n_head, D = (size_t)m->head_dim;
+    const size_t widest = m->inner > m->n_embd ? (size_t)m->inner : C;
+    const size_t blocks = ((size_t)length + ATTEND_BLOCK - 1) / ATTEND_BLOCK;
+    const size_t heads_per_chunk = m->multi_query ? H : 1;
+    const size_t f = sizeof(float);
+    const size_t sizes[N_BUFFERS] = {
+        rows * C * f, rows * C * f, rows * C * f, rows * (size_t)m->layers[0].attn.out * f, rows * (size_t)m->inner * f,
+        m->bf16 ? rows * widest * sizeof(uint16_t) : model_is_quantized(m) ? quant_scratch_size(B, (int)widest) : 0,
+        rows * H * blocks * (2 + D) * f,
+        (size_t)threads * heads_per_chunk * ATTEND_BLOCK * f,
+    };
+    size_t total = 0;
+    for (int i = 0; i < N_BUFFERS; i++) total += aligned_size(sizes[i]);
+    if (total > ws->size) {
+        void *grown = NULL;
+        if (posix_memalign(&grown, BUFFER_ALIGN, total) != 0) return -1;
+        free(ws->base);
+        ws->base = grown;
+        ws->size = total;
+    }
+    char *at = (char *)ws->base;
+    void *parts[N_BUFFERS];
+    for (int i = 0; i < N_BUFFERS; i++) {
+        parts[i] = at;
+        at += aligned_size(sizes[i]);
+    }
+    *out = (Buffers){parts[0], parts[1], parts[2], parts[3], parts[4], parts[5], parts[6], parts[7]};
+    return 0;
+}
+
 /* ------------------------------------------------------------------ the step */
 
-int bigcode_decode_abi(void) { return 2; }
+int bigcode_decode_abi(void) { return 3; }
 
 /* x[b] = wte[ids[b]] + wpe[pos] */
 static void embed_tokens(const Model *m, const int64_t *ids, int pos, float *x, int B) {
@@ -664,56 +721,44 @@ static void embed_tokens(const Model *m, const int64_t *ids, int pos, float *x, 
 }
 
 /* Logits (B, vocab) of B rows each given one new token `ids[b]` at position `pos`, with `pos` positions
- * already cached; the new keys and values are written to the caches at `pos`.
- * Returns 0, or -1 when a buffer could not be allocated, -2 for a position out of range, -3 for a token id
- * outside the vocabulary. Safe to call from several threads: steps run one after another. */
-static int decode_step(const Model *m, int B, const int64_t *ids, int pos, void *const *caches, int capacity,
-                       float *logits, int threads);
+ * already cached; the new keys and values are written to the caches at `pos`. `workspace` comes from
+ * bigcode_workspace_new. Returns 0, or -1 when the buffers could not be allocated, -2 for a position out of
+ * range, -3 for a token id outside the vocabulary, -4 for a row count out of range; on any error nothing
+ * (cache, logits) was written. Safe to call from several threads: steps run one after another. */
+static void decode_step(const Model *m, const Buffers *buf, int B, const int64_t *ids, int pos, void *const *caches,
+                        int capacity, float *logits);
 
-int bigcode_decode_step(const Model *m, int B, const int64_t *ids, int pos, void *const *caches, int capacity,
-                        float *logits, int threads) {
+int bigcode_decode_step(const Model *m, void *workspace, int B, const int64_t *ids, int pos, void *const *caches,
+                        int capacity, float *logits, int threads) {
+    if (B < 1 || B > 4096 || !workspace) return -4;
     if (pos < 0 || pos >= capacity || pos >= m->n_positions) return -2;
     for (int b = 0; b < B; b++)
         if (ids[b] < 0 || ids[b] >= m->vocab) return -3;
     pthread_mutex_lock(&step_lock);
-    int status = decode_step(m, B, ids, pos, caches, capacity, logits, threads);
+    ensure_workers(threads < 1 ? 1 : threads);
+    Buffers buf;
+    int status = reserve((Workspace *)workspace, m, B, pos + 1, atomic_load(&pool.active), &buf);
+    if (status == 0) decode_step(m, &buf, B, ids, pos, caches, capacity, logits);
     pthread_mutex_unlock(&step_lock);
     return status;
 }
 
-static int decode_step(const Model *m, int B, const int64_t *ids, int pos, void *const *caches, int capacity,
-                       float *logits, int threads) {
-    const int C = m->n_embd, qkv_out = m->layers[0].attn.out;
-    float *x = malloc(sizeof(float) * (size_t)B * C);
-    float *h = malloc(sizeof(float) * (size_t)B * C);
-    float *att = malloc(sizeof(float) * (size_t)B * C);
-    float *qkv = malloc(sizeof(float) * (size_t)B * qkv_out);
-    float *f = malloc(sizeof(float) * (size_t)B * m->inner);
-    int status = 0;
-    if (!x || !h || !att || !qkv || !f) {
-        status = -1;
-        goto done;
-    }
-    ensure_workers(threads < 1 ? 1 : threads);
+static void decode_step(const Model *m, const Buffers *buf, int B, const int64_t *ids, int pos, void *const *caches,
+                        int capacity, float *logits) {
+    const int C = m->n_embd;
+    float *x = buf->x, *h = buf->h, *att = buf->att, *qkv = buf->qkv, *f = buf->f;
     embed_tokens(m, ids, pos, x, B);
-    for (int l = 0; l < m->n_layer && status == 0; l++) {
+    for (int l = 0; l < m->n_layer; l++) {
         const Layer *L = &m->layers[l];
         for (int b = 0; b < B; b++) layer_norm(x + (long)b * C, h + (long)b * C, C, L->ln1_w, L->ln1_b, m->eps);
-        status |= gemv(&L->attn, h, qkv, B, OUT_STORE, 0, m->bf16);
+        gemv(&L->attn, h, buf->xb, qkv, B, OUT_STORE, 0, m->bf16);
         write_cache(m, qkv, caches[l], B, pos, capacity);
-        status |= attend(m, qkv, caches[l], att, B, pos + 1, capacity);
-        status |= gemv(&L->proj, att, x, B, OUT_ADD, 0, m->bf16);
+        attend(m, qkv, caches[l], buf->partial, buf->scores, att, B, pos + 1, capacity);
+        gemv(&L->proj, att, buf->xb, x, B, OUT_ADD, 0, m->bf16);
         for (int b = 0; b < B; b++) layer_norm(x + (long)b * C, h + (long)b * C, C, L->ln2_w, L->ln2_b, m->eps);
-        status |= gemv(&L->fc, h, f, B, OUT_ACT, m->activation, m->bf16);
-        status |= gemv(&L->mlp_proj, f, x, B, OUT_ADD, 0, m->bf16);
+        gemv(&L->fc, h, buf->xb, f, B, OUT_ACT, m->activation, m->bf16);
+        gemv(&L->mlp_proj, f, buf->xb, x, B, OUT_ADD, 0, m->bf16);
     }
     for (int b = 0; b < B; b++) layer_norm(x + (long)b * C, h + (long)b * C, C, m->lnf_w, m->lnf_b, m->eps);
-    if (status == 0) status = gemv(&m->lm_head, h, logits, B, OUT_STORE, 0, m->bf16);
-done:
-    free(x);
-    free(h);
-    free(att);
-    free(qkv);
-    free(f);
-    return status;
+    gemv(&m->lm_head, h, buf->xb, logits, B, OUT_STORE, 0, m->bf16);
 }

@@ -162,23 +162,29 @@ static void quant_gemv_chunk(const Job *job, int chunk, int thread) {
         for (int b = 0; b < g->B; b++) activate(g->y + (long)b * L->out + r0, r1 - r0, g->activation);
 }
 
-/* y = x W^T (+ bias) for a quantized W, then the output mode (as gemv); rows_per_chunk as gemv chose it */
-static int quant_gemv(const Linear *lin, const float *x, float *y, int B, int mode, int activation, int rows) {
+/* bytes of scratch a quantized matvec of B rows of up to `widest` inputs needs: the int8 blocks, then their
+ * fp32 scales (the blocks' size is a multiple of 32, so the scales stay aligned) */
+static size_t quant_scratch_size(int B, int widest) {
+    const size_t blocks = (size_t)(widest + QK - 1) / QK;
+    return (size_t)B * blocks * (QK + sizeof(float));
+}
+
+static int model_is_quantized(const Model *m) {
+    return m->lm_head.quant != QUANT_NONE || m->wte_quant != QUANT_NONE ||
+           (m->n_layer > 0 && m->layers[0].attn.quant != QUANT_NONE);
+}
+
+/* y = x W^T (+ bias) for a quantized W, then the output mode (as gemv); rows_per_chunk as gemv chose it;
+ * `scratch` has quant_scratch_size(B, lin->in) bytes */
+static void quant_gemv(const Linear *lin, const float *x, void *scratch, float *y, int B, int mode, int activation,
+                       int rows) {
     const int blocks = (lin->in + QK - 1) / QK;
-    int8_t *xq = malloc((size_t)B * blocks * QK);
-    float *xd = malloc(sizeof(float) * (size_t)B * blocks);
-    if (!xq || !xd) {
-        free(xq);
-        free(xd);
-        return -1;
-    }
+    int8_t *xq = (int8_t *)scratch;
+    float *xd = (float *)(xq + (size_t)B * blocks * QK);
     for (int b = 0; b < B; b++)
         quantize_input(x + (long)b * lin->in, lin->in, xq + (long)b * blocks * QK, xd + (long)b * blocks);
     QuantGemv g = {lin, xq, xd, y, B, mode, activation, rows};
     run_job(quant_gemv_chunk, (lin->out + rows - 1) / rows, &g);
-    free(xq);
-    free(xd);
-    return 0;
 }
 
 /* row `id` of a quantized (vocab, C) table, dequantized into out (C values) */
@@ -201,12 +207,15 @@ static void quant_embed_row(const void *table, const uint16_t *scales, int quant
 /* y (B, out) = x (B, in) W^T + bias for one quantized Linear, on `threads` threads: the matvec of a decode
  * step on its own, for tests against a PyTorch reference. Returns 0, or -1 when out of memory. */
 int bigcode_quant_matvec(const Linear *lin, const float *x, float *y, int B, int threads) {
+    void *scratch = malloc(quant_scratch_size(B, lin->in));
+    if (!scratch) return -1;
     pthread_mutex_lock(&step_lock);
     ensure_workers(threads < 1 ? 1 : threads);
     int chunks = CHUNKS_PER_THREAD * atomic_load(&pool.active);
     int rows = (lin->out + chunks - 1) / chunks;
     rows = rows < 4 ? 4 : (rows + 3) / 4 * 4;
-    int status = quant_gemv(lin, x, y, B, OUT_STORE, 0, rows);
+    quant_gemv(lin, x, scratch, y, B, OUT_STORE, 0, rows);
     pthread_mutex_unlock(&step_lock);
-    return status;
+    free(scratch);
+    return 0;
 }

@@ -19,9 +19,8 @@ from typing import Any, Callable, NamedTuple
 import torch
 import torch.nn.functional as F
 
+from bigcode_cli.choices import ATTENTION_BACKENDS, ATTENTION_CHOICES
 from bigcode_cli.errors import BackendError
-
-BACKEND_NAMES = ("eager", "sdpa", "flash")
 
 
 class AttentionSpec(NamedTuple):
@@ -207,11 +206,13 @@ def flash_attention(query, key, value, mask: _FlashMask, spec: AttentionSpec, tr
     return full.view(B, T, H * D)
 
 
-BACKENDS: dict[str, Backend] = {
-    "eager": Backend("eager", _eager_prepare, eager_attention),
-    "sdpa": Backend("sdpa", _sdpa_prepare, sdpa_attention),
-    "flash": Backend("flash", _flash_prepare, flash_attention),
+_FUNCTIONS = {
+    "eager": (_eager_prepare, eager_attention),
+    "sdpa": (_sdpa_prepare, sdpa_attention),
+    "flash": (_flash_prepare, flash_attention),
 }
+# one backend per name of bigcode_cli.choices.ATTENTION_BACKENDS, in that order (a name without functions fails here)
+BACKENDS: dict[str, Backend] = {name: Backend(name, *_FUNCTIONS[name]) for name in ATTENTION_BACKENDS}
 
 
 def flash_problem(device: torch.device, dtype: torch.dtype) -> str | None:
@@ -232,7 +233,7 @@ def resolve_backend(name: str, device: torch.device, dtype: torch.dtype) -> Back
     if name == "auto":
         return BACKENDS["flash" if flash_problem(device, dtype) is None else "sdpa"]
     if name not in BACKENDS:
-        raise BackendError(f"unknown attention backend {name!r}; choose one of auto, {', '.join(BACKENDS)}")
+        raise BackendError(f"unknown attention backend {name!r}; choose one of {', '.join(ATTENTION_CHOICES)}")
     if name == "flash":
         problem = flash_problem(device, dtype)
         if problem:

@@ -15,8 +15,7 @@ from typing import Any, NamedTuple
 
 from bigcode_cli.model.config import GPTBigCodeConfig
 from bigcode_cli.errors import CheckpointError
-
-TASKS = ("causal-lm", "sequence-classification", "token-classification")
+from bigcode_cli.tasks import TASKS
 
 # the only files a pull fetches besides the weights
 CONFIG_FILES = ("config.json", "generation_config.json")
@@ -31,12 +30,6 @@ _DTYPE_NAMES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "b
                 "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
 _MAX_HEADER = 100 * 1024 * 1024
 _HASH_CHUNK = 4 * 1024 * 1024
-
-# the head each task adds on top of the transformer, and the architectures that carry it
-_HEAD_TENSORS = {"lm_head.weight": "causal-lm", "score.weight": "sequence-classification",
-                 "classifier.weight": "token-classification"}
-_ARCH_SUFFIXES = {"ForCausalLM": "causal-lm", "ForSequenceClassification": "sequence-classification",
-                  "ForTokenClassification": "token-classification"}
 
 
 class TensorInfo(NamedTuple):
@@ -272,13 +265,9 @@ def tasks_present(config: GPTBigCodeConfig, names: list[str]) -> list[str]:
     """Which task heads the checkpoint has, from its architectures and its tensor names."""
     found: set[str] = set()
     for arch in config.architectures or []:
-        for suffix, task in _ARCH_SUFFIXES.items():
-            if str(arch).endswith(suffix):
-                found.add(task)
+        found.update(row.name for row in TASKS.values() if str(arch).endswith(row.architecture_suffix))
     for name in names:
-        for key, task in _HEAD_TENSORS.items():
-            if name == key or name.endswith("." + key):
-                found.add(task)
+        found.update(row.name for row in TASKS.values() if name == row.head_key or name.endswith("." + row.head_key))
     return [t for t in TASKS if t in found]
 
 
@@ -293,7 +282,8 @@ def _parameter_count(config: GPTBigCodeConfig, infos: list[TensorInfo]) -> int |
         return None
     names = {t.name for t in infos}
     tied = config.tie_word_embeddings and any(n.endswith("wte.weight") for n in names)
-    return sum(t.numel for t in infos if not (tied and t.name.endswith("lm_head.weight")))
+    tied_heads = tuple(row.head_key for row in TASKS.values() if row.tied_head)
+    return sum(t.numel for t in infos if not (tied and t.name.endswith(tied_heads)))
 
 
 def summarize(directory: Path) -> dict[str, Any]:
@@ -306,7 +296,8 @@ def summarize(directory: Path) -> dict[str, Any]:
         if t.dtype in _DTYPE_NAMES:
             floating[_DTYPE_NAMES[t.dtype]] += t.numel
     dtype = floating.most_common(1)[0][0] if floating else config.torch_dtype
-    labels = config.labels() if any(t != "causal-lm" for t in tasks_present(config, [t.name for t in infos])) else []
+    tasks = tasks_present(config, [t.name for t in infos])
+    labels = config.labels() if any(not TASKS[t].generative for t in tasks) else []
     return {
         "n_layer": config.n_layer,
         "n_head": config.n_head,
@@ -315,7 +306,7 @@ def summarize(directory: Path) -> dict[str, Any]:
         "n_positions": config.n_positions,
         "vocab_size": config.vocab_size,
         "fim": fim_style(directory),
-        "tasks": tasks_present(config, [t.name for t in infos]),
+        "tasks": tasks,
         "labels": labels,
         "parameters": _parameter_count(config, infos),
         "dtype": dtype,

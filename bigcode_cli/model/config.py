@@ -8,9 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bigcode_cli.choices import ACTIVATIONS
 from bigcode_cli.errors import ConfigError
-
-ACTIVATIONS = ("gelu_pytorch_tanh", "gelu_new", "gelu_fast", "gelu", "relu", "silu", "swish", "tanh")
 PROBLEM_TYPES = (None, "single_label_classification", "multi_label_classification", "regression")
 
 

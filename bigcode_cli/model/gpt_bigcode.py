@@ -1,7 +1,7 @@
 """The GPTBigCode model in plain PyTorch: modules named after the checkpoint keys, so loading needs no key map.
 
 Order: KVCache -> Attention -> MLP -> Block -> GPTBigCodeModel -> the three heads.
-Imports only torch and the project's config and attention modules.
+Imports only torch and the project's config, attention, choices and task table.
 """
 
 from __future__ import annotations
@@ -12,23 +12,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bigcode_cli.choices import ACTIVATIONS
 from bigcode_cli.model.attention import BACKENDS, AttentionSpec, Backend, MaskInfo, attention_spec
 from bigcode_cli.model.config import GPTBigCodeConfig
+from bigcode_cli.tasks import task as task_row
 
-_ACTIVATIONS = {
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_fast": lambda x: F.gelu(x, approximate="tanh"),
+# the function behind each kind of bigcode_cli.choices.ACTIVATIONS
+_ACTIVATION_FUNCTIONS = {
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
     "gelu": F.gelu,
     "relu": F.relu,
     "silu": F.silu,
-    "swish": F.silu,
     "tanh": torch.tanh,
 }
 
 
 class KVCache:
     """Merged key/value cache of every layer, preallocated for the whole generation and written by index.
+
+    The native engine's implementation of the Cache protocol (bigcode_cli.model.runner).
 
     Per layer: multi-query (B, capacity, 2*D) with key then value along the last dim;
     multi-head (B, capacity, H, 2*D), the checkpoint's (n_head, 3, head_dim) layout minus the query.
@@ -51,22 +53,18 @@ class KVCache:
         """How many positions fit."""
         return self.layers[0].shape[1]
 
-    @property
-    def batch_size(self) -> int:
-        """Number of sequences."""
-        return self.layers[0].shape[0]
-
     def repeat_batch(self, n: int) -> KVCache:
-        """A cache of n rows, each a copy of this one-row cache (n samples from one prefill)."""
-        repeated = KVCache([layer.expand(n, *layer.shape[1:]).clone() for layer in self.layers])
-        repeated.length = self.length
-        return repeated
+        """Make this one-row cache n identical rows (n samples from one prefill); returns this cache.
+
+        Changes the cache itself, as the Cache protocol (bigcode_cli.model.runner) says.
+        """
+        self.layers = [layer.expand(n, *layer.shape[1:]).clone() for layer in self.layers]
+        return self
 
     def select(self, rows: torch.Tensor) -> KVCache:
-        """Keep only the given batch rows (finished sequences dropped)."""
-        kept = KVCache([layer.index_select(0, rows) for layer in self.layers])
-        kept.length = self.length
-        return kept
+        """Keep only the given batch rows, in that order (finished sequences dropped); returns this cache."""
+        self.layers = [layer.index_select(0, rows) for layer in self.layers]
+        return self
 
 
 class Step(NamedTuple):
@@ -125,7 +123,7 @@ class MLP(nn.Module):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, config.inner_dim)
         self.c_proj = nn.Linear(config.inner_dim, config.n_embd)
-        self.act = _ACTIVATIONS[config.activation_function]
+        self.act = _ACTIVATION_FUNCTIONS[ACTIVATIONS[config.activation_function]]
         self.dropout = nn.Dropout(config.resid_pdrop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -319,11 +317,10 @@ class GPTBigCodeForTokenClassification(GPTBigCodePreTrained):
         return self.classifier(self.dropout(self.transformer(input_ids, attention_mask)))
 
 
-TASKS: dict[str, type[GPTBigCodePreTrained]] = {
-    "causal-lm": GPTBigCodeForCausalLM,
-    "sequence-classification": GPTBigCodeForSequenceClassification,
-    "token-classification": GPTBigCodeForTokenClassification,
-}
+# the heads by class name, which is what a row of bigcode_cli.tasks names
+_HEAD_CLASSES: dict[str, type[GPTBigCodePreTrained]] = {cls.__name__: cls for cls in GPTBigCodePreTrained.__subclasses__()}
 
-HEAD_KEYS = {"causal-lm": "lm_head.weight", "sequence-classification": "score.weight",
-             "token-classification": "classifier.weight"}
+
+def model_class(task: str) -> type[GPTBigCodePreTrained]:
+    """Our module for a task of bigcode_cli.tasks (`causal-lm` -> GPTBigCodeForCausalLM)."""
+    return _HEAD_CLASSES[task_row(task).model_class]

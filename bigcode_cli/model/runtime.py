@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from bigcode_cli import choices
+from bigcode_cli.choices import DEVICE_CHOICES, DEVICES, DTYPE_CHOICES, listed
 from bigcode_cli.errors import BackendError
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# weight-only block quantization of a causal LM's matrices (model/quantize.py); they compute in float32
-QUANTIZED_DTYPES = ("int8", "int4")
+# --dtype name -> torch dtype, one per entry of bigcode_cli.choices.DTYPES
+DTYPES: dict[str, torch.dtype] = {name: getattr(torch, torch_name) for name, torch_name in choices.DTYPES.items()}
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -23,8 +24,8 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise BackendError("--device cuda: no CUDA GPU is visible to torch here; use --device cpu")
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise BackendError("--device mps: Apple's Metal backend is not available here; use --device cpu")
-    if name not in ("cpu", "cuda", "mps"):
-        raise BackendError(f"unknown device {name!r}; choose auto, cpu, cuda or mps")
+    if name not in DEVICES:
+        raise BackendError(f"unknown device {name!r}; choose {listed(DEVICE_CHOICES)}")
     return torch.device(name)
 
 
@@ -35,7 +36,7 @@ def resolve_dtype(name: str, stored: torch.dtype, device: torch.device) -> torch
             return torch.float32
         return stored if stored in DTYPES.values() else torch.float32
     if name not in DTYPES:
-        raise BackendError(f"unknown dtype {name!r}; choose auto, float32, bfloat16, float16, int8 or int4")
+        raise BackendError(f"unknown dtype {name!r}; choose {listed(DTYPE_CHOICES)}")
     dtype = DTYPES[name]
     if device.type == "cpu" and dtype == torch.float16:
         raise BackendError("--dtype float16 is too slow and inexact on a CPU; use bfloat16 or float32")

@@ -13,16 +13,12 @@ import torch
 from bigcode_cli.model.checkpoint_files import complete_weight_files, load_bin
 from bigcode_cli.model.config import GPTBigCodeConfig
 from bigcode_cli.errors import CheckpointError
-from bigcode_cli.model.gpt_bigcode import HEAD_KEYS, TASKS, GPTBigCodePreTrained
+from bigcode_cli.model.gpt_bigcode import GPTBigCodePreTrained, model_class
+from bigcode_cli.tasks import HEADS, task as task_row
 
 # keys older transformers versions saved that carry no weights we need
 _IGNORED_SUFFIXES = (".attn.masked_bias", ".attn.bias")
 _IGNORED_KEYS = {"transformer.bias"}
-_HEAD_NAMES = {"causal-lm": "language-model (lm_head)", "sequence-classification": "sequence-classification (score)",
-               "token-classification": "token-classification (classifier)"}
-_FINETUNE_HINT = {"sequence-classification": "make one with `bigcode finetune classify`",
-                  "token-classification": "make one with `bigcode finetune tag`",
-                  "causal-lm": "use a causal-LM checkpoint such as the bundled bigcode-tiny"}
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -87,23 +83,21 @@ def build_model(config: GPTBigCodeConfig, task: str, state: dict[str, torch.Tens
                 dtype: torch.dtype, device: torch.device, source: str = "checkpoint",
                 new_head: bool = False) -> GPTBigCodePreTrained:
     """Our model for `task` with the given weights; every parameter must come from `state` (or be a new head)."""
-    cls = TASKS[task]
+    row = task_row(task)
     with torch.device("meta"):
-        model = cls(config)
+        model = model_class(task)(config)
     expected = set(model.state_dict())
-    head = HEAD_KEYS[task]
+    head = row.head_key
     present = set(state)
-    other_heads = {k for k in present if k.split(".")[0] in ("lm_head", "score", "classifier")}
+    other_heads = {k for k in present if k.split(".")[0] in HEADS}
     # a tied lm_head needs no weights of its own, but a classifier checkpoint is not a language model
-    tied = task == "causal-lm" and config.tie_word_embeddings and not other_heads
+    tied = row.tied_head and config.tie_word_embeddings and not other_heads
     missing = expected - present
     if tied:
-        missing.discard("lm_head.weight")
+        missing.discard(head)
     if head in missing and not new_head:
-        raise CheckpointError(
-            f"{source} has no {_HEAD_NAMES[task]} head; {_FINETUNE_HINT[task]}"
-        )
-    head_params = {k for k in expected if k.split(".")[0] == head.split(".")[0]}
+        raise CheckpointError(f"{source} has no {row.described} ({row.head}) head; {row.hint}")
+    head_params = {k for k in expected if k.split(".")[0] == row.head}
     if new_head:
         missing -= head_params
     if missing:

@@ -18,7 +18,7 @@ from bigcode_cli.pipelines.records import Record, chunks
 if TYPE_CHECKING:
     import torch
 
-    from bigcode_cli.model.engine import Runner
+    from bigcode_cli.model.runner import Runner
     from bigcode_cli.text.tokenizer import Tokenizer
 
 TRUNCATE_SIDES = ("left", "right")

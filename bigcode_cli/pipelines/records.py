@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bigcode_cli.errors import InputError
+from bigcode_cli.text.textfile import NotTextError, decode_utf8
 
 INPUT_FORMATS = ("auto", "lines", "jsonl", "nul")
 _PEEK_BYTES = 1 << 16
@@ -40,12 +41,10 @@ class Record:
 
 
 def _decode(data: bytes) -> str | None:
-    """UTF-8 text, or None when the bytes are binary (not UTF-8, or containing NUL)."""
-    if b"\0" in data:
-        return None
+    """The record's text, or None when its bytes are not text (the one rule: text.textfile.decode_utf8)."""
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
+        return decode_utf8(data)
+    except NotTextError:
         return None
 
 

@@ -109,10 +109,11 @@ def spans_from_tokens(text: str, offsets: Sequence[tuple[int, int]], predictions
                       aggregate: str = "word") -> list[Span]:
     """Spans from per-token (label, probability).
 
-    `none`: one span per token not labelled O. `word`: consecutive tokens of one type merge (a B-
-    starts a new span, unless it continues a word the previous piece is in: a causal model cannot
-    see the end of a word when it labels its first piece), and a span that cuts a word grows to the
-    whole word.
+    `none`: one span per token not labelled O, with the model's own label (`B-EMAIL`, `I-EMAIL`), as
+    transformers' token-classification pipeline gives with no aggregation. `word`: consecutive tokens
+    of one type merge into one span named by the type (`EMAIL`; a B- starts a new span, unless it
+    continues a word the previous piece is in: a causal model cannot see the end of a word when it
+    labels its first piece), and a span that cuts a word grows to the whole word.
     """
     if aggregate not in AGGREGATES:
         raise ValueError(f"unknown aggregate {aggregate!r}")
@@ -130,7 +131,7 @@ def spans_from_tokens(text: str, offsets: Sequence[tuple[int, int]], predictions
             last[2] = max(last[2], end)
             last[3].append(prob)
         else:
-            groups.append([kind, start, end, [prob]])
+            groups.append([kind if aggregate == "word" else label, start, end, [prob]])
         previous_end = end
     spans: list[Span] = []
     for kind, start, end, probs in groups:
@@ -160,9 +161,9 @@ def _inside_word(text: str, previous_end: int, start: int) -> bool:
 
 
 def keep_labels(spans: Iterable[Span], wanted: Iterable[str] | None) -> list[Span]:
-    """Only the spans whose type is in `wanted` (all when None or empty)."""
+    """Only the spans whose type (`EMAIL` for `B-EMAIL` too) is in `wanted` (all when None or empty)."""
     wanted = {w for w in (wanted or []) if w}
-    return [s for s in spans if not wanted or s.label in wanted]
+    return [s for s in spans if not wanted or split_label(s.label)[1] in wanted]
 
 
 def redact(text: str, spans: Iterable[Span]) -> str:

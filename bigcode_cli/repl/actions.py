@@ -7,17 +7,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from bigcode_cli.choices import ATTENTION_CHOICES, DEVICE_CHOICES, DTYPE_CHOICES, FIM_ORDERS, listed
 from bigcode_cli.errors import InputError
 from bigcode_cli.repl.slash import SlashRegistry
+from bigcode_cli.tasks import MODES
 
 if TYPE_CHECKING:
     from bigcode_cli.repl.session import Session
 
 REGISTRY = SlashRegistry()
 
-ATTENTION = ("auto", "eager", "sdpa", "flash")
-DEVICES = ("auto", "cpu", "cuda", "mps")
-DTYPES = ("auto", "float32", "bfloat16", "float16", "int8", "int4")
 _OFF = ("none", "off", "random", "default")
 _TRUE = ("on", "true", "yes", "1")
 _FALSE = ("off", "false", "no", "0")
@@ -52,8 +51,8 @@ def _switch(key: str, value: str) -> bool:
 
 
 def _order(key: str, value: str) -> str:
-    if value.lower() not in ("psm", "spm"):
-        raise InputError(f"{key} takes psm or spm, got {value!r}")
+    if value.lower() not in FIM_ORDERS:
+        raise InputError(f"{key} takes {listed(FIM_ORDERS)}, got {value!r}")
     return value.lower()
 
 
@@ -74,7 +73,7 @@ SETTINGS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "order": ("settings", _order),
 }
 _KEY_ALIASES = {"fim_order": "order", "max_tokens": "max_new_tokens", "n": "num_samples"}
-_VALUE_HINTS = {"block": ("on", "off"), "order": ("psm", "spm"), "lines": ("none", "1"), "seed": ("none",),
+_VALUE_HINTS = {"block": ("on", "off"), "order": FIM_ORDERS, "lines": ("none", "1"), "seed": ("none",),
                 "temperature": ("0", "0.2", "0.8")}
 
 
@@ -143,15 +142,13 @@ def _first(options: Iterable[str]) -> Callable[[Any, list[str]], Iterable[str]]:
 def _model_names(_session: Any, before: list[str]) -> list[str]:
     if before:
         return []
-    from bigcode_cli.store import cache as store
+    from bigcode_cli import store
 
     names = [row["name"] for row in store.list_models()]
     return sorted(set(names) | set(store.ALIASES))
 
 
-def _mode_choices(session: Any, before: list[str]) -> Iterable[str]:
-    from bigcode_cli.repl.session import MODES
-
+def _mode_choices(session: Session, before: list[str]) -> Iterable[str]:
     return MODES if not before else _model_names(session, [])
 
 
@@ -187,34 +184,29 @@ def _help(session: Session, args: list[str]) -> None:
 @REGISTRY.command("model", "/model [NAME]", "Switch the current mode's model (a name, alias or directory).",
                   choices=_model_names)
 def _model(session: Session, args: list[str]) -> None:
-    from bigcode_cli.repl.session import describe
-
     if not args:
-        loaded = session.current
-        if loaded is None:
-            session.say(f"{session.names.get(session.task) or 'the default model'} (not loaded yet)")
-        else:
-            session.say(f"{loaded.name} ({describe(loaded)}) from {loaded.resolved.path}")
+        session.say(session.model_line())
         return
     session.load(session.task, _one(args, "/model NAME"))
 
 
-@REGISTRY.command("attn", "/attn BACKEND", "Attention backend: auto, eager, sdpa or flash (no reload).",
-                  choices=_first(ATTENTION))
+@REGISTRY.command("attn", "/attn BACKEND", f"Attention backend: {listed(ATTENTION_CHOICES)} (no reload).",
+                  choices=_first(ATTENTION_CHOICES))
 def _attn(session: Session, args: list[str]) -> None:
-    session.set_attention(_choice(_one(args, "/attn auto|eager|sdpa|flash"), ATTENTION, "attention backend"))
+    usage = f"/attn {'|'.join(ATTENTION_CHOICES)}"
+    session.set_attention(_choice(_one(args, usage), ATTENTION_CHOICES, "attention backend"))
 
 
-@REGISTRY.command("device", "/device DEVICE", "Run on auto, cpu, cuda or mps (reloads).",
-                  choices=_first(DEVICES))
+@REGISTRY.command("device", "/device DEVICE", f"Run on {listed(DEVICE_CHOICES)} (reloads).",
+                  choices=_first(DEVICE_CHOICES))
 def _device(session: Session, args: list[str]) -> None:
-    session.reopen(device=_choice(_one(args, "/device auto|cpu|cuda|mps"), DEVICES, "device"))
+    session.reopen(device=_choice(_one(args, f"/device {'|'.join(DEVICE_CHOICES)}"), DEVICE_CHOICES, "device"))
 
 
-@REGISTRY.command("dtype", "/dtype DTYPE", "auto, float32, bfloat16, float16, int8 or int4 (reloads).",
-                  choices=_first(DTYPES))
+@REGISTRY.command("dtype", "/dtype DTYPE", f"{listed(DTYPE_CHOICES)} (reloads).",
+                  choices=_first(DTYPE_CHOICES))
 def _dtype(session: Session, args: list[str]) -> None:
-    session.reopen(dtype=_choice(_one(args, "/dtype auto|float32|bfloat16|float16|int8|int4"), DTYPES, "dtype"))
+    session.reopen(dtype=_choice(_one(args, f"/dtype {'|'.join(DTYPE_CHOICES)}"), DTYPE_CHOICES, "dtype"))
 
 
 @REGISTRY.command("set", "/set [KEY VALUE]", "Change a generation setting (/set alone lists them).",
@@ -252,14 +244,14 @@ def _stop(session: Session, args: list[str]) -> None:
 
 
 @REGISTRY.command("mode", "/mode MODE [MODEL]",
-                  "complete, infill, classify or tag (the last two need models with those heads).",
+                  f"{listed(MODES)} (each needs a model with its head).",
                   choices=_mode_choices)
 def _mode(session: Session, args: list[str]) -> None:
     if not args:
         session.say(f"mode: {session.mode}")
         return
     if len(args) > 2:
-        raise InputError("usage: /mode complete|infill|classify|tag [MODEL]")
+        raise InputError(f"usage: /mode {'|'.join(MODES)} [MODEL]")
     session.set_mode(args[0].lower(), args[1] if len(args) == 2 else None)
 
 
@@ -274,8 +266,9 @@ def _lang(session: Session, args: list[str]) -> None:
 @REGISTRY.command("clear", "/clear", "Clear the screen.")
 def _clear(session: Session, args: list[str]) -> None:
     if session.interactive:
-        session.out.write("\x1b[2J\x1b[H")
-        session.out.flush()
+        from prompt_toolkit.shortcuts import clear
+
+        clear()
 
 
 @REGISTRY.command("save", "/save FILE", "Write the session transcript (.jsonl: JSON Lines, else text).")

@@ -32,10 +32,11 @@ def prompt_session(session: Session, *, input: Any = None, output: Any = None) -
     from prompt_toolkit import PromptSession
     from prompt_toolkit.completion import ThreadedCompleter
     from prompt_toolkit.lexers import DynamicLexer, PygmentsLexer
+    from prompt_toolkit.output import ColorDepth
     from prompt_toolkit.styles import Style
 
     from bigcode_cli.repl.keys import repl_key_bindings
-    from bigcode_cli.repl.output import lexer_for
+    from bigcode_cli.terminal.stream_printer import lexer_for
     from bigcode_cli.repl.slash import SlashCompleter
     from bigcode_cli.repl.toolbar import STYLE, toolbar
 
@@ -58,6 +59,7 @@ def prompt_session(session: Session, *, input: Any = None, output: Any = None) -
         bottom_toolbar=lambda: toolbar(session),
         style=Style.from_dict(STYLE),
         search_ignore_case=True,
+        color_depth=None if session.colour else ColorDepth.MONOCHROME,  # NO_COLOR and --no-color
         input=input,
         output=output,
     )

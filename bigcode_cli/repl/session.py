@@ -14,33 +14,21 @@ import traceback
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, TextIO
 
-from bigcode_cli.terminal.console import colour_wanted, debug_enabled, print_error, print_notice, stderr_console
 from bigcode_cli.errors import BackendError, BigCodeError, InputError
-from bigcode_cli.repl.output import TurnPrinter, lexer_for, visible
+from bigcode_cli.repl.actions import REGISTRY
 from bigcode_cli.repl.transcript import Transcript, Turn
+from bigcode_cli.terminal.console import colour_wanted, debug_enabled, print_error, print_notice, stderr_console
+from bigcode_cli.terminal.model_choice import ModelChoice
+from bigcode_cli.terminal.safe_text import for_stream, is_terminal, safe_text
+from bigcode_cli.terminal.stream_printer import StreamPrinter, lexer_for
+from bigcode_cli.tasks import MODES, TASKS  # mode -> the task its model is opened for
 
 if TYPE_CHECKING:
+    from rich.text import Text
+
     from bigcode_cli.generation.completion import CompletionSettings
     from bigcode_cli.store.loader import LoadedModel
 
-# mode -> the task its model is opened for
-MODES: dict[str, str] = {
-    "complete": "causal-lm",
-    "infill": "causal-lm",
-    "classify": "sequence-classification",
-    "tag": "token-classification",
-}
-
-
-@dataclass(frozen=True)
-class ModelOptions:
-    """How every model of the session is opened; /attn, /device and /dtype change it."""
-
-    engine: str = "native"
-    attn: str = "auto"
-    device: str = "auto"
-    dtype: str = "auto"
-    offline: bool = False
 
 
 @dataclass
@@ -64,21 +52,20 @@ class Session:
     """One REPL session: its models, settings, mode and transcript."""
 
     def __init__(self, settings: CompletionSettings, *, model: str | None = None,
-                 options: ModelOptions | None = None, mode: str = "complete", language: str = "python",
+                 options: ModelChoice | None = None, mode: str = "complete", language: str = "python",
                  out: TextIO | None = None, interactive: bool = True,
                  opener: Callable[..., LoadedModel] | None = None) -> None:
-        from bigcode_cli.repl.actions import REGISTRY
-
         if mode not in MODES:
             raise InputError(f"unknown mode {mode!r}; choose {', '.join(MODES)}")
         self.settings = settings
-        self.options = options or ModelOptions()
+        self.options = options or ModelChoice(model)  # how every model is opened; /attn, /device, /dtype change it
         self.mode = mode
         self.language = ""
         self.set_language(language)
         self.out = out or sys.stdout
         self.interactive = interactive
         self.colour = interactive and colour_wanted(self.out)
+        self.terminal = self.colour or is_terminal(self.out)  # model text is made safe on a terminal
         self.names: dict[str, str | None] = {MODES[mode]: model}  # task -> the name asked for (None = default)
         self.loaded: dict[str, LoadedModel] = {}
         self.last: TurnStats | None = None
@@ -104,7 +91,7 @@ class Session:
         """The task's model, opened on first use."""
         return self.loaded.get(task) or self.load(task, self.names.get(task))
 
-    def _open(self, task: str, name: str | None, options: ModelOptions) -> LoadedModel:
+    def _open(self, task: str, name: str | None, options: ModelChoice) -> LoadedModel:
         if self._opener is not None:
             opener = self._opener
         else:
@@ -113,8 +100,7 @@ class Session:
         label = name or "the default model"
         spinner = console.status(f"loading {label}", spinner="dots") if console.is_terminal else None
         with spinner or contextlib.nullcontext():
-            return opener(name, task, engine=options.engine, attn=options.attn, device=options.device,
-                          dtype=options.dtype, offline=options.offline)
+            return opener(name, task, **options.how())
 
     def load(self, task: str, name: str | None) -> LoadedModel:
         """Open `name` for `task` and make it the task's model; the previous one stays if this fails."""
@@ -230,7 +216,8 @@ class Session:
         if cursor.mode == "fim":
             loaded.tokenizer.require_fim()
         streaming = self.settings.num_samples == 1
-        printer = TurnPrinter(self.out, colour=self.colour, language=self.language)
+        printer = StreamPrinter(self.out, terminal=self.terminal, colour=self.colour, language=self.language,
+                                end_line=True)
         if streaming and self.interactive:
             printer.start(cursor.prefix.rpartition("\n")[2])
         try:
@@ -289,39 +276,57 @@ class Session:
         rows = [f"{s.label}\t{s.start}-{s.end}\t{s.score:.3f}\t{s.text!r}" for s in spans]
         result = "\n".join(rows) if rows else "(no tagged spans)"
         if self.colour and spans:
-            self.out.write(marked(text, spans) + "\n")
+            self._print_rich(marked(text, spans))
         self._print_result(result)
         self.transcript.add(Turn("tag", text, result, stats=asdict(self.last)))
 
     def _print_result(self, text: str) -> None:
-        self.out.write(visible(text) + "\n")
+        self.out.write((safe_text(text) if self.terminal else text) + "\n")
+        self.out.flush()
+
+    def _print_rich(self, text: Text) -> None:
+        """Styled text on the session's output (a terminal: only called with colour on)."""
+        from rich.console import Console
+
+        Console(file=self.out, force_terminal=True, highlight=False, soft_wrap=True).print(text)
         self.out.flush()
 
     # -- messages ----------------------------------------------------------------------------------
 
     def info(self, message: str) -> None:
-        """A status line on stderr (never markup)."""
-        stderr_console().print(message, style="dim", markup=False, highlight=False, soft_wrap=True)
+        """A status line on stderr (never markup; model names and labels in it made safe on a terminal)."""
+        stderr_console().print(for_stream(message, sys.stderr), style="dim", markup=False, highlight=False,
+                               soft_wrap=True)
 
     def say(self, message: str) -> None:
         """An answer to a command (help, settings) on stderr, so that stdout holds only model results."""
-        stderr_console().print(message, markup=False, highlight=False, soft_wrap=True)
+        stderr_console().print(for_stream(message, sys.stderr), markup=False, highlight=False, soft_wrap=True)
+
+    def model_line(self) -> str:
+        """What /model shows: the current mode's model, how it runs and where it comes from."""
+        loaded = self.current
+        if loaded is None:
+            return f"{self.names.get(self.task) or 'the default model'} (not loaded yet)"
+        return f"{loaded.name} ({describe(loaded)}) from {loaded.resolved.path}"
 
 
 def describe(loaded: LoadedModel) -> str:
-    """engine/backend, device, dtype of a loaded model, and the C decode kernel when it runs the decode steps."""
+    """engine/backend, device, dtype of a loaded model, and what runs its decode steps (why not the C kernel)."""
     runner = loaded.runner
-    kernel = ", C decode kernel" if runner.decode_path == "kernel" else ""
+    decode = f", decode: {runner.decode_summary}" if TASKS[runner.task].generative else ""
     shown = getattr(runner, "dtype_name", None) or dtype_name(runner.dtype)  # int8 / int4 for quantized weights
-    return f"{runner.engine}/{runner.backend}, {runner.device}, {shown}{kernel}"
+    return f"{runner.engine}/{runner.backend}, {runner.device}, {shown}{decode}"
 
 
-def marked(text: str, spans: list[Any]) -> str:
-    """The code with tagged spans in reverse video and their label after them (terminal only)."""
-    pieces, at = [], 0
+def marked(text: str, spans: list[Any]) -> Text:
+    """The code (made safe) with tagged spans in reverse video and their label after them, dimmed."""
+    from rich.text import Text
+
+    shown, at = Text(), 0
     for span in spans:
-        pieces.append(visible(text[at:span.start]))
-        pieces.append(f"\x1b[7m{visible(text[span.start:span.end])}\x1b[27m\x1b[2m[{span.label}]\x1b[22m")
+        shown.append(safe_text(text[at:span.start]))
+        shown.append(safe_text(text[span.start:span.end]), style="reverse")
+        shown.append(f"[{safe_text(span.label)}]", style="dim")
         at = span.end
-    pieces.append(visible(text[at:]))
-    return "".join(pieces).rstrip("\n")
+    shown.append(safe_text(text[at:]).rstrip("\n"))
+    return shown

@@ -1,9 +1,11 @@
 """The Hugging Face side of the checkpoint cache: its on-disk cache (read in place, never written) and
 downloads through huggingface_hub into a directory of ours.
 
-Environment variables are read at call time: huggingface_hub reads HF_ENDPOINT, HF_HUB_CACHE and
-HF_HUB_OFFLINE once at import, so its own constants can be stale. huggingface_hub and httpx2 are
-imported inside the functions that download.
+The cache is read with huggingface_hub's own cache scanning (`try_to_load_from_cache`, `scan_cache_dir`);
+snapshots are used in place, never copied. Environment variables are read at call time: huggingface_hub
+reads HF_ENDPOINT, HF_HUB_CACHE and HF_HUB_OFFLINE once at import, so its own constants can be stale;
+its cache functions are therefore always given the cache directory. huggingface_hub and httpx2 are
+imported inside the functions that use them.
 """
 
 from __future__ import annotations
@@ -46,45 +48,50 @@ def hf_cache_dir() -> Path:
 
 
 def snapshot(repo_id: str, revision: str | None) -> Path | None:
-    """A complete snapshot of repo_id in the Hugging Face cache (config and all weights present), or None."""
-    repo_dir = hf_cache_dir() / ("models--" + repo_id.replace("/", "--"))
-    revision = revision or "main"
-    if _COMMIT.fullmatch(revision):
-        commit = revision
-    else:
-        try:
-            commit = (repo_dir / "refs" / revision).read_text(encoding="utf-8").strip()
-        except OSError:
-            return None
-    if not _COMMIT.fullmatch(commit):
+    """A complete snapshot of repo_id in the Hugging Face cache (config and all weights present), or None.
+
+    `revision` is a branch or tag (followed through the cache's refs) or a commit hash; None means main.
+    """
+    cache = hf_cache_dir()
+    if not cache.is_dir():  # no Hugging Face cache at all: nothing to find, no need to import huggingface_hub
         return None
-    snapshot = repo_dir / "snapshots" / commit
-    if (snapshot / "config.json").is_file() and ckpt.has_weights(snapshot):
-        return snapshot
-    return None
+    from huggingface_hub import try_to_load_from_cache
+
+    config = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache, revision=revision or "main")
+    if not isinstance(config, str):  # not cached, or cached as missing
+        return None
+    path = Path(config).parent
+    return path if ckpt.has_weights(path) else None
 
 
 def cached_snapshots() -> list[tuple[str, str, Path]]:
     """(repo_id, revision, snapshot) of every gpt_bigcode checkpoint in the HF cache that a branch or tag points to."""
-    found: list[tuple[str, str, Path]] = []
     cache = hf_cache_dir()
     if not cache.is_dir():
+        return []
+    from huggingface_hub import scan_cache_dir
+
+    found: list[tuple[str, str, Path]] = []
+    try:
+        scanned = scan_cache_dir(cache)
+    except Exception:  # huggingface_hub raises CacheNotFound or CorruptedCacheException; listing shows what it can
         return found
-    for repo_dir in sorted(cache.glob("models--*--*")):
-        repo_id = repo_dir.name.removeprefix("models--").replace("--", "/", 1)
-        refs = repo_dir / "refs"
-        for ref in sorted(p for p in refs.rglob("*") if p.is_file()) if refs.is_dir() else []:
-            revision = ref.relative_to(refs).as_posix()
-            path = snapshot(repo_id, revision)
-            if path is None:
+    for repo in sorted(scanned.repos, key=lambda r: r.repo_id):
+        if repo.repo_type != "model":
+            continue
+        for revision in repo.revisions:
+            path = Path(revision.snapshot_path)
+            if not ((path / "config.json").is_file() and ckpt.has_weights(path) and _is_gpt_bigcode(path)):
                 continue
-            try:
-                model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
-            except (OSError, ValueError, AttributeError):
-                continue
-            if model_type == "gpt_bigcode":
-                found.append((repo_id, revision, path))
-    return found
+            found.extend((repo.repo_id, ref, path) for ref in sorted(revision.refs))
+    return sorted(found, key=lambda row: (row[0], row[1]))
+
+
+def _is_gpt_bigcode(snapshot: Path) -> bool:
+    try:
+        return json.loads((snapshot / "config.json").read_text(encoding="utf-8")).get("model_type") == "gpt_bigcode"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def verify_snapshot(path: Path) -> tuple[list[str], int]:

@@ -6,13 +6,13 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from pathlib import Path
 
-from bigcode_cli.errors import StoreError
-from bigcode_cli.store import cache as store
+from bigcode_cli import store
+from bigcode_cli.errors import StoreError, TokenizerError
 from bigcode_cli.store import quantized
 from bigcode_cli.text.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
-    from bigcode_cli.model.engine import Runner
+    from bigcode_cli.model.runner import Runner
 
 
 class LoadedModel(NamedTuple):
@@ -35,6 +35,7 @@ def open_model(name: str | None, task: str, *, engine: str = "native", attn: str
 
     resolved = store.resolve(name or store.default_model(task), offline=offline, download=download)
     tokenizer = Tokenizer.from_dir(resolved.path, name=resolved.name)
+    check_vocabulary(tokenizer, resolved)
     if dtype in quantized.QUANTIZED and engine == "native" and task == "causal-lm":
         return LoadedModel(_load_quantized(resolved, dtype, attn, device), tokenizer, resolved)
     runner = engines.load(resolved.path, task, engine=engine, attn=attn, device=device, dtype=dtype)
@@ -65,3 +66,15 @@ def quantize_ahead(name: str, dtype: str, *, offline: bool = False) -> tuple[sto
         runner = engines.load(resolved.path, "causal-lm", device="cpu", dtype=dtype)
         kept = quantized.save(resolved, dtype, runner.model)
     return resolved, kept
+
+
+def check_vocabulary(tokenizer: Tokenizer, resolved: store.ResolvedModel) -> None:
+    """Refuse a tokenizer that can produce ids the model has no embedding for (files of two different models)."""
+    from bigcode_cli.model.config import GPTBigCodeConfig
+
+    vocab_size = GPTBigCodeConfig.from_file(resolved.path / "config.json").vocab_size
+    if tokenizer.vocab_size > vocab_size:
+        raise TokenizerError(
+            f"{resolved.name}: the tokenizer has {tokenizer.vocab_size} tokens but the model's vocabulary "
+            f"(vocab_size in config.json) has {vocab_size}; the tokenizer files belong to another model"
+        )

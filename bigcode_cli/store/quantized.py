@@ -28,7 +28,7 @@ from bigcode_cli.model import checkpoint_files as ckpt
 from bigcode_cli.paths import quantized_dir
 
 if TYPE_CHECKING:
-    from bigcode_cli.store.cache import ResolvedModel
+    from bigcode_cli.store.layout import ResolvedModel
 
 FILE = "model.safetensors"
 MANIFEST = "manifest.json"

@@ -1,6 +1,8 @@
 """The two consoles (results on stdout, everything else on stderr) and the one way errors are shown.
 
 rich is imported only when a console is first needed, so `--help` and shell completion stay fast.
+Colour is decided here once: on a terminal, unless NO_COLOR is set or `--no-color` called
+`set_colour(False)`; the consoles are given that setting rather than reading the environment.
 """
 
 from __future__ import annotations
@@ -10,15 +12,26 @@ import sys
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from bigcode_cli.terminal.safe_text import for_stream, is_terminal
+
 if TYPE_CHECKING:
     from rich.console import Console
+
+_colour = {"allowed": True}  # False after --no-color
+
+
+def set_colour(allowed: bool) -> None:
+    """Allow colour (the default) or turn it off everywhere (--no-color); the consoles follow."""
+    _colour["allowed"] = allowed
+    stderr_console.cache_clear()
+    stdout_console.cache_clear()
 
 
 def colour_wanted(stream) -> bool:
     """Colour only on a terminal, never with NO_COLOR or --no-color."""
-    if os.environ.get("NO_COLOR") or os.environ.get("BIGCODE_NO_COLOR"):
+    if not _colour["allowed"] or os.environ.get("NO_COLOR"):
         return False
-    return bool(getattr(stream, "isatty", lambda: False)())
+    return is_terminal(stream)
 
 
 @lru_cache(maxsize=None)
@@ -46,13 +59,13 @@ def debug_enabled() -> bool:
 
 def print_error(message: str) -> None:
     """One line on stderr: `error: ...`."""
-    text = " ".join(str(message).split())
+    text = for_stream(" ".join(str(message).split()), sys.stderr)  # it may quote model text
     stderr_console().print(f"[bold red]error:[/] {_escape(text)}", soft_wrap=True)
 
 
 def print_notice(message: str) -> None:
     """A one-line notice on stderr (truncation, fallbacks)."""
-    stderr_console().print(f"[yellow]note:[/] {_escape(message)}", soft_wrap=True)
+    stderr_console().print(f"[yellow]note:[/] {_escape(for_stream(message, sys.stderr))}", soft_wrap=True)
 
 
 def _escape(text: str) -> str:

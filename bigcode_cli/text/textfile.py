@@ -1,4 +1,9 @@
-"""Reading user text files strictly and writing them back atomically."""
+"""Reading user text strictly (one rule for what is text) and writing files back atomically.
+
+The rule, for every command that reads user bytes (`complete`'s files and stdin, `classify`/`tag`
+records): text is UTF-8 with no NUL byte anywhere. A NUL byte means binary data (no source file
+holds one, and `-0` input uses NUL as the record separator), whatever its position.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +15,35 @@ from pathlib import Path
 from bigcode_cli.errors import InputError
 
 
-def decode_text(data: bytes, name: str) -> str:
-    """UTF-8 text, or an InputError for binary or undecodable input."""
-    if b"\x00" in data[:65536]:
-        raise InputError(f"{name} looks like a binary file (it contains NUL bytes); give a text file")
+class NotTextError(InputError):
+    """Bytes that are not text by the module's rule: `nul` when a NUL byte is the reason, else the
+    1-based `line` of the first byte that is not UTF-8."""
+
+    def __init__(self, message: str, *, nul: bool, line: int = 0) -> None:
+        super().__init__(message)
+        self.nul = nul
+        self.line = line
+
+
+def decode_utf8(data: bytes) -> str:
+    """The text in `data`, or NotTextError: text is UTF-8 with no NUL byte anywhere."""
+    if b"\x00" in data:
+        raise NotTextError("binary data: it contains NUL bytes", nul=True)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise InputError(f"{name} is not valid UTF-8 (bad byte at line {line}); convert it to UTF-8 first") from None
+        raise NotTextError(f"not valid UTF-8 (bad byte at line {line})", nul=False, line=line) from None
+
+
+def decode_text(data: bytes, name: str) -> str:
+    """The text of the input called `name`, or an InputError that names it and says what to do."""
+    try:
+        return decode_utf8(data)
+    except NotTextError as exc:
+        if exc.nul:
+            raise InputError(f"{name} looks like a binary file (it contains NUL bytes); give a text file") from None
+        raise InputError(f"{name} is not valid UTF-8 (bad byte at line {exc.line}); convert it to UTF-8 first") from None
 
 
 def read_text(path: str) -> str:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from bigcode_cli.choices import ATTENTION_CHOICES, ENGINES
 from bigcode_cli.cli.commands.options import Attn, Device, DeviceOpt, Dtype, DtypeOpt, Engine, ModelOpt, OfflineOpt
 from bigcode_cli.cli.commands.pipeline import json_line
 from bigcode_cli.terminal.console import print_notice, stderr_console, stdout_console
@@ -15,8 +16,9 @@ from bigcode_cli.terminal.console import print_notice, stderr_console, stdout_co
 if TYPE_CHECKING:
     from bigcode_cli.bench import BenchReport, ComboResult
 
-EnginesOpt = Annotated[str, typer.Option("--engine", help="Engines to compare, comma-separated: native, transformers.")]
-AttnsOpt = Annotated[str, typer.Option("--attn", help="Attention backends, comma-separated: auto, eager, sdpa, flash.")]
+EnginesOpt = Annotated[str, typer.Option("--engine", help=f"Engines to compare, comma-separated: {', '.join(ENGINES)}.")]
+AttnsOpt = Annotated[str, typer.Option(
+    "--attn", help=f"Attention backends, comma-separated: {', '.join(ATTENTION_CHOICES)}.")]
 PromptTokensOpt = Annotated[int, typer.Option("--prompt-tokens", min=1,
                                               help="Prompt length (code), cut to fit the context with the new tokens.")]
 NewTokensOpt = Annotated[int, typer.Option("--new-tokens", min=1, help="Tokens generated per decode run.")]
@@ -91,6 +93,7 @@ def _record(report: BenchReport, result: ComboResult) -> dict[str, Any]:
     return {
         "model": report.model, "engine": result.combo.engine, "attn": result.combo.attn, "backend": result.backend,
         "device": result.device, "dtype": result.dtype, "decode_by": result.decode_by,
+        "decode_reason": result.decode_reason,
         "prompt_tokens": report.prompt_tokens,
         "new_tokens": report.new_tokens, "rounds": report.rounds, "load_s": _round(result.load_s, 4),
         "prefill_ms": _round(None if result.prefill_s is None else result.prefill_s * 1000, 3),
@@ -109,7 +112,7 @@ def _print_table(report: BenchReport) -> None:
     measured = [r for r in report.results if not r.skipped]
     title = (f"{report.model}: {measured[0].device}, {measured[0].dtype}, prompt {report.prompt_tokens}, "
              f"{report.new_tokens} new tokens, median of {report.rounds}")
-    native_steps = {r.decode_by for r in measured if r.combo.engine == "native"}
+    native_steps = {r.decode_summary for r in measured if r.combo.engine == "native" and r.decode_summary}
     if native_steps:
         title += "; native decode steps: " + ", ".join(sorted(native_steps))
     table = Table("ENGINE", "ATTN", "LOAD S", "PREFILL MS", "PREFILL TOK/S", "DECODE TOK/S", "RATIO",

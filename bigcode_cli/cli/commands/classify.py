@@ -15,6 +15,7 @@ from bigcode_cli.cli.commands.pipeline import (
     tsv_cell,
 )
 from bigcode_cli.terminal.console import stdout_console
+from bigcode_cli.terminal.safe_text import for_stream, json_for_stream, safe_text
 from bigcode_cli.pipelines.records import Record
 
 TopKOpt = Annotated[Optional[int], typer.Option("--top-k", "-k", min=1, show_default=False,
@@ -54,9 +55,9 @@ def classify(
             prediction = predict(scored.logits, state["labels"], state["kind"], top_k=top_k, threshold=threshold)
             rows.append((record, prediction, scored.encoded.truncation()))
         if chosen == "jsonl":
-            sys.stdout.write("".join(json_line(_record_json(*row)) for row in rows))
+            sys.stdout.write(json_for_stream("".join(json_line(_record_json(*row)) for row in rows), sys.stdout))
         elif chosen == "tsv":
-            sys.stdout.write("".join(_tsv_line(*row) for row in rows))
+            sys.stdout.write(for_stream("".join(_tsv_line(*row) for row in rows), sys.stdout))
         else:
             _print_table(rows)
 
@@ -96,5 +97,6 @@ def _print_table(rows: list[tuple[Record, Any, dict | None]]) -> None:
     for record, prediction, truncation in rows:
         others = ", ".join(f"{k} {v:.3f}" for k, v in list(prediction.scores.items())[:4])
         note = f" (truncated {truncation['side']})" if truncation else ""
-        table.add_row(str(record.id), _label_text(prediction) + note, f"{prediction.score:.4f}", others)
+        table.add_row(safe_text(str(record.id)), safe_text(_label_text(prediction)) + note, f"{prediction.score:.4f}",
+                      safe_text(others))
     stdout_console().print(table, markup=False)

@@ -1,69 +1,19 @@
-"""How generation commands show their results: streamed text (highlighted on a terminal), JSON, diffs."""
+"""How generation commands show their results besides the stream (terminal.stream_printer): JSON, samples, diffs.
+
+On a terminal model text goes through `safe_text` first; pipes and files get the exact text.
+"""
 
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from typing import TYPE_CHECKING, Any
 
-from bigcode_cli.terminal.console import colour_wanted
+from bigcode_cli.terminal.safe_text import for_stream, json_for_stream
 
 if TYPE_CHECKING:
     from bigcode_cli.generation.completion import Completion
     from bigcode_cli.text.tokenizer import Tokenizer
-
-
-class StreamPrinter:
-    """Writes generated text to stdout as it arrives; on a terminal each finished line is re-drawn highlighted."""
-
-    def __init__(self, filename: str | None = None, stream=None) -> None:
-        self.stream = stream or sys.stdout
-        self.colour = colour_wanted(self.stream)
-        self.line = ""  # the current, unfinished line as printed so far
-        self.formatter = self.lexer = None
-        if self.colour:
-            from pygments.formatters import TerminalFormatter
-            from pygments.lexers import PythonLexer, get_lexer_for_filename
-            from pygments.util import ClassNotFound
-
-            try:
-                self.lexer = get_lexer_for_filename(filename) if filename and filename != "-" else PythonLexer()
-            except ClassNotFound:
-                self.lexer = PythonLexer()
-            self.formatter = TerminalFormatter()
-            self.width = shutil.get_terminal_size().columns
-
-    def write(self, text: str) -> None:
-        """Print a piece of generated text now."""
-        if not self.colour:
-            self.stream.write(text)
-            self.stream.flush()
-            return
-        for piece in text.splitlines(keepends=True):
-            self.stream.write(piece)
-            self.line += piece
-            if self.line.endswith("\n"):
-                self._redraw(self.line[:-1])
-                self.stream.write("\n")
-                self.line = ""
-        self.stream.flush()
-
-    def _redraw(self, line: str) -> None:
-        if not line.strip() or len(line.expandtabs()) >= self.width:
-            return  # a wrapped line cannot be redrawn in place
-        from pygments import highlight
-
-        coloured = highlight(line, self.lexer, self.formatter).rstrip("\n")
-        self.stream.write("\r\x1b[K" + coloured)
-
-    def close(self) -> None:
-        """End the output with a newline on a terminal, so the shell prompt starts on its own line."""
-        if self.colour and self.line:
-            self._redraw(self.line)
-            self.stream.write("\n")
-            self.stream.flush()
-            self.line = ""
 
 
 def completion_records(result: Completion, tokenizer: Tokenizer, load_s: float) -> list[dict[str, Any]]:
@@ -94,7 +44,7 @@ def completion_records(result: Completion, tokenizer: Tokenizer, load_s: float) 
 def print_json_lines(records: list[dict[str, Any]]) -> None:
     """One compact JSON object per line on stdout."""
     for record in records:
-        sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+        sys.stdout.write(json_for_stream(json.dumps(record, ensure_ascii=False), sys.stdout) + "\n")
     sys.stdout.flush()
 
 
@@ -103,13 +53,13 @@ def print_samples(texts: list[str]) -> None:
     for i, text in enumerate(texts):
         if i:
             sys.stdout.write("\n---\n")
-        sys.stdout.write(text)
+        sys.stdout.write(for_stream(text, sys.stdout))
     sys.stdout.write("\n")
     sys.stdout.flush()
 
 
 def unified_diff(path: str, before: str, after: str) -> str:
-    """The change as a unified diff, as `diff -u` would print it."""
+    """The change as a unified diff, as `diff -u` would print it (exact text: callers make it safe for a terminal)."""
     import difflib
 
     return "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),

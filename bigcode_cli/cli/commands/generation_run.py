@@ -9,24 +9,22 @@ from typing import TYPE_CHECKING
 from bigcode_cli.terminal.console import print_notice, stderr_console
 
 if TYPE_CHECKING:
-    from bigcode_cli.cli.commands.option_groups import ModelChoice
+    from bigcode_cli.terminal.model_choice import ModelChoice
     from bigcode_cli.generation.completion import CompletionSettings, Mode
 
 
 def make_settings(*, max_new_tokens: int, temperature: float, top_k: int, top_p: float, repetition_penalty: float,
                   seed: int | None, stop: list[str] | None, num_samples: int, lines: int | None, block: bool,
                   fim_order: str = "psm") -> CompletionSettings:
-    """Validated generation settings from command-line options."""
+    """Validated generation settings from command-line options (fim_order: a FimOrder member or its value)."""
     from bigcode_cli.generation.completion import CompletionSettings
-    from bigcode_cli.errors import UsageError
     from bigcode_cli.generation.sampling import SamplingParams
 
-    if fim_order not in ("psm", "spm"):
-        raise UsageError(f"--fim-order must be psm or spm, got {fim_order!r}")
     sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p,
                               repetition_penalty=repetition_penalty, seed=seed)
     return CompletionSettings(max_new_tokens=max_new_tokens, sampling=sampling, stops=list(stop or []),
-                              num_samples=num_samples, lines=lines, block=block, order=fim_order)  # type: ignore[arg-type]
+                              num_samples=num_samples, lines=lines, block=block,
+                              order=getattr(fim_order, "value", fim_order))  # type: ignore[arg-type]
 
 
 def check_output_flags(*, json_out: bool, in_place: bool = False, diff: bool = False, num_samples: int = 1,
@@ -47,14 +45,10 @@ def check_output_flags(*, json_out: bool, in_place: bool = False, diff: bool = F
 def run_completion(*, prefix: str, suffix: str, mode: Mode, settings: CompletionSettings, choice: ModelChoice,
                    json_out: bool, filename: str | None = None, in_place: bool = False, diff: bool = False) -> None:
     """Load the model, complete, and print (stream, JSON, diff) or write the file in place."""
-    from bigcode_cli.cli.commands.generation_output import (
-        StreamPrinter,
-        completion_records,
-        print_json_lines,
-        print_samples,
-        unified_diff,
-    )
+    from bigcode_cli.cli.commands.generation_output import completion_records, print_json_lines, print_samples, unified_diff
     from bigcode_cli.generation.completion import complete
+    from bigcode_cli.terminal.safe_text import for_stream
+    from bigcode_cli.terminal.stream_printer import StreamPrinter
 
     started = time.perf_counter()
     console = stderr_console()
@@ -64,11 +58,11 @@ def run_completion(*, prefix: str, suffix: str, mode: Mode, settings: Completion
     if mode == "fim":
         loaded.tokenizer.require_fim()
     streaming = not json_out and not in_place and not diff and settings.num_samples == 1
-    printer = StreamPrinter(filename) if streaming else None
+    printer = StreamPrinter(filename=filename) if streaming else None
     result = complete(loaded.runner, loaded.tokenizer, prefix, suffix, mode, settings,
                       on_text=(lambda _i, text: printer.write(text)) if printer else None, notice=print_notice)
     if printer is not None:
-        printer.close()
+        printer.finish()
     if result.generation.interrupted:
         raise KeyboardInterrupt
     if json_out:
@@ -78,7 +72,7 @@ def run_completion(*, prefix: str, suffix: str, mode: Mode, settings: Completion
         if diff:
             import sys
 
-            sys.stdout.write(unified_diff(filename or "-", before, after))
+            sys.stdout.write(for_stream(unified_diff(filename or "-", before, after), sys.stdout))
             sys.stdout.flush()
         else:
             from bigcode_cli.text.textfile import write_atomically

@@ -1,6 +1,6 @@
 """`bigcode models`: the local checkpoint cache (list, pull, rm, info, import, verify, path).
 
-Thin commands over `bigcode_cli.store.cache`; nothing here imports torch. Results go to stdout, progress
+Thin commands over `bigcode_cli.store`; nothing here imports torch. Results go to stdout, progress
 and notes to stderr; the store raises BigCodeError subclasses, which the CLI renders.
 """
 
@@ -13,11 +13,12 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from bigcode_cli.store import cache as store
+from bigcode_cli import store
+from bigcode_cli.errors import ModelNotFoundError
 from bigcode_cli.store import quantized
 from bigcode_cli.cli.commands.options import complete_model
-from bigcode_cli.errors import ModelNotFoundError
 from bigcode_cli.terminal.console import print_notice, stderr_console, stdout_console
+from bigcode_cli.terminal.safe_text import for_stream
 
 models_app = typer.Typer(
     name="models",
@@ -35,14 +36,9 @@ def _on_terminal(stream: Any) -> bool:
 
 
 def _human_size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"
+    from rich.filesize import decimal
+
+    return "-" if n is None else decimal(n)
 
 
 def _human_count(n: int | None) -> str:
@@ -69,9 +65,7 @@ def list_command(as_json: JsonOpt = False) -> None:
         _print_json(rows)
         return
     columns = ("NAME", "SOURCE", "TASKS", "PARAMS", "DTYPE", "CONTEXT", "SIZE")
-    cells = [(r["name"], r["source"], ",".join(r.get("tasks") or []) or ("error" if "error" in r else "-"),
-              _human_count(r.get("parameters")), str(r.get("dtype") or "-"), str(r.get("n_positions") or "-"),
-              _human_size(r.get("size_bytes"))) for r in rows]
+    cells = [tuple(for_stream(cell, sys.stdout) for cell in row) for row in _list_cells(rows)]
     if not rows:
         print_notice("no models found")
         return
@@ -86,6 +80,13 @@ def list_command(as_json: JsonOpt = False) -> None:
     sys.stdout.write("\t".join(columns) + "\n")
     for row in cells:
         sys.stdout.write("\t".join(row) + "\n")
+
+
+def _list_cells(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """The `models list` columns of each row, as text."""
+    return [(r["name"], r["source"], ",".join(r.get("tasks") or []) or ("error" if "error" in r else "-"),
+             _human_count(r.get("parameters")), str(r.get("dtype") or "-"), str(r.get("n_positions") or "-"),
+             _human_size(r.get("size_bytes"))) for r in rows]
 
 
 @models_app.command("pull")
@@ -160,7 +161,7 @@ _INFO_FIELDS = (
     ("layers", "n_layer"), ("heads", "n_head"), ("hidden size", "n_embd"), ("multi-query", "multi_query"),
     ("context", "n_positions"), ("vocab", "vocab_size"), ("fim tokens", "fim"), ("tasks", "tasks"),
     ("labels", "labels"), ("parameters", "parameters"), ("dtype", "dtype"), ("weights", "weights"),
-    ("size", "size_bytes"), ("path", "path"), ("quantized", "quantized"),
+    ("size", "size_bytes"), ("decode", "decode"), ("path", "path"), ("quantized", "quantized"),
 )
 
 
@@ -182,15 +183,31 @@ def _info_value(key: str, value: Any) -> str:
 def info_command(name: NameArg, as_json: JsonOpt = False) -> None:
     """Show a model's config summary: layers, heads, multi-query, context, vocab, FIM tokens, tasks, size, location."""
     data = store.info(name)
+    data["decode"] = _cpu_decode(data)
     data["quantized"] = [f"{c['dtype']} {c['path']}" for c in quantized.copies_of(data["name"])]
     if as_json:
         _print_json(data)
         return
     width = max(len(label) for label, _ in _INFO_FIELDS)
     for label, key in _INFO_FIELDS:
-        if key == "labels" and not data.get(key):
+        if key in ("labels", "decode") and not data.get(key):
             continue
-        sys.stdout.write(f"{label:<{width}}  {_info_value(key, data.get(key))}\n")
+        sys.stdout.write(f"{label:<{width}}  {for_stream(_info_value(key, data.get(key)), sys.stdout)}\n")
+
+
+def _cpu_decode(data: dict[str, Any]) -> str | None:
+    """What would run a causal LM's decode steps on this machine's CPU (the C kernel, or PyTorch and why)."""
+    from pathlib import Path
+
+    from bigcode_cli.kernels.decode_support import cpu_decode_summary
+    from bigcode_cli.model.config import GPTBigCodeConfig
+    from bigcode_cli.tasks import TASKS
+
+    if not any(name in TASKS and TASKS[name].generative for name in data.get("tasks") or []):
+        return None
+
+    config = GPTBigCodeConfig.from_file(Path(data["path"]) / "config.json")
+    return f"on a CPU: {cpu_decode_summary(config.activation_function)}"
 
 
 @models_app.command("import")

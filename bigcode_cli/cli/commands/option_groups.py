@@ -2,7 +2,8 @@
 
 `@with_options(model=MODEL, settings=generation(...))` adds a group's options to the command's
 signature (so Typer shows and parses them like any other) and replaces them, when the command runs,
-by the object the group builds: a `ModelChoice`, or validated `CompletionSettings`.
+by the object the group builds: a `ModelChoice` (bigcode_cli.terminal.model_choice), or validated
+`CompletionSettings`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import inspect
 from typing import Any, Callable, NamedTuple
 
 from bigcode_cli.cli.commands import options as o
+from bigcode_cli.terminal.model_choice import ModelChoice
 
 
 class OptionGroup(NamedTuple):
@@ -48,24 +50,6 @@ def with_options(**groups: OptionGroup) -> Callable[[Callable[..., Any]], Callab
     return decorate
 
 
-class ModelChoice(NamedTuple):
-    """Which model to open and how: --model, --engine, --attn, --device, --dtype, --offline."""
-
-    model: str | None
-    engine: str
-    attn: str
-    device: str
-    dtype: str
-    offline: bool
-
-    def open(self, task: str) -> Any:
-        """Load the chosen model for a task (bigcode_cli.store.loader.open_model)."""
-        from bigcode_cli.store.loader import open_model
-
-        return open_model(self.model, task, engine=self.engine, attn=self.attn, device=self.device,
-                          dtype=self.dtype, offline=self.offline)
-
-
 def _model_choice(*, model, engine, attn, device, dtype, offline) -> ModelChoice:
     return ModelChoice(model, engine.value, attn.value, device.value, dtype.value, offline)
 
@@ -98,7 +82,7 @@ def generation(*, max_new_tokens: int = 128, block: bool = True, fim: bool = Tru
         option("block", o.BlockOpt, block),
     ]
     if fim:
-        parameters.append(option("fim_order", o.FimOrderOpt, "psm"))
+        parameters.append(option("fim_order", o.FimOrderOpt, o.FimOrder.psm))
 
     def build(**values: Any) -> Any:
         from bigcode_cli.cli.commands.generation_run import make_settings

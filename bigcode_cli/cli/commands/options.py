@@ -1,4 +1,5 @@
-"""Options shared by every model command, as `Annotated` types, and their choices as str Enums."""
+"""Options shared by every model command, as `Annotated` types, and their choices as str Enums
+(made from bigcode_cli.choices, so Typer's checks, --help and shell completion follow it)."""
 
 from __future__ import annotations
 
@@ -7,33 +8,19 @@ from typing import Annotated, Optional
 
 import typer
 
-
-class Engine(str, Enum):
-    native = "native"
-    transformers = "transformers"
+from bigcode_cli import choices
 
 
-class Attn(str, Enum):
-    auto = "auto"
-    eager = "eager"
-    sdpa = "sdpa"
-    flash = "flash"
+def choice_enum(name: str, values: tuple[str, ...]) -> type[Enum]:
+    """A str Enum with one member per choice, named and valued after it (`Attn.sdpa == "sdpa"`)."""
+    return Enum(name, [(value, value) for value in values], type=str)  # type: ignore[return-value]
 
 
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
-
-
-class Dtype(str, Enum):
-    auto = "auto"
-    float32 = "float32"
-    bfloat16 = "bfloat16"
-    float16 = "float16"
-    int8 = "int8"
-    int4 = "int4"
+Engine = choice_enum("Engine", choices.ENGINES)
+Attn = choice_enum("Attn", choices.ATTENTION_CHOICES)
+Device = choice_enum("Device", choices.DEVICE_CHOICES)
+Dtype = choice_enum("Dtype", choices.DTYPE_CHOICES)
+FimOrder = choice_enum("FimOrder", choices.FIM_ORDERS)
 
 
 MODEL_HELP = "Model name, alias or checkpoint directory (default: $BIGCODE_MODEL or the bundled model)."
@@ -41,7 +28,7 @@ MODEL_HELP = "Model name, alias or checkpoint directory (default: $BIGCODE_MODEL
 
 def model_names() -> list[str]:
     """Every model name usable without typing a path: bundled, cached (ours and Hugging Face's), aliases."""
-    from bigcode_cli.store import cache as store
+    from bigcode_cli import store
 
     names: list[str] = list(store.bundled_models())
     try:
@@ -67,8 +54,7 @@ ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help=MODEL_HEL
 EngineOpt = Annotated[Engine, typer.Option("--engine", help="native (fast, default) or transformers (the reference).")]
 AttnOpt = Annotated[Attn, typer.Option("--attn", help="Attention backend; auto = flash if usable, else sdpa.")]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where to run; auto = cuda, then mps, then cpu.")]
-DtypeOpt = Annotated[Dtype, typer.Option("--dtype", help="Weight and compute dtype; auto keeps the checkpoint's; "
-                                                         "int8/int4 quantize a causal LM's matrices (CPU).")]
+DtypeOpt = Annotated[Dtype, typer.Option("--dtype", help="Weight and compute dtype; auto keeps the checkpoint's.")]
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never touch the network (same as HF_HUB_OFFLINE=1).")]
 
 MaxNewTokensOpt = Annotated[int, typer.Option("--max-new-tokens", help="Most tokens to generate per sample.", min=1)]
@@ -82,4 +68,4 @@ NumSamplesOpt = Annotated[int, typer.Option("--num-samples", "-n", help="Samples
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object per sample instead of the text.")]
 LinesOpt = Annotated[Optional[int], typer.Option("--lines", help="Keep at most this many lines (1 = single-line mode).", min=1, show_default=False)]
 BlockOpt = Annotated[bool, typer.Option("--block/--no-block", help="Stop at the end of the current block.")]
-FimOrderOpt = Annotated[str, typer.Option("--fim-order", help="Fill-in-the-middle prompt order: psm or spm.")]
+FimOrderOpt = Annotated[FimOrder, typer.Option("--fim-order", help="Fill-in-the-middle prompt order: psm or spm.")]

@@ -21,7 +21,7 @@ from bigcode_cli.pipelines.records import Record
 
 
 if TYPE_CHECKING:
-    from bigcode_cli.cli.commands.option_groups import ModelChoice
+    from bigcode_cli.terminal.model_choice import ModelChoice
 
 
 class OutputFormat(str, Enum):
@@ -94,17 +94,6 @@ def tsv_cell(value: Any) -> str:
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
-def _silence_stdout() -> None:
-    """Point stdout at /dev/null so the buffered rest and the interpreter's final flush go nowhere."""
-    import os
-
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
-
-
 class PipelineIO(NamedTuple):
     """Where records come from and how results go out: FILES, --format, --input-format/-0, --batch-size, --truncate."""
 
@@ -165,11 +154,7 @@ def run_pipeline(*, io: PipelineIO, task: str, choice: ModelChoice, offsets: boo
                 report_bad_record(record, io.output == "jsonl")
             else:
                 good.append((record, result))
-        try:
-            write_chunk(good, loaded)
-            sys.stdout.flush()
-        except BrokenPipeError:  # the reader is gone (`| head`): stop quietly
-            _silence_stdout()
-            raise typer.Exit(0) from None
+        write_chunk(good, loaded)
+        sys.stdout.flush()  # results as they come; a reader gone (`| head`) ends the run here, quietly
     if failed:
         raise InputError(f"{failed} of {total} records could not be processed (see the error records above)")

@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import sys
-from enum import Enum
 from typing import Annotated, Any
 
 import typer
 
 from bigcode_cli.cli.commands.option_groups import MODEL, generation, with_options
+from bigcode_cli.cli.commands.options import choice_enum
+from bigcode_cli.tasks import MODES
 
-
-
-class Mode(str, Enum):
-    complete = "complete"
-    infill = "infill"
-    classify = "classify"
-    tag = "tag"
-
+Mode = choice_enum("Mode", tuple(MODES))  # the REPL's modes: one per command of each task (bigcode_cli.tasks)
 
 ModeOpt = Annotated[Mode, typer.Option("--mode", help="Starting mode (classify and tag need models with those heads).")]
 LangOpt = Annotated[str, typer.Option("--lang", help="Language to highlight input and output as (a pygments name).")]
@@ -25,7 +19,7 @@ LangOpt = Annotated[str, typer.Option("--lang", help="Language to highlight inpu
 
 @with_options(settings=generation(), choice=MODEL)
 def repl(
-    mode: ModeOpt = Mode.complete,
+    mode: ModeOpt = Mode.complete,  # type: ignore[attr-defined]
     lang: LangOpt = "python",
     settings: Any = None,
     choice: Any = None,
@@ -38,16 +32,14 @@ def repl(
     read from it and the results printed, so a session can be scripted.
     """
     from bigcode_cli.repl.loop import interactive, scripted
-    from bigcode_cli.repl.session import ModelOptions, Session
+    from bigcode_cli.repl.session import Session
 
     if sys.stdin is None:  # started with stdin closed (`<&-`): nothing to read turns from
         from bigcode_cli.errors import InputError
 
         raise InputError("cannot read standard input (it is closed): run `bigcode repl` in a terminal or pipe turns in")
     terminal = sys.stdin.isatty() and sys.stdout.isatty()
-    options = ModelOptions(engine=choice.engine, attn=choice.attn, device=choice.device, dtype=choice.dtype,
-                           offline=choice.offline)
-    session = Session(settings, model=choice.model, options=options, mode=mode.value, language=lang, interactive=terminal)
+    session = Session(settings, model=choice.model, options=choice, mode=mode.value, language=lang, interactive=terminal)
     session.load(session.task, choice.model)
     code = interactive(session) if terminal else scripted(session, sys.stdin)
     if code:

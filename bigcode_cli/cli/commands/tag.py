@@ -16,6 +16,7 @@ from bigcode_cli.cli.commands.pipeline import (
     tsv_cell,
 )
 from bigcode_cli.terminal.console import stdout_console
+from bigcode_cli.terminal.safe_text import for_stream, json_for_stream, safe_text
 from bigcode_cli.pipelines.records import Record
 
 STYLES = ("black on red", "black on green", "black on yellow", "black on cyan", "black on magenta",
@@ -28,7 +29,8 @@ class Aggregate(str, Enum):
 
 
 AggregateOpt = Annotated[Aggregate, typer.Option(
-    "--aggregate", help="none: one span per tagged token; word: merge B-/I- pieces and grow spans to whole words.")]
+    "--aggregate", help="none: one span per tagged token, with the model's own label (B-KEY, I-KEY); "
+                        "word: merge B-/I- pieces into one span per entity (KEY) and grow spans to whole words.")]
 RedactOpt = Annotated[bool, typer.Option(
     "--redact", help="Print the input back, in its own format, with each span replaced by `<LABEL>`.")]
 LabelsOpt = Annotated[Optional[list[str]], typer.Option(
@@ -77,11 +79,11 @@ def tag(
             spans = spans_from_tokens(record.text, scored.encoded.offsets, predictions, aggregate.value)
             rows.append((record, keep_labels(spans, wanted), scored.encoded.truncation()))
         if redact:
-            sys.stdout.write("".join(_redacted(record, spans) for record, spans, _ in rows))
+            sys.stdout.write(for_stream("".join(_redacted(record, spans) for record, spans, _ in rows), sys.stdout))
         elif chosen == "jsonl":
-            sys.stdout.write("".join(json_line(_record_json(*row)) for row in rows))
+            sys.stdout.write(json_for_stream("".join(json_line(_record_json(*row)) for row in rows), sys.stdout))
         elif chosen == "tsv":
-            sys.stdout.write("".join(_tsv_lines(*row) for row in rows))
+            sys.stdout.write(for_stream("".join(_tsv_lines(*row) for row in rows), sys.stdout))
         else:
             for row in rows:
                 _print_highlighted(*row, state["styles"])
@@ -123,7 +125,7 @@ def _print_legend(styles: dict[str, str], wanted: list[str]) -> None:
     legend = Text("labels: ")
     for kind, style in styles.items():
         if not wanted or kind in wanted:
-            legend.append(f" {kind} ", style=style)
+            legend.append(f" {safe_text(kind)} ", style=style)
             legend.append(" ")
     stdout_console().print(legend)
 
@@ -132,10 +134,17 @@ def _print_highlighted(record: Record, spans: list, truncation: dict | None, sty
     from rich.rule import Rule
     from rich.text import Text
 
+    from bigcode_cli.pipelines.tagging import split_label
+
     console = stdout_console()
     note = f" (truncated {truncation['side']})" if truncation else ""
-    console.print(Rule(Text(f"{record.id}{note}"), align="left", style="dim"))
-    text = Text(record.text.rstrip("\n"))
-    for span in spans:
-        text.stylize(styles.get(span.label, "reverse"), span.start, span.end)
+    console.print(Rule(Text(f"{safe_text(str(record.id))}{note}"), align="left", style="dim"))
+    code, text, at = record.text.rstrip("\n"), Text(), 0
+    for span in spans:  # piece by piece: made safe, a piece can grow, so offsets are not styled after
+        if span.start >= len(code):
+            break
+        text.append(safe_text(code[at:span.start]))
+        text.append(safe_text(code[span.start:span.end]), style=styles.get(split_label(span.label)[1], "reverse"))
+        at = min(span.end, len(code))
+    text.append(safe_text(code[at:]))
     console.print(text)

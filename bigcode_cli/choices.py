@@ -1,0 +1,52 @@
+"""Every fixed list of choices a user can pick from, written once.
+
+The CLI's str Enums, the REPL's slash-command choices and checks, shell completion, the dtype map of
+`bigcode_cli.model.runtime`, the attention backend dict and the config check all derive from these.
+Torch-free, so the CLI can read it at import time. `AUTO` is the first choice wherever it is one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+AUTO = "auto"
+
+ENGINES = ("native", "transformers")  # native first: the default
+
+# attention implementations; --attn also takes auto (flash when usable, else sdpa)
+ATTENTION_BACKENDS = ("eager", "sdpa", "flash")
+ATTENTION_CHOICES = (AUTO, *ATTENTION_BACKENDS)
+
+DEVICES = ("cpu", "cuda", "mps")
+DEVICE_CHOICES = (AUTO, *DEVICES)
+
+# --dtype name -> the name of the torch dtype the model computes in (torch.float32 ...): one line per dtype
+DTYPES: dict[str, str] = {
+    "float32": "float32",
+    "bfloat16": "bfloat16",
+    "float16": "float16",
+}
+# weight-only block quantization of a causal LM's matrices (model/quantize.py); they compute in float32
+QUANTIZED_DTYPES = ("int8", "int4")
+DTYPE_CHOICES = (AUTO, *DTYPES, *QUANTIZED_DTYPES)
+
+# fill-in-the-middle prompt orders: prefix-suffix-middle, suffix-prefix-middle
+FIM_ORDERS = ("psm", "spm")
+
+# config.json's activation_function names -> the function they are (several names, one function)
+ACTIVATIONS: dict[str, str] = {
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu_new": "gelu_tanh",
+    "gelu_fast": "gelu_tanh",
+    "gelu": "gelu",
+    "relu": "relu",
+    "silu": "silu",
+    "swish": "silu",
+    "tanh": "tanh",
+}
+
+
+def listed(choices: Iterable[str]) -> str:
+    """'a, b or c': choices as a message lists them."""
+    items = list(choices)
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"

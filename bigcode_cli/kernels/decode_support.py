@@ -1,0 +1,54 @@
+"""Whether the C decode kernel can run here, without torch: the library, its ABI, the activations it computes.
+
+`bigcode models info` asks this before any model is loaded; `cpu_decode` (which needs torch) builds on it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+from bigcode_cli.kernels.build import kernel_problem, load_kernel
+
+KERNEL = "decode_step"
+ABI_VERSION = 3  # bigcode_decode_abi() of a library whose structs and entry points match cpu_decode's
+# activation_function names -> the kernel's activation codes
+ACTIVATIONS = {"gelu_pytorch_tanh": 0, "gelu_new": 0, "gelu_fast": 0, "gelu": 1, "relu": 2, "silu": 3,
+               "swish": 3, "tanh": 4}
+
+
+
+def _abi_problem(lib: ctypes.CDLL) -> str | None:
+    try:
+        version = lib.bigcode_decode_abi()
+    except AttributeError:  # an older or foreign library
+        return "the compiled library has no bigcode_decode_abi: it is not this version's decode kernel"
+    if version != ABI_VERSION:
+        return f"the compiled library speaks ABI {version}, this version of bigcode-cli needs {ABI_VERSION}"
+    return None
+
+
+def decode_library() -> ctypes.CDLL | None:
+    """The compiled decode kernel if it can be built and speaks our ABI, else None (`library_problem` says why)."""
+    lib = load_kernel(KERNEL)
+    return lib if lib is not None and _abi_problem(lib) is None else None
+
+
+def library_problem() -> str | None:
+    """Why `decode_library()` is None, or None when it is not."""
+    lib = load_kernel(KERNEL)
+    if lib is None:
+        return kernel_problem(KERNEL) or "the decode kernel could not be built"
+    return _abi_problem(lib)
+
+
+def activation_problem(name: str) -> str | None:
+    """Why the kernel cannot compute a model's activation function, or None when it can."""
+    if name in ACTIVATIONS:
+        return None
+    return f"the kernel does not compute activation {name!r}"
+
+
+def cpu_decode_summary(activation: str) -> str:
+    """What would run a model's decode steps on a CPU here: "C kernel" or "PyTorch (reason)"."""
+    problem = activation_problem(activation) or library_problem()
+    return "C kernel" if problem is None else f"PyTorch ({problem})"

@@ -1,0 +1,126 @@
+"""The native engine: our own model (bigcode_cli.model.gpt_bigcode) behind the Runner protocol."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bigcode_cli.model.attention import resolve_backend
+from bigcode_cli.model.config import GPTBigCodeConfig
+from bigcode_cli.model.gpt_bigcode import KVCache
+from bigcode_cli.model.runner import RunnerBase
+from bigcode_cli.model.runtime import resolve_dtype
+from bigcode_cli.model.weights import build_model, checkpoint_dtype, load_state_dict, use_input_major_weights
+from bigcode_cli.tasks import task as task_row
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@dataclass
+class NativeRunner(RunnerBase):
+    """Our own model; on a CPU its decode steps run in the C kernel when one could be built (cpu_decode)."""
+
+    decoder: Any = None
+
+    def __call__(self, input_ids, attention_mask=None, cache=None, last_only=False):
+        if task_row(self.task).generative:
+            if self.decoder is not None and self.decoder.can_run(input_ids, attention_mask, cache):
+                return self.decoder(input_ids, cache)
+            return self.model(input_ids, attention_mask, cache, last_only)
+        return self.model(input_ids, attention_mask)
+
+    def decoding(self, rows: int) -> contextlib.AbstractContextManager:
+        if self.decoder is None and self.device.type == "cpu" and rows == 1 and self.dtype == torch.float32:
+            # PyTorch's fp32 one-row matmuls are bound by memory bandwidth, which a second thread does not add
+            # to here, while every extra thread is one more to wait for when the machine is busy
+            return _torch_threads(1)
+        return contextlib.nullcontext()
+
+    @property
+    def decode_path(self) -> str:
+        return "kernel" if self.decoder is not None else "torch"
+
+    def new_cache(self, batch: int, capacity: int) -> KVCache:
+        return KVCache.allocate(self.config, batch, capacity, dtype=self.dtype, device=self.device)
+
+    def set_backend(self, name: str) -> None:
+        backend = resolve_backend(name, self.device, self.dtype)
+        self.model.set_backend(backend)
+        self.backend = backend.name
+
+
+def load_state_dict_as(path: Path, dtype_name: str, device: torch.device) -> tuple[dict[str, torch.Tensor], torch.dtype]:
+    """The checkpoint's tensors and the dtype to run them in. When that dtype is not the stored one, each
+    tensor is converted as it is read (model/tensor_reader.py), a piece of rows at a time, so memory holds
+    the converted weights and one piece, not the stored weights and the converted ones."""
+    from bigcode_cli.model.tensor_reader import TensorReader
+    from bigcode_cli.model.weights import kept_key
+
+    reader = TensorReader(path)
+    meta = {k: reader.meta(k) for k in reader.keys() if kept_key(k)}
+    dtype = resolve_dtype(dtype_name, checkpoint_dtype(meta), device)
+    if not any(t.is_floating_point() and t.dtype != dtype for t in meta.values()):
+        return load_state_dict(path), dtype
+    state = {}
+    for k, t in meta.items():
+        if not t.is_floating_point() or t.dim() == 0:
+            state[k] = reader.read(k).to(dtype) if t.is_floating_point() else reader.read(k)
+            continue
+        state[k] = torch.empty(t.shape, dtype=dtype)
+        for start, rows in reader.pieces(k):
+            state[k][start : start + rows.shape[0]] = rows
+    return state, dtype
+
+
+def load_quantized(path: Path, config: GPTBigCodeConfig, task: str, attn: str, device: torch.device,
+                   dtype_name: str, quantized_file: Path | None, *, engine: str = "native") -> NativeRunner:
+    """The causal LM with int8/int4 matrices: mapped from a kept copy, or quantized while reading `path`."""
+    from bigcode_cli.kernels.cpu_decode import attach, refusal
+    from bigcode_cli.model import quantized_loading
+
+    bits = quantized_loading.check_quantizable(dtype_name, task, device, engine)
+    if quantized_file is not None:
+        from bigcode_cli.model.quantized_file import map_state
+
+        state, _ = map_state(quantized_file)  # memory-mapped: the pages are the kept copy's
+        model = quantized_loading.from_quantized_state(config, state, bits, source=str(quantized_file))
+    else:
+        model = quantized_loading.quantize_checkpoint(path, config, bits, source=str(path))
+    backend = resolve_backend(attn, device, torch.float32)
+    model.set_backend(backend)
+    reason = refusal(model)
+    return NativeRunner(model, config, task, "native", backend.name, device, torch.float32, decode_reason=reason,
+                        quant=dtype_name, decoder=attach(model) if reason is None else None)
+
+
+def load_native(path: Path, config: GPTBigCodeConfig, task: str, attn: str, device: torch.device,
+                dtype_name: str) -> NativeRunner:
+    """Our model for `task` from the checkpoint at `path`, with the C decode kernel attached where it serves."""
+    state, dtype = load_state_dict_as(path, dtype_name, device)
+    backend = resolve_backend(attn, device, dtype)
+    model = build_model(config, task, state, dtype=dtype, device=device, source=str(path))
+    model.set_backend(backend)
+    decoder, reason = None, None
+    if task_row(task).generative and device.type == "cpu":
+        from bigcode_cli.kernels.cpu_decode import attach, refusal
+
+        reason = refusal(model)
+        decoder = attach(model) if reason is None else None
+    elif task_row(task).generative:
+        reason = f"the model runs on {device.type}; the kernel serves CPU decoding"
+    if decoder is None and device.type == "cpu" and dtype == torch.float32:
+        use_input_major_weights(model)
+    return NativeRunner(model, config, task, "native", backend.name, device, dtype, decode_reason=reason,
+                        decoder=decoder)

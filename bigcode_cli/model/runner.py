@@ -1,0 +1,132 @@
+"""The contracts the services program against: a loaded model (`Runner`) and its generation cache (`Cache`).
+
+Both engines implement them: `native` (bigcode_cli.model.native_runner, our model) and `transformers`
+(bigcode_cli.model.reference_runner, transformers' own classes, the reference). `bigcode_cli.model.engine.load`
+makes one. Services (generation, pipelines, bench) see only these protocols.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from bigcode_cli.model.config import GPTBigCodeConfig
+
+
+@runtime_checkable
+class Cache(Protocol):
+    """The key/value cache of one generation, made by `Runner.new_cache` and filled by each runner call.
+
+    `length` counts the positions written so far; a call with T new tokens per row advances it by T.
+    `repeat_batch` and `select` change the cache itself and return it: the rows they replace are gone,
+    so a caller keeps using the returned object (the same cache) and holds no other view of the old rows.
+    """
+
+    @property
+    def length(self) -> int:
+        """Positions written so far."""
+        ...
+
+    def repeat_batch(self, n: int) -> Cache:
+        """Make this one-row cache n identical rows (n samples from one prefill); returns this cache."""
+        ...
+
+    def select(self, rows: torch.Tensor) -> Cache:
+        """Keep only the given rows, in that order (finished samples dropped); returns this cache."""
+        ...
+
+
+@runtime_checkable
+class Runner(Protocol):
+    """A checkpoint loaded for one task with one engine, ready to run."""
+
+    model: Any  # the nn.Module
+    config: GPTBigCodeConfig
+    task: str  # a name of bigcode_cli.tasks.TASKS
+    engine: str  # a name of bigcode_cli.choices.ENGINES
+    backend: str  # the attention backend in use (never "auto")
+    device: torch.device
+    dtype: torch.dtype
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 cache: Cache | None = None, last_only: bool = False) -> torch.Tensor:
+        """Logits: causal LM (B, T, V), or (B, 1, V) with last_only; sequence classification (B, L);
+        token classification (B, T, L). input_ids (B, T); attention_mask (B, cache.length + T), 1 = real token.
+        Only a generative task takes `cache` and `last_only`."""
+        ...
+
+    def new_cache(self, batch: int, capacity: int) -> Cache:
+        """An empty cache for `batch` sequences of up to `capacity` positions."""
+        ...
+
+    def set_backend(self, name: str) -> None:
+        """Switch the attention backend without reloading; BackendError where the engine cannot."""
+        ...
+
+    def decoding(self, rows: int) -> contextlib.AbstractContextManager:
+        """Settings for the one-token decode steps that follow a prefill, `rows` sequences at a time."""
+        ...
+
+    @property
+    def decode_path(self) -> str:
+        """What runs one-token decode steps: "kernel" (our C kernel) or "torch"."""
+        ...
+
+    @property
+    def decode_reason(self) -> str | None:
+        """Why the C kernel does not run the decode steps (None when it does, or when there are none)."""
+        ...
+
+    @property
+    def decode_summary(self) -> str:
+        """What runs the decode steps, in words: "C kernel", or "PyTorch (why not the kernel)"."""
+        ...
+
+    @property
+    def context_length(self) -> int:
+        """The most positions the model can see."""
+        ...
+
+
+@dataclass
+class RunnerBase:
+    """What both engines' runners hold, and the parts of `Runner` they share."""
+
+    model: Any
+    config: GPTBigCodeConfig
+    task: str
+    engine: str
+    backend: str
+    device: torch.device
+    dtype: torch.dtype
+    decode_reason: str | None = None  # see Runner.decode_reason
+    quant: str | None = None  # "int8" | "int4" when the matrices hold quantized weights (dtype computes the rest)
+
+    @property
+    def dtype_name(self) -> str:
+        """What --dtype this model runs as: "int8", "int4", or its torch dtype's name."""
+        return self.quant or str(self.dtype).removeprefix("torch.")
+
+    def decoding(self, rows: int) -> contextlib.AbstractContextManager:
+        """No settings of its own (see Runner.decoding)."""
+        return contextlib.nullcontext()
+
+    @property
+    def decode_path(self) -> str:
+        """PyTorch runs the decode steps (see Runner.decode_path)."""
+        return "torch"
+
+    @property
+    def decode_summary(self) -> str:
+        """See Runner.decode_summary."""
+        if self.decode_path == "kernel":
+            return "C kernel"
+        return f"PyTorch ({self.decode_reason})" if self.decode_reason else "PyTorch"
+
+    @property
+    def context_length(self) -> int:
+        """config.n_positions (see Runner.context_length)."""
+        return self.config.n_positions
