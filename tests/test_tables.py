@@ -67,7 +67,7 @@ def test_every_choice_list_is_offered_where_it_is_used():
     assert values(options.Engine) == choices.ENGINES == tuple(_LOADERS)
     assert values(options.Attn) == choices.ATTENTION_CHOICES == ("auto", *BACKENDS)
     assert values(options.Device) == choices.DEVICE_CHOICES
-    assert values(options.Dtype) == choices.DTYPE_CHOICES == ("auto", *DTYPES)
+    assert values(options.Dtype) == choices.DTYPE_CHOICES == ("auto", *DTYPES, *choices.QUANTIZED_DTYPES)
     assert values(options.FimOrder) == choices.FIM_ORDERS
     assert values(Mode) == tuple(tasks.MODES)
     assert all(DTYPES[name] == getattr(torch, torch_name) for name, torch_name in choices.DTYPES.items())

@@ -161,7 +161,7 @@ _INFO_FIELDS = (
     ("layers", "n_layer"), ("heads", "n_head"), ("hidden size", "n_embd"), ("multi-query", "multi_query"),
     ("context", "n_positions"), ("vocab", "vocab_size"), ("fim tokens", "fim"), ("tasks", "tasks"),
     ("labels", "labels"), ("parameters", "parameters"), ("dtype", "dtype"), ("weights", "weights"),
-    ("size", "size_bytes"), ("decode", "decode"), ("path", "path"), ("quantized", "quantized"),
+    ("size", "size_bytes"), ("decode", "decode"), ("quantized", "quantized"), ("path", "path"),
 )
 
 
@@ -190,7 +190,7 @@ def info_command(name: NameArg, as_json: JsonOpt = False) -> None:
         return
     width = max(len(label) for label, _ in _INFO_FIELDS)
     for label, key in _INFO_FIELDS:
-        if key in ("labels", "decode") and not data.get(key):
+        if key in ("labels", "decode", "quantized") and not data.get(key):
             continue
         sys.stdout.write(f"{label:<{width}}  {for_stream(_info_value(key, data.get(key)), sys.stdout)}\n")
 
