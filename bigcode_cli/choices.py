@@ -26,7 +26,12 @@ DTYPES: dict[str, str] = {
     "bfloat16": "bfloat16",
     "float16": "float16",
 }
-DTYPE_CHOICES = (AUTO, *DTYPES)
+# weight-only block quantization of a causal LM's matrices (model/quantize.py); they compute in float32
+QUANTIZED_DTYPES = ("int8", "int4")
+DTYPE_CHOICES = (AUTO, *DTYPES, *QUANTIZED_DTYPES)
+
+# how `classify` / `tag` write --output (a FILE, or --ray part files)
+OUTPUT_FORMATS = ("jsonl", "parquet")
 
 # fill-in-the-middle prompt orders: prefix-suffix-middle, suffix-prefix-middle
 FIM_ORDERS = ("psm", "spm")

@@ -21,6 +21,11 @@ def models_dir() -> Path:
     return bigcode_home() / "models"
 
 
+def quantized_dir() -> Path:
+    """Where quantized copies of checkpoints (--dtype int8 / int4) are kept."""
+    return bigcode_home() / "quantized"
+
+
 def kernels_dir() -> Path:
     """This user's compiled C kernels: a directory per uid under BIGCODE_KERNEL_DIR, else under the home's kernels/.
 

@@ -203,6 +203,7 @@ MODEL_COMMANDS = {  # command -> (the checkpoint it needs, argv for model `x`)
     "models path": ("lm", lambda x, w: ["models", "path", x]),
     "models verify": ("lm", lambda x, w: ["models", "verify", x]),
     "models import": ("lm", lambda x, w: ["models", "import", x, "--name", "imported"]),
+    "models quantize": ("lm", lambda x, w: ["models", "quantize", x, "--dtype", "int8"]),
 }
 BAD_MODELS = {
     "unknown": "no-such-model|not a directory",

@@ -16,7 +16,7 @@ HEAVY = ("torch", "transformers", "safetensors")
 CHOICES = {
     ("complete", "--attn"): ["auto", "eager", "sdpa", "flash"],
     ("generate", "--device"): ["auto", "cpu", "cuda", "mps"],
-    ("infill", "--dtype"): ["auto", "float32", "bfloat16", "float16"],
+    ("infill", "--dtype"): ["auto", "float32", "bfloat16", "float16", "int8", "int4"],
     ("classify", "--format"): ["jsonl", "tsv", "table"],
     ("tag", "--engine"): ["native", "transformers"],
 }

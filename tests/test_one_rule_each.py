@@ -12,7 +12,7 @@ from checkpoints import save_lm_with_tokenizer
 
 from bigcode_cli.cli.app import run
 from bigcode_cli.errors import InputError, UsageError
-from bigcode_cli.pipelines.records import read_records
+from bigcode_cli.pipelines.inputs import read_records
 from bigcode_cli.text.textfile import decode_text
 
 

@@ -214,7 +214,9 @@ def cache_key(source: Path, compiler: list[str]) -> str:
     """What a cached library of `source` must have been built from to be reused: source, compiler, flags, CPU."""
     key = hashlib.sha256()
     signature = _cpu_features() or platform.machine()
-    for part in (source.read_bytes(), "\0".join(compiler), _compiler_version(compiler), repr(_flag_sets()), signature):
+    headers = [h.read_bytes() for h in sorted(source.parent.glob("*.h"))]  # included by the sources
+    for part in (source.read_bytes(), *headers, "\0".join(compiler), _compiler_version(compiler), repr(_flag_sets()),
+                 signature):
         key.update(part if isinstance(part, bytes) else part.encode())
         key.update(b"\0")
     return key.hexdigest()[:16]

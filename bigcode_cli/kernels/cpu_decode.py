@@ -25,7 +25,8 @@ _DTYPES = {torch.float32: 0, torch.bfloat16: 1}
 
 
 class _Linear(ctypes.Structure):
-    _fields_ = [("w", ctypes.c_void_p), ("b", ctypes.c_void_p), ("out", ctypes.c_int32), ("in_", ctypes.c_int32)]
+    _fields_ = [("w", ctypes.c_void_p), ("b", ctypes.c_void_p), ("out", ctypes.c_int32), ("in_", ctypes.c_int32),
+                ("scales", ctypes.c_void_p), ("quant", ctypes.c_int32)]
 
 
 class _Layer(ctypes.Structure):
@@ -40,7 +41,8 @@ class _Model(ctypes.Structure):
                 ("vocab", ctypes.c_int32), ("n_positions", ctypes.c_int32), ("activation", ctypes.c_int32),
                 ("bf16", ctypes.c_int32), ("eps", ctypes.c_float), ("scale", ctypes.c_float),
                 ("wte", ctypes.c_void_p), ("wpe", ctypes.c_void_p), ("lnf_w", ctypes.c_void_p),
-                ("lnf_b", ctypes.c_void_p), ("lm_head", _Linear), ("layers", ctypes.POINTER(_Layer))]
+                ("lnf_b", ctypes.c_void_p), ("lm_head", _Linear), ("layers", ctypes.POINTER(_Layer)),
+                ("wte_scales", ctypes.c_void_p), ("wte_quant", ctypes.c_int32)]
 
 
 def _library() -> ctypes.CDLL | None:
@@ -70,7 +72,7 @@ class CpuDecoder:
     def __init__(self, lib: ctypes.CDLL, model: torch.nn.Module) -> None:
         config = model.config
         self.lib = lib
-        self.dtype = model.lm_head.weight.dtype
+        self.dtype = _compute_dtype(model)
         self.n_layer = config.n_layer
         self.vocab = config.vocab_size
         self._keep: list[torch.Tensor] = []  # every tensor whose address the structs hold
@@ -84,12 +86,15 @@ class CpuDecoder:
             layer.mlp_proj = self._linear(block.mlp.c_proj)
         spec = model.transformer.h[0].attn.spec
         t = model.transformer
+        wte = getattr(t.wte, "qweight", None)
+        wte_scales, wte_quant = (self._raw(t.wte.scales), t.wte.bits) if wte is not None else (None, 0)
         self.model = _Model(
             n_layer=config.n_layer, n_embd=config.n_embd, n_head=config.n_head, head_dim=config.head_dim,
             multi_query=int(config.multi_query), inner=config.inner_dim, vocab=config.vocab_size,
             n_positions=config.n_positions, activation=ACTIVATIONS[config.activation_function],
             bf16=_DTYPES[self.dtype], eps=config.layer_norm_epsilon, scale=spec.scale,
-            wte=self._raw(t.wte.weight), wpe=self._raw(t.wpe.weight), lnf_w=self._f32(t.ln_f.weight),
+            wte=self._raw(wte if wte is not None else t.wte.weight), wpe=self._raw(t.wpe.weight),
+            wte_scales=wte_scales, wte_quant=wte_quant, lnf_w=self._f32(t.ln_f.weight),
             lnf_b=self._f32(t.ln_f.bias), lm_head=self._linear(model.lm_head),
             layers=ctypes.cast(layers, ctypes.POINTER(_Layer)),
         )
@@ -114,7 +119,10 @@ class CpuDecoder:
             return None
         return self._raw(tensor.detach().float().contiguous())
 
-    def _linear(self, module: torch.nn.Linear) -> _Linear:
+    def _linear(self, module: torch.nn.Module) -> _Linear:
+        if hasattr(module, "qweight"):  # a QuantizedLinear: packed blocks and their fp16 scales (model/quantize.py)
+            return _Linear(self._raw(module.qweight), self._f32(module.bias), module.out_features,
+                           module.in_features, self._raw(module.scales), module.bits)
         out_features, in_features = module.weight.shape
         return _Linear(self._raw(module.weight.detach()), self._f32(module.bias), out_features, in_features)
 
@@ -158,6 +166,18 @@ class CpuDecoder:
         return self._caches[1]
 
 
+def _compute_dtype(model: torch.nn.Module) -> torch.dtype:
+    # the dtype of the float tensors (and the cache): the position embedding's, also beside quantized matrices
+    return model.transformer.wpe.weight.dtype
+
+
+def _quantized_problem(module: torch.nn.Module) -> str | None:
+    tensors = (module.qweight, module.scales)
+    if any(t.device.type != "cpu" or not t.is_contiguous() for t in tensors) or module.scales.dtype != torch.float16:
+        return f"{type(module).__name__} is not held as contiguous CPU blocks with fp16 scales"
+    return None
+
+
 def refusal(model: torch.nn.Module) -> str | None:
     """Why the kernel cannot run this model's decode steps (in words a user can act on), or None when it can."""
     lm_head = getattr(model, "lm_head", None)
@@ -167,16 +187,17 @@ def refusal(model: torch.nn.Module) -> str | None:
     problem = activation_problem(config.activation_function)
     if problem is not None:
         return problem
-    dtype = lm_head.weight.dtype
-    if lm_head.weight.device.type != "cpu":
-        return f"the model is on {lm_head.weight.device.type}; the kernel serves CPU decoding"
+    dtype = _compute_dtype(model)
+    device = model.transformer.wpe.weight.device.type
+    if device != "cpu":
+        return f"the model is on {device}; the kernel serves CPU decoding"
     if dtype not in _DTYPES:
         return f"the kernel runs float32 and bfloat16 weights, not {str(dtype).removeprefix('torch.')}"
     modules = [lm_head, model.transformer.wte, model.transformer.wpe]
     for block in model.transformer.h:
         modules += [block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj]
     for module in modules:
-        problem = _weight_problem(module, dtype)
+        problem = _quantized_problem(module) if hasattr(module, "qweight") else _weight_problem(module, dtype)
         if problem is not None:
             return problem
     return library_problem()
@@ -188,3 +209,27 @@ def attach(model: torch.nn.Module) -> CpuDecoder | None:
         return None
     lib = _library()
     return CpuDecoder(lib, model) if lib is not None else None
+
+
+def quantized_matvec(module: torch.nn.Module, x: torch.Tensor, threads: int = 1) -> torch.Tensor:
+    """y (B, out) = x (B, in) @ W.T + b of one QuantizedLinear in the kernel, the way a decode step computes it
+    (input quantized to int8 per block of 32); for checks against a PyTorch reference. Needs the kernel."""
+    lib = _library()
+    if lib is None:
+        raise RuntimeError("the C decode kernel is not available here")
+    keep: list[torch.Tensor] = []
+
+    def raw(t: torch.Tensor) -> int:
+        keep.append(t)
+        return t.data_ptr()
+
+    bias = raw(module.bias.detach().float().contiguous()) if module.bias is not None else None
+    linear = _Linear(raw(module.qweight), bias, module.out_features, module.in_features, raw(module.scales), module.bits)
+    x = x.detach().to(torch.float32).contiguous()
+    y = torch.empty((x.shape[0], module.out_features), dtype=torch.float32)
+    lib.bigcode_quant_matvec.restype = ctypes.c_int
+    status = lib.bigcode_quant_matvec(ctypes.byref(linear), ctypes.c_void_p(x.data_ptr()), ctypes.c_void_p(y.data_ptr()),
+                                      x.shape[0], threads)
+    if status != 0:
+        raise MemoryError("the decode kernel could not allocate its buffers")
+    return y

@@ -7,8 +7,9 @@
  * are ready.
  *
  * Layout contract (bigcode_cli/cpu_decode.py builds the structs):
- *   - Linear weights are (out, in) row-major, float32 or bfloat16 (`bf16`); biases and LayerNorm
- *     parameters are float32 copies.
+ *   - Linear weights are (out, in) row-major, float32 or bfloat16 (`bf16`), or block-quantized (see
+ *     quant_matvec.h: int8 or int4 blocks of 32 with fp16 scales); biases and LayerNorm parameters are
+ *     float32 copies.
  *   - The cache of a layer is the torch KVCache tensor, in the weight dtype:
  *     multi-query (B, capacity, 2D), key then value; multi-head (B, capacity, H, 2D).
  *   - Activations and accumulation are float32 whatever the weight dtype.
@@ -40,9 +41,11 @@ typedef uint16_t vh __attribute__((vector_size(VW * 2)));
 enum { ACT_GELU_TANH = 0, ACT_GELU_ERF = 1, ACT_RELU = 2, ACT_SILU = 3, ACT_TANH = 4 };
 
 typedef struct {
-    const void *w;  /* (out, in) */
+    const void *w;  /* (out, in); quantized: (out, blocks) blocks of quant_matvec.h's formats */
     const float *b; /* (out,) or NULL */
     int32_t out, in;
+    const uint16_t *scales; /* quantized: (out, blocks) fp16 block scales; else NULL */
+    int32_t quant;          /* QUANT_NONE (float32 or bf16, as the model), QUANT_Q8 or QUANT_Q4 */
 } Linear;
 
 typedef struct {
@@ -58,6 +61,8 @@ typedef struct {
     const float *lnf_w, *lnf_b;
     Linear lm_head;
     const Layer *layers;
+    const uint16_t *wte_scales; /* a quantized token embedding's block scales, else NULL */
+    int32_t wte_quant;          /* QUANT_NONE, or the format of a quantized wte (the tied LM head's matrix) */
 } Model;
 
 /* ------------------------------------------------------------------ loads, stores, math */
@@ -453,6 +458,10 @@ static void gemv_chunk(const Job *job, int chunk, int thread) {
 
 /* `xb` holds (B, lin->in) values: bf16 weights multiply the input rounded to bf16, as PyTorch's bf16
  * matmuls do */
+#include "quant_matvec.h"
+
+/* `xb` holds (B, lin->in) values: bf16 weights multiply the input rounded to bf16, as PyTorch's bf16
+ * matmuls do; for quantized weights it is the scratch of the input's int8 blocks (quant_scratch_size) */
 static void gemv(const Linear *lin, const float *x, uint16_t *xb, float *y, int B, int mode, int activation,
                  int bf16) {
     /* a few long runs of rows per thread: each chunk is one sequential stream for the prefetchers, and
@@ -460,6 +469,10 @@ static void gemv(const Linear *lin, const float *x, uint16_t *xb, float *y, int 
     int chunks = CHUNKS_PER_THREAD * atomic_load(&pool.active);
     int rows = (lin->out + chunks - 1) / chunks;
     rows = rows < 4 ? 4 : (rows + 3) / 4 * 4;
+    if (lin->quant != QUANT_NONE) {
+        quant_gemv(lin, x, xb, y, B, mode, activation, rows);
+        return;
+    }
     if (bf16) {
         long n = (long)B * lin->in;
         for (long i = 0; i < n; i++) xb[i] = f32_to_bf16(x[i]);
@@ -638,7 +651,8 @@ typedef struct {
 typedef struct {
     float *x, *h, *att; /* (B, C): residual stream, normalised input, attention output */
     float *qkv, *f;     /* (B, attn.out), (B, inner) */
-    uint16_t *xb;       /* (B, widest matmul input) rounded to bf16, bf16 weights only */
+    uint16_t *xb;       /* (B, widest matmul input) rounded to bf16, bf16 weights only; with quantized
+                         * weights, the input's int8 blocks and scales (quant_scratch_size) */
     float *partial;     /* (B, H, blocks, 2 + D): attention's per-block results */
     float *scores;      /* (threads, heads per chunk, ATTEND_BLOCK) */
 } Buffers;
@@ -666,7 +680,8 @@ static int reserve(Workspace *ws, const Model *m, int B, int length, int threads
     const size_t f = sizeof(float);
     const size_t sizes[N_BUFFERS] = {
         rows * C * f, rows * C * f, rows * C * f, rows * (size_t)m->layers[0].attn.out * f, rows * (size_t)m->inner * f,
-        m->bf16 ? rows * widest * sizeof(uint16_t) : 0, rows * H * blocks * (2 + D) * f,
+        m->bf16 ? rows * widest * sizeof(uint16_t) : model_is_quantized(m) ? quant_scratch_size(B, (int)widest) : 0,
+        rows * H * blocks * (2 + D) * f,
         (size_t)threads * heads_per_chunk * ATTEND_BLOCK * f,
     };
     size_t total = 0;
@@ -690,7 +705,20 @@ static int reserve(Workspace *ws, const Model *m, int B, int length, int threads
 
 /* ------------------------------------------------------------------ the step */
 
-int bigcode_decode_abi(void) { return 2; }
+int bigcode_decode_abi(void) { return 3; }
+
+/* x[b] = wte[ids[b]] + wpe[pos] */
+static void embed_tokens(const Model *m, const int64_t *ids, int pos, float *x, int B) {
+    const int C = m->n_embd;
+    for (int b = 0; b < B; b++) {
+        float *row = x + (long)b * C;
+        if (m->wte_quant != QUANT_NONE)
+            quant_embed_row(m->wte, m->wte_scales, m->wte_quant, ids[b], C, row);
+        else
+            for (int i = 0; i < C; i++) row[i] = elem(m->wte, m->bf16, ids[b] * (long)C + i);
+        for (int i = 0; i < C; i++) row[i] += elem(m->wpe, m->bf16, (long)pos * C + i);
+    }
+}
 
 /* Logits (B, vocab) of B rows each given one new token `ids[b]` at position `pos`, with `pos` positions
  * already cached; the new keys and values are written to the caches at `pos`. `workspace` comes from
@@ -719,9 +747,7 @@ static void decode_step(const Model *m, const Buffers *buf, int B, const int64_t
                         int capacity, float *logits) {
     const int C = m->n_embd;
     float *x = buf->x, *h = buf->h, *att = buf->att, *qkv = buf->qkv, *f = buf->f;
-    for (int b = 0; b < B; b++)
-        for (int i = 0; i < C; i++)
-            x[(long)b * C + i] = elem(m->wte, m->bf16, ids[b] * (long)C + i) + elem(m->wpe, m->bf16, (long)pos * C + i);
+    embed_tokens(m, ids, pos, x, B);
     for (int l = 0; l < m->n_layer; l++) {
         const Layer *L = &m->layers[l];
         for (int b = 0; b < B; b++) layer_norm(x + (long)b * C, h + (long)b * C, C, L->ln1_w, L->ln1_b, m->eps);

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
-from bigcode_cli.choices import ENGINES, listed
+from bigcode_cli.choices import ENGINES, QUANTIZED_DTYPES, listed
 from bigcode_cli.errors import BackendError
 from bigcode_cli.model.config import GPTBigCodeConfig
-from bigcode_cli.model.native_runner import load_native
+from bigcode_cli.model.native_runner import load_native, load_quantized
 from bigcode_cli.model.reference_runner import load_transformers
 from bigcode_cli.model.runner import Runner
 from bigcode_cli.model.runtime import resolve_device
@@ -23,8 +23,11 @@ _LOADERS = {"native": load_native, "transformers": load_transformers}
 
 
 def load(path: str | Path, task: str, *, engine: str = "native", attn: str = "auto", device: str = "auto",
-         dtype: str = "auto") -> Runner:
-    """Load the checkpoint directory `path` for `task` (a name of bigcode_cli.tasks.TASKS) with `engine`."""
+         dtype: str = "auto", quantized_file: Path | None = None) -> Runner:
+    """Load the checkpoint directory `path` for `task` (a name of bigcode_cli.tasks.TASKS) with `engine`.
+
+    `dtype` "int8" / "int4" quantizes the causal LM's matrices while reading them, or maps them from
+    `quantized_file` (a kept quantized copy of this checkpoint, see store/quantized.py)."""
     path = Path(path)
     task_row(task)
     if engine not in ENGINES:
@@ -32,4 +35,6 @@ def load(path: str | Path, task: str, *, engine: str = "native", attn: str = "au
     config = GPTBigCodeConfig.from_file(path / "config.json")
     torch_device = resolve_device(device)
     with torch.inference_mode(False):
+        if dtype in QUANTIZED_DTYPES:
+            return load_quantized(path, config, task, attn, torch_device, dtype, quantized_file, engine=engine)
         return _LOADERS[engine](path, config, task, attn, torch_device, dtype)

@@ -295,8 +295,12 @@ class GPTBigCodeForSequenceClassification(GPTBigCodePreTrained):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         # (B, T) -> logits (B, num_labels)
-        hidden = self.transformer(input_ids, attention_mask)  # (B, T, C)
         last = last_token_index(input_ids, attention_mask, self.config.pad_token_id)
+        if bool((last == input_ids.shape[1] - 1).all()):
+            # every row ends at the last position (left padding, as the batcher pads): the final block's
+            # query, MLP and ln_f run for that position alone
+            return self.score(self.transformer(input_ids, attention_mask, last_only=True)[:, -1])  # (B, C) -> (B, L)
+        hidden = self.transformer(input_ids, attention_mask)  # (B, T, C)
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, C)
         return self.score(pooled)
 

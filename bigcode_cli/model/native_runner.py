@@ -61,11 +61,54 @@ class NativeRunner(RunnerBase):
         self.backend = backend.name
 
 
+def load_state_dict_as(path: Path, dtype_name: str, device: torch.device) -> tuple[dict[str, torch.Tensor], torch.dtype]:
+    """The checkpoint's tensors and the dtype to run them in. When that dtype is not the stored one, each
+    tensor is converted as it is read (model/tensor_reader.py), a piece of rows at a time, so memory holds
+    the converted weights and one piece, not the stored weights and the converted ones."""
+    from bigcode_cli.model.tensor_reader import TensorReader
+    from bigcode_cli.model.weights import kept_key
+
+    reader = TensorReader(path)
+    meta = {k: reader.meta(k) for k in reader.keys() if kept_key(k)}
+    dtype = resolve_dtype(dtype_name, checkpoint_dtype(meta), device)
+    if not any(t.is_floating_point() and t.dtype != dtype for t in meta.values()):
+        return load_state_dict(path), dtype
+    state = {}
+    for k, t in meta.items():
+        if not t.is_floating_point() or t.dim() == 0:
+            state[k] = reader.read(k).to(dtype) if t.is_floating_point() else reader.read(k)
+            continue
+        state[k] = torch.empty(t.shape, dtype=dtype)
+        for start, rows in reader.pieces(k):
+            state[k][start : start + rows.shape[0]] = rows
+    return state, dtype
+
+
+def load_quantized(path: Path, config: GPTBigCodeConfig, task: str, attn: str, device: torch.device,
+                   dtype_name: str, quantized_file: Path | None, *, engine: str = "native") -> NativeRunner:
+    """The causal LM with int8/int4 matrices: mapped from a kept copy, or quantized while reading `path`."""
+    from bigcode_cli.kernels.cpu_decode import attach, refusal
+    from bigcode_cli.model import quantized_loading
+
+    bits = quantized_loading.check_quantizable(dtype_name, task, device, engine)
+    if quantized_file is not None:
+        from bigcode_cli.model.quantized_file import map_state
+
+        state, _ = map_state(quantized_file)  # memory-mapped: the pages are the kept copy's
+        model = quantized_loading.from_quantized_state(config, state, bits, source=str(quantized_file))
+    else:
+        model = quantized_loading.quantize_checkpoint(path, config, bits, source=str(path))
+    backend = resolve_backend(attn, device, torch.float32)
+    model.set_backend(backend)
+    reason = refusal(model)
+    return NativeRunner(model, config, task, "native", backend.name, device, torch.float32, decode_reason=reason,
+                        quant=dtype_name, decoder=attach(model) if reason is None else None)
+
+
 def load_native(path: Path, config: GPTBigCodeConfig, task: str, attn: str, device: torch.device,
                 dtype_name: str) -> NativeRunner:
     """Our model for `task` from the checkpoint at `path`, with the C decode kernel attached where it serves."""
-    state = load_state_dict(path)
-    dtype = resolve_dtype(dtype_name, checkpoint_dtype(state), device)
+    state, dtype = load_state_dict_as(path, dtype_name, device)
     backend = resolve_backend(attn, device, dtype)
     model = build_model(config, task, state, dtype=dtype, device=device, source=str(path))
     model.set_backend(backend)

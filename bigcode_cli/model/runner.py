@@ -103,6 +103,12 @@ class RunnerBase:
     device: torch.device
     dtype: torch.dtype
     decode_reason: str | None = None  # see Runner.decode_reason
+    quant: str | None = None  # "int8" | "int4" when the matrices hold quantized weights (dtype computes the rest)
+
+    @property
+    def dtype_name(self) -> str:
+        """What --dtype this model runs as: "int8", "int4", or its torch dtype's name."""
+        return self.quant or str(self.dtype).removeprefix("torch.")
 
     def decoding(self, rows: int) -> contextlib.AbstractContextManager:
         """No settings of its own (see Runner.decoding)."""

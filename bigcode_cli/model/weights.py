@@ -41,7 +41,12 @@ def load_state_dict(directory: Path) -> dict[str, torch.Tensor]:
         tensors.update(read_tensors(path))
     if tensors and not any(k.startswith("transformer.") for k in tensors):
         tensors = {f"transformer.{k}": v for k, v in tensors.items()}
-    return {k: v for k, v in tensors.items() if k not in _IGNORED_KEYS and not k.endswith(_IGNORED_SUFFIXES)}
+    return {k: v for k, v in tensors.items() if kept_key(k)}
+
+
+def kept_key(name: str) -> bool:
+    """Whether a checkpoint key (already prefixed like our modules) carries weights we load."""
+    return name not in _IGNORED_KEYS and not name.endswith(_IGNORED_SUFFIXES)
 
 
 def checkpoint_dtype(state: dict[str, torch.Tensor]) -> torch.dtype:

@@ -1,4 +1,5 @@
-"""Reading input records for `classify` and `tag`: files, or stdin as lines, JSON Lines or NUL-separated.
+"""Reading input records for `classify` and `tag`: a whole file, or a stream as lines, JSON Lines or
+NUL-separated (file arguments, Parquet included, are dispatched by pipelines.inputs).
 
 Records are read lazily and handed out in bounded chunks, so a pipeline of any length runs in
 bounded memory. A record that cannot be used (bad JSON, no text, binary data) is still a record:
@@ -29,7 +30,7 @@ class Record:
     text: str | None
     line: int  # 1-based line (lines, jsonl) or record number (nul); 0 for whole files
     source: str = "<stdin>"
-    kind: str = "line"  # how it was read: "line", "json", "nul" or "file"
+    kind: str = "line"  # how it was read: "line", "json", "nul", "row" (Parquet) or "file"
     fields: dict[str, Any] = field(default_factory=dict)  # the JSON object's fields other than text
     error: str | None = None
 
@@ -37,7 +38,8 @@ class Record:
         """Where the record is, for messages: `<stdin> line 3`, `<stdin> record 2`, `a.py`."""
         if self.kind == "file":
             return self.source
-        return f"{self.source} {'record' if self.kind == 'nul' else 'line'} {self.line}"
+        unit = {"nul": "record", "row": "row"}.get(self.kind, "line")
+        return f"{self.source} {unit} {self.line}"
 
 
 def _decode(data: bytes) -> str | None:
@@ -66,12 +68,12 @@ def detect_format(head: bytes) -> str:
     return "lines"
 
 
-def _line_records(stream: IO[bytes], source: str, start: int) -> Iterator[Record]:
-    for number, raw in enumerate(stream, 1):
+def _line_records(stream: IO[bytes], source: str, start: int, first: int = 1) -> Iterator[Record]:
+    for number, raw in enumerate(stream, first):
         raw = raw[:-1] if raw.endswith(b"\n") else raw
         raw = raw[:-1] if raw.endswith(b"\r") else raw
         text = _decode(raw)
-        index = start + number - 1
+        index = start + number - first
         if text is None:
             yield Record(index, number, None, number, source, error="binary data (not UTF-8 text)")
         elif not text.strip():
@@ -80,7 +82,15 @@ def _line_records(stream: IO[bytes], source: str, start: int) -> Iterator[Record
             yield Record(index, number, text, number, source)
 
 
-def parse_json_record(raw: bytes, index: int, number: int, source: str) -> Record:
+@dataclass(frozen=True)
+class Columns:
+    """Which field of a JSON Lines record or column of a Parquet file holds the text, and which the id."""
+
+    text: str = "text"
+    id: str = "id"
+
+
+def parse_json_record(raw: bytes, index: int, number: int, source: str, columns: Columns = Columns()) -> Record:
     """One JSON Lines record: an object with a string `text`; `id` defaults to the line number."""
     text = _decode(raw)
     if text is None:
@@ -91,32 +101,32 @@ def parse_json_record(raw: bytes, index: int, number: int, source: str) -> Recor
         return Record(index, number, None, number, source, "json", error=f"bad JSON ({exc.msg} at column {exc.colno})")
     if not isinstance(data, dict):
         return Record(index, number, None, number, source, "json", error="a JSON Lines record must be an object")
-    record_id = data.get("id", number)
-    value = data.pop("text", None)
+    record_id = data.get(columns.id, number)
+    value = data.pop(columns.text, None)
     if not isinstance(value, str):
-        problem = "has no \"text\" field" if value is None else "has a \"text\" that is not a string"
+        problem = f"has no \"{columns.text}\" field" if value is None else f"has a \"{columns.text}\" that is not a string"
         return Record(index, record_id, None, number, source, "json", data, error=f"the record {problem}")
     if not value.strip():
         return Record(index, record_id, None, number, source, "json", data, error="empty text: nothing to read")
     return Record(index, record_id, value, number, source, "json", data)
 
 
-def _jsonl_records(stream: IO[bytes], source: str, start: int) -> Iterator[Record]:
+def _jsonl_records(stream: IO[bytes], source: str, start: int, columns: Columns, first: int = 1) -> Iterator[Record]:
     index = start
-    for number, raw in enumerate(stream, 1):
+    for number, raw in enumerate(stream, first):
         if not raw.strip():
             continue  # blank lines separate nothing in JSON Lines
-        yield parse_json_record(raw.strip(), index, number, source)
+        yield parse_json_record(raw.strip(), index, number, source, columns)
         index += 1
 
 
-def _nul_records(stream: IO[bytes], source: str, start: int, block: int = 1 << 16) -> Iterator[Record]:
+def _nul_records(stream: IO[bytes], source: str, start: int, first: int = 1, block: int = 1 << 16) -> Iterator[Record]:
     read = getattr(stream, "read1", stream.read)  # read1 returns what has arrived instead of waiting for a full block
-    number = 0
+    number = first - 1
 
     def record(raw: bytes) -> Record:
         text = _decode(raw)
-        index = start + number - 1
+        index = start + number - first
         if text is None:
             return Record(index, number, None, number, source, "nul", error="binary data (not UTF-8 text)")
         if not text.strip():
@@ -135,8 +145,9 @@ def _nul_records(stream: IO[bytes], source: str, start: int, block: int = 1 << 1
 
 
 def read_stream(stream: IO[bytes], input_format: str = "auto", source: str = "<stdin>",
-                start: int = 0) -> Iterator[Record]:
-    """Records from a binary stream in `input_format` (auto peeks at the first 64 KiB)."""
+                start: int = 0, columns: Columns = Columns(), first: int = 1) -> Iterator[Record]:
+    """Records from a binary stream in `input_format` (auto peeks at the first 64 KiB); the first one is
+    line / record number `first` (a piece of a file read on its own starts further in)."""
     if input_format not in INPUT_FORMATS:
         raise InputError(f"unknown input format {input_format!r}; choose {', '.join(INPUT_FORMATS)}")
     if input_format == "auto":
@@ -144,41 +155,29 @@ def read_stream(stream: IO[bytes], input_format: str = "auto", source: str = "<s
         head = peek(_PEEK_BYTES)[:_PEEK_BYTES] if peek is not None else b""
         input_format = detect_format(head)
     if input_format == "nul":
-        return _nul_records(stream, source, start)
+        return _nul_records(stream, source, start, first)
     if input_format == "jsonl":
-        return _jsonl_records(stream, source, start)
-    return _line_records(stream, source, start)
+        return _jsonl_records(stream, source, start, columns, first)
+    return _line_records(stream, source, start, first)
 
 
-def _file_record(path: str, index: int) -> Record:
+def file_record(path: str, index: int, name: str | None = None) -> Record:
+    """A whole file as one record (id and source: `name`, default `path`), or the reason it cannot be read."""
+    name = name or path
     try:
         data = Path(path).read_bytes()
     except IsADirectoryError:
-        return Record(index, path, None, 0, path, "file", error="is a directory, not a file")
+        return Record(index, name, None, 0, name, "file", error="is a directory, not a file")
     except FileNotFoundError:
-        return Record(index, path, None, 0, path, "file", error="no such file")
+        return Record(index, name, None, 0, name, "file", error="no such file")
     except OSError as exc:
-        return Record(index, path, None, 0, path, "file", error=exc.strerror or str(exc))
+        return Record(index, name, None, 0, name, "file", error=exc.strerror or str(exc))
     text = _decode(data)
     if text is None:
-        return Record(index, path, None, 0, path, "file", error="binary file (not UTF-8 text)")
+        return Record(index, name, None, 0, name, "file", error="binary file (not UTF-8 text)")
     if not text.strip():
-        return Record(index, path, None, 0, path, "file", error="empty file: nothing to read")
-    return Record(index, path, text, 0, path, "file")
-
-
-def read_records(sources: Iterable[str], stdin: IO[bytes], input_format: str = "auto") -> Iterator[Record]:
-    """Records in input order: each file argument is one record (id = its path), `-` or none reads stdin."""
-    sources = list(sources) or ["-"]
-    index = 0
-    for source in sources:
-        if source == "-":
-            for record in read_stream(stdin, input_format, start=index):
-                index += 1
-                yield record
-        else:
-            yield _file_record(source, index)
-            index += 1
+        return Record(index, name, None, 0, name, "file", error="empty file: nothing to read")
+    return Record(index, name, text, 0, name, "file")
 
 
 def chunks(records: Iterable[Record], first: int, largest: int) -> Iterator[list[Record]]:

@@ -314,7 +314,8 @@ def describe(loaded: LoadedModel) -> str:
     """engine/backend, device, dtype of a loaded model, and what runs its decode steps (why not the C kernel)."""
     runner = loaded.runner
     decode = f", decode: {runner.decode_summary}" if TASKS[runner.task].generative else ""
-    return f"{runner.engine}/{runner.backend}, {runner.device}, {dtype_name(runner.dtype)}{decode}"
+    shown = getattr(runner, "dtype_name", None) or dtype_name(runner.dtype)  # int8 / int4 for quantized weights
+    return f"{runner.engine}/{runner.backend}, {runner.device}, {shown}{decode}"
 
 
 def marked(text: str, spans: list[Any]) -> Text:

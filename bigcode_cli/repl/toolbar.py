@@ -26,7 +26,7 @@ def toolbar_items(session: Session) -> list[tuple[str, str]]:
     else:
         runner = loaded.runner
         items += [("model", loaded.name), ("engine", runner.engine), ("attn", runner.backend),
-                  ("device", str(runner.device)), ("dtype", dtype_name(runner.dtype))]
+                  ("device", str(runner.device)), ("dtype", getattr(runner, "dtype_name", None) or dtype_name(runner.dtype))]
     items.append(("mode", session.mode))
     last = session.last
     if last is not None:

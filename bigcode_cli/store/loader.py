@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, NamedTuple
 
+from pathlib import Path
+
 from bigcode_cli import store
-from bigcode_cli.errors import TokenizerError
+from bigcode_cli.errors import StoreError, TokenizerError
+from bigcode_cli.store import quantized
 from bigcode_cli.text.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
@@ -33,8 +36,36 @@ def open_model(name: str | None, task: str, *, engine: str = "native", attn: str
     resolved = store.resolve(name or store.default_model(task), offline=offline, download=download)
     tokenizer = Tokenizer.from_dir(resolved.path, name=resolved.name)
     check_vocabulary(tokenizer, resolved)
+    if dtype in quantized.QUANTIZED and engine == "native" and task == "causal-lm":
+        return LoadedModel(_load_quantized(resolved, dtype, attn, device), tokenizer, resolved)
     runner = engines.load(resolved.path, task, engine=engine, attn=attn, device=device, dtype=dtype)
     return LoadedModel(runner, tokenizer, resolved)
+
+
+def _load_quantized(resolved: store.ResolvedModel, dtype: str, attn: str, device: str) -> Runner:
+    """The kept quantized copy mapped in; else quantize while loading, then keep the copy (best effort)."""
+    from bigcode_cli.model import engine as engines
+
+    kept = quantized.find(resolved, dtype)
+    runner = engines.load(resolved.path, "causal-lm", attn=attn, device=device, dtype=dtype, quantized_file=kept)
+    if kept is None:
+        try:
+            quantized.save(resolved, dtype, runner.model)
+        except StoreError:
+            pass  # a read-only or full cache: this run still has its model, the next one quantizes again
+    return runner
+
+
+def quantize_ahead(name: str, dtype: str, *, offline: bool = False) -> tuple[store.ResolvedModel, Path]:
+    """`bigcode models quantize`: make (or find) the kept `dtype` copy of a model; its resolution and file."""
+    from bigcode_cli.model import engine as engines
+
+    resolved = store.resolve(name, offline=offline)
+    kept = quantized.find(resolved, dtype)
+    if kept is None:
+        runner = engines.load(resolved.path, "causal-lm", device="cpu", dtype=dtype)
+        kept = quantized.save(resolved, dtype, runner.model)
+    return resolved, kept
 
 
 def check_vocabulary(tokenizer: Tokenizer, resolved: store.ResolvedModel) -> None:

@@ -14,9 +14,11 @@ from bigcode_cli.cli.commands.pipeline import (
     run_pipeline,
     tsv_cell,
 )
+from bigcode_cli.cli.commands.scale_out import SCALE_OUT, output_file, run_on_ray
 from bigcode_cli.terminal.console import stdout_console
 from bigcode_cli.terminal.safe_text import for_stream, json_for_stream, safe_text
 from bigcode_cli.pipelines.records import Record
+from bigcode_cli.pipelines.results import SEQUENCE, classification_record
 
 TopKOpt = Annotated[Optional[int], typer.Option("--top-k", "-k", min=1, show_default=False,
                                                 help="Keep only the k best labels in `scores` (default: all).")]
@@ -24,60 +26,49 @@ ThresholdOpt = Annotated[float, typer.Option("--threshold", min=0.0, max=1.0,
                                              help="Multi-label models: a label applies at or above this probability.")]
 
 
-@with_options(io=PIPELINE, choice=MODEL)
+@with_options(io=PIPELINE, choice=MODEL, scale=SCALE_OUT)
 def classify(
     top_k: TopKOpt = None,
     threshold: ThresholdOpt = 0.5,
     io: Any = None,
     choice: Any = None,
+    scale: Any = None,
 ) -> None:
     """Classify code snippets with a sequence-classification model (default: the bundled language identifier).
 
-    Reads FILES (one record each) or stdin: one snippet per line, JSON Lines ({"id": ..., "text": ...},
-    other fields passed through) or NUL-separated (-0). Writes one record per input record, in input
-    order: JSON Lines {"id", "label", "score", "scores"} in a pipe, a table on a terminal. A bad record
-    gets an error record on stderr, the others still go through, and the exit code is 1.
+    Reads FILES (one record each; .parquet files one per row) or stdin: one snippet per line, JSON Lines
+    ({"id": ..., "text": ...}, other fields passed through) or NUL-separated (-0). Writes one record per
+    input record, in input order: JSON Lines {"id", "label", "score", "scores"} in a pipe (or --output
+    FILE, .parquet for Parquet), a table on a terminal. A bad record gets an error record on stderr, the
+    others still go through, and the exit code is 1. --ray runs the job on a Ray cluster.
     """
+    options = {"top_k": top_k, "threshold": threshold}
+    if scale.ray:
+        run_on_ray(io=io, choice=choice, scale=scale, task=SEQUENCE, results=options)
+        return
     chosen = io.output
     state: dict[str, Any] = {}
+    sink = output_file(scale)
 
     def before(loaded: Any) -> None:
-        from bigcode_cli.pipelines.classification import problem_type
+        from bigcode_cli.pipelines.results import Results
 
-        state["labels"] = loaded.runner.config.labels()
-        state["kind"] = problem_type(loaded.runner.config)
+        state["results"] = Results.for_task(loaded.runner.config, SEQUENCE, **options)
 
     def write_chunk(chunk: list[tuple[Record, Any]], loaded: Any) -> None:
-        from bigcode_cli.pipelines.classification import predict
-
-        rows = []
-        for record, scored in chunk:
-            prediction = predict(scored.logits, state["labels"], state["kind"], top_k=top_k, threshold=threshold)
-            rows.append((record, prediction, scored.encoded.truncation()))
-        if chosen == "jsonl":
-            sys.stdout.write(json_for_stream("".join(json_line(_record_json(*row)) for row in rows), sys.stdout))
+        results = state["results"]
+        rows = [(record, results.prediction(scored), scored.encoded.truncation()) for record, scored in chunk]
+        if sink is not None:
+            sink.write([classification_record(*row) for row in rows])
+        elif chosen == "jsonl":
+            sys.stdout.write(json_for_stream("".join(json_line(classification_record(*row)) for row in rows), sys.stdout))
         elif chosen == "tsv":
             sys.stdout.write(for_stream("".join(_tsv_line(*row) for row in rows), sys.stdout))
         else:
             _print_table(rows)
 
-    run_pipeline(io=io, task="sequence-classification", choice=choice, offsets=False, write_chunk=write_chunk, before=before)
-
-
-def _round(value: float) -> float:
-    return round(value, 6)
-
-
-def _record_json(record: Record, prediction: Any, truncation: dict | None) -> dict[str, Any]:
-    data: dict[str, Any] = {"id": record.id}
-    data.update((k, v) for k, v in record.fields.items() if k != "id")
-    data.update(label=prediction.label, score=_round(prediction.score),
-                scores={k: _round(v) for k, v in prediction.scores.items()})
-    if prediction.labels is not None:
-        data["labels"] = prediction.labels
-    if truncation is not None:
-        data["truncated"] = truncation
-    return data
+    run_pipeline(io=io, task=SEQUENCE, choice=choice, offsets=False, write_chunk=write_chunk, before=before,
+                 columns=scale.columns, sink=sink)
 
 
 def _label_text(prediction: Any) -> str:

@@ -16,8 +16,9 @@ if TYPE_CHECKING:
     from bigcode_cli.text.tokenizer import Tokenizer
 
 
-def completion_records(result: Completion, tokenizer: Tokenizer, load_s: float) -> list[dict[str, Any]]:
-    """One JSON-ready object per sample (the --json contract)."""
+def completion_records(result: Completion, tokenizer: Tokenizer, load_s: float,
+                       dtype: str | None = None) -> list[dict[str, Any]]:
+    """One JSON-ready object per sample (the --json contract); `dtype`: what the model computed in (--dtype auto's choice)."""
     generation = result.generation
     timings = {
         "load_s": round(load_s, 4),
@@ -35,6 +36,7 @@ def completion_records(result: Completion, tokenizer: Tokenizer, load_s: float) 
             "prompt_tokens": generation.prompt_tokens,
             "new_tokens": len(sample.token_ids),
             "truncated": result.prompt.truncated,
+            **({"dtype": dtype} if dtype else {}),
             "timings": timings,
         }
         for sample in generation.samples

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import Enum
 from typing import Annotated, Any, Optional
 
 import typer
 
 from bigcode_cli import store
+from bigcode_cli.errors import ModelNotFoundError
+from bigcode_cli.store import quantized
 from bigcode_cli.cli.commands.options import complete_model
 from bigcode_cli.terminal.console import print_notice, stderr_console, stdout_console
 from bigcode_cli.terminal.safe_text import for_stream
@@ -54,7 +57,10 @@ def _print_json(data: Any) -> None:
 @models_app.command("list")
 def list_command(as_json: JsonOpt = False) -> None:
     """List the models usable without a download: bundled, in our cache, and in the Hugging Face cache."""
-    rows = store.list_models()
+    rows = store.list_models() + [
+        {"name": f"{copy['name']} ({copy['dtype']})", "source": "quantized" if copy["current"] else "quantized, stale",
+         "tasks": ["causal-lm"], "dtype": copy["dtype"], "size_bytes": copy["size_bytes"], "path": copy["path"]}
+        for copy in quantized.entries()]
     if as_json:
         _print_json(rows)
         return
@@ -116,10 +122,38 @@ def _pull_with_bar(name: str, revision: str | None, force: bool, offline: bool) 
 
 
 @models_app.command("rm")
-def rm_command(name: NameArg) -> None:
-    """Remove a model from the cache (NAME@REV removes one revision, NAME all of them)."""
-    for path in store.remove(name):
+def rm_command(
+    name: NameArg,
+    only_quantized: Annotated[bool, typer.Option("--quantized", help="Remove only the quantized copies (int8/int4) "
+                                                                     "made from NAME, which works for bundled models too.")] = False,
+) -> None:
+    """Remove a model from the cache (NAME@REV removes one revision, NAME all of them), with its quantized copies."""
+    removed = quantized.remove(name)
+    if not only_quantized:
+        removed += store.remove(name)
+    elif not removed:
+        raise ModelNotFoundError(f"no quantized copies of {name} are kept; `bigcode models list` shows them")
+    for path in removed:
         sys.stdout.write(f"removed {path}\n")
+
+
+class QuantDtype(str, Enum):
+    int8 = "int8"
+    int4 = "int4"
+
+
+@models_app.command("quantize")
+def quantize_command(
+    name: NameArg,
+    dtype: Annotated[QuantDtype, typer.Option("--dtype", help="int8 (q8_0-like blocks) or int4 (q4_0-like).")] = QuantDtype.int8,
+    offline: Annotated[bool, typer.Option("--offline", help="Never touch the network (same as HF_HUB_OFFLINE=1).")] = False,
+) -> None:
+    """Quantize a causal LM ahead of time and keep the copy, so `--dtype int8|int4` starts without quantizing; prints its path."""
+    from bigcode_cli.store.loader import quantize_ahead
+
+    model, path = quantize_ahead(name, dtype.value, offline=offline)
+    print_notice(f"{dtype.value} copy of {model.name}")
+    sys.stdout.write(f"{path}\n")
 
 
 _INFO_FIELDS = (
@@ -127,7 +161,7 @@ _INFO_FIELDS = (
     ("layers", "n_layer"), ("heads", "n_head"), ("hidden size", "n_embd"), ("multi-query", "multi_query"),
     ("context", "n_positions"), ("vocab", "vocab_size"), ("fim tokens", "fim"), ("tasks", "tasks"),
     ("labels", "labels"), ("parameters", "parameters"), ("dtype", "dtype"), ("weights", "weights"),
-    ("size", "size_bytes"), ("decode", "decode"), ("path", "path"),
+    ("size", "size_bytes"), ("decode", "decode"), ("path", "path"), ("quantized", "quantized"),
 )
 
 
@@ -150,6 +184,7 @@ def info_command(name: NameArg, as_json: JsonOpt = False) -> None:
     """Show a model's config summary: layers, heads, multi-query, context, vocab, FIM tokens, tasks, size, location."""
     data = store.info(name)
     data["decode"] = _cpu_decode(data)
+    data["quantized"] = [f"{c['dtype']} {c['path']}" for c in quantized.copies_of(data["name"])]
     if as_json:
         _print_json(data)
         return

@@ -17,7 +17,8 @@ import typer
 from bigcode_cli.cli.commands.option_groups import OptionGroup, option
 from bigcode_cli.terminal.console import print_error
 from bigcode_cli.errors import InputError
-from bigcode_cli.pipelines.records import Record
+from bigcode_cli.pipelines.records import Columns, Record
+from bigcode_cli.pipelines.results import json_line  # noqa: F401  (re-exported for classify and tag)
 
 
 if TYPE_CHECKING:
@@ -43,11 +44,12 @@ class Truncate(str, Enum):
 
 
 FilesArg = Annotated[Optional[list[str]], typer.Argument(
-    help="Files to read, one record each (id = path); '-' or none reads records from stdin.", show_default=False)]
+    help="Files to read, one record each (id = path), except .parquet files and, with an explicit --input-format, "
+         "any file: one record per row / line; '-' or none reads records from stdin.", show_default=False)]
 FormatOpt = Annotated[Optional[OutputFormat], typer.Option(
     "--format", help="Output format (default: table on a terminal, JSON Lines otherwise).", show_default=False)]
 InputFormatOpt = Annotated[InputFormat, typer.Option(
-    "--input-format", help="How stdin is split into records; auto: NUL-separated if it holds NUL bytes, "
+    "--input-format", help="How stdin (and, when given, each FILE) is split into records; auto: NUL-separated if it holds NUL bytes, "
                            "JSON Lines if it starts with '{', else one snippet per line.")]
 NulOpt = Annotated[bool, typer.Option("-0", "--null", help="stdin records are NUL-separated (same as --input-format nul).")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Snippets per forward pass.")]
@@ -81,11 +83,6 @@ def report_bad_record(record: Record, as_json: bool) -> None:
     else:  # one unwrapped line per record, whatever its length, for the tools reading it
         sys.stderr.write(f"error: {record.where()}: {record.error}\n")
         sys.stderr.flush()
-
-
-def json_line(data: dict[str, Any]) -> str:
-    """One JSON Lines record."""
-    return json.dumps(data, ensure_ascii=False) + "\n"
 
 
 def tsv_cell(value: Any) -> str:
@@ -124,27 +121,44 @@ PIPELINE = OptionGroup(
 
 def run_pipeline(*, io: PipelineIO, task: str, choice: ModelChoice, offsets: bool,
                  write_chunk: Callable[[list[tuple[Record, Any]], Any], None],
-                 before: Callable[[Any], None] | None = None) -> None:
+                 before: Callable[[Any], None] | None = None, columns: Columns = Columns(),
+                 sink: Any = None) -> None:
     """Open the task's model, stream the records through the one batcher, hand each chunk to `write_chunk`.
 
     Bad records are reported on stderr as they come and the rest go through; at the end an
-    InputError (exit 1) says how many failed.
+    InputError (exit 1) says how many failed. `sink` (an --output file that `write_chunk` writes to) is
+    committed when every record went through and discarded on an error or Ctrl-C.
     """
-    from bigcode_cli.pipelines.batching import Batcher, stream
-    from bigcode_cli.pipelines.records import read_records
+    try:
+        files = io.files
+        if (not files or "-" in files) and sys.stdin is None:  # started with stdin closed (`<&-`)
+            raise InputError("cannot read standard input (it is closed): give FILES or pipe records in")
+        if not files and getattr(sys.stdin, "isatty", lambda: False)():
+            raise InputError("no input: pass FILES, or pipe snippets into stdin ('-' reads a terminal anyway)")
+        failed, total = _run_chunks(io, task, choice, offsets, write_chunk, before, columns)
+    except BaseException:
+        if sink is not None:
+            sink.discard()
+        raise
+    if sink is not None:
+        sink.commit()
+    if failed:
+        raise InputError(f"{failed} of {total} records could not be processed (see the error records above)")
 
-    files = io.files
-    if (not files or "-" in files) and sys.stdin is None:  # started with stdin closed (`<&-`)
-        raise InputError("cannot read standard input (it is closed): give FILES or pipe records in")
-    if not files and getattr(sys.stdin, "isatty", lambda: False)():
-        raise InputError("no input: pass FILES, or pipe snippets into stdin ('-' reads a terminal anyway)")
+
+def _run_chunks(io: PipelineIO, task: str, choice: ModelChoice, offsets: bool,
+                write_chunk: Callable[[list[tuple[Record, Any]], Any], None],
+                before: Callable[[Any], None] | None, columns: Columns) -> tuple[int, int]:
+    from bigcode_cli.pipelines.batching import Batcher, stream
+    from bigcode_cli.pipelines.inputs import read_records
+
     loaded = choice.open(task)
     batcher = Batcher(loaded.runner, loaded.tokenizer, batch_size=io.batch_size, truncate=io.truncate,
                       offsets=offsets)
     if before is not None:
         before(loaded)
     failed = total = 0
-    records = read_records(files or [], getattr(sys.stdin, "buffer", None), io.input_format)
+    records = read_records(io.files or [], getattr(sys.stdin, "buffer", None), io.input_format, columns)
     for chunk in stream(records, batcher):
         good = []
         for record, result in chunk:
@@ -156,5 +170,4 @@ def run_pipeline(*, io: PipelineIO, task: str, choice: ModelChoice, offsets: boo
                 good.append((record, result))
         write_chunk(good, loaded)
         sys.stdout.flush()  # results as they come; a reader gone (`| head`) ends the run here, quietly
-    if failed:
-        raise InputError(f"{failed} of {total} records could not be processed (see the error records above)")
+    return failed, total

@@ -15,9 +15,11 @@ from bigcode_cli.cli.commands.pipeline import (
     run_pipeline,
     tsv_cell,
 )
+from bigcode_cli.cli.commands.scale_out import SCALE_OUT, output_file, run_on_ray
 from bigcode_cli.terminal.console import stdout_console
 from bigcode_cli.terminal.safe_text import for_stream, json_for_stream, safe_text
 from bigcode_cli.pipelines.records import Record
+from bigcode_cli.pipelines.results import TOKEN, tagging_record
 
 STYLES = ("black on red", "black on green", "black on yellow", "black on cyan", "black on magenta",
           "white on blue", "black on bright_red", "black on bright_green")
@@ -37,67 +39,64 @@ LabelsOpt = Annotated[Optional[list[str]], typer.Option(
     "--labels", "-l", show_default=False, help="Only these labels (repeat, or separate with commas).")]
 
 
-@with_options(io=PIPELINE, choice=MODEL)
+@with_options(io=PIPELINE, choice=MODEL, scale=SCALE_OUT)
 def tag(
     aggregate: AggregateOpt = Aggregate.word,
     redact: RedactOpt = False,
     labels: LabelsOpt = None,
     io: Any = None,
     choice: Any = None,
+    scale: Any = None,
 ) -> None:
     """Tag spans of code with a token-classification model (default: the bundled secrets tagger).
 
     Reads FILES (one record each) or stdin: one snippet per line, JSON Lines ({"id": ..., "text": ...})
     or NUL-separated (-0). In a pipe, writes JSON Lines {"id", "spans": [{"label", "start", "end",
     "text", "score"}]} with character offsets into the original text; on a terminal, the code with
-    the spans highlighted. --redact prints the input with every span replaced by `<LABEL>`.
+    the spans highlighted. --redact prints the input with every span replaced by `<LABEL>`. .parquet FILES
+    hold one record per row; --output FILE writes the records there (.parquet: Parquet); --ray runs the job
+    on a Ray cluster.
     """
     chosen = io.output
     wanted = [part.strip() for value in (labels or []) for part in value.split(",") if part.strip()]
+    options = {"aggregate": aggregate.value, "wanted": wanted}
+    if redact and (scale.ray or scale.output):
+        from bigcode_cli.errors import UsageError
+
+        raise UsageError("--redact prints the input back on stdout; it does not go with --ray or --output")
+    if scale.ray:
+        run_on_ray(io=io, choice=choice, scale=scale, task=TOKEN, results=options)
+        return
     state: dict[str, Any] = {}
+    sink = output_file(scale)
 
     def before(loaded: Any) -> None:
+        from bigcode_cli.pipelines.results import Results
         from bigcode_cli.pipelines.tagging import entity_types
 
-        state["labels"] = loaded.runner.config.labels()
-        known = entity_types(state["labels"])
-        unknown = [w for w in wanted if w not in known]
-        if unknown:
-            from bigcode_cli.errors import InputError
-
-            raise InputError(f"--labels {', '.join(unknown)}: model {loaded.name} tags only {', '.join(known) or 'nothing'}")
+        state["results"] = Results.for_task(loaded.runner.config, TOKEN, model_name=loaded.name, **options)
+        known = entity_types(state["results"].labels)
         state["styles"] = {kind: STYLES[i % len(STYLES)] for i, kind in enumerate(known)}
-        if chosen == "table" and not redact:
+        if chosen == "table" and not redact and sink is None:
             _print_legend(state["styles"], wanted)
 
     def write_chunk(chunk: list[tuple[Record, Any]], loaded: Any) -> None:
-        from bigcode_cli.pipelines.tagging import keep_labels, spans_from_tokens, token_predictions
-
-        rows = []
-        for record, scored in chunk:
-            predictions = token_predictions(scored.logits, state["labels"])
-            spans = spans_from_tokens(record.text, scored.encoded.offsets, predictions, aggregate.value)
-            rows.append((record, keep_labels(spans, wanted), scored.encoded.truncation()))
-        if redact:
+        results = state["results"]
+        rows = [(record, results.spans(record, scored), scored.encoded.truncation()) for record, scored in chunk]
+        if sink is not None:
+            sink.write([tagging_record(*row) for row in rows])
+        elif redact:
             sys.stdout.write(for_stream("".join(_redacted(record, spans) for record, spans, _ in rows), sys.stdout))
         elif chosen == "jsonl":
-            sys.stdout.write(json_for_stream("".join(json_line(_record_json(*row)) for row in rows), sys.stdout))
+            sys.stdout.write(json_for_stream("".join(json_line(tagging_record(*row)) for row in rows), sys.stdout))
         elif chosen == "tsv":
             sys.stdout.write(for_stream("".join(_tsv_lines(*row) for row in rows), sys.stdout))
         else:
             for row in rows:
                 _print_highlighted(*row, state["styles"])
 
-    run_pipeline(io=io, task="token-classification", choice=choice, offsets=True, write_chunk=write_chunk, before=before)
-
-
-def _record_json(record: Record, spans: list, truncation: dict | None) -> dict[str, Any]:
-    data: dict[str, Any] = {"id": record.id}
-    data.update((k, v) for k, v in record.fields.items() if k != "id")
-    data["spans"] = [dict(span.to_dict(), score=round(span.score, 6)) for span in spans]
-    if truncation is not None:
-        data["truncated"] = truncation
-    return data
+    run_pipeline(io=io, task=TOKEN, choice=choice, offsets=True, write_chunk=write_chunk, before=before,
+                 columns=scale.columns, sink=sink)
 
 
 def _tsv_lines(record: Record, spans: list, truncation: dict | None) -> str:

@@ -1,0 +1,221 @@
+/* Matrix-vector products with block-quantized weights, for decode_step.c (included there, once).
+ *
+ * Weight formats (bigcode_cli/model/quantize.py holds the definitions and the quantizer): every row is cut in
+ * blocks of QK = 32 values with one fp16 scale each, rows zero-padded to whole blocks.
+ *   QUANT_Q8: 32 int8 values q, w = d * q.
+ *   QUANT_Q4: 16 bytes, byte j = element j (low nibble) | element j + 16 (high nibble), w = d * (nibble - 8).
+ *
+ * The input vector is quantized the same way on the fly (per block of 32: d = max|x| / 127, q = round(x / d),
+ * round half to even; scale kept in fp32), so each block's dot product is an exact integer sum and only
+ * the per-block sums are scaled and added in float. Chosen over dequantizing weights to fp32 in registers
+ * by benchmarks/quant_formats.c: with integer products a 4-bit row costs no more instructions than an 8-bit
+ * one, where the fp32 route spends four conversions and four FMAs per block.
+ *
+ * Paths: AVX2 (+FMA, F16C) multiplies unsigned by signed bytes (vpmaddubsw, with the weight's sign moved
+ * onto the input so that |w| is the unsigned side) and widens pairs with vpmaddwd; every other CPU gets
+ * the plain C loop, which gives the same integer sums.
+ */
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+#define QUANT_AVX2 1
+#endif
+
+#define QK 32
+enum { QUANT_NONE = 0, QUANT_Q4 = 4, QUANT_Q8 = 8 };
+
+static inline float half_to_float(uint16_t h) {
+#ifdef QUANT_AVX2
+    return _cvtsh_ss(h);
+#else
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+    uint32_t bits;
+    if (exp == 0x1f) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else if (exp != 0) {
+        bits = sign | ((exp + 112) << 23) | (man << 13);
+    } else if (man == 0) {
+        bits = sign;
+    } else { /* subnormal: man * 2^-24 is exact in float */
+        float f = (float)man * 5.9604644775390625e-8f;
+        memcpy(&bits, &f, sizeof bits);
+        bits |= sign;
+    }
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+#endif
+}
+
+static inline long quant_row_bytes(int quant, int in) {
+    const long blocks = (in + QK - 1) / QK;
+    return quant == QUANT_Q8 ? blocks * QK : blocks * QK / 2;
+}
+
+/* x (n values) -> q (blocks * 32 int8, zero-padded) and d (blocks fp32 scales) */
+static void quantize_input(const float *x, int n, int8_t *q, float *d) {
+    const int blocks = (n + QK - 1) / QK;
+    for (int blk = 0; blk < blocks; blk++) {
+        const int i0 = blk * QK, len = n - i0 < QK ? n - i0 : QK;
+        float amax = 0.0f;
+        for (int k = 0; k < len; k++) amax = fmaxf(amax, fabsf(x[i0 + k]));
+        const float scale = amax / 127.0f, inv = scale != 0.0f ? 1.0f / scale : 0.0f;
+        d[blk] = scale;
+        for (int k = 0; k < len; k++) q[i0 + k] = (int8_t)nearbyintf(x[i0 + k] * inv);
+        for (int k = len; k < QK; k++) q[i0 + k] = 0;
+    }
+}
+
+#ifdef QUANT_AVX2
+static inline float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* the eight int32 partial sums of 32 products w * a as floats (w in [-127, 127]) */
+static inline __m256 block_products(__m256i w, __m256i a) {
+    const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+}
+
+static inline __m256i unpack_q4(const uint8_t *p) { /* 32 values in [-8, 7], in element order */
+    const __m128i packed = _mm_loadu_si128((const __m128i *)p);
+    const __m256i both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
+    return _mm256_sub_epi8(_mm256_and_si256(both, _mm256_set1_epi8(0x0f)), _mm256_set1_epi8(8));
+}
+
+static inline __m256i block_weights(const void *row, int quant, int blk) {
+    if (quant == QUANT_Q8) return _mm256_loadu_si256((const __m256i *)((const int8_t *)row + (long)blk * QK));
+    return unpack_q4((const uint8_t *)row + (long)blk * (QK / 2));
+}
+
+/* sum over blocks of d_w * d_x * (integer dot of the block), two blocks at a time for independent sums */
+static inline __attribute__((always_inline)) float quant_dot(const void *row, const uint16_t *ws, int quant,
+                                                             const int8_t *xq, const float *xd, int blocks) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int blk = 0;
+    for (; blk + 2 <= blocks; blk += 2) {
+        const __m256 p0 = block_products(block_weights(row, quant, blk),
+                                         _mm256_loadu_si256((const __m256i *)(xq + (long)blk * QK)));
+        const __m256 p1 = block_products(block_weights(row, quant, blk + 1),
+                                         _mm256_loadu_si256((const __m256i *)(xq + (long)(blk + 1) * QK)));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half_to_float(ws[blk]) * xd[blk]), p0, acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(half_to_float(ws[blk + 1]) * xd[blk + 1]), p1, acc1);
+    }
+    if (blk < blocks) {
+        const __m256 p = block_products(block_weights(row, quant, blk),
+                                        _mm256_loadu_si256((const __m256i *)(xq + (long)blk * QK)));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half_to_float(ws[blk]) * xd[blk]), p, acc0);
+    }
+    return hsum256(_mm256_add_ps(acc0, acc1));
+}
+#else
+static inline int block_weight(const void *row, int quant, long i) { /* element i of a quantized row */
+    if (quant == QUANT_Q8) return ((const int8_t *)row)[i];
+    const uint8_t byte = ((const uint8_t *)row)[i / QK * (QK / 2) + i % (QK / 2)];
+    return (i % QK < QK / 2 ? byte & 0x0f : byte >> 4) - 8;
+}
+
+static inline float quant_dot(const void *row, const uint16_t *ws, int quant, const int8_t *xq, const float *xd,
+                              int blocks) {
+    float total = 0.0f;
+    for (int blk = 0; blk < blocks; blk++) {
+        int32_t sum = 0;
+        for (int k = 0; k < QK; k++) sum += block_weight(row, quant, (long)blk * QK + k) * xq[(long)blk * QK + k];
+        total += (half_to_float(ws[blk]) * xd[blk]) * (float)sum;
+    }
+    return total;
+}
+#endif
+
+typedef struct {
+    const Linear *lin;
+    const int8_t *xq; /* (B, blocks * 32) */
+    const float *xd;  /* (B, blocks) */
+    float *y;         /* (B, out) */
+    int B, mode, activation, rows_per_chunk;
+} QuantGemv;
+
+static void quant_gemv_chunk(const Job *job, int chunk, int thread) {
+    (void)thread;
+    const QuantGemv *g = (const QuantGemv *)job->args;
+    const Linear *L = g->lin;
+    const int blocks = (L->in + QK - 1) / QK, quant = L->quant;
+    const long row_bytes = quant_row_bytes(quant, L->in);
+    int r0 = chunk * g->rows_per_chunk, r1 = r0 + g->rows_per_chunk;
+    if (r1 > L->out) r1 = L->out;
+    for (int o = r0; o < r1; o++) {
+        const void *row = (const char *)L->w + (long)o * row_bytes;
+        const uint16_t *ws = L->scales + (long)o * blocks;
+        const float bias = L->b ? L->b[o] : 0.0f;
+        for (int b = 0; b < g->B; b++) {
+            float v = quant == QUANT_Q8
+                          ? quant_dot(row, ws, QUANT_Q8, g->xq + (long)b * blocks * QK, g->xd + (long)b * blocks, blocks)
+                          : quant_dot(row, ws, QUANT_Q4, g->xq + (long)b * blocks * QK, g->xd + (long)b * blocks, blocks);
+            float *y = g->y + (long)b * L->out + o;
+            *y = g->mode == OUT_ADD ? *y + v + bias : v + bias;
+        }
+    }
+    if (g->mode == OUT_ACT)
+        for (int b = 0; b < g->B; b++) activate(g->y + (long)b * L->out + r0, r1 - r0, g->activation);
+}
+
+/* bytes of scratch a quantized matvec of B rows of up to `widest` inputs needs: the int8 blocks, then their
+ * fp32 scales (the blocks' size is a multiple of 32, so the scales stay aligned) */
+static size_t quant_scratch_size(int B, int widest) {
+    const size_t blocks = (size_t)(widest + QK - 1) / QK;
+    return (size_t)B * blocks * (QK + sizeof(float));
+}
+
+static int model_is_quantized(const Model *m) {
+    return m->lm_head.quant != QUANT_NONE || m->wte_quant != QUANT_NONE ||
+           (m->n_layer > 0 && m->layers[0].attn.quant != QUANT_NONE);
+}
+
+/* y = x W^T (+ bias) for a quantized W, then the output mode (as gemv); rows_per_chunk as gemv chose it;
+ * `scratch` has quant_scratch_size(B, lin->in) bytes */
+static void quant_gemv(const Linear *lin, const float *x, void *scratch, float *y, int B, int mode, int activation,
+                       int rows) {
+    const int blocks = (lin->in + QK - 1) / QK;
+    int8_t *xq = (int8_t *)scratch;
+    float *xd = (float *)(xq + (size_t)B * blocks * QK);
+    for (int b = 0; b < B; b++)
+        quantize_input(x + (long)b * lin->in, lin->in, xq + (long)b * blocks * QK, xd + (long)b * blocks);
+    QuantGemv g = {lin, xq, xd, y, B, mode, activation, rows};
+    run_job(quant_gemv_chunk, (lin->out + rows - 1) / rows, &g);
+}
+
+/* row `id` of a quantized (vocab, C) table, dequantized into out (C values) */
+static void quant_embed_row(const void *table, const uint16_t *scales, int quant, long id, int C, float *out) {
+    const int blocks = (C + QK - 1) / QK;
+    const char *row = (const char *)table + id * quant_row_bytes(quant, C);
+    const uint16_t *ws = scales + id * blocks;
+    for (int i = 0; i < C; i++) {
+        int q;
+        if (quant == QUANT_Q8) {
+            q = ((const int8_t *)row)[i];
+        } else {
+            const uint8_t byte = ((const uint8_t *)row)[i / QK * (QK / 2) + i % (QK / 2)];
+            q = (i % QK < QK / 2 ? byte & 0x0f : byte >> 4) - 8;
+        }
+        out[i] = half_to_float(ws[i / QK]) * (float)q;
+    }
+}
+
+/* y (B, out) = x (B, in) W^T + bias for one quantized Linear, on `threads` threads: the matvec of a decode
+ * step on its own, for tests against a PyTorch reference. Returns 0, or -1 when out of memory. */
+int bigcode_quant_matvec(const Linear *lin, const float *x, float *y, int B, int threads) {
+    void *scratch = malloc(quant_scratch_size(B, lin->in));
+    if (!scratch) return -1;
+    pthread_mutex_lock(&step_lock);
+    ensure_workers(threads < 1 ? 1 : threads);
+    int chunks = CHUNKS_PER_THREAD * atomic_load(&pool.active);
+    int rows = (lin->out + chunks - 1) / chunks;
+    rows = rows < 4 ? 4 : (rows + 3) / 4 * 4;
+    quant_gemv(lin, x, scratch, y, B, OUT_STORE, 0, rows);
+    pthread_mutex_unlock(&step_lock);
+    free(scratch);
+    return 0;
+}

@@ -1,0 +1,144 @@
+"""The C kernel's quantized matvecs and decode steps against a plain PyTorch reference of the same math.
+
+The kernel quantizes each matvec's input to int8 per block of 32 (d = max|x| / 127, round half to even)
+and multiplies it with the int8 / int4 weight blocks; the reference does the same in float64 from the
+documented definitions: dequantize the weights, quantize-dequantize the input, matmul.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from checkpoints import save_checkpoint
+
+from bigcode_cli.kernels import build as kernel_build
+from bigcode_cli.kernels.cpu_decode import quantized_matvec
+from bigcode_cli.model import engine
+from bigcode_cli.model.quantize import BLOCK, QuantizedLinear, dequantize, quantize
+from bigcode_cli.paths import kernels_dir
+
+pytestmark = pytest.mark.skipif(kernel_build.find_compiler() is None, reason="no C compiler to build the kernel")
+
+
+def quantized_input(x: torch.Tensor) -> torch.Tensor:
+    """x (..., n) as the kernel sees it: per block of 32 values d * round(x / d), d = max|x| / 127 (float32 math)."""
+    n = x.shape[-1]
+    pad = (-n) % BLOCK
+    blocks = torch.nn.functional.pad(x.float(), (0, pad)).reshape(*x.shape[:-1], -1, BLOCK)
+    d = blocks.abs().amax(-1, keepdim=True) / 127
+    inv = torch.where(d != 0, 1.0 / d, torch.zeros_like(d))
+    q = torch.round(blocks * inv)
+    return (q.double() * d.double()).reshape(*x.shape[:-1], -1)[..., :n]
+
+
+def reference_linear(layer: QuantizedLinear, x: torch.Tensor) -> torch.Tensor:
+    """float64 dequantize-then-matmul of a QuantizedLinear applied to the kernel's view of x."""
+    y = quantized_input(x) @ dequantize(layer.quantized, torch.float64).T
+    return y + layer.bias.double() if layer.bias is not None else y
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("out_features, in_features", [(64, 64), (13, 40), (7, 1), (33, 97), (96, 3072)])
+@pytest.mark.parametrize("rows", [1, 3])
+def test_matvec_equals_dequantize_then_matmul(bits, out_features, in_features, rows):
+    g = torch.Generator().manual_seed(out_features * in_features + rows)
+    w = torch.randn(out_features, in_features, generator=g) * 0.05
+    layer = QuantizedLinear(quantize(w, bits), out_features, torch.randn(out_features, generator=g))
+    x = torch.randn(rows, in_features, generator=g)
+    expected = reference_linear(layer, x)
+    for threads in (1, 2):
+        got = quantized_matvec(layer, x, threads).double()
+        # only the order of the float additions differs: a few float32 roundings of the row's magnitude
+        scale = (quantized_input(x).abs() @ dequantize(layer.quantized, torch.float64).abs().T).max()
+        assert (got - expected).abs().max().item() <= 1e-5 * scale.item() + 1e-6
+
+
+def test_matvec_without_bias_and_with_zero_input():
+    layer = QuantizedLinear(quantize(torch.randn(5, 64), 8), 5, None)
+    assert torch.equal(quantized_matvec(layer, torch.zeros(2, 64)), torch.zeros(2, 5))
+
+
+CASES = {
+    "mqa": dict(multi_query=True),
+    "mha": dict(multi_query=False),
+    "mqa-odd-untied": dict(multi_query=True, n_embd=40, tie=False, activation_function="gelu"),
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("qkernel")
+    return {name: save_checkpoint(root / name, n_layer=3, **kwargs) for name, kwargs in CASES.items()}
+
+
+def _ids(rows: int, length: int, seed: int) -> torch.Tensor:
+    return torch.randint(3, 97, (rows, length), generator=torch.Generator().manual_seed(seed))
+
+
+def _step_logits(runner, prompt: torch.Tensor, steps: torch.Tensor, before_steps=None) -> torch.Tensor:
+    with torch.inference_mode():
+        cache = runner.new_cache(prompt.shape[0], prompt.shape[1] + steps.shape[1])
+        runner(prompt, cache=cache)
+        if before_steps is not None:
+            before_steps(runner)
+        return torch.cat([runner(steps[:, i : i + 1], cache=cache)[:, -1:].double() for i in range(steps.shape[1])], 1)
+
+
+class _ReferenceLinear(torch.nn.Module):
+    """Stands in for a QuantizedLinear: the kernel's quantized math in float64."""
+
+    def __init__(self, layer: QuantizedLinear) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x):
+        return reference_linear(self.layer, x).to(x.dtype)
+
+
+def _use_reference_linears(runner) -> None:
+    # the steps only: the prefill ran in PyTorch (unquantized inputs) in both runs
+    model = runner.model
+    for name, module in list(model.named_modules()):
+        if isinstance(module, QuantizedLinear):
+            owner, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(owner) if owner else model, attr, _ReferenceLinear(module))
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("dtype", ["int8", "int4"])
+@pytest.mark.parametrize("rows", [1, 3])
+def test_kernel_steps_equal_the_pytorch_reference(checkpoints, case, dtype, rows):
+    path = checkpoints[case]
+    ours = engine.load(path, "causal-lm", dtype=dtype, device="cpu")
+    assert ours.decode_path == "kernel" and ours.dtype_name == dtype
+    prompt, steps = _ids(rows, 9, seed=1), _ids(rows, 6, seed=2)
+    got = _step_logits(ours, prompt, steps)
+    reference = engine.load(path, "causal-lm", dtype=dtype, device="cpu")
+    reference.decoder = None
+    expected = _step_logits(reference, prompt, steps, before_steps=_use_reference_linears)
+    # an input lying within float rounding of a rounding boundary may land one int8 level apart in the two
+    # computations; that moves a logit by ~1e-3 at most here, while wrong math moves it by ~1e-1
+    assert (got - expected).abs().max().item() <= 1e-4
+    float_torch = engine.load(path, "causal-lm", dtype=dtype, device="cpu")
+    float_torch.decoder = None  # PyTorch's path: dequantized weights, unquantized inputs
+    assert (got - expected).abs().max().item() < (_step_logits(float_torch, prompt, steps) - expected).abs().max().item()
+
+
+def test_the_portable_build_gives_the_same_products_and_steps(checkpoints, tmp_path, monkeypatch):
+    """Without -march=native the kernel is the plain C loop (ARM and other CPUs): same numbers as the reference."""
+    path = checkpoints["mqa-odd-untied"]
+    prompt, steps = _ids(2, 9, seed=3), _ids(2, 5, seed=4)
+    native = {dtype: _step_logits(engine.load(path, "causal-lm", dtype=dtype, device="cpu"), prompt, steps)
+              for dtype in ("int8", "int4")}
+    monkeypatch.setenv("BIGCODE_KERNEL_DIR", str(tmp_path))
+    monkeypatch.setattr(kernel_build, "_loaded", {})
+    monkeypatch.setattr(kernel_build, "_cpu_features", lambda: None)
+    for bits in (8, 4):
+        layer = QuantizedLinear(quantize(torch.randn(33, 97) * 0.05, bits), 33, torch.randn(33))
+        x = torch.randn(3, 97)
+        assert (quantized_matvec(layer, x, 2).double() - reference_linear(layer, x)).abs().max().item() <= 1e-4
+    for dtype in ("int8", "int4"):
+        runner = engine.load(path, "causal-lm", dtype=dtype, device="cpu")
+        assert runner.decode_path == "kernel"
+        assert (_step_logits(runner, prompt, steps) - native[dtype]).abs().max().item() <= 1e-4
+    assert len(list(kernels_dir().glob("decode_step-*"))) == 1
