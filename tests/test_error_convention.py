@@ -44,8 +44,7 @@ import contextlib, io, json, sys
 from typer.main import get_command
 from bigcode_cli.cli.app import app, run
 
-HEAVY = ("torch", "transformers", "safetensors", "starlette", "uvicorn")  # the web stack: only `serve` runs it
-# (not pydantic: typer itself imports it to coerce parameters whenever it is installed)
+HEAVY = ("torch", "transformers", "safetensors", "starlette", "uvicorn")  # the web stack: only `serve` runs it (typer itself imports pydantic when installed)
 
 def leaves(command, prefix=()):
     yield prefix

@@ -128,6 +128,7 @@ class Running:
 
     def __init__(self, worker: EngineWorker, request: Request, make_job: Callable[[Callable[[str, Any], None]], Job]):
         worker.check_ready()
+        self.dtype = worker.dtype
         self.channel = JobChannel(request.receive)
         try:
             self.job = make_job(self.channel.emit)

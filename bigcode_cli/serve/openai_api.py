@@ -63,12 +63,13 @@ def _job(body: CompletionRequest, config: ServeConfig, emit: Any) -> Job:
                fim_order=options.fim_order)
 
 
-def details(result: JobResult, tokenizer_decode: Any) -> dict[str, Any]:
+def details(result: JobResult, tokenizer_decode: Any, dtype: str) -> dict[str, Any]:
     """What `bigcode complete --json` prints besides the text: asked for with bigcode.details."""
     completion = result.completion
     generation = completion.generation
     return {
         "mode": completion.prompt.mode,
+        "dtype": dtype,
         "prompt": tokenizer_decode(completion.prompt.ids),
         "truncated": completion.prompt.truncated,
         "prompt_tokens": generation.prompt_tokens,
@@ -105,7 +106,7 @@ def routes(worker: EngineWorker, config: ServeConfig) -> list[Route]:
                  "total_tokens": generation.prompt_tokens + generation.new_tokens}
         response = {**head, "choices": choices, "usage": usage, "timings": timings(result)}
         if body.bigcode is not None and body.bigcode.details:
-            response["bigcode"] = details(result, worker.decode)
+            response["bigcode"] = details(result, worker.decode, worker.dtype)
         return JSONResponse(response)
 
     async def models(request: Request) -> Response:
@@ -130,6 +131,6 @@ async def _stream(running: Running, head: dict[str, Any], n: int, decode: Any) -
                 last = {**head, "choices": [_choice("", index, finish_reason(payload, index))],
                         "timings": timings(payload)}
                 if decode is not None:
-                    last["bigcode"] = details(payload, decode)
+                    last["bigcode"] = details(payload, decode, running.dtype)
                 yield last
             yield "[DONE]"

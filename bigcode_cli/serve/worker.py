@@ -123,6 +123,12 @@ class EngineWorker:
         return self.loaded.tokenizer.decode(ids, skip_special_tokens=False)
 
     @property
+    def dtype(self) -> str:
+        """What the model computes in, as `bigcode complete --json` names it."""
+        assert self.loaded is not None
+        return str(self.loaded.runner.dtype).removeprefix("torch.")
+
+    @property
     def started(self) -> bool:
         """Whether start() was called."""
         return self._thread is not None

@@ -116,7 +116,8 @@ def _records(texts: list[str], details: dict[str, Any]) -> list[dict[str, Any]]:
                "tokens_per_s": round(details["tokens_per_s"], 2)}
     return [{"text": text, "mode": details["mode"], "prompt": details["prompt"], "stop_reason": sample["stop_reason"],
              "prompt_tokens": details["prompt_tokens"], "new_tokens": sample["new_tokens"],
-             "truncated": details["truncated"], "timings": timings}
+             "truncated": details["truncated"], **({"dtype": details["dtype"]} if details.get("dtype") else {}),
+             "timings": timings}
             for text, sample in zip(texts, details["samples"])]
 
 
