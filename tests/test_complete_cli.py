@@ -11,6 +11,7 @@ import time
 
 import pytest
 from checkpoints import save_checkpoint, save_lm_with_tokenizer
+from cli_process import running
 
 from bigcode_cli.cli.app import run
 
@@ -161,11 +162,6 @@ def test_infill_without_fim_tokens_is_a_clear_error(capsys, tmp_path):
     assert "fill-in-the-middle" in _one_line_error(code, out, err)
 
 
-def _cli(*args, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "bigcode_cli", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, **kwargs)
-
-
 def test_closed_pipe_ends_quietly(lm, source):
     proc = subprocess.run(
         f"{sys.executable} -m bigcode_cli complete {source} -m {lm} --no-block -t 1 --seed 3 --max-new-tokens 60 "
@@ -186,10 +182,10 @@ def long_lm(tmp_path_factory):
 def test_ctrl_c_during_streaming_exits_130(long_lm, tmp_path):
     path = tmp_path / "big.py"
     path.write_text("def f():\n")  # continue mode with --no-block streams every token at once
-    proc = _cli("complete", path, "-m", long_lm, "--no-block", "-t", "0", "--max-new-tokens", "8000")
-    assert proc.stdout.read(1)  # streaming has started
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    with running("complete", path, "-m", long_lm, "--no-block", "-t", "0", "--max-new-tokens", "8000") as proc:
+        assert proc.stdout.read(1)  # streaming has started
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert b"Traceback" not in err
 
@@ -198,11 +194,12 @@ def test_ctrl_c_during_in_place_exits_130_and_leaves_the_file(long_lm, tmp_path)
     path = tmp_path / "big.py"
     path.write_text("def f():\n    <FILL>\n")
     # greedy: the random model loops instead of sampling an end-of-text token
-    proc = _cli("complete", path, "-m", long_lm, "--no-block", "-t", "0", "--max-new-tokens", "8000", "--in-place")
-    time.sleep(4)
-    assert proc.poll() is None  # still generating
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    with running("complete", path, "-m", long_lm, "--no-block", "-t", "0", "--max-new-tokens", "8000",
+                 "--in-place") as proc:
+        time.sleep(4)
+        assert proc.poll() is None  # still generating
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert b"Traceback" not in err
     assert path.read_text() == "def f():\n    <FILL>\n"

@@ -6,7 +6,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -29,45 +28,37 @@ def _heavy_imports(importtime_log: str) -> list[str]:
     return sorted(names & set(HEAVY))
 
 
-def _complete_bash(words: str, *, importtime: bool = True, **env: str) -> tuple[list[str], str, float]:
+def _complete_bash(words: str, **env: str) -> tuple[list[str], str]:
     """Ask `bigcode` for bash completions of `words` (the last word is the one being completed)."""
     cword = len(words.split()) - (0 if words.endswith(" ") else 1)
     environ = {**os.environ, "_BIGCODE_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(cword),
                **env}
-    started = time.perf_counter()
-    flags = ["-X", "importtime"] if importtime else []
-    proc = subprocess.run([sys.executable, *flags, "-m", "bigcode_cli"], env=environ,
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "bigcode_cli"], env=environ,
                           capture_output=True, text=True, timeout=60)
-    elapsed = time.perf_counter() - started
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
-    return proc.stdout.split(), proc.stderr, elapsed
+    return proc.stdout.split(), proc.stderr
 
 
 @pytest.mark.parametrize("command, option", list(CHOICES))
 def test_choices_are_offered_without_heavy_imports(command, option):
-    offered, log, elapsed = _complete_bash(f"bigcode {command} {option} ")
+    offered, log = _complete_bash(f"bigcode {command} {option} ")
     assert offered == CHOICES[(command, option)]
-    assert _heavy_imports(log) == []
-    assert elapsed < 2.0  # loose on purpose (busy machines); the imports are the real contract
+    assert _heavy_imports(log) == []  # the contract; its speed is measured by benchmarks/cli_latency.py
 
 
-def test_attn_completion_latency_is_reported():
-    offered, log, _ = _complete_bash("bigcode complete --attn ")
+def test_attn_completion_offers_every_backend_without_heavy_imports():
+    offered, log = _complete_bash("bigcode complete --attn ")
     assert set(offered) == {"eager", "sdpa", "flash", "auto"}
     assert _heavy_imports(log) == []
-    timings = [_complete_bash("bigcode complete --attn ", importtime=False)[2] for _ in range(3)]
-    print(f"\ncompletion of `bigcode complete --attn `: best of 3 {min(timings) * 1000:.0f} ms wall "
-          f"(python -m bigcode_cli; target < 300 ms)")
-    assert min(timings) < 2.0  # loose on purpose: a busy machine must not make this flaky
 
 
 def test_commands_and_options_are_offered():
-    offered, _, _ = _complete_bash("bigcode ")
+    offered, _ = _complete_bash("bigcode ")
     assert {"complete", "generate", "infill", "classify", "tag", "repl", "models", "finetune"} <= set(offered)
-    offered, _, _ = _complete_bash("bigcode models ")
+    offered, _ = _complete_bash("bigcode models ")
     assert {"list", "pull", "rm", "info", "import", "verify", "path"} <= set(offered)
-    offered, _, _ = _complete_bash("bigcode complete --at")
+    offered, _ = _complete_bash("bigcode complete --at")
     assert offered == ["--attn"] or "--attn" in offered
 
 
@@ -79,12 +70,12 @@ def test_model_names_come_from_the_cache_and_aliases(tmp_path):
     store.import_checkpoint(save_lm_with_tokenizer(tmp_path / "ckpt"), "my-tiny-lm")
     for words in ("bigcode complete --model ", "bigcode classify -m ", "bigcode models info ",
                   "bigcode finetune tag --base "):
-        offered, log, _ = _complete_bash(words)
+        offered, log = _complete_bash(words)
         assert "my-tiny-lm" in offered and "santacoder" in offered and "starcoderbase-1b" in offered, words
         assert _heavy_imports(log) == []
-    offered, _, _ = _complete_bash("bigcode complete -m star")
+    offered, _ = _complete_bash("bigcode complete -m star")
     assert offered and all(name.startswith("star") for name in offered)
-    offered, _, _ = _complete_bash("bigcode complete -m ./")  # a path: left to the shell's file completion
+    offered, _ = _complete_bash("bigcode complete -m ./")  # a path: left to the shell's file completion
     assert offered == []
 
 

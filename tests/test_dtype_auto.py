@@ -1,7 +1,6 @@
 """`--dtype auto` on a CPU: a bfloat16 checkpoint computes in bf16 only where the CPU multiplies bf16 natively
 (AVX-512 BF16 / AMX), else in float32; and the classifier's pooled-position path equals the full one."""
 
-from pathlib import Path
 
 import pytest
 import torch

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
-import select
 import signal
 import subprocess
 import sys
@@ -15,6 +13,7 @@ import time
 
 import pytest
 from checkpoints import save_checkpoint, save_lm_with_tokenizer
+from cli_process import on_a_terminal, running
 from tokenizer_files import STARCODER_SPECIALS, save_tokenizer
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -96,40 +95,15 @@ def test_output_to_a_pipe_is_never_coloured(models, tmp_path):
     assert runs[-2].stderr.startswith("error: ") and runs[-1].stderr.startswith("error: ")
 
 
-def _on_a_terminal(args, env) -> str:
-    """Run bigcode with stdout and stderr on a pseudo-terminal and return what it printed."""
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "bigcode_cli", *map(str, args)], stdout=follower,
-                            stderr=follower, stdin=subprocess.DEVNULL, env=env)
-    os.close(follower)
-    chunks = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([leader], [], [], 0.5)
-        if ready:
-            try:
-                data = os.read(leader, 65536)
-            except OSError:  # the other side closed
-                break
-            if not data:
-                break
-            chunks.append(data)
-        elif proc.poll() is not None:
-            break
-    proc.wait(timeout=30)
-    os.close(leader)
-    return b"".join(chunks).decode(errors="replace")
-
-
 @pytest.mark.parametrize("args", [["complete", "missing.py"], ["complete", "--help"]])
-def test_no_color_and_NO_COLOR_on_a_terminal(tmp_path, args):
+def test_no_color_and_NO_COLORon_a_terminal(tmp_path, args):
     env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "BIGCODE_NO_COLOR", "FORCE_COLOR")}
     env.update(TERM="xterm-256color", COLUMNS="100")
     args = [str(tmp_path / a) if a.endswith(".py") else a for a in args]
-    coloured = _on_a_terminal(args, env)
+    coloured = on_a_terminal(args, env)
     assert COLOUR.search(coloured), "expected colour on a terminal: the check below would prove nothing"
-    assert not COLOUR.search(_on_a_terminal(args, {**env, "NO_COLOR": "1"}))
-    plain = _on_a_terminal(["--no-color", *args], env)
+    assert not COLOUR.search(on_a_terminal(args, {**env, "NO_COLOR": "1"}))
+    plain = on_a_terminal(["--no-color", *args], env)
     assert not COLOUR.search(plain)
     assert ANSI.sub("", plain).strip()  # still says something
 
@@ -141,11 +115,10 @@ def test_no_color_and_NO_COLOR_on_a_terminal(tmp_path, args):
 @pytest.mark.parametrize("command", ["generate", "classify", "tag", "repl"])
 def test_ctrl_c_while_waiting_for_input_exits_130(models, command):
     model = {"classify": models["cls"], "tag": models["tag"]}.get(command, models["lm"])
-    proc = subprocess.Popen([sys.executable, "-m", "bigcode_cli", command, "-m", str(model)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(3)  # loading or blocked reading stdin: either way Ctrl-C must end it cleanly
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    with running(command, "-m", model, stdin=subprocess.PIPE) as proc:
+        time.sleep(3)  # loading or blocked reading stdin: either way Ctrl-C must end it cleanly
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err.decode(errors="replace")
     assert b"Traceback" not in err
     assert out == b""

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import json
 import os
-import pty
-import select
 import subprocess
 import sys
-import time
 
 import re
 
 import pytest
 import torch
 from checkpoints import save_checkpoint
+from cli_process import on_a_terminal
 from tokenizer_files import STARCODER_SPECIALS, save_tokenizer
 
 # an OSC window title, clear-screen, an 8-bit CSI, NUL, DEL, backspace, carriage return
@@ -72,39 +70,6 @@ def _env(**changes) -> dict:
     return env
 
 
-def _on_a_terminal(args, env, stdin: bytes | None = None) -> str:
-    """Run bigcode with stdout and stderr on a pseudo-terminal; return all it printed."""
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "bigcode_cli", *map(str, args)], stdout=follower,
-                            stderr=follower, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                            env=env)
-    os.close(follower)
-    if stdin is not None:
-        proc.stdin.write(stdin)
-        proc.stdin.close()
-    chunks = []
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([leader], [], [], 0.5)
-            if ready:
-                try:
-                    data = os.read(leader, 65536)
-                except OSError:  # the other side closed
-                    break
-                if not data:
-                    break
-                chunks.append(data)
-            elif proc.poll() is not None:
-                break
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
-        os.close(leader)
-    return b"".join(chunks).decode("utf-8", errors="replace")
-
-
 GENERATE = ["generate", "x = 1", "-m", "{lm}", "--max-new-tokens", "3", "-t", "0"]
 
 
@@ -123,7 +88,7 @@ GENERATE = ["generate", "x = 1", "-m", "{lm}", "--max-new-tokens", "3", "-t", "0
 @pytest.mark.parametrize("colour", ["colour", "no-colour"])
 def test_a_terminal_gets_control_characters_shown_not_obeyed(models, args, stdin, colour):
     args = [a.format(**models) for a in args]
-    screen = _on_a_terminal(args, _env(**({"NO_COLOR": "1"} if colour == "no-colour" else {})), stdin)
+    screen = on_a_terminal(args, _env(**({"NO_COLOR": "1"} if colour == "no-colour" else {})), stdin)
     for sequence in FORBIDDEN:
         assert sequence not in screen, (sequence, screen)
     if "--json" in args:  # JSON keeps its escapes (the same value), and shows them as text

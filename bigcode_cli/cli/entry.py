@@ -7,6 +7,9 @@ import sys
 
 def main() -> None:
     """Import the CLI, then run it; an interrupt at any point exits 130 without a traceback."""
+    from bigcode_cli import interrupts
+
+    interrupts.install()
     try:
         from bigcode_cli.cli.app import main as cli_main
     except KeyboardInterrupt:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from pathlib import Path
 
-from bigcode_cli import store
+from bigcode_cli import interrupts, store
 from bigcode_cli.errors import StoreError, TokenizerError
 from bigcode_cli.store import quantized
 from bigcode_cli.text.tokenizer import Tokenizer
@@ -30,7 +30,16 @@ class LoadedModel(NamedTuple):
 
 def open_model(name: str | None, task: str, *, engine: str = "native", attn: str = "auto", device: str = "auto",
                dtype: str = "auto", offline: bool = False, download: bool = False) -> LoadedModel:
-    """Resolve `name` (None = the task's default), then load weights for `task` and the tokenizer."""
+    """Resolve `name` (None = the task's default), then load weights for `task` and the tokenizer.
+
+    A Ctrl-C while loading always ends it as a KeyboardInterrupt (see `bigcode_cli.interrupts`)."""
+    with interrupts.surfacing():
+        return _open(name, task, engine=engine, attn=attn, device=device, dtype=dtype, offline=offline,
+                     download=download)
+
+
+def _open(name: str | None, task: str, *, engine: str, attn: str, device: str, dtype: str, offline: bool,
+          download: bool) -> LoadedModel:
     from bigcode_cli.model import engine as engines
 
     resolved = store.resolve(name or store.default_model(task), offline=offline, download=download)
