@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from bigcode_cli.bench import NoStopTokenizer, decode_rate, generate_seconds, interleave, prefill_seconds
+from bigcode_cli.bench import decode_rate, generate_seconds, interleave, prefill_seconds
 
 SHAPES = {
     "116m": dict(n_embd=768, n_layer=12, n_head=12, vocab_size=49152, n_positions=2048),
@@ -97,13 +97,12 @@ def measure_decode(shape: str, dtypes: list[str], prompt_len: int, new_tokens: i
 
     path = checkpoint(shape)
     prompt = prompt_ids(shape, prompt_len)
-    silent = NoStopTokenizer()
     runners = {dtype: engine.load(path, "causal-lm", attn="sdpa", device="cpu", dtype=dtype) for dtype in dtypes}
     tasks = {}
     for dtype, runner in runners.items():
-        generate_seconds(runner, silent, prompt, 2)  # warm-up (and the kernel's first build)
+        generate_seconds(runner, None, prompt, 2)  # warm-up (and the kernel's first build)
         tasks[f"ours {dtype}"] = (lambda r: lambda: {"tok_s": decode_rate(
-            lambda n: generate_seconds(r, silent, prompt, n), new_tokens)})(runner)
+            lambda n: generate_seconds(r, None, prompt, n), new_tokens)})(runner)
         if with_llama:
             model = gguf(shape, dtype)
             tasks[f"llama {LLAMA_TYPES[dtype]}"] = (lambda m: lambda: {"tok_s": llama_tok_s(m, prompt_len, new_tokens)})(model)

@@ -248,3 +248,13 @@ def test_fit_fim_cuts_a_long_first_suffix_line(tokenizer):
     fitted = fit_fim(tokenizer, "x = ", suffix, 40)
     assert fitted.prefix == "x = " and suffix.startswith(fitted.suffix) and "\n" not in fitted.suffix
     assert 30 <= len(tokenizer.encode(fitted.suffix)) <= 40 - len(tokenizer.encode("x = "))
+
+
+def test_min_indent_ends_the_completion_before_a_shallower_line():
+    completion = "x = 1\n    y = 2\n\n  z = 3\n    w = 4\n"
+    # the first line is never judged; the blank line is not "shallower"; "  z" (2 < 4) ends it
+    assert clean_completion(completion, "", block=False, min_indent=4) == "x = 1\n    y = 2"
+    assert clean_completion(completion, "", block=False, min_indent=2) == completion
+    assert clean_completion("a\n\tb\n", "", block=False, min_indent=1) == "a\n\tb\n"  # a tab counts one
+    # a last line without its newline is still being written: not judged yet
+    assert clean_completion("a\n    b\nc", "", block=False, min_indent=4) == "a\n    b\nc"

@@ -142,6 +142,19 @@ def test_llama_vim_body_with_curl(server, tmp_path):
                                                              "predicted_ms"}
 
 
+def test_n_indent_ends_the_infill_before_a_shallower_line(server):
+    # at the start of an empty line, with block cleaning off, a plain /completion of the same prompt
+    # runs over several lines; n_indent 100 must keep only the first
+    body = {"input_prefix": PREFIX, "input_suffix": "\n" + SUFFIX, "prompt": "", "n_predict": 48,
+            "temperature": 0, "cache_prompt": False}
+    status, free = curl(server.url + "/infill", {**body, "n_indent": 0})
+    status_indent, bounded = curl(server.url + "/infill", {**body, "n_indent": 100})
+    assert status == status_indent == 200, (free, bounded)
+    later = bounded["content"].split("\n")[1:]
+    assert not any(line.strip() for line in later), bounded["content"]
+    assert free["content"].startswith(bounded["content"].rstrip())
+
+
 def test_openai_streaming_matches_the_whole_answer(client):
     whole = client.completions.create(model="x", prompt=PREFIX, max_tokens=20, temperature=0)
     pieces, reasons = [], []

@@ -37,6 +37,7 @@ class CompletionSettings:
     lines: int | None = None
     block: bool = True
     order: Literal["psm", "spm"] = "psm"
+    min_indent: int = 0  # lines after the first indented less end the completion (llama.cpp's n_indent)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -128,11 +129,12 @@ def build_prompt(tokenizer: Tokenizer, prefix: str, suffix: str, mode: Mode, *, 
 
 def _cleaner(prefix: str, suffix: str, settings: CompletionSettings) -> Callable[[str], tuple[str, bool]] | None:
     """The edit rule for streaming: clean whole lines, and end the sample once cleaning cuts anything."""
-    if not settings.block and settings.lines is None and not suffix:
+    if not settings.block and settings.lines is None and not suffix and not settings.min_indent:
         return None
 
     def edit(text: str) -> tuple[str, bool]:
-        cleaned = clean_completion(text, suffix, prefix=prefix, lines=settings.lines, block=settings.block)
+        cleaned = clean_completion(text, suffix, prefix=prefix, lines=settings.lines, block=settings.block,
+                                   min_indent=settings.min_indent)
         return cleaned, len(cleaned.rstrip()) < len(text.rstrip())
 
     return edit

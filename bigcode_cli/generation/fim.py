@@ -186,7 +186,7 @@ _OPENERS = (":", "{", "(", "[")
 
 
 def clean_completion(text: str, suffix: str, *, prefix: str = "", lines: int | None = None,
-                     block: bool = True) -> str:
+                     block: bool = True, min_indent: int = 0) -> str:
     """Trim a FIM completion the way editors' completion tools do.
 
     Rules, in order ("cursor line" = the text before the cursor on its line + the completion's first line):
@@ -204,6 +204,8 @@ def clean_completion(text: str, suffix: str, *, prefix: str = "", lines: int | N
        first line indented < L0. Blank cursor lines take the first non-blank completion line as theirs.
     4. lines=N keeps at most N lines, the newline ending the N-th excluded; an empty first line (the
        completion starts with a newline) does not count.
+    5. min_indent=N (llama.cpp's `n_indent`): the completion ends before its first non-blank line,
+       after the first, that is indented by fewer than N spaces or tabs (each counts one).
     After a cut at a line boundary (rules 2-4, cursor not mid-line), trailing whitespace and blank
     lines are dropped; if code followed the cursor on its line, a newline and the cursor line's
     indentation are added back so that code keeps its own line.
@@ -227,11 +229,29 @@ def clean_completion(text: str, suffix: str, *, prefix: str = "", lines: int | N
         keep = lines + (1 if len(rows) > 1 and rows[0] == "" else 0)
         if len(rows) > keep:
             text, cut = "\n".join(rows[:keep]), True
+    if min_indent > 0:
+        shallow_at = _shallow_line_at(text, min_indent)
+        if shallow_at is not None:
+            text, cut = text[:shallow_at], True
     if cut:
         text = text.rstrip()
         if text and rest.strip():
             text += "\n" + head
     return text
+
+
+def _shallow_line_at(text: str, min_indent: int) -> int | None:
+    """Rule 5: where the first complete non-blank line after the first one, indented less than `min_indent`, starts."""
+    at = text.find("\n") + 1
+    while at:
+        end = text.find("\n", at)
+        if end < 0:
+            return None  # a line still being written: judged once it is complete
+        line = text[at:end]
+        if line.strip() and len(line) - len(line.lstrip(" \t")) < min_indent:
+            return at
+        at = end + 1
+    return None
 
 
 def _clean_mid_line(text: str, rest: str, block: bool) -> str:

@@ -99,6 +99,7 @@ class LlamaRequest(_Request):
     stream: StrictBool = False
     cache_prompt: StrictBool = True
     t_max_predict_ms: Optional[StrictInt] = None  # <= 0: no limit
+    n_indent: StrictInt = 0  # > 0: a later line indented by fewer spaces or tabs ends the completion
     response_fields: Optional[list[StrictStr]] = None
 
 
