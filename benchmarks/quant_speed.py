@@ -10,8 +10,8 @@ $BIGCODE_BENCH_DIR, default /tmp/bigcode-bench; GGUF copies made there with /wor
 `116m` = tiny_starcoder (n_embd 768, 12 layers, 12 heads, vocab 49152, MQA), `1.1b` = SantaCoder (n_embd
 2048, 24 layers, 16 heads, vocab 49280, MQA, n_positions 2048; ~4.5 GB).
 
-Ours: decode rate = (N - 1) / (t(N new tokens) - t(1)) after a P-token prompt (bigcode_cli.bench, what
-`bigcode bench` measures). llama.cpp: `llama-bench -m M -t 2 -p 0 -n N -d P` (N decode steps after a
+Ours: decode rate = (N - 1) / (the decode time of one greedy generation of N tokens after a P-token prompt,
+timed inside the generation: prefill excluded; `bigcode_cli.bench.timed_decode_rate`). llama.cpp: `llama-bench -m M -t 2 -p 0 -n N -d P` (N decode steps after a
 P-token context), its mean tokens/s. Each round runs every setting once, A B A B ...; medians reported.
 The machine is shared and noisy: read the ratios, not the absolute numbers.
 """
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from bigcode_cli.bench import decode_rate, generate_seconds, interleave, prefill_seconds
+from bigcode_cli.bench import generate_seconds, interleave, prefill_seconds, timed_decode_rate
 
 SHAPES = {
     "116m": dict(n_embd=768, n_layer=12, n_head=12, vocab_size=49152, n_positions=2048),
@@ -101,8 +101,7 @@ def measure_decode(shape: str, dtypes: list[str], prompt_len: int, new_tokens: i
     tasks = {}
     for dtype, runner in runners.items():
         generate_seconds(runner, None, prompt, 2)  # warm-up (and the kernel's first build)
-        tasks[f"ours {dtype}"] = (lambda r: lambda: {"tok_s": decode_rate(
-            lambda n: generate_seconds(r, None, prompt, n), new_tokens)})(runner)
+        tasks[f"ours {dtype}"] = (lambda r: lambda: {"tok_s": timed_decode_rate(r, prompt, new_tokens)})(runner)
         if with_llama:
             model = gguf(shape, dtype)
             tasks[f"llama {LLAMA_TYPES[dtype]}"] = (lambda m: lambda: {"tok_s": llama_tok_s(m, prompt_len, new_tokens)})(model)

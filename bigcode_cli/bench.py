@@ -123,6 +123,23 @@ def generate_seconds(runner: Runner, tokenizer: Tokenizer | None, prompt: Sequen
                                                     ignore_eos=True))
 
 
+def timed_decode_rate(runner: Runner, prompt: Sequence[int], new_tokens: int) -> float | None:
+    """Tokens/s of the decode steps alone, timed inside one greedy generation: (N - 1) / decode time.
+
+    The prefill is not in it at all (as llama-bench's `-n N -d P` times N steps after a P-token context),
+    so a long prompt's prefill cannot add its own noise, unlike `decode_rate`'s t(N) - t(1). None below N = 2.
+    """
+    from bigcode_cli.generation.loop import generate
+    from bigcode_cli.generation.sampling import SamplingParams
+
+    if new_tokens < 2:
+        return None
+    with torch.inference_mode():
+        result = generate(runner, None, prompt, max_new_tokens=new_tokens, params=SamplingParams(temperature=0),
+                          ignore_eos=True)
+    return (new_tokens - 1) / result.decode_s if result.decode_s > 0 else None
+
+
 def reference_generate_seconds(model: Any, prompt: Sequence[int], new_tokens: int, batch: int = 1) -> float:
     """Wall time of transformers' own model.generate() making exactly `new_tokens` greedy tokens.
 

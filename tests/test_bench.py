@@ -229,3 +229,25 @@ def test_decode_rate_and_interleaved_medians():
     medians = bench.interleave({"a": task("a"), "b": task("b"), "c": lambda: {}}, 3)
     assert order == ["a", "b"] * 3
     assert medians == {"a": {"x": 2.0}, "b": {"x": 5.0}, "c": {}}
+
+
+def test_timed_decode_rate_leaves_the_prefill_out(lm):
+    from bigcode_cli.model import engine
+
+    runner = engine.load(lm, "causal-lm", device="cpu")
+
+    class SlowPrefill:
+        """The runner, with a prefill of 0.5 s and decode steps of 20 ms."""
+
+        def __getattr__(self, name):
+            return getattr(runner, name)
+
+        def __call__(self, ids, **kwargs):
+            import time
+
+            time.sleep(0.5 if ids.shape[1] > 1 else 0.02)
+            return runner(ids, **kwargs)
+
+    rate = bench.timed_decode_rate(SlowPrefill(), list(range(5, 25)), 6)
+    assert 25 < rate <= 50  # 5 steps of >= 20 ms; a prefill in it would give < 10
+    assert bench.timed_decode_rate(runner, [5, 6], 1) is None

@@ -11,9 +11,12 @@
  * by benchmarks/quant_formats.c: with integer products a 4-bit row costs no more instructions than an 8-bit
  * one, where the fp32 route spends four conversions and four FMAs per block.
  *
- * Paths: AVX2 (+FMA, F16C) multiplies unsigned by signed bytes (vpmaddubsw, with the weight's sign moved
- * onto the input so that |w| is the unsigned side) and widens pairs with vpmaddwd; every other CPU gets
- * the plain C loop, which gives the same integer sums.
+ * Paths: AVX2 (+FMA, F16C) multiplies unsigned by signed bytes (vpmaddubsw) and widens pairs with
+ * vpmaddwd. An 8-bit weight's sign is moved onto the input so that |w| is the unsigned side; a 4-bit
+ * weight's nibble u is already unsigned, so the block's sum is dot(u, x) - 8 * sum(x) with the second term
+ * made once per input block (`xc`), exactly the same integer. The two per-block scales are multiplied
+ * eight blocks at a time. Every other CPU gets the plain C loop, which gives the same integer sums.
+ * (116m shape, int4 decode step on an AVX2 AMD EPYC, 2 threads: 9.6 ms before these two changes.)
  */
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
@@ -52,8 +55,9 @@ static inline long quant_row_bytes(int quant, int in) {
     return quant == QUANT_Q8 ? blocks * QK : blocks * QK / 2;
 }
 
-/* x (n values) -> q (blocks * 32 int8, zero-padded) and d (blocks fp32 scales) */
-static void quantize_input(const float *x, int n, int8_t *q, float *d) {
+/* x (n values) -> q (blocks * 32 int8, zero-padded) and d (blocks fp32 scales); on AVX2 also c (blocks * 8
+ * int32): 8 * the sums of q's groups of four, what a 4-bit block's unsigned products overcount */
+static void quantize_input(const float *x, int n, int8_t *q, float *d, int32_t *c) {
     const int blocks = (n + QK - 1) / QK;
     for (int blk = 0; blk < blocks; blk++) {
         const int i0 = blk * QK, len = n - i0 < QK ? n - i0 : QK;
@@ -63,6 +67,13 @@ static void quantize_input(const float *x, int n, int8_t *q, float *d) {
         d[blk] = scale;
         for (int k = 0; k < len; k++) q[i0 + k] = (int8_t)nearbyintf(x[i0 + k] * inv);
         for (int k = len; k < QK; k++) q[i0 + k] = 0;
+#ifdef QUANT_AVX2
+        const __m256i a = _mm256_loadu_si256((const __m256i *)(q + i0));
+        _mm256_storeu_si256((__m256i *)(c + (long)blk * 8),
+                            _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), a), _mm256_set1_epi16(1)));
+#else
+        (void)c;
+#endif
     }
 }
 
@@ -74,41 +85,47 @@ static inline float hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-/* the eight int32 partial sums of 32 products w * a as floats (w in [-127, 127]) */
-static inline __m256 block_products(__m256i w, __m256i a) {
-    const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
+/* the eight int32 partial sums of the 32 products of an 8-bit block w * a, as floats (w in [-127, 127]) */
+static inline __m256 q8_products(const int8_t *w, const int8_t *a) {
+    const __m256i wv = _mm256_loadu_si256((const __m256i *)w), av = _mm256_loadu_si256((const __m256i *)a);
+    const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(av, wv));
     return _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
 }
 
-static inline __m256i unpack_q4(const uint8_t *p) { /* 32 values in [-8, 7], in element order */
-    const __m128i packed = _mm_loadu_si128((const __m128i *)p);
-    const __m256i both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
-    return _mm256_sub_epi8(_mm256_and_si256(both, _mm256_set1_epi8(0x0f)), _mm256_set1_epi8(8));
+/* the same for a 4-bit block (16 bytes: elements j and j + 16 in byte j): the unsigned nibbles u times a,
+ * less the input's 8 * a (c), which is (u - 8) * a exactly */
+static inline __m256 q4_products(const uint8_t *w, const int8_t *a, const int32_t *c) {
+    const __m128i packed = _mm_loadu_si128((const __m128i *)w);
+    const __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), _mm256_set1_epi8(0x0f));
+    const __m256i sums = _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)a)),
+                                           _mm256_set1_epi16(1));
+    return _mm256_cvtepi32_ps(_mm256_sub_epi32(sums, _mm256_loadu_si256((const __m256i *)c)));
 }
 
-static inline __m256i block_weights(const void *row, int quant, int blk) {
-    if (quant == QUANT_Q8) return _mm256_loadu_si256((const __m256i *)((const int8_t *)row + (long)blk * QK));
-    return unpack_q4((const uint8_t *)row + (long)blk * (QK / 2));
+static inline __m256 block_products(const void *row, int quant, const int8_t *xq, const int32_t *xc, int blk) {
+    if (quant == QUANT_Q8) return q8_products((const int8_t *)row + (long)blk * QK, xq + (long)blk * QK);
+    return q4_products((const uint8_t *)row + (long)blk * (QK / 2), xq + (long)blk * QK, xc + (long)blk * 8);
 }
 
-/* sum over blocks of d_w * d_x * (integer dot of the block), two blocks at a time for independent sums */
+/* sum over blocks of d_w * d_x * (integer dot of the block): the scales eight blocks at a time, two sums */
 static inline __attribute__((always_inline)) float quant_dot(const void *row, const uint16_t *ws, int quant,
-                                                             const int8_t *xq, const float *xd, int blocks) {
+                                                             const int8_t *xq, const float *xd, const int32_t *xc,
+                                                             int blocks) {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    float scale[8] __attribute__((aligned(32)));
     int blk = 0;
-    for (; blk + 2 <= blocks; blk += 2) {
-        const __m256 p0 = block_products(block_weights(row, quant, blk),
-                                         _mm256_loadu_si256((const __m256i *)(xq + (long)blk * QK)));
-        const __m256 p1 = block_products(block_weights(row, quant, blk + 1),
-                                         _mm256_loadu_si256((const __m256i *)(xq + (long)(blk + 1) * QK)));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half_to_float(ws[blk]) * xd[blk]), p0, acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(half_to_float(ws[blk + 1]) * xd[blk + 1]), p1, acc1);
+    for (; blk + 8 <= blocks; blk += 8) {
+        _mm256_store_ps(scale, _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(ws + blk))),
+                                             _mm256_loadu_ps(xd + blk)));
+        for (int k = 0; k < 8; k += 2) {
+            acc0 = _mm256_fmadd_ps(_mm256_broadcast_ss(scale + k), block_products(row, quant, xq, xc, blk + k), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_broadcast_ss(scale + k + 1), block_products(row, quant, xq, xc, blk + k + 1),
+                                   acc1);
+        }
     }
-    if (blk < blocks) {
-        const __m256 p = block_products(block_weights(row, quant, blk),
-                                        _mm256_loadu_si256((const __m256i *)(xq + (long)blk * QK)));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half_to_float(ws[blk]) * xd[blk]), p, acc0);
-    }
+    for (; blk < blocks; blk++)
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half_to_float(ws[blk]) * xd[blk]), block_products(row, quant, xq, xc, blk),
+                               acc0);
     return hsum256(_mm256_add_ps(acc0, acc1));
 }
 #else
@@ -119,7 +136,8 @@ static inline int block_weight(const void *row, int quant, long i) { /* element 
 }
 
 static inline float quant_dot(const void *row, const uint16_t *ws, int quant, const int8_t *xq, const float *xd,
-                              int blocks) {
+                              const int32_t *xc, int blocks) {
+    (void)xc;
     float total = 0.0f;
     for (int blk = 0; blk < blocks; blk++) {
         int32_t sum = 0;
@@ -132,8 +150,9 @@ static inline float quant_dot(const void *row, const uint16_t *ws, int quant, co
 
 typedef struct {
     const Linear *lin;
-    const int8_t *xq; /* (B, blocks * 32) */
-    const float *xd;  /* (B, blocks) */
+    const int8_t *xq;  /* (B, blocks * 32) */
+    const int32_t *xc; /* (B, blocks * 8) */
+    const float *xd;   /* (B, blocks) */
     float *y;         /* (B, out) */
     int B, mode, activation, rows_per_chunk;
 } QuantGemv;
@@ -151,9 +170,11 @@ static void quant_gemv_chunk(const Job *job, int chunk, int thread) {
         const uint16_t *ws = L->scales + (long)o * blocks;
         const float bias = L->b ? L->b[o] : 0.0f;
         for (int b = 0; b < g->B; b++) {
-            float v = quant == QUANT_Q8
-                          ? quant_dot(row, ws, QUANT_Q8, g->xq + (long)b * blocks * QK, g->xd + (long)b * blocks, blocks)
-                          : quant_dot(row, ws, QUANT_Q4, g->xq + (long)b * blocks * QK, g->xd + (long)b * blocks, blocks);
+            const int8_t *xq = g->xq + (long)b * blocks * QK;
+            const int32_t *xc = g->xc + (long)b * blocks * 8;
+            const float *xd = g->xd + (long)b * blocks;
+            float v = quant == QUANT_Q8 ? quant_dot(row, ws, QUANT_Q8, xq, xd, xc, blocks)
+                                        : quant_dot(row, ws, QUANT_Q4, xq, xd, xc, blocks);
             float *y = g->y + (long)b * L->out + o;
             *y = g->mode == OUT_ADD ? *y + v + bias : v + bias;
         }
@@ -162,11 +183,11 @@ static void quant_gemv_chunk(const Job *job, int chunk, int thread) {
         for (int b = 0; b < g->B; b++) activate(g->y + (long)b * L->out + r0, r1 - r0, g->activation);
 }
 
-/* bytes of scratch a quantized matvec of B rows of up to `widest` inputs needs: the int8 blocks, then their
- * fp32 scales (the blocks' size is a multiple of 32, so the scales stay aligned) */
+/* bytes of scratch a quantized matvec of B rows of up to `widest` inputs needs: the int8 blocks, their 4-bit
+ * corrections (8 int32 each), then their fp32 scales (every part a multiple of 32 bytes but the last) */
 static size_t quant_scratch_size(int B, int widest) {
     const size_t blocks = (size_t)(widest + QK - 1) / QK;
-    return (size_t)B * blocks * (QK + sizeof(float));
+    return (size_t)B * blocks * (QK + 8 * sizeof(int32_t) + sizeof(float));
 }
 
 static int model_is_quantized(const Model *m) {
@@ -180,10 +201,12 @@ static void quant_gemv(const Linear *lin, const float *x, void *scratch, float *
                        int rows) {
     const int blocks = (lin->in + QK - 1) / QK;
     int8_t *xq = (int8_t *)scratch;
-    float *xd = (float *)(xq + (size_t)B * blocks * QK);
+    int32_t *xc = (int32_t *)(xq + (size_t)B * blocks * QK);
+    float *xd = (float *)(xc + (size_t)B * blocks * 8);
     for (int b = 0; b < B; b++)
-        quantize_input(x + (long)b * lin->in, lin->in, xq + (long)b * blocks * QK, xd + (long)b * blocks);
-    QuantGemv g = {lin, xq, xd, y, B, mode, activation, rows};
+        quantize_input(x + (long)b * lin->in, lin->in, xq + (long)b * blocks * QK, xd + (long)b * blocks,
+                       xc + (long)b * blocks * 8);
+    QuantGemv g = {lin, xq, xc, xd, y, B, mode, activation, rows};
     run_job(quant_gemv_chunk, (lin->out + rows - 1) / rows, &g);
 }
 
