@@ -37,6 +37,11 @@ class ServerProcess:
             stdout=subprocess.DEVNULL, stderr=self._log, env=environment,
         )
 
+    def cpu_seconds(self) -> float:
+        """CPU time the server process has used so far, all its threads, user and system (Linux /proc)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
     def log(self) -> str:
         """What the server wrote to stderr so far."""
         return self.log_path.read_text()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 import time
 
@@ -243,3 +244,16 @@ def test_health_is_503_while_loading_then_200(checkpoint):
     assert not thread.is_alive()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_an_idle_server_uses_no_cpu(server):
+    # a decode first, so the kernel's worker threads exist and have had a job to spin after
+    assert post(server, "/completion", {"prompt": "def f():", "n_predict": 8, "temperature": 0}).status_code == 200
+    wait_idle(server)
+    time.sleep(1.0)  # past the workers' 2 ms spin and anything the request left behind
+    before, started = server.cpu_seconds(), time.monotonic()
+    time.sleep(3.0)
+    used = server.cpu_seconds() - before
+    # two spinning workers would use ~2 CPU seconds per second; an idle event loop, a few ms
+    assert used < 0.15 * (time.monotonic() - started), f"{used:.2f} CPU s in 3 s of idling"
