@@ -7,7 +7,7 @@ llama-server on the same weights; report latency and prompt tokens evaluated per
 
 The session: the first 300 lines of the standard library's textwrap.py; a cursor goes to three
 functions in turn and types a new line there one character at a time; after each character the
-editor sends llama.vim's /infill request (256 lines before the cursor, 64 after, n_predict 16, greedy
+editor sends llama.vim's /infill request (256 lines before the cursor and 64 after, 48 and 16 for the bundled model; n_predict 16, greedy
 so every run is the same). 50 requests. Each server is started once and warmed with one unrelated
 request; the session's requests go to the servers interleaved (A B, then B A), so both see the same
 machine. `bigcode complete --at` (a fresh process per request, as a shell integration would call it)
@@ -64,12 +64,14 @@ def session(requests: int) -> list[tuple[list[str], int, int]]:
     return states[:requests]
 
 
-def llama_vim_body(lines: list[str], row: int, col: int, n_predict: int = 16) -> dict:
-    """The /infill body llama.vim sends for a cursor at (row, col), with its default 256/64-line window."""
+def llama_vim_body(lines: list[str], row: int, col: int, window: tuple[int, int], n_predict: int = 16) -> dict:
+    """The /infill body llama.vim sends for a cursor at (row, col), with `window` = (lines before, lines after):
+    its n_prefix and n_suffix settings, 256 and 64 by default."""
     line = lines[row]
+    before, after = window
     return {
-        "input_prefix": "\n".join(lines[max(0, row - 256):row]) + "\n",
-        "input_suffix": line[col:] + "\n" + "\n".join(lines[row + 1:row + 1 + 64]) + "\n",
+        "input_prefix": "\n".join(lines[max(0, row - before):row]) + "\n",
+        "input_suffix": line[col:] + "\n" + "\n".join(lines[row + 1:row + 1 + after]) + "\n",
         "input_extra": [], "prompt": line[:col], "n_predict": n_predict, "n_indent": len(line) - len(line.lstrip()),
         "top_k": 40, "top_p": 0.99, "temperature": 0, "stream": False, "samplers": ["top_k", "top_p", "infill"],
         "cache_prompt": True,
@@ -86,8 +88,11 @@ def post(url: str, body: dict, timeout: float = 600) -> tuple[float, dict]:
     data = json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     started = time.perf_counter()
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        reply = json.loads(response.read())
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            reply = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise SystemExit(f"{url}: HTTP {exc.code}: {exc.read()[:500].decode(errors='replace')}") from None
     return time.perf_counter() - started, reply
 
 
@@ -153,13 +158,18 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("BIGCODE_BENCH_DIR", "/tmp/bigcode-bench")))
     parser.add_argument("--fim-order", choices=["auto", "psm", "spm"], default="auto",
                         help="bigcode serve's prompt layout (auto = spm for FIM checkpoints)")
+    parser.add_argument("--window", help="lines before,after the cursor that each request sends (llama.vim's "
+                        "n_prefix,n_suffix); default 256,64, and 48,16 for the bundled model, whose 1,024-token context "
+                        "the default would overflow (llama-server refuses such a request, bigcode serve cuts it)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    window = tuple(int(n) for n in args.window.split(",")) if args.window else \
+        ((48, 16) if args.model == "bundled" else (256, 64))
 
     args.work.mkdir(parents=True, exist_ok=True)
     ckpt = checkpoint(args.model, args.work)
     states = session(args.requests)
-    bodies = [llama_vim_body(*state) for state in states]
+    bodies = [llama_vim_body(*state, window=window) for state in states]
     servers: dict[str, tuple[str, subprocess.Popen]] = {}
     logs = tempfile.mkdtemp(prefix="serve-session-")
     try:
@@ -206,6 +216,7 @@ def main() -> None:
                 process.kill()
 
     report = {"model": args.model, "checkpoint": str(ckpt), "requests": len(bodies), "fim_order": args.fim_order,
+              "window_lines": list(window),
               "servers": {name: summary(r["latency"], r["prompt_n"], r["predicted_n"]) for name, r in results.items()}}
     if args.cli_samples > 0:
         picks = sorted({round(k * (len(states) - 1) / max(args.cli_samples - 1, 1)) for k in range(args.cli_samples)})
