@@ -12,7 +12,8 @@ so every run is the same). 50 requests. Each server is started once and warmed w
 request; the session's requests go to the servers interleaved (A B, then B A), so both see the same
 machine. `bigcode complete --at` (a fresh process per request, as a shell integration would call it)
 is sampled at --cli-samples evenly spaced requests. llama-server (built by
-/work/shared/anchors/build_llama.sh) gets the same checkpoint converted to GGUF f32, 2 threads, its
+/work/shared/anchors/build_llama.sh) gets the same checkpoint converted to GGUF (f32, or the type matching
+--dtype: bf16, q8_0, q4_0), 2 threads, its
 default prompt layout (PSM) and, with --llama-spm, also its --spm-infill layout.
 This machine is shared and noisy: rerun before trusting a small difference.
 """
@@ -129,10 +130,14 @@ def checkpoint(name: str, work: Path) -> Path:
     return path
 
 
-def gguf(ckpt: Path, work: Path, llama: Path) -> Path:
-    out = work / f"{ckpt.name}-f32.gguf"
+LLAMA_TYPES = {"float32": "f32", "bfloat16": "bf16", "int8": "q8_0", "int4": "q4_0"}  # ours -> llama.cpp's
+
+
+def gguf(ckpt: Path, work: Path, llama: Path, dtype: str = "float32") -> Path:
+    kind = LLAMA_TYPES[dtype]
+    out = work / f"{ckpt.name}-{kind}.gguf"
     if not out.exists():
-        subprocess.run([sys.executable, "/work/shared/anchors/to_gguf.py", str(ckpt), str(out), "--type", "f32",
+        subprocess.run([sys.executable, "/work/shared/anchors/to_gguf.py", str(ckpt), str(out), "--type", kind,
                         "--llama", str(llama)], check=True, stdout=subprocess.DEVNULL)
     return out
 
@@ -161,6 +166,8 @@ def main() -> None:
     parser.add_argument("--window", help="lines before,after the cursor that each request sends (llama.vim's "
                         "n_prefix,n_suffix); default 256,64, and 48,16 for the bundled model, whose 1,024-token context "
                         "the default would overflow (llama-server refuses such a request, bigcode serve cuts it)")
+    parser.add_argument("--dtype", choices=list(LLAMA_TYPES), default="float32",
+                        help="bigcode serve's --dtype; llama-server gets the same weights as f32, bf16, q8_0 or q4_0")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     window = tuple(int(n) for n in args.window.split(",")) if args.window else \
@@ -176,11 +183,11 @@ def main() -> None:
         port = free_port()
         servers["bigcode serve"] = (f"http://127.0.0.1:{port}", subprocess.Popen(
             [sys.executable, "-m", "bigcode_cli", "serve", "--model", str(ckpt), "--port", str(port),
-             "--fim-order", args.fim_order],
+             "--fim-order", args.fim_order, "--dtype", args.dtype],
             stdout=subprocess.DEVNULL, stderr=open(Path(logs) / "bigcode.log", "w")))
         binary = args.llama / "bin" / "llama-server"
         if binary.exists():
-            model = gguf(ckpt, args.work, args.llama)
+            model = gguf(ckpt, args.work, args.llama, args.dtype)
             context = json.loads((ckpt / "config.json").read_text())["n_positions"]
             variants = [("llama-server", [])] + ([("llama-server --spm-infill", ["--spm-infill"])] if args.llama_spm else [])
             for label, extra in variants:
@@ -215,7 +222,8 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 process.kill()
 
-    report = {"model": args.model, "checkpoint": str(ckpt), "requests": len(bodies), "fim_order": args.fim_order,
+    report = {"model": args.model, "checkpoint": str(ckpt), "dtype": args.dtype, "requests": len(bodies),
+              "fim_order": args.fim_order,
               "window_lines": list(window),
               "servers": {name: summary(r["latency"], r["prompt_n"], r["predicted_n"]) for name, r in results.items()}}
     if args.cli_samples > 0:
@@ -228,7 +236,8 @@ def main() -> None:
                 path.write_text("\n".join(lines) + "\n")
                 started = time.perf_counter()
                 subprocess.run([sys.executable, "-m", "bigcode_cli", "complete", str(path), "--at", f"{row + 1}:{col + 1}",
-                                "--model", str(ckpt), "--max-new-tokens", "16", "-t", "0", "--fim-order", "spm"],
+                                "--model", str(ckpt), "--max-new-tokens", "16", "-t", "0", "--fim-order", "spm",
+                                "--dtype", args.dtype],
                                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 walls.append(time.perf_counter() - started)
         report["bigcode complete --at (per call)"] = summary(walls)
