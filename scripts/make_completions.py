@@ -31,24 +31,22 @@ fi"""
 
 
 def script(shell: str) -> str:
-    """The completion script for one shell, as Typer generates it for the app, plus our header."""
-    import typer.completion  # noqa: F401  (registers Typer's completion classes with its click)
-    from typer._click.shell_completion import get_completion_class
-    from typer.main import get_command
+    """The completion script for one shell, as `bigcode --show-completion SHELL` prints it (Typer's public
+    way, whatever click Typer runs on), plus our header."""
+    import os
+    import re
+    import subprocess
 
-    from bigcode_cli.cli.app import app
-
-    command = get_command(app)
+    env = {**os.environ, "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}  # the shell is the option's value
+    shown = subprocess.run([sys.executable, "-m", "bigcode_cli", "--show-completion", shell], env=env,
+                           capture_output=True, text=True, check=True, cwd=ROOT)
+    text = shown.stdout.strip() + "\n"
     prog = "bigcode"
-    complete_var = f"_{prog.upper()}_COMPLETE"
-    typer.completion.completion_init()
-    cls = get_completion_class(shell)
-    if cls is None:
-        raise SystemExit(f"no completion class for {shell}")
-    completer = cls(command, {}, prog, complete_var)
-    text = completer.source().strip() + "\n"
     if shell == "zsh":
-        func = completer.func_name
+        named = re.search(r"^compdef (\S+) " + prog + r"$", text, re.MULTILINE)
+        if named is None:
+            raise SystemExit("unexpected zsh script from typer: update scripts/make_completions.py")
+        func = named[1]
         register = ZSH_REGISTER.format(func=func, prog=prog)
         if register not in text:
             raise SystemExit("unexpected zsh script from typer: update scripts/make_completions.py")
