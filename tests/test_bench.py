@@ -105,14 +105,20 @@ def test_ratio_counts_from_the_first_row_that_ran(capsys, lm, fake_timings):
         ("native", "sdpa", 2.0)]
 
 
-def test_table_on_a_terminal(capsys, lm, fake_timings, monkeypatch):
+def _on_a_terminal(capsys, monkeypatch, *args):
+    """Run the CLI in-process as if stdout were a terminal (without colour); exit code and stdout."""
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     monkeypatch.setenv("NO_COLOR", "1")
     stdout_console.cache_clear()
     try:
-        code, out, _ = _run(capsys, "bench", "-m", lm, "--attn", "sdpa,flash", "--device", "cpu", *FAST)
+        code, out, _ = _run(capsys, *args)
     finally:
         stdout_console.cache_clear()
+    return code, out
+
+
+def test_table_on_a_terminal(capsys, lm, fake_timings, monkeypatch):
+    code, out = _on_a_terminal(capsys, monkeypatch, "bench", "-m", lm, "--attn", "sdpa,flash", "--device", "cpu", *FAST)
     assert code == 0
     assert out.splitlines()[0] == f"{lm}: cpu, float32, prompt 16, 4 new tokens, median of 1; native decode steps: C kernel"
     lines = [line.split() for line in out.splitlines() if line.strip()]
@@ -130,13 +136,7 @@ def test_title_and_json_say_why_decode_steps_are_not_in_the_c_kernel(capsys, lm,
     assert [(r["engine"], r["decode_by"], r["decode_reason"]) for r in _records(out)] == [
         ("native", "torch", "turned off by BIGCODE_CPU_KERNEL=0"),
         ("transformers", "torch", "the transformers engine runs its own code")]
-    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
-    monkeypatch.setenv("NO_COLOR", "1")
-    stdout_console.cache_clear()
-    try:
-        code, out, _ = _run(capsys, "bench", "-m", lm, "--attn", "sdpa", "--device", "cpu", *FAST)
-    finally:
-        stdout_console.cache_clear()
+    code, out = _on_a_terminal(capsys, monkeypatch, "bench", "-m", lm, "--attn", "sdpa", "--device", "cpu", *FAST)
     assert out.splitlines()[0].endswith("; native decode steps: PyTorch (turned off by BIGCODE_CPU_KERNEL=0)")
 
 

@@ -26,12 +26,13 @@ from typing import TYPE_CHECKING, Any
 from bigcode_cli.errors import StoreError
 from bigcode_cli.model import checkpoint_files as ckpt
 from bigcode_cli.paths import quantized_dir
+from bigcode_cli.store.layout import MANIFEST
+from bigcode_cli.store.layout import manifest as read_manifest
 
 if TYPE_CHECKING:
     from bigcode_cli.store.layout import ResolvedModel
 
 FILE = "model.safetensors"
-MANIFEST = "manifest.json"
 QUANTIZED = ("int8", "int4")
 FORMAT = 1  # model/quantized_loading.FORMAT_VERSION at the time of writing; copies of another format are ignored
 
@@ -54,18 +55,10 @@ def entry_dir(model: ResolvedModel, dtype: str) -> Path:
     return quantized_dir() / f"{_slug(model.name)}-{source_id(model.path)}" / dtype
 
 
-def _manifest(entry: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads((entry / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def find(model: ResolvedModel, dtype: str) -> Path | None:
     """The file of a complete `dtype` copy of `model` in this format, or None."""
     entry = entry_dir(model, dtype)
-    manifest = _manifest(entry)
+    manifest = read_manifest(entry)
     if manifest is None or manifest.get("format") != FORMAT or manifest.get("dtype") != dtype:
         return None
     file = entry / FILE
@@ -135,7 +128,7 @@ def entries() -> list[dict[str, Any]]:
         return found
     for parent in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for entry in sorted(p for p in parent.iterdir() if p.is_dir()):
-            manifest = _manifest(entry)
+            manifest = read_manifest(entry)
             if manifest is None or not (entry / FILE).is_file():
                 continue
             found.append({"name": manifest.get("source_name"), "dtype": manifest.get("dtype"),
