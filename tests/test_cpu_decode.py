@@ -26,6 +26,11 @@ CASES = {
     "mqa-odd-gelu": dict(multi_query=True, n_embd=40, activation_function="gelu"),
     "mha-odd-relu-unscaled": dict(multi_query=False, n_embd=40, activation_function="relu", scale_attn_weights=False),
     "mqa-noscale-untied-silu": dict(multi_query=True, scale_softmax=False, tie=False, activation_function="silu"),
+    # multi-query attention puts the heads across vector lanes and sums values in tiles of 3 heads by 4
+    # vectors: 7 heads of 72 take whole tiles, a lone head, a lone vector and (AVX-512) scalar dimensions;
+    # 17 heads need three vectors of heads on AVX2 (a pair, then one alone)
+    "mqa-7-heads-of-72": dict(multi_query=True, n_head=7, n_embd=504),
+    "mqa-17-heads": dict(multi_query=True, n_head=17, n_embd=136),
 }
 
 
@@ -58,7 +63,7 @@ def test_kernel_steps_equal_transformers_fp32(checkpoints, case, rows):
     assert (got - expected).abs().max().item() <= FP32_TOL
 
 
-@pytest.mark.parametrize("case", ["mqa", "mha", "mqa-odd-gelu"])
+@pytest.mark.parametrize("case", ["mqa", "mha", "mqa-odd-gelu", "mqa-7-heads-of-72"])
 def test_kernel_bf16_error_is_within_transformers_own_bf16_error(checkpoints, case):
     path = checkpoints[case]
     prompt, steps = _ids(2, 9, seed=3), _ids(2, 6, seed=4)
@@ -159,10 +164,11 @@ def test_the_library_is_built_once_and_reused(tmp_path, monkeypatch):
     assert built[0].stat().st_mtime_ns == stamp
 
 
-@pytest.mark.parametrize("multi_query", [True, False])
-def test_long_contexts_split_over_position_blocks_equal_transformers(tmp_path, multi_query):
+@pytest.mark.parametrize("shape", [dict(multi_query=True), dict(multi_query=False),
+                                   dict(multi_query=True, n_head=7, n_embd=504)], ids=["mqa", "mha", "mqa-wide"])
+def test_long_contexts_split_over_position_blocks_equal_transformers(tmp_path, shape):
     """Past 128 cached positions attention runs in several blocks whose partial softmaxes are merged."""
-    path = save_checkpoint(tmp_path / "long", n_layer=2, n_positions=512, multi_query=multi_query)
+    path = save_checkpoint(tmp_path / "long", n_layer=2, n_positions=512, **shape)
     ours = engine.load(path, "causal-lm", dtype="float32", device="cpu")
     ref = engine.load(path, "causal-lm", engine="transformers", attn="eager", dtype="float32", device="cpu")
     prompt, steps = _ids(2, 300, seed=10), _ids(2, 4, seed=11)

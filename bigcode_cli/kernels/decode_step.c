@@ -14,7 +14,7 @@
  *     multi-query (B, capacity, 2D), key then value; multi-head (B, capacity, H, 2D).
  *   - Activations and accumulation are float32 whatever the weight dtype.
  *
- * Work is split into chunks (row blocks of a matrix product, or one (row, head) pair of attention)
+ * Work is split into chunks (row blocks of a matrix product, or one row, block of positions and group of heads of attention)
  * claimed from an atomic counter by the calling thread and a small pool of workers. A worker that is
  * descheduled on a busy machine delays nothing: the caller simply claims the remaining chunks.
  *
@@ -557,7 +557,7 @@ typedef struct {
     const float *qkv;  /* (B, attn.out) */
     const void *cache;
     float *partial;    /* (B, H, blocks, 2 + D): max, sum, values */
-    float *scores;     /* (threads, heads per chunk, ATTEND_BLOCK): each thread's own scores */
+    float *scores;     /* per thread: multi-query, mq_scratch_floats; else ATTEND_BLOCK scores */
     int B, length, capacity, blocks, head_groups;
 } Attend;
 
@@ -640,12 +640,154 @@ static inline __attribute__((always_inline)) void attend_block(const Attend *a, 
     }
 }
 
+/* floats of one thread's scratch for attend_block_mq: qt (D, HW) and the scores (ATTEND_BLOCK, HW) */
+static inline long mq_scratch_floats(const Model *m) {
+    const long HW = ((long)m->n_head + VW - 1) / VW * VW;
+    return ((long)m->head_dim + ATTEND_BLOCK) * HW;
+}
+
+/* Multi-query attention, with every head reading the same keys and values: the heads go across the
+ * vector lanes. q is transposed once per block to qt (D, HW) (HW = the heads rounded up to whole
+ * vectors, zero past the last head), so that a score vector for one position holds every head's score,
+ * built from one broadcast key element per dimension; the softmax runs lane-wise over positions; values
+ * are summed with each head's weight broadcast. No horizontal sums, each key and value element read once
+ * per block, and the heads' work shares every load. Measured on AVX2, 2 threads, one layer's attention:
+ * 12 heads of 64 over 2,400 positions 324 -> 194 us; 16 heads of 128 over 1,024 positions 296 -> 172 us
+ * (bf16 cache 387 -> 163 us), against one head at a time with a horizontal sum per score. Multi-head
+ * attention, where no two heads share keys, keeps that way (attend_block). */
+static inline __attribute__((always_inline)) float kv_elem(const void *base, long at, int bf16) {
+    return bf16 ? bf16_to_f32(((const uint16_t *)base)[at]) : ((const float *)base)[at];
+}
+
+/* heads h0 .. h0 + NH - 1, value vectors v0 .. v0 + NV - 1 of one block: sum_j p[j, h] * value_j, summed
+ * in registers (NH and NV are constants at every call, so the tile is unrolled) */
+static inline __attribute__((always_inline)) void value_tile(const Attend *a, const float *sc, int HW, long base,
+                                                             int s0, int n, int h0, int v0, float *parts,
+                                                             long part_stride, const int NH, const int NV, int bf16) {
+    const int D = a->m->head_dim;
+    const long stride = 2L * D;
+    vf o[3][4] = {{{0}}};
+    for (int j = 0; j < n; j++) {
+        const long at = base + (long)(s0 + j) * stride + D + (long)v0 * VW;
+        const float *p = sc + (long)j * HW + h0;
+        vf val[4];
+        for (int k = 0; k < NV; k++) val[k] = load_kv(a->cache, at + (long)k * VW, bf16);
+        for (int hh = 0; hh < NH; hh++)
+            for (int k = 0; k < NV; k++) o[hh][k] += p[hh] * val[k];
+    }
+    for (int hh = 0; hh < NH; hh++)
+        for (int k = 0; k < NV; k++)
+            memcpy(parts + (h0 + hh) * part_stride + 2 + (long)(v0 + k) * VW, &o[hh][k], sizeof(vf));
+}
+
+static inline __attribute__((always_inline)) void attend_block_mq(const Attend *a, int b, int s0, int s1,
+                                                                  float *scratch, int bf16) {
+    const Model *m = a->m;
+    const int H = m->n_head, D = m->head_dim, n = s1 - s0, qkv_out = m->layers[0].attn.out;
+    const int HV = (H + VW - 1) / VW, HW = HV * VW; /* head vectors, lanes */
+    const long stride = 2L * D, base = (long)b * a->capacity * stride;
+    const float *q = a->qkv + (long)b * qkv_out;
+    float *qt = scratch, *sc = scratch + (long)D * HW; /* qt (D, HW); sc (n, HW) */
+    for (int d = 0; d < D; d++) {
+        for (int h = 0; h < H; h++) qt[(long)d * HW + h] = q[(long)h * D + d] * m->scale;
+        for (int h = H; h < HW; h++) qt[(long)d * HW + h] = 0.0f;
+    }
+    /* scores: four positions by up to two head vectors at a time, all in registers */
+    for (int g = 0; g < HV; g += 2) {
+        const int two = g + 1 < HV;
+        int j = 0;
+        for (; j + 4 <= n; j += 4) {
+            const long at = base + (long)(s0 + j) * stride;
+            vf c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+            for (int d = 0; d < D; d++) {
+                const vf q0 = load_f32(qt + (long)d * HW + g * VW);
+                const vf q1 = two ? load_f32(qt + (long)d * HW + (g + 1) * VW) : q0;
+                const float k0 = kv_elem(a->cache, at + d, bf16), k1 = kv_elem(a->cache, at + stride + d, bf16);
+                const float k2 = kv_elem(a->cache, at + 2 * stride + d, bf16);
+                const float k3 = kv_elem(a->cache, at + 3 * stride + d, bf16);
+                c00 += q0 * k0, c10 += q0 * k1, c20 += q0 * k2, c30 += q0 * k3;
+                c01 += q1 * k0, c11 += q1 * k1, c21 += q1 * k2, c31 += q1 * k3;
+            }
+            float *row = sc + (long)j * HW + g * VW;
+            memcpy(row, &c00, sizeof c00), memcpy(row + HW, &c10, sizeof c10);
+            memcpy(row + 2L * HW, &c20, sizeof c20), memcpy(row + 3L * HW, &c30, sizeof c30);
+            if (two) {
+                memcpy(row + VW, &c01, sizeof c01), memcpy(row + HW + VW, &c11, sizeof c11);
+                memcpy(row + 2L * HW + VW, &c21, sizeof c21), memcpy(row + 3L * HW + VW, &c31, sizeof c31);
+            }
+        }
+        for (; j < n; j++) {
+            const long at = base + (long)(s0 + j) * stride;
+            vf c0 = {0}, c1 = {0};
+            for (int d = 0; d < D; d++) {
+                const float k = kv_elem(a->cache, at + d, bf16);
+                c0 += load_f32(qt + (long)d * HW + g * VW) * k;
+                if (two) c1 += load_f32(qt + (long)d * HW + (g + 1) * VW) * k;
+            }
+            memcpy(sc + (long)j * HW + g * VW, &c0, sizeof c0);
+            if (two) memcpy(sc + (long)j * HW + (g + 1) * VW, &c1, sizeof c1);
+        }
+    }
+    /* lane-wise softmax pieces over the block's positions: max, exp(score - max) in place, sum */
+    const long part_stride = (long)a->blocks * (2L + D), block = s0 / ATTEND_BLOCK;
+    float *parts = a->partial + ((long)b * H * a->blocks + block) * (2L + D); /* head h's at + h * part_stride */
+    for (int v = 0; v < HV; v++) {
+        vf best = load_f32(sc + v * VW), total = {0};
+        for (int j = 1; j < n; j++) {
+            const vf s = load_f32(sc + (long)j * HW + v * VW);
+            const vi more = s > best; /* all ones where true */
+            best = (vf)(((vi)s & more) | ((vi)best & ~more));
+        }
+        for (int j = 0; j < n; j++) {
+            const vf e = vexp(load_f32(sc + (long)j * HW + v * VW) - best);
+            memcpy(sc + (long)j * HW + v * VW, &e, sizeof e);
+            total += e;
+        }
+        for (int l = 0; l < VW && v * VW + l < H; l++) {
+            parts[(v * VW + l) * part_stride] = best[l];
+            parts[(v * VW + l) * part_stride + 1] = total[l];
+        }
+    }
+    /* values: tiles of three heads by four value vectors in registers, narrower tiles at the edges,
+     * dimensions past the last whole vector one by one */
+    const int nvec = D / VW;
+    for (int h0 = 0; h0 < H; h0 += 3) {
+        const int nh = H - h0 < 3 ? H - h0 : 3;
+        int v0 = 0;
+        for (; v0 + 4 <= nvec; v0 += 4) {
+            if (nh == 3)
+                value_tile(a, sc, HW, base, s0, n, h0, v0, parts, part_stride, 3, 4, bf16);
+            else
+                for (int hh = 0; hh < nh; hh++)
+                    value_tile(a, sc, HW, base, s0, n, h0 + hh, v0, parts, part_stride, 1, 4, bf16);
+        }
+        for (; v0 < nvec; v0++)
+            for (int hh = 0; hh < nh; hh++)
+                value_tile(a, sc, HW, base, s0, n, h0 + hh, v0, parts, part_stride, 1, 1, bf16);
+        for (int d = nvec * VW; d < D; d++)
+            for (int hh = 0; hh < nh; hh++) {
+                float t = 0.0f;
+                for (int j = 0; j < n; j++)
+                    t += sc[(long)j * HW + h0 + hh] * kv_elem(a->cache, base + (long)(s0 + j) * stride + D + d, bf16);
+                parts[(h0 + hh) * part_stride + 2 + d] = t;
+            }
+    }
+}
+
 static void attend_chunk(const Job *job, int chunk, int thread) {
     const Attend *a = (const Attend *)job->args;
     const int block = chunk % a->blocks, group = (chunk / a->blocks) % a->head_groups;
     const int b = chunk / (a->blocks * a->head_groups);
     const int nh = a->m->n_head / a->head_groups, h0 = group * nh;
     const int s0 = block * ATTEND_BLOCK, s1 = s0 + ATTEND_BLOCK < a->length ? s0 + ATTEND_BLOCK : a->length;
+    if (a->m->multi_query) {
+        float *scratch = a->scores + (long)thread * mq_scratch_floats(a->m);
+        if (a->m->bf16)
+            attend_block_mq(a, b, s0, s1, scratch, 1);
+        else
+            attend_block_mq(a, b, s0, s1, scratch, 0);
+        return;
+    }
     float *scores = a->scores + (long)thread * nh * ATTEND_BLOCK;
     if (a->m->bf16)
         attend_block(a, b, h0, nh, s0, s1, scores, 1);
@@ -715,7 +857,7 @@ typedef struct {
     void *xb;           /* bf16 weights: (B, widest matmul input) bf16_input values; quantized weights:
                          * the input's int8 blocks and scales (quant_scratch_size); else unused */
     float *partial;     /* (B, H, blocks, 2 + D): attention's per-block results */
-    float *scores;      /* (threads, heads per chunk, ATTEND_BLOCK) */
+    float *scores;      /* each thread's attention scratch (Attend.scores) */
 } Buffers;
 
 void *bigcode_workspace_new(void) { return calloc(1, sizeof(Workspace)); }
@@ -737,13 +879,12 @@ static int reserve(Workspace *ws, const Model *m, int B, int length, int threads
     const size_t rows = (size_t)B, C = (size_t)m->n_embd, H = (size_t)m->n_head, D = (size_t)m->head_dim;
     const size_t widest = m->inner > m->n_embd ? (size_t)m->inner : C;
     const size_t blocks = ((size_t)length + ATTEND_BLOCK - 1) / ATTEND_BLOCK;
-    const size_t heads_per_chunk = m->multi_query ? H : 1;
     const size_t f = sizeof(float);
     const size_t sizes[N_BUFFERS] = {
         rows * C * f, rows * C * f, rows * C * f, rows * (size_t)m->layers[0].attn.out * f, rows * (size_t)m->inner * f,
         m->bf16 ? rows * widest * sizeof(bf16_input) : model_is_quantized(m) ? quant_scratch_size(B, (int)widest) : 0,
         rows * H * blocks * (2 + D) * f,
-        (size_t)threads * heads_per_chunk * ATTEND_BLOCK * f,
+        (size_t)threads * (m->multi_query ? (size_t)mq_scratch_floats(m) : ATTEND_BLOCK) * f,
     };
     size_t total = 0;
     for (int i = 0; i < N_BUFFERS; i++) total += aligned_size(sizes[i]);
