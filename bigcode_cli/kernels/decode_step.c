@@ -14,8 +14,8 @@
  *     multi-query (B, capacity, 2D), key then value; multi-head (B, capacity, H, 2D).
  *   - Activations and accumulation are float32 whatever the weight dtype.
  *
- * Work is split into chunks (row blocks of a matrix product, or one row, block of positions and group of heads of attention)
- * claimed from an atomic counter by the calling thread and a small pool of workers. A worker that is
+ * Work is split into chunks (row blocks of a matrix product; for attention, a row's block of positions
+ * and group of heads) claimed from an atomic counter by the calling thread and a small pool of workers. A worker that is
  * descheduled on a busy machine delays nothing: the caller simply claims the remaining chunks.
  *
  * Portable C11 with GCC/Clang vector extensions: the compiler maps them to AVX-512, AVX2 or NEON.
