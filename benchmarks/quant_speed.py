@@ -150,7 +150,8 @@ def peak_rss(shape: str, dtype: str, home: Path) -> dict:
     kb = next(int(line.split(":")[1]) for line in done.stderr.splitlines() if "Maximum resident set size" in line)
     wall = next(line.split("):", 1)[1].strip() for line in done.stderr.splitlines() if "Elapsed (wall clock)" in line)
     run = "quantizes" if dtype in ("int8", "int4") and first else ("maps kept copy" if dtype in ("int8", "int4") else "")
-    return {"shape": shape, "dtype": dtype, "run": run, "peak_rss_gb": round(kb / 1e6, 2), "wall": wall}
+    # GNU time reports kibibytes; GB here are 10^9 bytes
+    return {"shape": shape, "dtype": dtype, "run": run, "peak_rss_gb": round(kb * 1024 / 1e9, 3), "wall": wall}
 
 
 def main() -> None:
