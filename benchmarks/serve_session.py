@@ -10,7 +10,7 @@ functions in turn and types a new line there one character at a time; after each
 editor sends llama.vim's /infill request (256 lines before the cursor and 64 after, 48 and 16 for the bundled model; n_predict 16, greedy
 so every run is the same). 50 requests. Each server is started once and warmed with one unrelated
 request; the session's requests go to the servers interleaved (A B, then B A), so both see the same
-machine. `bigcode complete --at` (a fresh process per request, as a shell integration would call it)
+machine, each after a pause (--gap, 0.2 s) as an editor's requests come after a pause in typing. `bigcode complete --at` (a fresh process per request, as a shell integration would call it)
 is sampled at --cli-samples evenly spaced requests. llama-server (built by
 /work/shared/anchors/build_llama.sh) gets the same checkpoint converted to GGUF (f32, or the type matching
 --dtype: bf16, q8_0, q4_0), 2 threads, its
@@ -168,6 +168,10 @@ def main() -> None:
                         "the default would overflow (llama-server refuses such a request, bigcode serve cuts it)")
     parser.add_argument("--dtype", choices=list(LLAMA_TYPES), default="float32",
                         help="bigcode serve's --dtype; llama-server gets the same weights as f32, bf16, q8_0 or q4_0")
+    parser.add_argument("--gap", type=float, default=0.2,
+                        help="seconds of pause before each request (default 0.2): an editor asks after a pause in "
+                             "typing, and both servers' threads go idle before the other's request (llama.cpp's "
+                             "spin after its work, and ours, would otherwise take cores from the next request)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     window = tuple(int(n) for n in args.window.split(",")) if args.window else \
@@ -209,6 +213,7 @@ def main() -> None:
         names = list(servers)
         for i, body in enumerate(bodies):
             for name in (names if i % 2 == 0 else names[::-1]):
+                time.sleep(args.gap)
                 seconds, reply = post(servers[name][0] + "/infill", body)
                 results[name]["latency"].append(seconds)
                 results[name]["prompt_n"].append(reply["timings"]["prompt_n"])
@@ -223,6 +228,7 @@ def main() -> None:
                 process.kill()
 
     report = {"model": args.model, "checkpoint": str(ckpt), "dtype": args.dtype, "requests": len(bodies),
+              "gap_s": args.gap,
               "fim_order": args.fim_order,
               "window_lines": list(window),
               "servers": {name: summary(r["latency"], r["prompt_n"], r["predicted_n"]) for name, r in results.items()}}

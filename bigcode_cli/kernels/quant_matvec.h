@@ -169,6 +169,7 @@ static void quant_gemv_chunk(const Job *job, int chunk, int thread) {
         const void *row = (const char *)L->w + (long)o * row_bytes;
         const uint16_t *ws = L->scales + (long)o * blocks;
         const float bias = L->b ? L->b[o] : 0.0f;
+        prefetch_ahead((const char *)row, row_bytes, (long)(r1 - o) * row_bytes);
         for (int b = 0; b < g->B; b++) {
             const int8_t *xq = g->xq + (long)b * blocks * QK;
             const int32_t *xc = g->xc + (long)b * blocks * 8;
