@@ -100,6 +100,12 @@ def _piece_rows(piece: dict[str, Any], columns: Columns) -> Iterator[dict[str, A
         yield record_row(record)
 
 
+def require_files(files: list[str]) -> None:
+    """Refuse a Ray job without input files, or with stdin ("-") among them."""
+    if not files or "-" in files:
+        raise InputError("--ray reads FILES (a Ray job cannot read this process's stdin): give the input files")
+
+
 def records_dataset(files: list[str], input_format: str = "auto", columns: Columns = Columns(),
                     per_piece: int = 512) -> Any:
     """A Ray Dataset of the input records of `files`, read by the local path's rules, in pieces of about
@@ -107,8 +113,7 @@ def records_dataset(files: list[str], input_format: str = "auto", columns: Colum
     from bigcode_cli.pipelines.input_pieces import file_pieces
 
     ray = import_ray()
-    if not files:
-        raise InputError("--ray reads FILES (a Ray job cannot read this process's stdin): give the input files")
+    require_files(files)
     pieces = [piece for name in files
               for piece in file_pieces(os.path.abspath(name), name, input_format, per_piece, columns)]
     dataset = ray.data.from_items(pieces, override_num_blocks=len(pieces))

@@ -173,12 +173,12 @@ def run_on_ray(*, io: Any, choice: Any, scale: ScaleOut, task: str, results: dic
 
     from bigcode_cli.pipelines.output_files import PartFiles
 
+    from bigcode_cli.pipelines.ray_job import JobSpec, import_ray, require_files, run_job
+
     files = io.files or []
-    if not files or "-" in files:
-        raise InputError("--ray reads FILES (a Ray job cannot read this process's stdin): give the input files")
+    require_files(files)
     if io.output == "tsv":
         raise UsageError("--ray writes JSON Lines or Parquet part files: choose with --output-format, not --format")
-    from bigcode_cli.pipelines.ray_job import JobSpec, import_ray, run_job
 
     import_ray()
     spec = JobSpec(task, _model_dir(choice.model, task, choice.offline), choice.engine, choice.attn, choice.device, choice.dtype, choice.offline,
