@@ -668,10 +668,6 @@ static inline long mq_scratch_floats(const Model *m) {
  * 12 heads of 64 over 2,400 positions 324 -> 194 us; 16 heads of 128 over 1,024 positions 296 -> 172 us
  * (bf16 cache 387 -> 163 us), against one head at a time with a horizontal sum per score. Multi-head
  * attention, where no two heads share keys, keeps that way (attend_block). */
-static inline __attribute__((always_inline)) float kv_elem(const void *base, long at, int bf16) {
-    return bf16 ? bf16_to_f32(((const uint16_t *)base)[at]) : ((const float *)base)[at];
-}
-
 /* heads h0 .. h0 + NH - 1, value vectors v0 .. v0 + NV - 1 of one block: sum_j p[j, h] * value_j, summed
  * in registers (NH and NV are constants at every call, so the tile is unrolled) */
 static inline __attribute__((always_inline)) void value_tile(const Attend *a, const float *sc, int HW, long base,
@@ -715,9 +711,9 @@ static inline __attribute__((always_inline)) void attend_block_mq(const Attend *
             for (int d = 0; d < D; d++) {
                 const vf q0 = load_f32(qt + (long)d * HW + g * VW);
                 const vf q1 = two ? load_f32(qt + (long)d * HW + (g + 1) * VW) : q0;
-                const float k0 = kv_elem(a->cache, at + d, bf16), k1 = kv_elem(a->cache, at + stride + d, bf16);
-                const float k2 = kv_elem(a->cache, at + 2 * stride + d, bf16);
-                const float k3 = kv_elem(a->cache, at + 3 * stride + d, bf16);
+                const float k0 = elem(a->cache, bf16, at + d), k1 = elem(a->cache, bf16, at + stride + d);
+                const float k2 = elem(a->cache, bf16, at + 2 * stride + d);
+                const float k3 = elem(a->cache, bf16, at + 3 * stride + d);
                 c00 += q0 * k0, c10 += q0 * k1, c20 += q0 * k2, c30 += q0 * k3;
                 c01 += q1 * k0, c11 += q1 * k1, c21 += q1 * k2, c31 += q1 * k3;
             }
@@ -733,7 +729,7 @@ static inline __attribute__((always_inline)) void attend_block_mq(const Attend *
             const long at = base + (long)(s0 + j) * stride;
             vf c0 = {0}, c1 = {0};
             for (int d = 0; d < D; d++) {
-                const float k = kv_elem(a->cache, at + d, bf16);
+                const float k = elem(a->cache, bf16, at + d);
                 c0 += load_f32(qt + (long)d * HW + g * VW) * k;
                 if (two) c1 += load_f32(qt + (long)d * HW + (g + 1) * VW) * k;
             }
@@ -781,7 +777,7 @@ static inline __attribute__((always_inline)) void attend_block_mq(const Attend *
             for (int hh = 0; hh < nh; hh++) {
                 float t = 0.0f;
                 for (int j = 0; j < n; j++)
-                    t += sc[(long)j * HW + h0 + hh] * kv_elem(a->cache, base + (long)(s0 + j) * stride + D + d, bf16);
+                    t += sc[(long)j * HW + h0 + hh] * elem(a->cache, bf16, base + (long)(s0 + j) * stride + D + d);
                 parts[(h0 + hh) * part_stride + 2 + d] = t;
             }
     }
