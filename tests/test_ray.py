@@ -185,6 +185,13 @@ def test_ray_usage_errors(capsys, tmp_path):
     (tmp_path / "full" / "x").write_text("x")
     code, _, err = run_cli(capsys, ["classify", "x.jsonl", "--ray", "-o", str(tmp_path / "full")])
     assert code == 1 and err == f"error: --output {tmp_path / 'full'}: already exists and is not an empty directory\n"
+    # stdin, alone or among files, cannot be read by a Ray job: one line, nothing written
+    stdin_refused = "error: --ray reads FILES (a Ray job cannot read this process's stdin): give the input files\n"
+    for args in (["classify", "--ray", "-o", str(tmp_path / "out")],
+                 ["classify", "x.jsonl", "-", "--ray", "-o", str(tmp_path / "out")]):
+        code, _, err = run_cli(capsys, args)
+        assert code == 1 and err == stdin_refused
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("hidden, args, message", [
