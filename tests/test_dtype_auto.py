@@ -71,3 +71,12 @@ def test_complete_json_shows_the_chosen_dtype(monkeypatch, capsys, tmp_path, nat
     code = cli.run(["complete", str(tmp_path / "a.py"), "--json", "--max-new-tokens", "2", "--temperature", "0"])
     out = capsys.readouterr().out
     assert code == 0 and json.loads(out.splitlines()[0])["dtype"] == want
+
+
+@pytest.mark.parametrize("native, want", [(True, torch.bfloat16), (False, torch.float32)])
+def test_quantized_prefill_asks_the_same_bf16_check(monkeypatch, native, want):
+    # one answer to "does this CPU multiply bf16": patching it moves the quantized prefill's matmul dtype too
+    from bigcode_cli.model import quantized_loading
+
+    monkeypatch.setattr(runtime, "cpu_multiplies_bf16", lambda: native)
+    assert quantized_loading.prefill_dtype() == want

@@ -8,7 +8,7 @@ import pytest
 import torch
 from checkpoints import save_checkpoint
 
-from bigcode_cli.model import engine
+from bigcode_cli.model import engine, runtime
 from bigcode_cli.model.config import GPTBigCodeConfig
 from bigcode_cli.errors import CheckpointError, ConfigError
 
@@ -69,9 +69,14 @@ def test_bin_and_sharded_checkpoints_load_the_same_weights(lm, tmp_path):
     assert torch.equal(_logits(tmp_path / "sharded"), reference)
 
 
-def test_dtype_auto_keeps_checkpoint_dtype_and_half_checkpoints_compute_in_fp32_on_cpu(tmp_path):
+@pytest.mark.parametrize("native, want", [(True, torch.bfloat16), (False, torch.float32)],
+                         ids=["cpu-multiplies-bf16", "bf16-emulated"])
+def test_dtype_auto_keeps_bf16_where_the_cpu_multiplies_it_and_computes_in_fp32_elsewhere(monkeypatch, tmp_path,
+                                                                                         native, want):
+    # both kinds of CPU the project runs on: the Intel Xeon (AMX, AVX-512 BF16) and the AMD Zen 4 without them
+    monkeypatch.setattr(runtime, "cpu_multiplies_bf16", lambda: native)
     path = save_checkpoint(tmp_path / "bf16", dtype=torch.bfloat16)
-    assert engine.load(path, "causal-lm", device="cpu").dtype == torch.float32
+    assert engine.load(path, "causal-lm", device="cpu").dtype == want
     assert engine.load(path, "causal-lm", device="cpu", dtype="bfloat16").dtype == torch.bfloat16
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from bigcode_cli.errors import BackendError
+from bigcode_cli.model import runtime
 from bigcode_cli.model.config import GPTBigCodeConfig
 from bigcode_cli.model.gpt_bigcode import GPTBigCodeForCausalLM
 from bigcode_cli.model.quantize import BITS, BLOCK, Quantized, QuantizedEmbedding, QuantizedLinear, padded, quantize
@@ -29,12 +30,7 @@ FORMAT_VERSION = 1  # bump when the packed layout or the state's keys change: ca
 def prefill_dtype() -> torch.dtype:
     """The dtype a quantized layer is dequantized to for batched matmuls: bfloat16 where the CPU multiplies it
     natively (AVX-512 BF16, AMX), float32 where bf16 would be emulated (measured: benchmarks/quant_speed.py)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return torch.float32
-    return torch.bfloat16 if "avx512_bf16" in flags or "amx_bf16" in flags else torch.float32
+    return torch.bfloat16 if runtime.cpu_multiplies_bf16() else torch.float32
 
 
 def check_quantizable(name: str, task: str, device: torch.device, engine: str = "native") -> int:
