@@ -133,3 +133,60 @@ def test_defaults():
 def test_invalid_params(kwargs, message):
     with pytest.raises(InputError, match=message):
         SamplingParams(**kwargs)
+
+
+# -- parameters at the edges of float32 (issue 20: "probability tensor contains either inf, nan") -----
+
+
+@pytest.mark.parametrize("temperature", [1e-300, 5e-324, 1e-38, 1e-45])
+def test_a_temperature_too_small_for_float32_samples_the_best_token(logits, ids, temperature):
+    # logits of randn are all distinct, so the limit of softmax(logits / t) as t -> 0 is the argmax
+    params = SamplingParams(temperature=temperature, top_p=1.0, seed=0)
+    assert torch.equal(next_tokens(logits, None, params, make_generator(params)), logits.argmax(-1))
+    assert torch.equal(next_tokens(logits, ids, SamplingParams(temperature=temperature, seed=0)), logits.argmax(-1))
+
+
+def test_a_tiny_temperature_shares_the_draw_among_tied_best_tokens():
+    logits = torch.tensor([[2.0, 5.0, 5.0, -1.0]]).repeat(400, 1)
+    params = SamplingParams(temperature=1e-300, top_p=1.0, seed=0)
+    counts = torch.bincount(next_tokens(logits, None, params, make_generator(params)), minlength=4)
+    assert counts[0] == counts[3] == 0 and counts[1] > 100 and counts[2] > 100
+
+
+def test_a_huge_temperature_samples_uniformly():
+    logits = torch.log(torch.tensor([[0.97, 0.01, 0.01, 0.01]])).repeat(4000, 1)
+    params = SamplingParams(temperature=1e300, top_p=1.0, seed=0)
+    counts = torch.bincount(next_tokens(logits, None, params, make_generator(params)), minlength=4) / 4000
+    assert torch.allclose(counts, torch.full((4,), 0.25), atol=0.04)
+
+
+@pytest.mark.parametrize("penalty", [1e-308, 5e-324, 1e-40, 1e300])
+@pytest.mark.parametrize("temperature", [0.0, 1.0, 1e-300])
+def test_extreme_repetition_penalties_keep_every_score_finite(logits, ids, penalty, temperature):
+    penalized = apply_repetition_penalty(logits, ids, penalty)
+    assert torch.isfinite(penalized).all()
+    params = SamplingParams(temperature=temperature, top_p=1.0, repetition_penalty=penalty, seed=0)
+    picked = next_tokens(logits, ids, params, make_generator(params))
+    if penalty < 1:
+        # a penalty below 1 favours what was seen: a seen token with a positive logit wins wherever one exists
+        for row in range(B):
+            seen = set(ids[row].tolist())
+            if any(logits[row, i] > 0 for i in seen):
+                assert picked[row].item() in seen
+    else:
+        assert ((0 <= picked) & (picked < V)).all()
+
+
+@pytest.mark.parametrize("extreme", [["-t", "1e-300"], ["-t", "5e-324"], ["--repetition-penalty", "1e-308"],
+                                     ["-t", "1e-300", "--repetition-penalty", "1e-308"]])
+def test_the_cli_generates_with_extreme_settings(capsys, extreme):
+    from bigcode_cli.cli.app import run
+
+    args = ["generate", "import os", "--max-new-tokens", "6", "--seed", "1"]
+    assert run([*args, "-t", "0"]) == 0
+    greedy = capsys.readouterr().out
+    code = run([*args, *extreme])
+    out, err = capsys.readouterr()
+    assert code == 0 and "error" not in err, err
+    if "--repetition-penalty" not in extreme:
+        assert out == greedy  # a temperature too small for float32 is the greedy choice

@@ -1,4 +1,10 @@
-"""Next-token choice: repetition penalty, temperature, top-k, top-p, then greedy or seeded sampling."""
+"""Next-token choice: repetition penalty, temperature, top-k, top-p, then greedy or seeded sampling.
+
+Every step computes in float32 and keeps each row finite for any valid parameter, however extreme
+(a temperature of 5e-324, a repetition penalty of 1e-308): a parameter beyond float32's range acts as
+the nearest value float32 holds, and the scores are shifted so their maximum is 0 before dividing
+by the temperature. A row with an inf or NaN in it would make the sampler fail.
+"""
 
 from __future__ import annotations
 
@@ -60,19 +66,32 @@ def make_generator(params: SamplingParams, device: torch.device | str = "cpu") -
     return generator
 
 
+def in_float_range(value: float, dtype: torch.dtype) -> float:
+    """A positive parameter as the nearest value `dtype` holds: between its smallest normal and largest number."""
+    import torch
+
+    info = torch.finfo(dtype)
+    return min(max(value, info.tiny), info.max)
+
+
 def apply_repetition_penalty(scores: torch.Tensor, seen_ids: torch.Tensor, penalty: float) -> torch.Tensor:
-    """Make already-seen tokens less likely: positive logits divided by penalty, negative ones multiplied."""
+    """Make already-seen tokens less likely: positive logits divided by penalty, negative ones multiplied
+    (the results bounded to the finite range of the scores' dtype)."""
+    import torch
+
     # scores (B, V), seen_ids (B, T)
     if penalty == 1.0 or seen_ids.numel() == 0:
         return scores
+    penalty = in_float_range(penalty, scores.dtype)
+    largest = torch.finfo(scores.dtype).max
     seen = scores.gather(1, seen_ids)
-    seen = (seen * penalty).where(seen < 0, seen / penalty)
+    seen = (seen * penalty).where(seen < 0, seen / penalty).clamp(-largest, largest)
     return scores.scatter(1, seen_ids, seen)
 
 
 def apply_temperature(scores: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Divide logits by a positive temperature."""
-    return scores if temperature == 1.0 else scores / temperature
+    """Divide logits by a positive temperature (one below the dtype's range acts as its smallest normal)."""
+    return scores if temperature == 1.0 else scores / in_float_range(temperature, scores.dtype)
 
 
 def apply_top_k(scores: torch.Tensor, top_k: int) -> torch.Tensor:
@@ -105,7 +124,8 @@ def next_tokens(logits: torch.Tensor, generated_ids: torch.Tensor | None, params
         scores = apply_repetition_penalty(scores, generated_ids.to(scores.device).long(), params.repetition_penalty)
     if params.greedy:
         return scores.argmax(dim=-1)  # (B,)
-    scores = apply_temperature(scores, params.temperature)
+    # softmax does not change with the shift; the best score becomes 0 / temperature = 0, never inf or NaN
+    scores = apply_temperature(scores - scores.amax(dim=-1, keepdim=True), params.temperature)
     scores = apply_top_k(scores, params.top_k)
     scores = apply_top_p(scores, params.top_p)
     probs = scores.softmax(dim=-1)
