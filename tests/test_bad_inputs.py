@@ -427,6 +427,23 @@ def test_unreadable_file(models, tmp_path, command):
 
 
 # ---------------------------------------------------------------------------------------------
+# text that is not Unicode: an argument in bytes that are not UTF-8 reaches Python as lone surrogates
+
+SURROGATE_CASES = {
+    "generate": ["generate", "caf\udce9 = 1"],
+    "infill prefix": ["infill", "--prefix", "x = '\udcff'", "--suffix", "\n"],
+    "infill suffix": ["infill", "--prefix", "x = ", "--suffix", "\ud800"],
+}
+
+
+@pytest.mark.parametrize("case", list(SURROGATE_CASES))
+def test_text_that_is_not_unicode(capsys, monkeypatch, isolated_home, models, work, case):
+    args = [*SURROGATE_CASES[case], "-m", models["lm"], "--max-new-tokens", "8"]
+    _check(capsys, monkeypatch, args, expected_code=1, message="not valid Unicode",
+           roots=[work], home=isolated_home)
+
+
+# ---------------------------------------------------------------------------------------------
 # not errors: a huge file is completed from its truncated context
 
 

@@ -149,6 +149,19 @@ def test_cli_jsonl_input_passthrough_and_bad_records(classifier, monkeypatch, ca
     assert errors[2] == "error: 2 of 4 records could not be processed (see the error records above)"
 
 
+def test_a_record_with_a_lone_surrogate_is_an_error_record(classifier, monkeypatch, capsys):
+    data = (b'{"id": "a", "text": "x = \\ud800"}\n'
+            b'{"id": "b\\udc00", "text": "x = 1"}\n'
+            b'{"id": "c", "text": "y = \\\\ud800 \\u00e9"}\n')  # an escaped backslash, then a real character
+    code, out, err = run_cli(monkeypatch, capsys, ["classify", "-m", str(classifier)], data)
+    assert code == 1 and "internal error" not in err
+    assert [json.loads(line)["id"] for line in out.splitlines()] == ["c"]
+    errors = err.splitlines()
+    assert [json.loads(line)["line"] for line in errors[:2]] == [1, 2]
+    assert all("not valid Unicode" in json.loads(line)["error"] for line in errors[:2])
+    assert errors[2] == "error: 2 of 3 records could not be processed (see the error records above)"
+
+
 def test_cli_nul_input_and_files(classifier, tmp_path, monkeypatch, capsys):
     code, out, err = run_cli(monkeypatch, capsys, ["classify", "-m", str(classifier), "-0", "--format", "tsv"],
                              b"x = 1\nprint(x)\0def f():\n    pass\0")

@@ -207,3 +207,15 @@ def test_stream_holds_only_a_character_still_being_completed(starcoder):
     decoder = starcoder.stream_decoder()
     assert [decoder.push(i) for i in euro] == ["", "\ufffd", "", "€"]
     assert decoder.flush() == ""
+
+
+@pytest.mark.parametrize("text", ["\ud800", "x = 'caf\udce9'", "a\udfffb"])
+def test_text_with_a_lone_surrogate_is_an_input_error(starcoder, text):
+    # JSON can spell "\ud800" and Python reads argument bytes that are not UTF-8 as surrogates; the
+    # tokenizers library raises a TypeError for them, so every caller would report an internal error
+    from bigcode_cli.errors import InputError
+
+    for encode in (starcoder.encode, starcoder.encode_with_special_tokens, starcoder.encode_with_offsets):
+        with pytest.raises(InputError, match=r"not valid Unicode: a lone surrogate \(U\+D[89A-F][0-9A-F]{2}\)"):
+            encode(text)
+    assert starcoder.encode("caf\u00e9 \U0001f600") == starcoder.encode("café 😀")  # real non-ASCII text is fine

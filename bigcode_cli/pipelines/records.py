@@ -9,13 +9,14 @@ it carries an `error` and its line number, and the commands report it without st
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from bigcode_cli.errors import InputError
-from bigcode_cli.text.textfile import NotTextError, decode_utf8
+from bigcode_cli.text.textfile import NotTextError, check_unicode, decode_utf8
 
 INPUT_FORMATS = ("auto", "lines", "jsonl", "nul")
 _PEEK_BYTES = 1 << 16
@@ -48,6 +49,22 @@ def _decode(data: bytes) -> str | None:
         return decode_utf8(data)
     except NotTextError:
         return None
+
+
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+
+
+def _check_strings(value: Any) -> None:
+    """InputError when a string anywhere in a JSON value (keys included) is not valid Unicode."""
+    if isinstance(value, str):
+        check_unicode(value, "has a string that")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_strings(key)
+            _check_strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_strings(item)
 
 
 def detect_format(head: bytes) -> str:
@@ -101,6 +118,11 @@ def parse_json_record(raw: bytes, index: int, number: int, source: str, columns:
         return Record(index, number, None, number, source, "json", error=f"bad JSON ({exc.msg} at column {exc.colno})")
     if not isinstance(data, dict):
         return Record(index, number, None, number, source, "json", error="a JSON Lines record must be an object")
+    if _ESCAPED_SURROGATE.search(text):  # the only way a record of UTF-8 bytes gets a lone surrogate
+        try:
+            _check_strings(data)
+        except InputError as exc:
+            return Record(index, number, None, number, source, "json", error=f"the record {exc}")
     record_id = data.get(columns.id, number)
     value = data.pop(columns.text, None)
     if not isinstance(value, str):

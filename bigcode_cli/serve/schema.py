@@ -1,5 +1,7 @@
 """Request bodies of the two protocols, as pydantic models.
 
+Every string is checked to be Unicode text (text.textfile.check_unicode: JSON can spell a lone
+surrogate, which no tokenizer takes), so a bad string is a 400 naming its field before any work starts.
 Unknown fields are accepted and ignored (editor plugins send samplers, penalties and options we do not
 implement: refusing them would break the plugin). Fields we use are checked strictly: a string where
 a number belongs is a 400, not a guess.
@@ -8,9 +10,12 @@ a number belongs is a 400, not a guess.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+
+from bigcode_cli.errors import InputError
+from bigcode_cli.text.textfile import check_unicode
 
 # OpenAI allows up to 4 stop strings; llama.vim sends a list of any length: keep a sane bound
 MAX_STOPS = 16
@@ -22,9 +27,24 @@ Number = float  # strict: an int or a float, never a string or a bool
 MAX_SEED = 2**63 - 1
 
 
-class _Request(BaseModel):
+class _Body(BaseModel):
+    """A JSON object of a request: unknown fields ignored, known ones strict, every string valid Unicode."""
+
     model_config = ConfigDict(extra="ignore", strict=True)
 
+    @field_validator("*")
+    @classmethod
+    def _unicode(cls, value: Any) -> Any:
+        for text in [value] if isinstance(value, str) else value if isinstance(value, list) else []:
+            if isinstance(text, str):
+                try:
+                    check_unicode(text, "the string" if text is value else "a string in it")
+                except InputError as exc:
+                    raise ValueError(str(exc)) from None
+        return value
+
+
+class _Request(_Body):
     @field_validator("temperature", "top_p", "repetition_penalty", "repeat_penalty", check_fields=False)
     @classmethod
     def _finite(cls, value: float | None) -> float | None:
@@ -43,12 +63,10 @@ class _Request(BaseModel):
         return [s for s in stops if s]  # an empty stop string means nothing: dropped, as llama.cpp does
 
 
-class BigcodeOptions(BaseModel):
+class BigcodeOptions(_Body):
     """Our own extension of /v1/completions, sent by `bigcode complete|generate|infill --server`: the
     options of those commands that OpenAI's API has no field for, and a request for the details
     their --json prints."""
-
-    model_config = ConfigDict(extra="ignore", strict=True)
 
     mode: Optional[Literal["fim", "continue"]] = None  # continue: the prompt is plain text, as `bigcode generate`
     lines: Optional[Annotated[StrictInt, Field(ge=1)]] = None
@@ -76,10 +94,8 @@ class CompletionRequest(_Request):
     bigcode: Optional[BigcodeOptions] = None
 
 
-class ExtraChunk(BaseModel):
+class ExtraChunk(_Body):
     """One chunk of context from another file (llama.cpp `input_extra`)."""
-
-    model_config = ConfigDict(extra="ignore", strict=True)
 
     filename: StrictStr = ""
     text: StrictStr = ""

@@ -3,11 +3,14 @@
 The rule, for every command that reads user bytes (`complete`'s files and stdin, `classify`/`tag`
 records): text is UTF-8 with no NUL byte anywhere. A NUL byte means binary data (no source file
 holds one, and `-0` input uses NUL as the record separator), whatever its position.
+A string that arrived already decoded (a JSON `"\\ud800"`, an argument in bytes that are not UTF-8)
+is text when it is valid Unicode: no lone surrogate, which has no UTF-8 and no token.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -34,6 +37,20 @@ def decode_utf8(data: bytes) -> str:
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise NotTextError(f"not valid UTF-8 (bad byte at line {line})", nul=False, line=line) from None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_unicode(text: str, name: str = "the text") -> str:
+    """`text` itself, or an InputError naming `name` when it holds a lone surrogate (it is not Unicode text)."""
+    if text.isascii():
+        return text
+    found = _SURROGATE.search(text)
+    if found is not None:
+        raise InputError(f"{name} is not valid Unicode: a lone surrogate (U+{ord(found.group()):04X}) at "
+                         f"character {found.start()}; send text that UTF-8 can encode")
+    return text
 
 
 def decode_text(data: bytes, name: str) -> str:

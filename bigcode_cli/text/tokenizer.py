@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from bigcode_cli.errors import TokenizerError
+from bigcode_cli.text.textfile import check_unicode
 
 if TYPE_CHECKING:
     import tokenizers
@@ -167,7 +168,7 @@ class Tokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Ids of `text` as plain text: no special tokens added, special-token spellings not matched."""
-        return self._backend.encode(text, add_special_tokens=False).ids
+        return self._backend.encode(check_unicode(text), add_special_tokens=False).ids
 
     def encode_with_special_tokens(self, text: str) -> list[int]:
         """Ids of `text` with the spellings of control tokens (<fim_prefix>, <|endoftext|>...) read as those tokens.
@@ -187,7 +188,7 @@ class Tokenizer:
 
     def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         """Ids of `text` (exactly as `encode`) and each token's (start, end) character span in `text`."""
-        encoding = self._backend.encode(text, add_special_tokens=False)
+        encoding = self._backend.encode(check_unicode(text), add_special_tokens=False)
         return encoding.ids, [tuple(span) for span in encoding.offsets]
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
