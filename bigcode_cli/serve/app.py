@@ -1,5 +1,5 @@
-"""The ASGI app: the routes of both protocols behind the API-key guard, the worker started and stopped
-by the lifespan.
+"""The ASGI app: the routes of both protocols behind the browser guard and the API-key guard, the worker
+started and stopped by the lifespan.
 
 Why Starlette + uvicorn + pydantic v2 (not FastAPI): the two protocols need their own error shapes
 and their own streaming formats, so FastAPI's automatic validation responses and docs would have to
@@ -21,8 +21,10 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from bigcode_cli.serve import llama_api, openai_api
+from bigcode_cli.serve.api_keys import ApiKeyGuard
+from bigcode_cli.serve.browser_guard import BrowserGuard
 from bigcode_cli.serve.errors import ApiError, error_response
-from bigcode_cli.serve.handling import ApiKeyGuard, ServeConfig, api_error, http_error
+from bigcode_cli.serve.handling import ServeConfig, api_error, http_error
 from bigcode_cli.serve.worker import EngineWorker
 
 
@@ -35,7 +37,7 @@ def create_app(worker: EngineWorker, config: ServeConfig) -> ASGIApp:
         if worker.state == "ready":
             return JSONResponse({"status": "ok", "slots_idle": 0 if worker.busy else 1,
                                  "slots_processing": 1 if worker.busy else 0, "requests_waiting": worker.waiting})
-        message = "Loading model" if worker.state == "loading" else f"the model failed to load: {worker.error}"
+        message = "Loading model" if worker.state == "loading" else f"the model failed to load: {worker.public_error}"
         return error_response(request.url.path, ApiError(503, message))
 
     routes = [
@@ -57,4 +59,4 @@ def create_app(worker: EngineWorker, config: ServeConfig) -> ASGIApp:
     app = Starlette(routes=routes,
                     exception_handlers={HTTPException: http_error, ApiError: api_error, Exception: http_error},
                     lifespan=lifespan)
-    return ApiKeyGuard(app, config.api_key)
+    return BrowserGuard(ApiKeyGuard(app, config.api_keys), config.hosts, config.origins)

@@ -10,11 +10,13 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
-_OPENAI_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
-                 405: "invalid_request_error", 413: "invalid_request_error", 422: "invalid_request_error",
+_OPENAI_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "invalid_request_error",
+                 404: "invalid_request_error", 405: "invalid_request_error", 413: "invalid_request_error",
+                 415: "invalid_request_error", 422: "invalid_request_error",
                  501: "invalid_request_error", 503: "server_error", 500: "server_error"}
-_LLAMA_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-                405: "invalid_request_error", 413: "invalid_request_error", 422: "invalid_request_error",
+_LLAMA_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error",
+                415: "invalid_request_error", 422: "invalid_request_error",
                 501: "not_supported_error", 503: "unavailable_error", 500: "server_error"}
 
 

@@ -1,34 +1,37 @@
 """What every route shares: reading and checking request bodies, running a job on the worker while
-watching for the client to leave, server-sent events, the API-key guard, errors as JSON."""
+watching for the client to leave, server-sent events, errors as JSON."""
 
 
 from __future__ import annotations
 
-import hmac
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
+from bigcode_cli.serve.api_keys import KeyRing
 from bigcode_cli.serve.channel import JobChannel
 from bigcode_cli.serve.errors import ApiError, error_response
+from bigcode_cli.serve.hosts import HostPolicy
 from bigcode_cli.serve.worker import EngineWorker, Job, NotReady, ServerBusy
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
-PUBLIC_PATHS = ("/health",)
+JSON_MEDIA_TYPE = "application/json"
 
 
 @dataclass
 class ServeConfig:
     """What the routes need to know about the server."""
 
-    model_name: str
-    api_key: str | None = None
+    model_name: str  # what responses call the model: never a local path
+    api_keys: KeyRing = field(default_factory=KeyRing)
+    hosts: HostPolicy = field(default_factory=HostPolicy)
+    origins: tuple[str, ...] = ()  # --allowed-origins
     max_body_bytes: int = MAX_BODY_BYTES
     created: int = 0
     worker: EngineWorker | None = None
@@ -44,7 +47,12 @@ class ServeConfig:
 
 
 async def read_json(request: Request, limit: int) -> dict[str, Any]:
-    """The request body as a JSON object, at most `limit` bytes."""
+    """The request body as a JSON object, at most `limit` bytes, declared as JSON (browser_guard: a web
+    page cannot send that type without a preflight)."""
+    declared_type = request.headers.get("content-type")
+    if (declared_type or "").split(";", 1)[0].strip().lower() != JSON_MEDIA_TYPE:
+        raise ApiError(415, f"send the request body as JSON with the header `Content-Type: {JSON_MEDIA_TYPE}` "
+                            f"(curl: -H 'Content-Type: {JSON_MEDIA_TYPE}'), not {declared_type or 'without one'}")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"the request body is larger than {limit} bytes")
@@ -193,33 +201,7 @@ class EventStream:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-# -- the guard and the app -------------------------------------------------------------------------
-
-
-def api_key_matches(header: str | None, api_key: str) -> bool:
-    """Whether an Authorization header carries `Bearer <api_key>`, compared in constant time."""
-    given = (header or "").encode("utf-8", "surrogateescape")
-    return hmac.compare_digest(given, f"Bearer {api_key}".encode("utf-8", "surrogateescape"))
-
-
-class ApiKeyGuard:
-    """Refuses requests without the API key (when there is one), in the protocol's error shape."""
-
-    def __init__(self, app: ASGIApp, api_key: str | None) -> None:
-        self.app = app
-        self.api_key = api_key
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.api_key and scope["path"] not in PUBLIC_PATHS:
-            header = None
-            for name, value in scope.get("headers", []):
-                if name == b"authorization":
-                    header = value.decode("latin-1")
-            if not api_key_matches(header, self.api_key):
-                error = ApiError(401, "invalid or missing API key: send the header `Authorization: Bearer KEY`")
-                await error_response(scope["path"], error)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+# -- errors as JSON ----------------------------------------------------------------------------------
 
 
 def http_error(request: Request, exc: Exception) -> Response:

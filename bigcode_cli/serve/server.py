@@ -3,28 +3,17 @@ thread while already answering /health (503 until loaded), serve until Ctrl-C or
 
 from __future__ import annotations
 
-import ipaddress
 import signal
 import socket
 import sys
 import threading
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
 
 from bigcode_cli.errors import BigCodeError, InputError
-
-LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether binding `host` keeps the server reachable from this machine only."""
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+from bigcode_cli.serve.hosts import HostPolicy, is_loopback
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -48,6 +37,13 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def public_name(name: str, path: Path, source: str, alias: str | None = None) -> str:
+    """The name clients see: `alias`, else a model given by path is its directory's name (never the path)."""
+    if alias:
+        return alias
+    return path.name if source == "path" else name
+
+
 @contextmanager
 def _quiet_signals(on_signal: Callable[[int], None]) -> Iterator[None]:
     """SIGINT/SIGTERM handlers that uvicorn's own (installed on top) fall back to once it has shut down:
@@ -65,11 +61,16 @@ def _quiet_signals(on_signal: Callable[[int], None]) -> Iterator[None]:
 
 def serve(*, model: str | None, engine: str = "native", attn: str = "auto", device: str = "auto",
           dtype: str = "auto", offline: bool = False, host: str = "127.0.0.1", port: int = 8012,
-          api_key: str | None = None, queue_size: int = 4, cache_slots: int = 2, fim_order: str = "auto",
+          api_keys: Sequence[bytes] = (), allowed_hosts: tuple[str, ...] = (), allowed_origins: tuple[str, ...] = (),
+          alias: str | None = None, queue_size: int = 4, cache_slots: int = 2, fim_order: str = "auto",
           log: Callable[[str], None] | None = None) -> None:
-    """Serve a model until interrupted; raises BigCodeError for what the user can fix."""
+    """Serve a model until interrupted; raises BigCodeError for what the user can fix.
+
+    `api_keys`: the keys as bytes (serve.api_keys); `allowed_hosts`/`allowed_origins` as serve.hosts parses them.
+    """
     import uvicorn
 
+    from bigcode_cli.serve.api_keys import KeyRing
     from bigcode_cli.serve.app import create_app
     from bigcode_cli.serve.handling import ServeConfig
     from bigcode_cli.serve.worker import EngineWorker
@@ -78,8 +79,10 @@ def serve(*, model: str | None, engine: str = "native", attn: str = "auto", devi
 
     say = log or (lambda line: print(line, file=sys.stderr, flush=True))
     resolved = store.resolve(model or store.default_model("causal-lm"), offline=offline, download=False)
-    if not is_loopback(host) and not api_key:
+    keys = KeyRing(api_keys)
+    if not is_loopback(host) and not keys:
         say(f"warning: listening on {host} without --api-key: anyone who can reach this address can use the model")
+    name = public_name(resolved.name, resolved.path, resolved.source, alias)
     sock = bind(host, port)
     started = time.perf_counter()
 
@@ -87,14 +90,20 @@ def serve(*, model: str | None, engine: str = "native", attn: str = "auto", devi
         return open_model(str(resolved.path), "causal-lm", engine=engine, attn=attn, device=device, dtype=dtype,
                           offline=offline)
 
-    worker = EngineWorker(load, queue_size=queue_size, cache_slots=cache_slots, fim_order=fim_order, log=say)
-    config = ServeConfig(model_name=resolved.name, api_key=api_key, worker=worker)
+    def hide_path(message: str) -> str:  # what clients see of a load error: the model's name, not where it is
+        message = message.replace(str(resolved.path), name)
+        return message.replace(resolved.name, name) if "/" in resolved.name or "\\" in resolved.name else message
+
+    address = sock.getsockname()
+    worker = EngineWorker(load, queue_size=queue_size, cache_slots=cache_slots, fim_order=fim_order, log=say,
+                          hide=hide_path)
+    config = ServeConfig(model_name=name, api_keys=keys, hosts=HostPolicy(host, address[0], allowed_hosts),
+                         origins=allowed_origins, worker=worker)
     app = create_app(worker, config)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                                            timeout_graceful_shutdown=3, server_header=False))
-    address = sock.getsockname()
     shown = f"[{address[0]}]" if ":" in address[0] else address[0]
-    say(f"serving {resolved.name} on http://{shown}:{address[1]} (OpenAI /v1/completions, llama.cpp /infill, "
+    say(f"serving {resolved.name} as {name!r} on http://{shown}:{address[1]} (OpenAI /v1/completions, llama.cpp /infill, "
         f"/completion, /health); loading the model")
 
     def watch_loading() -> None:

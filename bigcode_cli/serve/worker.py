@@ -77,7 +77,8 @@ class EngineWorker:
     """Loads the model on its own thread, then runs queued jobs one at a time."""
 
     def __init__(self, load: Callable[[], LoadedModel], *, queue_size: int = 4, cache_slots: int = 2,
-                 fim_order: str = "auto", log: Callable[[str], None] | None = None) -> None:
+                 fim_order: str = "auto", log: Callable[[str], None] | None = None,
+                 hide: Callable[[str], str] | None = None) -> None:
         self._load = load
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max(1, queue_size))
         self._cache_slots = cache_slots
@@ -87,7 +88,9 @@ class EngineWorker:
         self._thread: threading.Thread | None = None
         self.loaded_event = threading.Event()  # set once loading ended, well or badly
         self.state = "loading"  # "loading" | "ready" | "failed"
-        self.error: str | None = None
+        self.error: str | None = None  # why loading failed, for the server's log
+        self.public_error: str | None = None  # the same for clients: `hide` took the model's local path out
+        self._hide = hide or (lambda message: message)
         self.loaded: LoadedModel | None = None
         self.fim_order = "psm"
         self.busy = False  # a job is running
@@ -105,7 +108,7 @@ class EngineWorker:
         if self.state == "loading":
             raise NotReady("the model is still loading")
         if self.state != "ready":
-            raise NotReady(f"the model failed to load: {self.error}")
+            raise NotReady(f"the model failed to load: {self.public_error}")
         if self._stopping.is_set():
             raise NotReady("the server is shutting down")
 
@@ -165,6 +168,7 @@ class EngineWorker:
             self.state = "ready"
         except BaseException as exc:  # noqa: BLE001 - reported through /health and the log, never raised
             self.error = str(exc) if isinstance(exc, BigCodeError) else f"{type(exc).__name__}: {exc}"
+            self.public_error = self._hide(self.error)
             self.state = "failed"
             self.loaded_event.set()
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Annotated, Any, Optional
 
 import typer
@@ -13,7 +14,22 @@ HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on; anyt
 PortOpt = Annotated[int, typer.Option("--port", "-p", min=0, max=65535, help="Port to listen on (0: any free port).")]
 ApiKeyOpt = Annotated[Optional[str], typer.Option(
     "--api-key", show_default=False,
-    help="Require `Authorization: Bearer KEY` on every request but /health (default: $BIGCODE_API_KEY).")]
+    help="Require `Authorization: Bearer KEY` on every request but /health (default: $BIGCODE_API_KEY). "
+         "An option shows in the process list (ps, /proc/PID/cmdline): $BIGCODE_API_KEY or --api-key-file do not.")]
+ApiKeyFileOpt = Annotated[Optional[str], typer.Option(
+    "--api-key-file", show_default=False,
+    help="Read the keys from this file, one per line (one per user, say): any of them is accepted, with --api-key's.")]
+AllowedHostsOpt = Annotated[Optional[list[str]], typer.Option(
+    "--allowed-hosts", show_default=False,
+    help="Host names the server also answers to besides its own address (comma-separated or repeated; * for any): "
+         "other Host headers get 403, which stops DNS-rebinding web pages.")]
+AllowedOriginsOpt = Annotated[Optional[list[str]], typer.Option(
+    "--allowed-origins", show_default=False,
+    help="Web pages (origins such as http://localhost:3000, comma-separated or repeated; * for any) that may use "
+         "the server from a browser; default none: a request with any other Origin header gets 403.")]
+AliasOpt = Annotated[Optional[str], typer.Option(
+    "--alias", show_default=False,
+    help="The model's name in responses and /v1/models (default: its name, or its directory's name for a path).")]
 QueueOpt = Annotated[int, typer.Option("--queue", min=1, max=1024,
                                        help="Requests that may wait while one runs; more get 503 at once.")]
 CacheSlotsOpt = Annotated[int, typer.Option("--cache-slots", min=1, max=64,
@@ -27,6 +43,10 @@ def serve(
     host: HostOpt = "127.0.0.1",
     port: PortOpt = 8012,
     api_key: ApiKeyOpt = None,
+    api_key_file: ApiKeyFileOpt = None,
+    allowed_hosts: AllowedHostsOpt = None,
+    allowed_origins: AllowedOriginsOpt = None,
+    alias: AliasOpt = None,
     queue: QueueOpt = 4,
     cache_slots: CacheSlotsOpt = 2,
     fim_order: FimOrderOpt = "auto",
@@ -37,7 +57,8 @@ def serve(
 
     The model is loaded once (/health answers 503 until it is ready), consecutive prompts reuse the KV cache
     of their shared beginning, a client that disconnects stops its generation, and requests beyond --queue
-    waiting get 503. Needs the serve extra: pip install 'bigcode-cli[serve]'.
+    waiting get 503. Requests from web pages (an Origin header) and for other host names are refused unless
+    --allowed-origins / --allowed-hosts name them. Needs the serve extra: pip install 'bigcode-cli[serve]'.
     """
     from bigcode_cli.choices import AUTO, FIM_ORDERS, listed
     from bigcode_cli.errors import UsageError
@@ -49,11 +70,20 @@ def serve(
         from bigcode_cli.errors import BigCodeError
 
         raise BigCodeError(f"bigcode serve needs {missing}: pip install 'bigcode-cli[serve]'")
+    from bigcode_cli.serve.api_keys import key_bytes, read_key_file
+    from bigcode_cli.serve.hosts import allowed_hosts as parse_hosts, allowed_origins as parse_origins
     from bigcode_cli.serve.server import serve as run_server
 
+    hosts, origins = parse_hosts(allowed_hosts or []), parse_origins(allowed_origins or [])
+    if alias is not None and not alias.strip():
+        raise UsageError("--alias must not be empty")
+    key = api_key or os.environ.get("BIGCODE_API_KEY")
+    keys = [key_bytes(key)] if key else []
+    if api_key_file is not None:
+        keys += read_key_file(api_key_file, warn=lambda line: print(line, file=sys.stderr, flush=True))
     run_server(model=choice.model, engine=choice.engine, attn=choice.attn, device=choice.device, dtype=choice.dtype,
-               offline=choice.offline, host=host, port=port, api_key=api_key or os.environ.get("BIGCODE_API_KEY") or None,
-               queue_size=queue, cache_slots=cache_slots, fim_order=fim_order)
+               offline=choice.offline, host=host, port=port, api_keys=keys, allowed_hosts=hosts,
+               allowed_origins=origins, alias=alias, queue_size=queue, cache_slots=cache_slots, fim_order=fim_order)
 
 
 def _missing_web_stack() -> str | None:
