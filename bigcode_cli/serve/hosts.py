@@ -28,8 +28,10 @@ ANY = "*"
 
 def ip_of(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The address a host name spells (`[::1]` or `::1`, `127.0.0.1`), or None for a name."""
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
     try:
-        return ipaddress.ip_address(name.strip("[]"))
+        return ipaddress.ip_address(name)
     except ValueError:
         return None
 

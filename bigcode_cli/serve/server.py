@@ -3,6 +3,7 @@ thread while already answering /health (503 until loaded), serve until Ctrl-C or
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import sys
@@ -42,6 +43,19 @@ def public_name(name: str, path: Path, source: str, alias: str | None = None) ->
     if alias:
         return alias
     return path.name if source == "path" else name
+
+
+def path_hider(given: str, path: Path, name: str) -> Callable[[str], str]:
+    """What clients see of a message about the model (a load error): its public `name` where it named the
+    directory `path` (or the path-like `given` name that led there)."""
+    spellings = [str(path)] + ([given] if os.sep in given or "/" in given else [])
+
+    def hide(message: str) -> str:
+        for spelling in spellings:
+            message = message.replace(spelling, name)
+        return message
+
+    return hide
 
 
 @contextmanager
@@ -90,21 +104,17 @@ def serve(*, model: str | None, engine: str = "native", attn: str = "auto", devi
         return open_model(str(resolved.path), "causal-lm", engine=engine, attn=attn, device=device, dtype=dtype,
                           offline=offline)
 
-    def hide_path(message: str) -> str:  # what clients see of a load error: the model's name, not where it is
-        message = message.replace(str(resolved.path), name)
-        return message.replace(resolved.name, name) if "/" in resolved.name or "\\" in resolved.name else message
-
     address = sock.getsockname()
     worker = EngineWorker(load, queue_size=queue_size, cache_slots=cache_slots, fim_order=fim_order, log=say,
-                          hide=hide_path)
+                          hide=path_hider(resolved.name, resolved.path, name))
     config = ServeConfig(model_name=name, api_keys=keys, hosts=HostPolicy(host, address[0], allowed_hosts),
                          origins=allowed_origins, worker=worker)
     app = create_app(worker, config)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                                            timeout_graceful_shutdown=3, server_header=False))
     shown = f"[{address[0]}]" if ":" in address[0] else address[0]
-    say(f"serving {resolved.name} as {name!r} on http://{shown}:{address[1]} (OpenAI /v1/completions, llama.cpp /infill, "
-        f"/completion, /health); loading the model")
+    say(f"serving {resolved.name} as {name!r} on http://{shown}:{address[1]} (OpenAI /v1/completions, "
+        f"llama.cpp /infill, /completion, /health); loading the model")
 
     def watch_loading() -> None:
         worker.loaded_event.wait()
