@@ -157,6 +157,12 @@ BAD_OPENAI = [
     {"prompt": "x", "seed": "one"},
     {"prompt": "x", "seed": 2**70},
     {"prompt": "x", "bigcode": {"fim_order": "abc"}},
+    # text that is not Unicode (issue 20: these were `internal error: TypeError: TextInputSequence must be str`)
+    {"prompt": "\ud800"},
+    {"prompt": ["x = '\udfff'"]},
+    {"prompt": "x", "suffix": "y\ud800"},
+    {"prompt": "x", "stop": ["\udc80"]},
+    b'{"prompt": "\\ud800\\u00e9"}',  # the escape itself, as a client's JSON encoder writes it
 ]
 BAD_LLAMA = [
     ("/infill", b"{"),
@@ -173,6 +179,23 @@ BAD_LLAMA = [
     ("/completion", {"prompt": "x", "repeat_penalty": 0}),
     ("/completion", {"prompt": [-1]}),
     ("/completion", {"prompt": "x", "seed": 2**64}),
+    ("/infill", {"input_prefix": "def f():\n", "input_suffix": "\ud800"}),
+    ("/infill", {"input_prefix": "\udbff"}),
+    ("/infill", {"input_prefix": "a", "prompt": "\ud800"}),
+    ("/infill", {"input_prefix": "a", "input_extra": [{"filename": "\ud800.py", "text": "x = 1"}]}),
+    ("/infill", {"input_prefix": "a", "input_extra": [{"filename": "a.py", "text": "\udc00"}]}),
+    ("/completion", {"prompt": "\ud800"}),
+    ("/completion", {"prompt": "x", "stop": ["\ud800"]}),
+]
+# numbers at the edges of float32: each used to be `probability tensor contains either inf, nan or element < 0`
+EXTREME_NUMBERS = [
+    ("/v1/completions", {"prompt": "x", "temperature": 1e-300}),
+    ("/v1/completions", {"prompt": "x", "temperature": 5e-324}),
+    ("/v1/completions", {"prompt": "x", "repetition_penalty": 1e-308}),
+    ("/v1/completions", {"prompt": "x", "temperature": 1e300, "repetition_penalty": 1e300, "top_p": 5e-324}),
+    ("/completion", {"prompt": "x", "repeat_penalty": 1e-300}),
+    ("/completion", {"prompt": "x", "temperature": 5e-324, "repeat_penalty": 5e-324, "stream": True}),
+    ("/infill", {"input_prefix": "def f(", "temperature": 1e-300, "repeat_penalty": 1e-308}),
 ]
 
 
@@ -193,13 +216,31 @@ def test_bad_inputs_get_4xx_json_errors_and_the_server_keeps_answering(server):
         assert _shape_ok(path, reply.json()), (path, reply.text)
     big = post(server, "/completion", json.dumps({"prompt": "x" * (5 * 1024 * 1024)}).encode())
     assert big.status_code == 413 and _shape_ok("/completion", big.json())
-    for method, path, status in (("GET", "/v1/completions", 405), ("GET", "/nowhere", 404), ("POST", "/v1/nope", 404)):
+    for method, path, status in (("GET", "/v1/completions", 405), ("GET", "/nowhere", 404), ("POST", "/v1/nope", 404),
+                                 ("GET", "/%ff%fe", 404), ("GET", "/v1/%ED%A0%80", 404)):
         reply = httpx.request(method, server.url + path, headers=AUTH, timeout=30)
         assert reply.status_code == status and _shape_ok(path, reply.json()), reply.text
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "application/jsonx", None):
+        headers = {**AUTH, "Content-Type": content_type} if content_type else AUTH
+        for path in ("/v1/completions", "/infill", "/completion"):
+            reply = httpx.post(server.url + path, content=b'{"prompt": "x"}', headers=headers, timeout=30)
+            assert reply.status_code == 415 and _shape_ok(path, reply.json()), (path, content_type, reply.text)
+    charset = httpx.post(server.url + "/completion", content=b'{"prompt": "x", "n_predict": 1}', timeout=60,
+                         headers={**AUTH, "Content-Type": "Application/JSON; charset=utf-8"})
+    assert charset.status_code == 200
     # still alive and well, and no traceback ever reached its log
     assert server.health()[0] == 200
     assert post(server, "/completion", {"prompt": "x", "n_predict": 2}).json()["tokens_predicted"] == 2
     assert "Traceback" not in server.log()
+
+
+def test_numbers_at_the_edges_of_float32_are_answered(server):
+    for path, body in EXTREME_NUMBERS:
+        length = {"max_tokens": 4} if path.startswith("/v1/") else {"n_predict": 4}
+        reply = post(server, path, {**body, **length})
+        assert reply.status_code == 200, (path, body, reply.text)
+        assert "error" not in reply.text, (path, body, reply.text)  # a streamed error would come with 200
+    assert "Traceback" not in server.log() and "internal error" not in server.log()
 
 
 def test_health_is_503_while_loading_then_200(checkpoint):
