@@ -163,6 +163,26 @@ def complete(runner: Runner, tokenizer: Tokenizer, prefix: str, suffix: str, mod
     return Completion(prompt, generation)
 
 
+def complete_text(runner: Runner, tokenizer: Tokenizer, text: str, settings: CompletionSettings, *,
+                  on_text: OnText | None = None, prompt_cache: PromptCache | None = None,
+                  should_stop: ShouldStop | None = None) -> Completion:
+    """Continue a prompt a client wrote in the model's own format (control-token spellings read as tokens),
+    kept from the end when it does not fit, without cleaning; an empty prompt starts from end-of-text.
+
+    Only the end of the text that can reach the context is tokenized: a 4 MB prompt costs what its last
+    few thousand lines cost, not seconds and hundreds of MB of token data.
+    """
+    context = runner.context_length
+    tail = _trim_prefix(text, context - fit_max_new_tokens(settings.max_new_tokens, context))
+    ids = tokenizer.encode_with_special_tokens(tail)
+    if not ids and tokenizer.eos_id is not None:
+        ids = [tokenizer.eos_id]
+    completion = complete_ids(runner, tokenizer, ids, settings, on_text=on_text, prompt_cache=prompt_cache,
+                              should_stop=should_stop)
+    completion.prompt.truncated = completion.prompt.truncated or tail != text
+    return completion
+
+
 def complete_ids(runner: Runner, tokenizer: Tokenizer, ids: Sequence[int], settings: CompletionSettings, *,
                  on_text: OnText | None = None, prompt_cache: PromptCache | None = None,
                  should_stop: ShouldStop | None = None) -> Completion:

@@ -4,7 +4,8 @@ torch is not thread-safe for one model, and one CPU does one generation at a tim
 every request becomes a `Job` run here in arrival order with the one generation service
 (generation/completion.py). A full queue refuses new jobs at once (503). A job whose client went
 away is skipped if still queued and stopped at its next token if running; `max_predict_ms` stops
-it at the first token past its deadline. The thread blocks on the queue when idle: no polling.
+it at the first token past its deadline. The thread blocks on the queue when idle: no polling (after
+a large request it waits TRIM_AFTER_IDLE_S first, then gives the freed memory back: serve.memory).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from bigcode_cli.errors import BigCodeError
+from bigcode_cli.serve.memory import LARGE_REQUEST, TRIM_AFTER_IDLE_S, release_free_memory
 
 if TYPE_CHECKING:
     from bigcode_cli.generation.completion import Completion, CompletionSettings
@@ -61,6 +63,11 @@ class Job:
     def cancel(self) -> None:
         """Stop this job at its next token (or skip it if it has not started)."""
         self.cancelled.set()
+
+    @property
+    def size(self) -> int:
+        """How much input the job carries: characters of text plus token ids."""
+        return len(self.prefix) + len(self.suffix) + len(self.ids) + sum(len(a) + len(b) for a, b in self.extra)
 
 
 @dataclass
@@ -173,8 +180,14 @@ class EngineWorker:
             self.loaded_event.set()
             return
         self.loaded_event.set()
+        trim_when_idle = False
         while not self._stopping.is_set():
-            job = self._queue.get()  # blocks while idle
+            try:  # blocks while idle; after a large request, only until it is time to give its memory back
+                job = self._queue.get(timeout=TRIM_AFTER_IDLE_S) if trim_when_idle else self._queue.get()
+            except queue.Empty:
+                release_free_memory()
+                trim_when_idle = False
+                continue
             if job is None:
                 break
             if job.cancelled.is_set():
@@ -184,6 +197,7 @@ class EngineWorker:
                 self._run(job)
             finally:
                 self.busy = False
+            trim_when_idle = trim_when_idle or job.size >= LARGE_REQUEST
 
     def _prepare(self, loaded: LoadedModel) -> None:
         from bigcode_cli.generation.prompt_cache import PromptCache
@@ -213,7 +227,7 @@ class EngineWorker:
     def _run(self, job: Job) -> None:
         from dataclasses import replace
 
-        from bigcode_cli.generation.completion import complete, complete_ids
+        from bigcode_cli.generation.completion import complete, complete_ids, complete_text
         from bigcode_cli.serve.prompt import extra_context_ids
 
         assert self.loaded is not None
@@ -227,10 +241,11 @@ class EngineWorker:
                 lead = extra_context_ids(tokenizer, job.extra, runner.context_length // 4)
                 result = complete(runner, tokenizer, job.prefix, job.suffix, job.kind, settings, on_text=on_text,
                                   lead_ids=lead, prompt_cache=cache, should_stop=self._should_stop(job))
+            elif job.kind == "text":
+                result = complete_text(runner, tokenizer, job.prefix, settings, on_text=on_text, prompt_cache=cache,
+                                       should_stop=self._should_stop(job))
             else:
-                ids = job.ids if job.kind == "ids" else tokenizer.encode_with_special_tokens(job.prefix)
-                if not ids:
-                    ids = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
+                ids = job.ids or ([tokenizer.eos_id] if tokenizer.eos_id is not None else [])
                 if any(not 0 <= i < runner.config.vocab_size for i in ids):
                     raise _bad_ids(runner.config.vocab_size)
                 result = complete_ids(runner, tokenizer, ids, settings, on_text=on_text, prompt_cache=cache,
