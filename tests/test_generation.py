@@ -171,3 +171,22 @@ def test_whole_run_on_a_full_context_does_not_crash(lm):
     result = complete(runner, tokenizer, text, "", "continue", settings, notice=notes.append)
     assert result.generation.prompt_tokens + len(result.generation.samples[0].token_ids) <= 128
     assert len(notes) == 2  # max-new-tokens reduced, prompt truncated
+
+
+def test_a_prompt_in_the_models_format_keeps_its_end_and_its_control_tokens(lm):
+    from bigcode_cli.generation.completion import complete_ids, complete_text
+
+    tokenizer = Tokenizer.from_dir(lm)
+    runner = engine.load(lm, "causal-lm")
+    settings = CompletionSettings(max_new_tokens=8, sampling=GREEDY, block=False)
+    huge = "".join(f"value_{i} = compute({i})\n" for i in range(100_000)) + "<fim_prefix>x = <fim_suffix>\n<fim_middle>"
+    result = complete_text(runner, tokenizer, huge, settings)
+    # the same prompt ids as tokenizing all 2.6 MB and keeping the end: only the end was tokenized
+    whole = tokenizer.encode_with_special_tokens(huge)
+    assert result.prompt.truncated and result.prompt.ids == whole[-(128 - 8):]
+    assert result.prompt.ids[-1] == tokenizer.fim.middle
+    assert result.texts == complete_ids(runner, tokenizer, whole, settings).texts
+    short = complete_text(runner, tokenizer, "x = 1\n", settings)
+    assert not short.prompt.truncated and short.prompt.ids == tokenizer.encode("x = 1\n")
+    empty = complete_text(runner, tokenizer, "", settings)
+    assert empty.prompt.ids == [tokenizer.eos_id]
