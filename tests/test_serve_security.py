@@ -292,3 +292,13 @@ def test_a_stream_to_an_allowed_page_carries_cors_headers(server):
         assert reply.status_code == 200 and reply.headers["access-control-allow-origin"] == PAGE
         events = [json.loads(line[6:]) for line in reply.iter_lines() if line.startswith("data: ")]
     assert events[-1]["stop"] is True
+
+
+def test_the_cli_client_sends_a_non_ascii_key_as_utf8(server, tmp_path):
+    import os
+    import sys
+
+    env = dict(os.environ, BIGCODE_HOME=str(tmp_path), BIGCODE_SERVER=server.url, BIGCODE_API_KEY="clé", NO_COLOR="1")
+    done = subprocess.run([sys.executable, "-m", "bigcode_cli", "generate", "def", "--max-new-tokens", "2", "-t", "0"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr

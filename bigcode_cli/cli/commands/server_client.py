@@ -71,10 +71,11 @@ class _Connection:
         self.path = parts.path.rstrip("/") + "/v1/completions"
 
     def post(self, body: dict[str, Any]) -> http.client.HTTPResponse:
-        headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+        headers: dict[str, str | bytes] = {"Content-Type": "application/json",
+                                           "Accept": "application/json, text/event-stream"}
         key = os.environ.get(API_KEY_ENV)
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
+        if key:  # the key's own bytes (UTF-8), as the server compares them: http.client would send latin-1
+            headers["Authorization"] = b"Bearer " + key.encode("utf-8", "surrogateescape")
         try:
             self.connection.request("POST", self.path, body=json.dumps(body).encode(), headers=headers)
             response = self.connection.getresponse()
