@@ -35,12 +35,17 @@ class _Body(BaseModel):
     @field_validator("*")
     @classmethod
     def _unicode(cls, value: Any) -> Any:
-        for text in [value] if isinstance(value, str) else value if isinstance(value, list) else []:
-            if isinstance(text, str):
-                try:
-                    check_unicode(text, "the string" if text is value else "a string in it")
-                except InputError as exc:
-                    raise ValueError(str(exc)) from None
+        if isinstance(value, str):
+            texts = [value]
+        elif isinstance(value, list) and value and isinstance(value[0], str):
+            texts = value  # validated already: every item has the first one's type (not a million token ids)
+        else:
+            return value
+        for text in texts:
+            try:
+                check_unicode(text, "the string" if text is value else "a string in it")
+            except InputError as exc:
+                raise ValueError(str(exc)) from None
         return value
 
 
