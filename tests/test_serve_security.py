@@ -82,6 +82,9 @@ def test_keys_are_utf8_bytes_compared_whole():
         assert not ring.matches(header), header
     assert not KeyRing() and len(KeyRing([b"a", b"a", b""])) == 1
     assert KeyRing([key_bytes("caf\udce9")]).matches(b"Bearer caf\xe9")  # an argument's own bytes, not UTF-8
+    for unusable in (b" key", b"key\t", "clé\n".encode(), b"k\x7fey"):  # no HTTP header could carry it whole
+        with pytest.raises(InputError, match="--api-key: a key cannot"):
+            KeyRing([unusable])
 
 
 def test_key_file_one_key_per_line(tmp_path):
