@@ -142,6 +142,17 @@ def test_models_quantize_list_info_rm(lm, capsys):
     assert code == 1 and err.startswith("error: no quantized copies of")
 
 
+def test_refusing_to_remove_a_bundled_model_keeps_its_quantized_copies(capsys):
+    code, out, _ = run_cli(capsys, "models", "quantize", "bigcode-tiny", "--dtype", "int8")
+    assert code == 0
+    kept = quantized.entries()
+    code, out, err = run_cli(capsys, "models", "rm", "bigcode-tiny")
+    assert (code, out) == (1, "") and err == "error: bigcode-tiny is bundled with bigcode-cli and cannot be removed\n"
+    assert quantized.entries() == kept and os.path.isfile(kept[0]["path"])
+    code, out, _ = run_cli(capsys, "models", "rm", "bigcode-tiny", "--quantized")
+    assert code == 0 and out == f"removed {os.path.dirname(kept[0]['path'])}\n" and quantized.entries() == []
+
+
 @pytest.mark.parametrize("args, message", [
     (["classify", "--dtype", "int8", "-"], "error: --dtype int8 quantizes causal language models only; "
                                            "sequence-classification heads run in float32 or bfloat16\n"),

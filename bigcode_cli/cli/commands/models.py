@@ -128,10 +128,10 @@ def rm_command(
                                                                      "made from NAME, which works for bundled models too.")] = False,
 ) -> None:
     """Remove a model from the cache (NAME@REV removes one revision, NAME all of them), with its quantized copies."""
-    removed = quantized.remove(name)
-    if not only_quantized:
-        removed += store.remove(name)
-    elif not removed:
+    # the store refuses first (a bundled model, a name not in the cache): a refused command changes nothing
+    removed = [] if only_quantized else store.remove(name)
+    removed += quantized.remove(name)
+    if only_quantized and not removed:
         raise ModelNotFoundError(f"no quantized copies of {name} are kept; `bigcode models list` shows them")
     for path in removed:
         sys.stdout.write(f"removed {path}\n")
