@@ -282,7 +282,7 @@ class _ComboRun:
     def _measure(self, loaded: LoadedModel, load_s: float) -> dict[str, float | None]:
         runner = loaded.runner
         self.seen = {"name": loaded.name, "backend": runner.backend, "device": str(runner.device),
-                     "dtype": getattr(runner, "dtype_name", None) or str(runner.dtype).removeprefix("torch."),
+                     "dtype": runner.dtype_name,
                      "decode_by": runner.decode_path,
                      "decode_reason": runner.decode_reason if runner.decode_path != "kernel" else None,
                      "decode_summary": runner.decode_summary}

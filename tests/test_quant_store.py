@@ -182,6 +182,26 @@ def test_generate_with_int8_streams_the_same_text_as_the_kept_copy(lm, capsys):
     assert code == 0 and first == second
 
 
+@pytest.mark.parametrize("dtype", ["int8", "float32"])
+def test_complete_json_names_the_dtype_asked_for(lm, capsys, tmp_path, dtype):
+    import json
+
+    (tmp_path / "a.py").write_text("def f(x):\n    return")
+    code, out, _ = run_cli(capsys, "complete", str(tmp_path / "a.py"), "--model", str(lm), "--dtype", dtype,
+                           "--json", "--max-new-tokens", "2", "-t", "0")
+    assert code == 0 and json.loads(out)["dtype"] == dtype
+
+
+def test_the_server_and_the_repl_name_the_dtype_asked_for(lm):
+    from bigcode_cli.repl.session import describe
+    from bigcode_cli.serve.worker import EngineWorker
+
+    loaded = open_model(str(lm), "causal-lm", dtype="int4", device="cpu")
+    worker = EngineWorker(lambda: loaded)
+    worker.loaded = loaded
+    assert worker.dtype == "int4" and ", int4, decode: " in describe(loaded)
+
+
 def test_a_quantized_linear_layer_survives_the_file_round_trip(tmp_path):
     layer = QuantizedLinear(quantize(torch.randn(9, 70), 4), 9, torch.randn(9))
     state = {"a.qweight": layer.qweight, "a.scales": layer.scales, "a.bias": layer.bias.detach()}

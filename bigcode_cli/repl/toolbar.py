@@ -17,8 +17,6 @@ STYLE = {
 
 def toolbar_items(session: Session) -> list[tuple[str, str]]:
     """(label, value) pairs, in the order shown."""
-    from bigcode_cli.repl.session import dtype_name
-
     loaded = session.current
     items: list[tuple[str, str]] = []
     if loaded is None:
@@ -26,7 +24,7 @@ def toolbar_items(session: Session) -> list[tuple[str, str]]:
     else:
         runner = loaded.runner
         items += [("model", loaded.name), ("engine", runner.engine), ("attn", runner.backend),
-                  ("device", str(runner.device)), ("dtype", getattr(runner, "dtype_name", None) or dtype_name(runner.dtype))]
+                  ("device", str(runner.device)), ("dtype", runner.dtype_name)]
     items.append(("mode", session.mode))
     last = session.last
     if last is not None:

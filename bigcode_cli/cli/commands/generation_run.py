@@ -65,7 +65,7 @@ def run_completion(*, prefix: str, suffix: str, mode: Mode, settings: Completion
     if result.generation.interrupted:
         raise KeyboardInterrupt
     show_result(texts=result.texts, records=lambda: completion_records(result, loaded.tokenizer, load_s,
-                                                                             dtype=str(loaded.runner.dtype).removeprefix("torch.")),
+                                                                             dtype=loaded.runner.dtype_name),
                 prefix=prefix, suffix=suffix, json_out=json_out, filename=filename, in_place=in_place, diff=diff,
                 streamed=printer is not None)
 
