@@ -1,4 +1,4 @@
-"""`bigcode models`: the local checkpoint cache (list, pull, rm, info, import, verify, path).
+"""`bigcode models`: the local checkpoint cache (list, pull, rm, quantize, info, import, verify, path).
 
 Thin commands over `bigcode_cli.store`; nothing here imports torch. Results go to stdout, progress
 and notes to stderr; the store raises BigCodeError subclasses, which the CLI renders.
@@ -20,11 +20,7 @@ from bigcode_cli.cli.commands.options import complete_model
 from bigcode_cli.terminal.console import print_notice, stderr_console, stdout_console
 from bigcode_cli.terminal.safe_text import for_stream
 
-models_app = typer.Typer(
-    name="models",
-    help="Manage the local checkpoint cache: list, pull, rm, info, import, verify, path.",
-    no_args_is_help=True,
-)
+models_app = typer.Typer(name="models", no_args_is_help=True)  # its help, naming every command, is set below
 
 NameArg = Annotated[str, typer.Argument(help="Alias, owner/name[@revision], bundled model or checkpoint directory.",
                                         show_default=False, autocompletion=complete_model)]
@@ -234,3 +230,7 @@ def verify_command(name: NameArg) -> None:
 def path_command(name: NameArg) -> None:
     """Print the checkpoint directory a model name resolves to (never downloads)."""
     sys.stdout.write(f"{store.path(name)}\n")
+
+
+models_app.info.help = ("Manage the local checkpoint cache: "
+                        f"{', '.join(command.name for command in models_app.registered_commands)}.")
