@@ -351,6 +351,49 @@ def test_verify_catches_a_flipped_byte(lm_dir, capsys):
     assert (code, out) == (1, "") and err.startswith("error: acme/tiny is corrupt: model.safetensors sha256 differs")
 
 
+SHIPPED = Path(paths.__file__).resolve().parent / "bundled"  # the package's own bundled models
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts" / "bundled"
+
+
+def test_the_bundled_models_ship_their_hashes(monkeypatch, capsys):
+    monkeypatch.setattr(paths, "bundled_dir", lambda: SHIPPED)
+    for name in store.bundled_models():
+        files = len([p for p in (SHIPPED / name).iterdir() if p.name != "manifest.json"])
+        code, out, _ = run_cli(capsys, "models", "verify", name)
+        assert (code, out) == (0, f"ok: {name}: {files} files match\n")
+
+
+def test_verify_catches_a_changed_bundled_model(store_env, capsys):
+    import shutil
+
+    copy = shutil.copytree(SHIPPED / "bigcode-tiny", store_env / "bundled" / "bigcode-tiny")
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "n_positions": 64}))
+    code, out, err = run_cli(capsys, "models", "verify", "bigcode-tiny")
+    assert (code, out) == (1, "") and err.startswith("error: bigcode-tiny is corrupt: config.json has ")
+    assert err.endswith("replace it with a reinstall of bigcode-cli\n")
+
+
+def test_the_bundled_recipe_records_what_verify_checks(lm_dir, tmp_path, capsys):
+    import importlib.util
+    import subprocess
+    import sys
+
+    shipped = tmp_path / "bundled" / "shipped"
+    subprocess.run([sys.executable, str(SCRIPTS / "ship.py"), str(lm_dir), str(shipped)], check=True,
+                   capture_output=True, timeout=120)
+    spec = importlib.util.spec_from_file_location("train_lm", SCRIPTS / "train_lm.py")
+    train_lm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_lm)
+    config = train_lm.model_config(300, 64)
+    trained = tmp_path / "bundled" / "trained"
+    train_lm.export(train_lm.GPTBigCodeForCausalLM(config), config, lm_dir, trained, {"steps": 0})
+    for directory in (shipped, trained):
+        assert json.loads((directory / "manifest.json").read_text())["source"] == "bundled"
+        code, out, _ = run_cli(capsys, "models", "verify", directory.name)
+        assert code == 0 and out.endswith(" files match\n")
+
+
 def test_rm_removes_entries_only_from_our_cache(lm_dir, store_env, capsys):
     imported = store.import_checkpoint(lm_dir, "mine")
     code, out, err = run_cli(capsys, "models", "rm", "mine")

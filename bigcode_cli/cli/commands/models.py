@@ -221,7 +221,7 @@ def import_command(
 
 @models_app.command("verify")
 def verify_command(name: NameArg) -> None:
-    """Re-hash a model's files against the hashes recorded when it was pulled or imported."""
+    """Re-hash a model's files against the hashes recorded when it was pulled or imported (or shipped, for bundled ones)."""
     result = store.verify(name)
     sys.stdout.write(f"ok: {result['name']}: {result['files']} files match\n")
 
