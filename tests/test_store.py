@@ -249,6 +249,18 @@ def test_concurrent_pulls_end_with_one_good_copy(hub):
     store.verify(REPO)
 
 
+def test_a_hub_whose_name_does_not_resolve_means_no_network(monkeypatch, capsys):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://hub.invalid")  # .invalid never resolves (RFC 6761)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    code, out, err = run_cli(capsys, "models", "pull", REPO)
+    assert (code, out) == (1, "") and entries() == [] and leftovers() == []
+    assert err == (f"error: cannot download {REPO}: no network (hub.invalid does not resolve); nothing was saved. "
+                   "Bundled and cached models need none: --offline or HF_HUB_OFFLINE=1 never tries\n")
+
+
 def test_offline_mode_gives_one_clear_line(monkeypatch, capsys):
     with pytest.raises(ModelNotFoundError, match="offline"):
         store.pull(REPO)
