@@ -95,3 +95,10 @@ def show_result(*, texts: list[str], records: Callable[[], list[dict[str, Any]]]
                                    markup=False)
     elif not streamed:
         print_samples(texts)
+    if not (json_out or in_place) and not any(texts):
+        import sys
+
+        from bigcode_cli.terminal.safe_text import is_terminal
+
+        if is_terminal(sys.stdout):  # an empty line on a terminal looks like a hang or a bug; a pipe gets nothing
+            print_notice("the model produced nothing here (it ended the completion at once)")
