@@ -14,6 +14,7 @@ from checkpoints import save_checkpoint, save_lm_with_tokenizer
 from cli_process import on_a_terminal, running
 
 from bigcode_cli.cli.app import run
+from bigcode_cli.generation.fim import splice
 
 SOURCE = 'def fib(n):\n    """Return the n-th Fibonacci number."""\n    <FILL>\n\nprint(fib(10))\n'
 
@@ -86,11 +87,12 @@ def test_in_place_splices_the_completion(capsys, lm, source):
     code, out, err = _run(capsys, "complete", source, "-m", lm, "-t", "0", "--max-new-tokens", "8", "--in-place")
     assert code == 0, err
     assert out == ""
-    _, streamed, _ = _run(capsys, "complete", source, "-m", lm, "-t", "0", "--max-new-tokens", "8")
     text = source.read_text()
-    # the file now holds prefix + completion + suffix, and no marker
+    source.write_text(SOURCE)
+    _, out, _ = _run(capsys, "complete", source, "-m", lm, "-t", "0", "--max-new-tokens", "8", "--json")
+    # the file now holds prefix + completion + suffix as an editor joins them (fim.splice), and no marker
     assert "<FILL>" not in text
-    assert text.startswith(SOURCE.split("<FILL>")[0]) and text.endswith(SOURCE.split("<FILL>")[1])
+    assert text == "".join(splice(*SOURCE.split("<FILL>")[:1], json.loads(out)["text"], SOURCE.split("<FILL>")[1]))
 
 
 def test_diff_prints_a_unified_diff_and_leaves_the_file(capsys, lm, source):
