@@ -375,6 +375,28 @@ def test_the_bundled_models_ship_their_hashes(monkeypatch, capsys):
         assert (code, out) == (0, f"ok: {name}: {files} files match\n")
 
 
+def test_models_list_on_an_80_column_terminal_shows_whole_names(monkeypatch, capsys):
+    import sys
+
+    from bigcode_cli.terminal.console import stdout_console
+
+    monkeypatch.setattr(paths, "bundled_dir", lambda: SHIPPED)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "80")
+    stdout_console.cache_clear()
+    try:
+        code, out, _ = run_cli(capsys, "models", "list")
+    finally:
+        stdout_console.cache_clear()
+    rows = [line.split() for line in out.splitlines()]
+    assert code == 0 and max(len(line) for line in out.splitlines()) <= 80 and "…" not in out
+    assert rows[0] == ["NAME", "SOURCE", "COMMANDS", "PARAMS", "DTYPE", "CONTEXT", "SIZE"]
+    assert [row[:3] for row in rows[1:]] == [["bigcode-tiny", "bundled", "complete,"], ["infill"],
+                                             ["bigcode-tiny-langid", "bundled", "classify"],
+                                             ["bigcode-tiny-secrets", "bundled", "tag"]]
+
+
 def test_verify_catches_a_changed_bundled_model(store_env, capsys):
     import shutil
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from enum import Enum
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
@@ -60,27 +60,40 @@ def list_command(as_json: JsonOpt = False) -> None:
     if as_json:
         _print_json(rows)
         return
-    columns = ("NAME", "SOURCE", "TASKS", "PARAMS", "DTYPE", "CONTEXT", "SIZE")
-    cells = [tuple(for_stream(cell, sys.stdout) for cell in row) for row in _list_cells(rows)]
     if not rows:
         print_notice("no models found")
         return
     if _on_terminal(sys.stdout):
-        from rich.table import Table
-
-        table = Table(*columns, box=None, header_style="bold")
-        for row in cells:
-            table.add_row(*row)
-        stdout_console().print(table, markup=False)
+        _print_list_table(rows)
         return
-    sys.stdout.write("\t".join(columns) + "\n")
+    sys.stdout.write("\t".join(("NAME", "SOURCE", "TASKS", "PARAMS", "DTYPE", "CONTEXT", "SIZE")) + "\n")
+    for row in _list_cells(rows, lambda tasks: ",".join(tasks)):
+        sys.stdout.write("\t".join(for_stream(cell, sys.stdout) for cell in row) + "\n")
+
+
+def _print_list_table(rows: list[dict[str, Any]]) -> None:
+    """`models list` for a person: the commands each model serves instead of its task ids (which are long
+    and say less), and names never cut, even on an 80-column terminal."""
+    from rich.table import Table
+
+    from bigcode_cli.tasks import TASKS
+
+    def commands(tasks: list[str]) -> str:
+        return ", ".join(mode for task in tasks for mode in TASKS[task].modes)
+
+    cells = [tuple(for_stream(cell, sys.stdout) for cell in row) for row in _list_cells(rows, commands)]
+    table = Table("NAME", "SOURCE", "COMMANDS", "PARAMS", "DTYPE", "CONTEXT", "SIZE", box=None, header_style="bold",
+                  pad_edge=False)
+    table.columns[0].no_wrap = True  # a name is what the next command is typed with: the other columns give way
+    table.columns[0].min_width = max(len(row[0]) for row in cells)
     for row in cells:
-        sys.stdout.write("\t".join(row) + "\n")
+        table.add_row(*row)
+    stdout_console().print(table, markup=False)
 
 
-def _list_cells(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
-    """The `models list` columns of each row, as text."""
-    return [(r["name"], r["source"], ",".join(r.get("tasks") or []) or ("error" if "error" in r else "-"),
+def _list_cells(rows: list[dict[str, Any]], tasks: Callable[[list[str]], str]) -> list[tuple[str, ...]]:
+    """The `models list` columns of each row, as text; `tasks` shows a row's task names."""
+    return [(r["name"], r["source"], tasks(r.get("tasks") or []) or ("error" if "error" in r else "-"),
              _human_count(r.get("parameters")), str(r.get("dtype") or "-"), str(r.get("n_positions") or "-"),
              _human_size(r.get("size_bytes"))) for r in rows]
 
