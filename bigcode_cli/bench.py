@@ -282,7 +282,7 @@ class _ComboRun:
     def _measure(self, loaded: LoadedModel, load_s: float) -> dict[str, float | None]:
         runner = loaded.runner
         self.seen = {"name": loaded.name, "backend": runner.backend, "device": str(runner.device),
-                     "dtype": getattr(runner, "dtype_name", None) or str(runner.dtype).removeprefix("torch."),
+                     "dtype": runner.dtype_name,
                      "decode_by": runner.decode_path,
                      "decode_reason": runner.decode_reason if runner.decode_path != "kernel" else None,
                      "decode_summary": runner.decode_summary}
@@ -329,6 +329,8 @@ def run_bench(model: str | None, combos: Sequence[Combo], *, device: str = "auto
         report.notes.append(f"prompt cut to {len(first.prompt)} tokens: the context must also hold "
                             f"{new_tokens} new tokens")
     base = medians[first.combo].get("decode_tok_s")
+    if new_tokens < 2:
+        report.notes.append("no decode rate: --new-tokens 1 makes no decode step to time; ask for 2 or more")
     for combo, run in runs.items():
         if run.error is not None:
             report.results.append(ComboResult(combo, skipped=str(run.error)))
@@ -342,4 +344,16 @@ def run_bench(model: str | None, combos: Sequence[Combo], *, device: str = "auto
             prefill_tok_s=len(run.prompt) / prefill_s if prefill_s else None, decode_tok_s=rate,
             ratio=rate / base if rate is not None and base else None,
         ))
+        if rate is None and new_tokens >= 2:
+            report.notes.append(_no_rate_note(combo.label, new_tokens, rounds))
+    if base is None and new_tokens >= 2 and any(r.decode_tok_s is not None for r in report.results):
+        report.notes.append(f"no ratio: it divides by the decode rate of the first row, {first.combo.label}, "
+                            "which has none")
     return report
+
+
+def _no_rate_note(label: str, new_tokens: int, rounds: int) -> str:
+    """Why a combination shows no decode rate: noise outweighed its decode steps in every round."""
+    every = "every round" if rounds > 1 else "the one round"
+    return (f"no decode rate for {label}: in {every}, making {new_tokens} tokens took no longer than making 1 "
+            f"(timing noise larger than {new_tokens - 1} decode steps); ask for more --new-tokens or --rounds")

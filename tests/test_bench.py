@@ -76,10 +76,14 @@ def test_json_lines_one_object_per_combination_with_flash_skipped_on_cpu(capsys,
         if r["attn"] == "flash":
             assert "CUDA" in r["skipped"]
             assert all(r[key] is None for key in (*MEASURES, "backend", "device", "dtype"))
-    notes = err.splitlines()
+    notes = [line for line in err.splitlines() if line.startswith("note: skipped ")]
     assert len(notes) == 2
     assert notes[0].startswith("note: skipped native/flash: ") and "CUDA" in notes[0]
     assert notes[1].startswith("note: skipped transformers/flash: ")
+    # a rate (or the ratios) that noise swamped says so, and nothing else is said
+    why = [line for line in err.splitlines() if line not in notes]
+    assert len(why) == (first is None) + (second is None) + (first is None and second is not None)
+    assert all(line.startswith(("note: no decode rate for ", "note: no ratio: ")) for line in why)
 
 
 def test_ratio_is_decode_rate_over_the_first_row(capsys, lm, fake_timings):
@@ -138,6 +142,28 @@ def test_title_and_json_say_why_decode_steps_are_not_in_the_c_kernel(capsys, lm,
         ("transformers", "torch", "the transformers engine runs its own code")]
     code, out = _on_a_terminal(capsys, monkeypatch, "bench", "-m", lm, "--attn", "sdpa", "--device", "cpu", *FAST)
     assert out.splitlines()[0].endswith("; native decode steps: PyTorch (turned off by BIGCODE_CPU_KERNEL=0)")
+
+
+def test_a_missing_decode_rate_and_ratio_say_why(capsys, lm, monkeypatch):
+    # transformers' runs are pure noise: 4 tokens take no longer than 1, so it has no rate; native has one
+    step = {"native": lambda n: 0.01 * n, "transformers": lambda n: 0.05 - 0.001 * n}
+    monkeypatch.setattr(bench, "generate_seconds", lambda runner, _tok, _prompt, n: step[runner.engine](n))
+    monkeypatch.setattr(bench, "prefill_seconds", lambda _runner, _prompt: 0.004)
+    code, out, err = _run(capsys, "bench", "-m", lm, "--engine", "transformers,native", "--attn", "sdpa", *FAST)
+    assert code == 0
+    assert [(r["engine"], r["decode_tok_s"], r["ratio"]) for r in _records(out)] == [
+        ("transformers", None, None), ("native", 100.0, None)]
+    assert " ".join(err.split()) == (
+        "note: no decode rate for transformers/sdpa: in the one round, making 4 tokens took no longer than making 1 "
+        "(timing noise larger than 3 decode steps); ask for more --new-tokens or --rounds "
+        "note: no ratio: it divides by the decode rate of the first row, transformers/sdpa, which has none")
+
+
+def test_one_new_token_says_there_is_no_decode_step_to_time(capsys, lm, fake_timings):
+    code, out, err = _run(capsys, "bench", "-m", lm, "--engine", "native", "--attn", "sdpa", "--rounds", "1",
+                          "--new-tokens", "1", "--prompt-tokens", "16")
+    assert code == 0 and _records(out)[0]["decode_tok_s"] is None
+    assert " ".join(err.split()) == "note: no decode rate: --new-tokens 1 makes no decode step to time; ask for 2 or more"
 
 
 def test_prompt_is_cut_to_leave_room_for_the_new_tokens(capsys, lm, fake_timings):

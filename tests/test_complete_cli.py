@@ -11,9 +11,10 @@ import time
 
 import pytest
 from checkpoints import save_checkpoint, save_lm_with_tokenizer
-from cli_process import running
+from cli_process import on_a_terminal, running
 
 from bigcode_cli.cli.app import run
+from bigcode_cli.generation.fim import splice
 
 SOURCE = 'def fib(n):\n    """Return the n-th Fibonacci number."""\n    <FILL>\n\nprint(fib(10))\n'
 
@@ -86,11 +87,12 @@ def test_in_place_splices_the_completion(capsys, lm, source):
     code, out, err = _run(capsys, "complete", source, "-m", lm, "-t", "0", "--max-new-tokens", "8", "--in-place")
     assert code == 0, err
     assert out == ""
-    _, streamed, _ = _run(capsys, "complete", source, "-m", lm, "-t", "0", "--max-new-tokens", "8")
     text = source.read_text()
-    # the file now holds prefix + completion + suffix, and no marker
+    source.write_text(SOURCE)
+    _, out, _ = _run(capsys, "complete", source, "-m", lm, "-t", "0", "--max-new-tokens", "8", "--json")
+    # the file now holds prefix + completion + suffix as an editor joins them (fim.splice), and no marker
     assert "<FILL>" not in text
-    assert text.startswith(SOURCE.split("<FILL>")[0]) and text.endswith(SOURCE.split("<FILL>")[1])
+    assert text == "".join(splice(*SOURCE.split("<FILL>")[:1], json.loads(out)["text"], SOURCE.split("<FILL>")[1]))
 
 
 def test_diff_prints_a_unified_diff_and_leaves_the_file(capsys, lm, source):
@@ -98,6 +100,34 @@ def test_diff_prints_a_unified_diff_and_leaves_the_file(capsys, lm, source):
     assert code == 0
     assert out.startswith(f"--- a/{source}\n+++ b/{source}\n@@ ")
     assert source.read_text() == SOURCE
+
+
+@pytest.fixture(scope="module")
+def silent_lm(tmp_path_factory):
+    """A causal LM whose first token is always <|endoftext|>: every completion is empty."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path = save_lm_with_tokenizer(tmp_path_factory.mktemp("silent") / "ckpt")
+    state = load_file(str(path / "model.safetensors"))
+    eos = torch.randn_like(state["transformer.wte.weight"][0]) * 5
+    state["transformer.wte.weight"][0] = eos  # the tied head's row of id 0, the tokenizer's end of text
+    state["transformer.ln_f.weight"].zero_()  # every final hidden state is ln_f's bias ...
+    state["transformer.ln_f.bias"].copy_(eos)  # ... which scores id 0 far above any other row
+    save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
+    return path
+
+
+def test_an_empty_completion_says_so_on_a_terminal_only(capsys, silent_lm, tmp_path):
+    (tmp_path / "add.js").write_text("function add(a, b) {\n  <FILL>\n}\n")
+    args = ("complete", tmp_path / "add.js", "-m", silent_lm, "--max-new-tokens", "8")
+    code, out, err = _run(capsys, *args, "--json")
+    assert code == 0 and json.loads(out)["text"] == "" and json.loads(out)["new_tokens"] == 0 and err == ""
+    code, out, err = _run(capsys, *args)
+    assert (code, err) == (0, "") and out.strip() == ""  # a pipe gets the (empty) text and nothing else
+    env = {**os.environ, "TERM": "xterm", "NO_COLOR": "1", "COLUMNS": "200"}
+    shown = on_a_terminal(list(args), env)
+    assert "note: the model produced nothing here (it ended the completion at once)" in shown
 
 
 def test_generate_and_infill(capsys, lm):

@@ -10,6 +10,7 @@ from bigcode_cli.generation.fim import (
     fit_fim,
     fit_left,
     parse_at,
+    splice,
     split_source,
 )
 from bigcode_cli.text.tokenizer import Tokenizer
@@ -258,3 +259,26 @@ def test_min_indent_ends_the_completion_before_a_shallower_line():
     assert clean_completion("a\n\tb\n", "", block=False, min_indent=1) == "a\n\tb\n"  # a tab counts one
     # a last line without its newline is still being written: not judged yet
     assert clean_completion("a\n    b\nc", "", block=False, min_indent=4) == "a\n    b\nc"
+
+
+FIB = 'def fibonacci(n: int) -> int:\n    """Return the n-th Fibonacci number."""\n    <FILL>\n\n\ndef main() -> None:\n'
+
+
+def test_splice_a_completion_of_its_own_lines_leaves_no_blank_or_space_only_line():
+    prefix, suffix = FIB.split("<FILL>")
+    joined = "".join(splice(prefix, "\n    return __name__\n", suffix))
+    assert joined == 'def fibonacci(n: int) -> int:\n    """Return the n-th Fibonacci number."""\n    return __name__\n' \
+                     '\n\ndef main() -> None:\n'
+
+
+@pytest.mark.parametrize("prefix, completion, suffix", [
+    ("def f():\n    ", "return 1", "\n"),  # on the cursor line: as it is
+    ("    x = ", "\n1\n", "\n"),  # code before the cursor
+    ("def f():\n    ", "\n    y = 2\n", "return y\n"),  # code after the cursor keeps its indentation
+])
+def test_splice_leaves_other_joins_alone(prefix, completion, suffix):
+    assert splice(prefix, completion, suffix) == (prefix, completion, suffix)
+
+
+def test_splice_at_the_end_of_the_file_keeps_the_final_newline():
+    assert splice("def f():\n    ", "\n    return 1\n", "") == ("def f():\n", "    return 1\n", "")

@@ -142,6 +142,17 @@ def test_models_quantize_list_info_rm(lm, capsys):
     assert code == 1 and err.startswith("error: no quantized copies of")
 
 
+def test_refusing_to_remove_a_bundled_model_keeps_its_quantized_copies(capsys):
+    code, out, _ = run_cli(capsys, "models", "quantize", "bigcode-tiny", "--dtype", "int8")
+    assert code == 0
+    kept = quantized.entries()
+    code, out, err = run_cli(capsys, "models", "rm", "bigcode-tiny")
+    assert (code, out) == (1, "") and err == "error: bigcode-tiny is bundled with bigcode-cli and cannot be removed\n"
+    assert quantized.entries() == kept and os.path.isfile(kept[0]["path"])
+    code, out, _ = run_cli(capsys, "models", "rm", "bigcode-tiny", "--quantized")
+    assert code == 0 and out == f"removed {os.path.dirname(kept[0]['path'])}\n" and quantized.entries() == []
+
+
 @pytest.mark.parametrize("args, message", [
     (["classify", "--dtype", "int8", "-"], "error: --dtype int8 quantizes causal language models only; "
                                            "sequence-classification heads run in float32 or bfloat16\n"),
@@ -169,6 +180,26 @@ def test_generate_with_int8_streams_the_same_text_as_the_kept_copy(lm, capsys):
     assert code == 0 and quantized.entries() != []
     code, second, _ = run_cli(capsys, *args)
     assert code == 0 and first == second
+
+
+@pytest.mark.parametrize("dtype", ["int8", "float32"])
+def test_complete_json_names_the_dtype_asked_for(lm, capsys, tmp_path, dtype):
+    import json
+
+    (tmp_path / "a.py").write_text("def f(x):\n    return")
+    code, out, _ = run_cli(capsys, "complete", str(tmp_path / "a.py"), "--model", str(lm), "--dtype", dtype,
+                           "--json", "--max-new-tokens", "2", "-t", "0")
+    assert code == 0 and json.loads(out)["dtype"] == dtype
+
+
+def test_the_server_and_the_repl_name_the_dtype_asked_for(lm):
+    from bigcode_cli.repl.session import describe
+    from bigcode_cli.serve.worker import EngineWorker
+
+    loaded = open_model(str(lm), "causal-lm", dtype="int4", device="cpu")
+    worker = EngineWorker(lambda: loaded)
+    worker.loaded = loaded
+    assert worker.dtype == "int4" and ", int4, decode: " in describe(loaded)
 
 
 def test_a_quantized_linear_layer_survives_the_file_round_trip(tmp_path):

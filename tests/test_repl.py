@@ -22,7 +22,7 @@ from bigcode_cli.store.loader import open_model
 from bigcode_cli.repl.keys import next_indent, should_run
 from bigcode_cli.repl.loop import interactive, read_turns
 from bigcode_cli.repl.session import Session
-from bigcode_cli.repl.toolbar import toolbar_items
+from bigcode_cli.repl.toolbar import toolbar, toolbar_items
 
 ENTER, ESC_ENTER, CTRL_C = "\r", "\x1b\r", "\x03"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[=>]|\r")
@@ -96,6 +96,17 @@ def test_completion_turn_streams_the_model_text_after_the_input(models):
     assert any(label == "speed" for label, _ in toolbar_items(session))
     history = Path(os.environ["BIGCODE_HOME"], "repl_history").read_text()
     assert "+    return a\n" in history and "+/quit\n" in history
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_the_toolbar_wraps_between_items_to_the_terminal_width(models, width):
+    session = new_session(models)
+    drive(session, "def add(a, b):" + ENTER + ENTER + "/quit" + ENTER)
+    items = toolbar_items(session)
+    assert len(" ".join(f" {label} {value}" for label, value in items)) > width  # too wide for one line
+    lines = "".join(text for _, text in toolbar(session, width)).split("\n")
+    assert len(lines) > 1 and all(len(line) <= width for line in lines)
+    assert "".join(lines) == "".join(f" {label} {value} " for label, value in items)  # every item, whole
 
 
 def test_esc_enter_runs_a_partial_last_line_and_echoes_it(models):

@@ -24,7 +24,7 @@ def _runners(lm):
 
 def test_both_engines_are_runners_with_caches(lm):
     for runner in _runners(lm):
-        assert isinstance(runner, Runner)
+        assert isinstance(runner, Runner) and runner.dtype_name == "float32"
         cache = runner.new_cache(1, 8)
         assert isinstance(cache, Cache) and cache.length == 0
 

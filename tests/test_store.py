@@ -249,6 +249,18 @@ def test_concurrent_pulls_end_with_one_good_copy(hub):
     store.verify(REPO)
 
 
+def test_a_hub_whose_name_does_not_resolve_means_no_network(monkeypatch, capsys):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://hub.invalid")  # .invalid never resolves (RFC 6761)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    code, out, err = run_cli(capsys, "models", "pull", REPO)
+    assert (code, out) == (1, "") and entries() == [] and leftovers() == []
+    assert err == (f"error: cannot download {REPO}: no network (hub.invalid does not resolve); nothing was saved. "
+                   "Bundled and cached models need none: --offline or HF_HUB_OFFLINE=1 never tries\n")
+
+
 def test_offline_mode_gives_one_clear_line(monkeypatch, capsys):
     with pytest.raises(ModelNotFoundError, match="offline"):
         store.pull(REPO)
@@ -349,6 +361,71 @@ def test_verify_catches_a_flipped_byte(lm_dir, capsys):
         store.verify("acme/tiny")
     code, out, err = run_cli(capsys, "models", "verify", "acme/tiny")
     assert (code, out) == (1, "") and err.startswith("error: acme/tiny is corrupt: model.safetensors sha256 differs")
+
+
+SHIPPED = Path(paths.__file__).resolve().parent / "bundled"  # the package's own bundled models
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts" / "bundled"
+
+
+def test_the_bundled_models_ship_their_hashes(monkeypatch, capsys):
+    monkeypatch.setattr(paths, "bundled_dir", lambda: SHIPPED)
+    for name in store.bundled_models():
+        files = len([p for p in (SHIPPED / name).iterdir() if p.name != "manifest.json"])
+        code, out, _ = run_cli(capsys, "models", "verify", name)
+        assert (code, out) == (0, f"ok: {name}: {files} files match\n")
+
+
+def test_models_list_on_an_80_column_terminal_shows_whole_names(monkeypatch, capsys):
+    import sys
+
+    from bigcode_cli.terminal.console import stdout_console
+
+    monkeypatch.setattr(paths, "bundled_dir", lambda: SHIPPED)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "80")
+    stdout_console.cache_clear()
+    try:
+        code, out, _ = run_cli(capsys, "models", "list")
+    finally:
+        stdout_console.cache_clear()
+    rows = [line.split() for line in out.splitlines()]
+    assert code == 0 and max(len(line) for line in out.splitlines()) <= 80 and "…" not in out
+    assert rows[0] == ["NAME", "SOURCE", "COMMANDS", "PARAMS", "DTYPE", "CONTEXT", "SIZE"]
+    assert [row[:3] for row in rows[1:]] == [["bigcode-tiny", "bundled", "complete,"], ["infill"],
+                                             ["bigcode-tiny-langid", "bundled", "classify"],
+                                             ["bigcode-tiny-secrets", "bundled", "tag"]]
+
+
+def test_verify_catches_a_changed_bundled_model(store_env, capsys):
+    import shutil
+
+    copy = shutil.copytree(SHIPPED / "bigcode-tiny", store_env / "bundled" / "bigcode-tiny")
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "n_positions": 64}))
+    code, out, err = run_cli(capsys, "models", "verify", "bigcode-tiny")
+    assert (code, out) == (1, "") and err.startswith("error: bigcode-tiny is corrupt: config.json has ")
+    assert err.endswith("replace it with a reinstall of bigcode-cli\n")
+
+
+def test_the_bundled_recipe_records_what_verify_checks(lm_dir, tmp_path, capsys):
+    import importlib.util
+    import subprocess
+    import sys
+
+    shipped = tmp_path / "bundled" / "shipped"
+    subprocess.run([sys.executable, str(SCRIPTS / "ship.py"), str(lm_dir), str(shipped)], check=True,
+                   capture_output=True, timeout=120)
+    spec = importlib.util.spec_from_file_location("train_lm", SCRIPTS / "train_lm.py")
+    train_lm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_lm)
+    config = train_lm.model_config(300, 64)
+    trained = tmp_path / "bundled" / "trained"
+    train_lm.export(train_lm.GPTBigCodeForCausalLM(config), config, lm_dir, trained, {"steps": 0})
+    for directory in (shipped, trained):
+        assert json.loads((directory / "manifest.json").read_text())["source"] == "bundled"
+        code, out, _ = run_cli(capsys, "models", "verify", directory.name)
+        assert code == 0 and out.endswith(" files match\n")
 
 
 def test_rm_removes_entries_only_from_our_cache(lm_dir, store_env, capsys):

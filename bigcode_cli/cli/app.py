@@ -7,6 +7,7 @@ shell completion must stay instant.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import typer
 
@@ -31,6 +32,9 @@ app = typer.Typer(
 )
 
 
+NO_COLOR = "--no-color"
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"bigcode-cli {__version__}")
@@ -40,7 +44,8 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
-    no_color: bool = typer.Option(False, "--no-color", help="Never colour the output (same as NO_COLOR=1)."),
+    no_color: bool = typer.Option(False, NO_COLOR, help="Never colour the output (same as NO_COLOR=1); "
+                                                        "works after the command too."),
 ) -> None:
     """Code completion, generation, classification and tagging with GPTBigCode models."""
     if no_color:
@@ -72,14 +77,47 @@ def _colour_back() -> None:
 register_all(app)
 
 
+def _command() -> Any:
+    """The app as a click command whose flags show no value placeholder in --help (typer's rich help
+    labels every flag, --help included, `<bool>`, which reads as if it took a value)."""
+    from typer.main import get_command
+
+    command = get_command(app)
+    _hide_flag_types(command)
+    return command
+
+
+def _hide_flag_types(command: Any, parent: typer.Context | None = None) -> None:
+    # a context like the one the command will run in (its settings, its parent's): the help option it makes is kept
+    context = typer.Context(command, parent=parent, **command.context_settings)
+    for param in command.get_params(context):
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    for sub in (getattr(command, "commands", None) or {}).values():
+        _hide_flag_types(sub, context)
+
+
+def _without_no_color(args: list[str]) -> list[str]:
+    """The command line without --no-color wherever it stands before `--` (a global option, accepted after
+    the command too); turns colour off when it was there."""
+    end = args.index("--") if "--" in args else len(args)
+    kept = [arg for arg in args[:end] if arg != NO_COLOR] + args[end:]
+    if len(kept) != len(args):
+        _no_colour_anywhere()
+    return kept
+
+
 def _run(args: list[str] | None) -> int:
     try:
-        result = app(args=args, prog_name="bigcode", standalone_mode=False)
+        args = _without_no_color(sys.argv[1:] if args is None else list(args))
+        result = _command()(args=args, prog_name="bigcode", standalone_mode=False)
         return result if isinstance(result, int) else 0
     except typer.Exit as exc:
         return exc.exit_code
     except CommandLineError as exc:
         context = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `bigcode` or `bigcode models` alone: the help said it all
+            return exc.exit_code
         if exc.exit_code == 2:  # a usage error: say where to look
             command = context.command_path if context is not None else "bigcode"
             print_error(f"{exc.format_message()} (see '{command} --help')")

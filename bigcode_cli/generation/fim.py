@@ -240,6 +240,26 @@ def clean_completion(text: str, suffix: str, *, prefix: str = "", lines: int | N
     return text
 
 
+def splice(prefix: str, completion: str, suffix: str) -> tuple[str, str, str]:
+    """The text before the cursor, the completion and the text after it, joined the way an editor leaves a
+    file: `prefix + inserted + suffix` of what this returns.
+
+    On a cursor line blank but for the cursor (a `<FILL>` alone on its line), a completion that starts
+    with a newline replaces the line's indentation with its own (no line of only spaces stays behind),
+    and one that ends with a newline ends the cursor line with it (no extra blank line). Anything else is
+    joined as it is.
+    """
+    head = prefix[prefix.rfind("\n") + 1:]
+    rest = suffix.split("\n", 1)[0]
+    if head.strip() or rest.strip():
+        return prefix, completion, suffix
+    if completion.startswith("\n"):
+        prefix, completion = prefix[:len(prefix) - len(head)], completion[1:]
+    if completion.endswith("\n") and "\n" in suffix:
+        completion, suffix = completion[:-1], suffix[len(rest):]
+    return prefix, completion, suffix
+
+
 def _shallow_line_at(text: str, min_indent: int) -> int | None:
     """Rule 5: where the first complete non-blank line after the first one, indented less than `min_indent`, starts."""
     at = text.find("\n") + 1

@@ -6,7 +6,7 @@
  * weights are streamed once per step by all threads, and nothing returns to Python until the logits
  * are ready.
  *
- * Layout contract (bigcode_cli/cpu_decode.py builds the structs):
+ * Layout contract (bigcode_cli/kernels/cpu_decode.py builds the structs):
  *   - Linear weights are (out, in) row-major, float32 or bfloat16 (`bf16`), or block-quantized (see
  *     quant_matvec.h: int8 or int4 blocks of 32 with fp16 scales); biases and LayerNorm parameters are
  *     float32 copies.

@@ -71,6 +71,12 @@ class Runner(Protocol):
         ...
 
     @property
+    def dtype_name(self) -> str:
+        """What --dtype the model runs as: "int8" / "int4" for quantized weights, else `dtype`'s name
+        ("float32"); the one answer every message, record and toolbar shows."""
+        ...
+
+    @property
     def decode_path(self) -> str:
         """What runs one-token decode steps: "kernel" (our C kernel) or "torch"."""
         ...
@@ -107,7 +113,7 @@ class RunnerBase:
 
     @property
     def dtype_name(self) -> str:
-        """What --dtype this model runs as: "int8", "int4", or its torch dtype's name."""
+        """See Runner.dtype_name."""
         return self.quant or str(self.dtype).removeprefix("torch.")
 
     def decoding(self, rows: int) -> contextlib.AbstractContextManager:

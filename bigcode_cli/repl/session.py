@@ -43,11 +43,6 @@ class TurnStats:
     interrupted: bool = False
 
 
-def dtype_name(dtype: Any) -> str:
-    """torch.float32 -> float32."""
-    return str(dtype).removeprefix("torch.")
-
-
 class Session:
     """One REPL session: its models, settings, mode and transcript."""
 
@@ -314,8 +309,7 @@ def describe(loaded: LoadedModel) -> str:
     """engine/backend, device, dtype of a loaded model, and what runs its decode steps (why not the C kernel)."""
     runner = loaded.runner
     decode = f", decode: {runner.decode_summary}" if TASKS[runner.task].generative else ""
-    shown = getattr(runner, "dtype_name", None) or dtype_name(runner.dtype)  # int8 / int4 for quantized weights
-    return f"{runner.engine}/{runner.backend}, {runner.device}, {shown}{decode}"
+    return f"{runner.engine}/{runner.backend}, {runner.device}, {runner.dtype_name}{decode}"
 
 
 def marked(text: str, spans: list[Any]) -> Text:

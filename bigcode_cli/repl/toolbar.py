@@ -17,8 +17,6 @@ STYLE = {
 
 def toolbar_items(session: Session) -> list[tuple[str, str]]:
     """(label, value) pairs, in the order shown."""
-    from bigcode_cli.repl.session import dtype_name
-
     loaded = session.current
     items: list[tuple[str, str]] = []
     if loaded is None:
@@ -26,7 +24,7 @@ def toolbar_items(session: Session) -> list[tuple[str, str]]:
     else:
         runner = loaded.runner
         items += [("model", loaded.name), ("engine", runner.engine), ("attn", runner.backend),
-                  ("device", str(runner.device)), ("dtype", getattr(runner, "dtype_name", None) or dtype_name(runner.dtype))]
+                  ("device", str(runner.device)), ("dtype", runner.dtype_name)]
     items.append(("mode", session.mode))
     last = session.last
     if last is not None:
@@ -39,11 +37,24 @@ def toolbar_items(session: Session) -> list[tuple[str, str]]:
     return items
 
 
-def toolbar(session: Session) -> list[tuple[str, str]]:
-    """The toolbar as prompt-toolkit formatted text."""
-    fragments: list[tuple[str, str]] = []
-    for label, value in toolbar_items(session):
-        fragments += [("class:bottom-toolbar.label", f" {label} "), ("class:bottom-toolbar.value", value + " ")]
+def toolbar(session: Session, width: int | None = None) -> list[tuple[str, str]]:
+    """The toolbar as prompt-toolkit formatted text, on as many lines as `width` columns need (default: the
+    running app's width); a line breaks between items, never inside one."""
+    if width is None:
+        from prompt_toolkit.application import get_app
+
+        width = get_app().output.get_size().columns
+    pieces = [[("class:bottom-toolbar.label", f" {label} "), ("class:bottom-toolbar.value", value + " ")]
+              for label, value in toolbar_items(session)]
     if session.last is not None and session.last.interrupted:
-        fragments.append(("class:bottom-toolbar.stopped", " stopped "))
+        pieces.append([("class:bottom-toolbar.stopped", " stopped ")])
+    fragments: list[tuple[str, str]] = []
+    used = 0
+    for piece in pieces:
+        size = sum(len(text) for _, text in piece)
+        if used and used + size > width:
+            fragments.append(("", "\n"))
+            used = 0
+        fragments += piece
+        used += size
     return fragments

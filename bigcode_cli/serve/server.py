@@ -121,7 +121,7 @@ def serve(*, model: str | None, engine: str = "native", attn: str = "auto", devi
         if worker.state == "ready" and worker.loaded is not None:
             runner = worker.loaded.runner
             say(f"model loaded in {time.perf_counter() - started:.1f} s ({runner.engine}, {runner.device.type}, "
-                f"{str(runner.dtype).removeprefix('torch.')}, fill-in-the-middle order {worker.fim_order}); ready")
+                f"{runner.dtype_name}, fill-in-the-middle order {worker.fim_order}); ready")
         else:
             server.should_exit = True
 

@@ -134,9 +134,9 @@ class EngineWorker:
 
     @property
     def dtype(self) -> str:
-        """What the model computes in, as `bigcode complete --json` names it."""
+        """What --dtype the model runs as, as `bigcode complete --json` names it (Runner.dtype_name)."""
         assert self.loaded is not None
-        return str(self.loaded.runner.dtype).removeprefix("torch.")
+        return self.loaded.runner.dtype_name
 
     @property
     def started(self) -> bool:

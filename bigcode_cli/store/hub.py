@@ -14,10 +14,12 @@ import json
 import os
 import re
 import shutil
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from bigcode_cli.model import checkpoint_files as ckpt
 from bigcode_cli.errors import BigCodeError, CheckpointError, ModelNotFoundError, StoreError
@@ -205,7 +207,23 @@ def _hub_errors(repo_id: str, revision: str) -> Iterator[None]:
     except hf.HfHubHTTPError as exc:
         raise StoreError(f"download of {repo_id} failed: {_first_line(exc)}; {again}") from None
     except (httpx2.HTTPError, OSError, ValueError) as exc:
+        if _unresolved_host(exc):  # not a flaky transfer: this machine cannot look up the hub at all
+            host = (urlparse(where).hostname or where) if where.startswith(("http:", "https:")) else "huggingface.co"
+            raise StoreError(f"cannot download {repo_id}: no network ({host} does not resolve); nothing was saved. "
+                             "Bundled and cached models need none: --offline or HF_HUB_OFFLINE=1 never tries") from None
         raise StoreError(f"download of {repo_id} from {where} failed ({type(exc).__name__}: {_first_line(exc)}); {again}") from None
+
+
+def _unresolved_host(exc: BaseException) -> bool:
+    """Whether a failure comes from a host name that did not resolve (socket.gaierror anywhere in its chain)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, socket.gaierror):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _first_line(exc: BaseException) -> str:

@@ -47,7 +47,8 @@ def list_models() -> list[dict[str, Any]]:
 
 
 def verify(name: str) -> dict[str, Any]:
-    """Re-hash a model's files against the hashes recorded when it was pulled or imported; StoreError on mismatch."""
+    """Re-hash a model's files against the hashes recorded when it was pulled, imported or shipped (bundled);
+    StoreError on mismatch."""
     model = resolve(name)
     if model.source == "hf-cache":
         problems, checked = hub.verify_snapshot(model.path)
@@ -67,6 +68,7 @@ def verify(name: str) -> dict[str, Any]:
             elif ckpt.sha256_file(path) != want.get("sha256"):
                 problems.append(f"{rel} sha256 differs")
     if problems:
-        fix = f"`bigcode models pull --force {model.name}`" if model.repo_id else "a fresh `bigcode models import`"
+        fix = (f"`bigcode models pull --force {model.name}`" if model.repo_id else
+               "a reinstall of bigcode-cli" if model.source == "bundled" else "a fresh `bigcode models import`")
         raise StoreError(f"{model.name} is corrupt: {'; '.join(problems)}; replace it with {fix}")
     return {"name": model.name, "source": model.source, "path": str(model.path), "files": checked, "ok": True}

@@ -79,16 +79,23 @@ def _discard(path: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+def record_hashes(directory: Path, fields: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Write a checkpoint directory's manifest.json: `fields` plus the size and sha256 of every other file in it
+    (what `bigcode models verify` checks); returns those files."""
+    files = ckpt.hash_tree(directory, skip=(MANIFEST,))
+    manifest = {**fields, "format": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "files": files}
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return files
+
+
 def _finish_entry(tmp: Path, final: Path, manifest: dict[str, Any], expected: dict[str, str] | None = None) -> None:
     """Verify a complete checkpoint in tmp, record its hashes, and rename it into place."""
     ckpt.check_checkpoint(tmp)
     ckpt.check_weights(tmp)
-    files = ckpt.hash_tree(tmp, skip=(MANIFEST,))
+    files = record_hashes(tmp, manifest)
     for rel, sha in (expected or {}).items():
         if rel in files and files[rel]["sha256"] != sha:
             raise CheckpointError(f"{rel} does not match the sha256 the hub published for it; run the pull again")
-    manifest = {**manifest, "format": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "files": files}
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     final.parent.mkdir(parents=True, exist_ok=True)
     if final.exists():
         _discard(final)

@@ -1,4 +1,5 @@
-"""Copy a checkpoint into the package's bundled models, storing its weights in bfloat16 to keep the wheel small.
+"""Copy a checkpoint into the package's bundled models, storing its weights in bfloat16 to keep the wheel small,
+with the manifest of file hashes that `bigcode models verify` checks.
 
     python scripts/bundled/ship.py runs/langid bigcode_cli/bundled/bigcode-tiny-langid
 
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from bigcode_cli.store.writing import record_hashes
 
 
 def main() -> None:
@@ -36,6 +39,7 @@ def main() -> None:
             (tmp / item.name).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         elif item.is_file() and item.name != "manifest.json":
             shutil.copy(item, tmp / item.name)
+    record_hashes(tmp, {"source": "bundled", "name": args.dest.name})  # what `bigcode models verify` checks
     for path in tmp.iterdir():
         path.chmod(0o644)  # safetensors writes 0600; shipped files are world-readable
     if args.dest.exists():

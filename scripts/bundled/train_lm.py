@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from bigcode_cli.model.attention import BACKENDS
 from bigcode_cli.model.config import GPTBigCodeConfig
 from bigcode_cli.model.gpt_bigcode import GPTBigCodeForCausalLM
+from bigcode_cli.store.writing import record_hashes
 
 ROOT = Path(__file__).resolve().parents[2]
 EOS, FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX = 0, 1, 2, 3
@@ -94,7 +95,7 @@ def evaluate(model: GPTBigCodeForCausalLM, data: np.ndarray, length: int, device
 
 
 def export(model: GPTBigCodeForCausalLM, config: GPTBigCodeConfig, tokenizer_dir: Path, out: Path, meta: dict) -> None:
-    """Write the shipped checkpoint atomically: config.json, bfloat16 model.safetensors, tokenizer files."""
+    """Write the shipped checkpoint atomically: config.json, bfloat16 model.safetensors, tokenizer files, manifest."""
     from safetensors.torch import save_file
 
     tmp = out.with_name(out.name + ".tmp")
@@ -108,6 +109,7 @@ def export(model: GPTBigCodeForCausalLM, config: GPTBigCodeConfig, tokenizer_dir
         if (tokenizer_dir / name).exists():
             shutil.copy(tokenizer_dir / name, tmp / name)
     (tmp / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
+    record_hashes(tmp, {"source": "bundled", "name": out.name})  # what `bigcode models verify` checks
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)

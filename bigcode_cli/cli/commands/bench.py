@@ -55,8 +55,9 @@ def bench(
     Every combination of --engine and --attn is loaded, timed on a prompt of real code and freed,
     once per round, the combinations interleaved; the medians are reported. Decode rate is
     (N-1)/(t(N)-t(1)) over greedy runs of N = --new-tokens (EOS ignored); ratio is the decode
-    rate over the first row's. A combination this machine cannot run (flash without CUDA) is
-    skipped with a note. A table on a terminal, JSON Lines (one object per combination) in a
+    rate over the first row's; a `-` is a number not measured (timing noise larger than the decode
+    steps), with a note on stderr saying why. A combination this machine cannot run (flash without
+    CUDA) is skipped with a note. A table on a terminal, JSON Lines (one object per combination) in a
     pipe or with --json.
     """
     from bigcode_cli.bench import Combo, run_bench

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from bigcode_cli.cli.commands.option_groups import MODEL, with_options
+from bigcode_cli.cli.commands.option_groups import model_group, with_options
 from bigcode_cli.cli.commands.pipeline import (
     PIPELINE,
     json_line,
@@ -26,7 +26,7 @@ ThresholdOpt = Annotated[float, typer.Option("--threshold", min=0.0, max=1.0,
                                              help="Multi-label models: a label applies at or above this probability.")]
 
 
-@with_options(io=PIPELINE, choice=MODEL, scale=SCALE_OUT)
+@with_options(io=PIPELINE, choice=model_group("sequence-classification"), scale=SCALE_OUT)
 def classify(
     top_k: TopKOpt = None,
     threshold: ThresholdOpt = 0.5,

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 def completion_records(result: Completion, tokenizer: Tokenizer, load_s: float,
                        dtype: str | None = None) -> list[dict[str, Any]]:
-    """One JSON-ready object per sample (the --json contract); `dtype`: what the model computed in (--dtype auto's choice)."""
+    """One JSON-ready object per sample (the --json contract); `dtype`: what the model runs as (Runner.dtype_name)."""
     generation = result.generation
     timings = {
         "load_s": round(load_s, 4),

@@ -65,7 +65,7 @@ def run_completion(*, prefix: str, suffix: str, mode: Mode, settings: Completion
     if result.generation.interrupted:
         raise KeyboardInterrupt
     show_result(texts=result.texts, records=lambda: completion_records(result, loaded.tokenizer, load_s,
-                                                                             dtype=str(loaded.runner.dtype).removeprefix("torch.")),
+                                                                             dtype=loaded.runner.dtype_name),
                 prefix=prefix, suffix=suffix, json_out=json_out, filename=filename, in_place=in_place, diff=diff,
                 streamed=printer is not None)
 
@@ -80,7 +80,10 @@ def show_result(*, texts: list[str], records: Callable[[], list[dict[str, Any]]]
     if json_out:
         print_json_lines(records())
     elif in_place or diff:
-        before, after = prefix + suffix, prefix + texts[0] + suffix
+        from bigcode_cli.generation.fim import splice
+
+        start, inserted, end = splice(prefix, texts[0], suffix)
+        before, after = prefix + suffix, start + inserted + end
         if diff:
             import sys
 
@@ -90,8 +93,16 @@ def show_result(*, texts: list[str], records: Callable[[], list[dict[str, Any]]]
             from bigcode_cli.text.textfile import write_atomically
 
             write_atomically(filename or "-", after)
-            added = texts[0].count("\n") + (1 if texts[0] else 0)
-            stderr_console().print(f"wrote {filename}: inserted {len(texts[0])} characters ({added} lines)",
+            added = inserted.count("\n") + (1 if inserted else 0)
+            stderr_console().print(f"wrote {filename}: inserted {len(inserted)} characters "
+                                   f"({added} line{'' if added == 1 else 's'})",
                                    markup=False)
     elif not streamed:
         print_samples(texts)
+    if not (json_out or in_place) and not any(texts):
+        import sys
+
+        from bigcode_cli.terminal.safe_text import is_terminal
+
+        if is_terminal(sys.stdout):  # an empty line on a terminal looks like a hang or a bug; a pipe gets nothing
+            print_notice("the model produced nothing here (it ended the completion at once)")

@@ -1,4 +1,4 @@
-"""`bigcode models`: the local checkpoint cache (list, pull, rm, info, import, verify, path).
+"""`bigcode models`: the local checkpoint cache (list, pull, rm, quantize, info, import, verify, path).
 
 Thin commands over `bigcode_cli.store`; nothing here imports torch. Results go to stdout, progress
 and notes to stderr; the store raises BigCodeError subclasses, which the CLI renders.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from enum import Enum
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
@@ -20,11 +20,7 @@ from bigcode_cli.cli.commands.options import complete_model
 from bigcode_cli.terminal.console import print_notice, stderr_console, stdout_console
 from bigcode_cli.terminal.safe_text import for_stream
 
-models_app = typer.Typer(
-    name="models",
-    help="Manage the local checkpoint cache: list, pull, rm, info, import, verify, path.",
-    no_args_is_help=True,
-)
+models_app = typer.Typer(name="models", no_args_is_help=True)  # its help, naming every command, is set below
 
 NameArg = Annotated[str, typer.Argument(help="Alias, owner/name[@revision], bundled model or checkpoint directory.",
                                         show_default=False, autocompletion=complete_model)]
@@ -64,27 +60,40 @@ def list_command(as_json: JsonOpt = False) -> None:
     if as_json:
         _print_json(rows)
         return
-    columns = ("NAME", "SOURCE", "TASKS", "PARAMS", "DTYPE", "CONTEXT", "SIZE")
-    cells = [tuple(for_stream(cell, sys.stdout) for cell in row) for row in _list_cells(rows)]
     if not rows:
         print_notice("no models found")
         return
     if _on_terminal(sys.stdout):
-        from rich.table import Table
-
-        table = Table(*columns, box=None, header_style="bold")
-        for row in cells:
-            table.add_row(*row)
-        stdout_console().print(table, markup=False)
+        _print_list_table(rows)
         return
-    sys.stdout.write("\t".join(columns) + "\n")
+    sys.stdout.write("\t".join(("NAME", "SOURCE", "TASKS", "PARAMS", "DTYPE", "CONTEXT", "SIZE")) + "\n")
+    for row in _list_cells(rows, lambda tasks: ",".join(tasks)):
+        sys.stdout.write("\t".join(for_stream(cell, sys.stdout) for cell in row) + "\n")
+
+
+def _print_list_table(rows: list[dict[str, Any]]) -> None:
+    """`models list` for a person: the commands each model serves instead of its task ids (which are long
+    and say less), and names never cut, even on an 80-column terminal."""
+    from rich.table import Table
+
+    from bigcode_cli.tasks import TASKS
+
+    def commands(tasks: list[str]) -> str:
+        return ", ".join(mode for task in tasks for mode in TASKS[task].modes)
+
+    cells = [tuple(for_stream(cell, sys.stdout) for cell in row) for row in _list_cells(rows, commands)]
+    table = Table("NAME", "SOURCE", "COMMANDS", "PARAMS", "DTYPE", "CONTEXT", "SIZE", box=None, header_style="bold",
+                  pad_edge=False)
+    table.columns[0].no_wrap = True  # a name is what the next command is typed with: the other columns give way
+    table.columns[0].min_width = max(len(row[0]) for row in cells)
     for row in cells:
-        sys.stdout.write("\t".join(row) + "\n")
+        table.add_row(*row)
+    stdout_console().print(table, markup=False)
 
 
-def _list_cells(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
-    """The `models list` columns of each row, as text."""
-    return [(r["name"], r["source"], ",".join(r.get("tasks") or []) or ("error" if "error" in r else "-"),
+def _list_cells(rows: list[dict[str, Any]], tasks: Callable[[list[str]], str]) -> list[tuple[str, ...]]:
+    """The `models list` columns of each row, as text; `tasks` shows a row's task names."""
+    return [(r["name"], r["source"], tasks(r.get("tasks") or []) or ("error" if "error" in r else "-"),
              _human_count(r.get("parameters")), str(r.get("dtype") or "-"), str(r.get("n_positions") or "-"),
              _human_size(r.get("size_bytes"))) for r in rows]
 
@@ -128,10 +137,10 @@ def rm_command(
                                                                      "made from NAME, which works for bundled models too.")] = False,
 ) -> None:
     """Remove a model from the cache (NAME@REV removes one revision, NAME all of them), with its quantized copies."""
-    removed = quantized.remove(name)
-    if not only_quantized:
-        removed += store.remove(name)
-    elif not removed:
+    # the store refuses first (a bundled model, a name not in the cache): a refused command changes nothing
+    removed = [] if only_quantized else store.remove(name)
+    removed += quantized.remove(name)
+    if only_quantized and not removed:
         raise ModelNotFoundError(f"no quantized copies of {name} are kept; `bigcode models list` shows them")
     for path in removed:
         sys.stdout.write(f"removed {path}\n")
@@ -225,7 +234,7 @@ def import_command(
 
 @models_app.command("verify")
 def verify_command(name: NameArg) -> None:
-    """Re-hash a model's files against the hashes recorded when it was pulled or imported."""
+    """Re-hash a model's files against the hashes recorded when it was pulled or imported (or shipped, for bundled ones)."""
     result = store.verify(name)
     sys.stdout.write(f"ok: {result['name']}: {result['files']} files match\n")
 
@@ -234,3 +243,7 @@ def verify_command(name: NameArg) -> None:
 def path_command(name: NameArg) -> None:
     """Print the checkpoint directory a model name resolves to (never downloads)."""
     sys.stdout.write(f"{store.path(name)}\n")
+
+
+models_app.info.help = ("Manage the local checkpoint cache: "
+                        f"{', '.join(command.name for command in models_app.registered_commands)}.")

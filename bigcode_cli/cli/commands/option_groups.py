@@ -54,17 +54,22 @@ def _model_choice(*, model, engine, attn, device, dtype, offline) -> ModelChoice
     return ModelChoice(model, engine.value, attn.value, device.value, dtype.value, offline)
 
 
-MODEL = OptionGroup(
-    (
-        option("model", o.ModelOpt, None),
-        option("engine", o.EngineOpt, o.Engine.native),
-        option("attn", o.AttnOpt, o.Attn.auto),
-        option("device", o.DeviceOpt, o.Device.auto),
-        option("dtype", o.DtypeOpt, o.Dtype.auto),
-        option("offline", o.OfflineOpt, False),
-    ),
-    _model_choice,
-)
+def model_group(task: str) -> OptionGroup:
+    """--model (its help naming `task`'s default), --engine, --attn, --device, --dtype, --offline; built into a ModelChoice."""
+    return OptionGroup(
+        (
+            option("model", o.model_option(task), None),
+            option("engine", o.EngineOpt, o.Engine.native),
+            option("attn", o.AttnOpt, o.Attn.auto),
+            option("device", o.DeviceOpt, o.Device.auto),
+            option("dtype", o.DtypeOpt, o.Dtype.auto),
+            option("offline", o.OfflineOpt, False),
+        ),
+        _model_choice,
+    )
+
+
+MODEL = model_group("causal-lm")
 
 
 def generation(*, max_new_tokens: int = 128, block: bool = True, fim: bool = True) -> OptionGroup:

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from bigcode_cli import choices
+from bigcode_cli.tasks import TASKS
 
 
 def choice_enum(name: str, values: tuple[str, ...]) -> type[Enum]:
@@ -21,9 +22,6 @@ Attn = choice_enum("Attn", choices.ATTENTION_CHOICES)
 Device = choice_enum("Device", choices.DEVICE_CHOICES)
 Dtype = choice_enum("Dtype", choices.DTYPE_CHOICES)
 FimOrder = choice_enum("FimOrder", choices.FIM_ORDERS)
-
-
-MODEL_HELP = "Model name, alias or checkpoint directory (default: $BIGCODE_MODEL or the bundled model)."
 
 
 def model_names() -> list[str]:
@@ -49,8 +47,15 @@ def complete_model(incomplete: str) -> list[str]:
     return [name for name in model_names() if name.startswith(incomplete)]
 
 
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help=MODEL_HELP, show_default=False,
+def model_option(task: str) -> Any:
+    """--model for a command that runs `task`: its help names the task's variable and bundled default."""
+    row = TASKS[task]
+    help_text = f"Model name, alias or checkpoint directory (default: ${row.env_var} or the bundled {row.default_model})."
+    return Annotated[Optional[str], typer.Option("--model", "-m", help=help_text, show_default=False,
                                                  autocompletion=complete_model)]
+
+
+ModelOpt = model_option("causal-lm")
 EngineOpt = Annotated[Engine, typer.Option("--engine", help="native (fast, default) or transformers (the reference).")]
 AttnOpt = Annotated[Attn, typer.Option("--attn", help="Attention backend; auto = flash if usable, else sdpa.")]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where to run; auto = cuda, then mps, then cpu.")]
@@ -61,7 +66,7 @@ MaxNewTokensOpt = Annotated[int, typer.Option("--max-new-tokens", help="Most tok
 TemperatureOpt = Annotated[float, typer.Option("--temperature", "-t", help="Sampling temperature; 0 = greedy.", min=0.0)]
 TopKOpt = Annotated[int, typer.Option("--top-k", help="Sample only from the k most likely tokens; 0 = off.", min=0)]
 TopPOpt = Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass in (0, 1]; 1 = off.")]
-RepetitionPenaltyOpt = Annotated[float, typer.Option("--repetition-penalty", help="> 1 discourages repeats; 1 = off.")]
+RepetitionPenaltyOpt = Annotated[float, typer.Option("--repetition-penalty", help="Above 1 discourages repeats; 1 = off.")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed for reproducible sampling.", show_default=False)]
 StopOpt = Annotated[Optional[list[str]], typer.Option("--stop", help="Stop when this text is generated (repeatable).", show_default=False)]
 NumSamplesOpt = Annotated[int, typer.Option("--num-samples", "-n", help="Samples to generate, in one batch.", min=1)]

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from bigcode_cli.cli.commands.option_groups import MODEL, with_options
+from bigcode_cli.cli.commands.option_groups import model_group, with_options
 from bigcode_cli.cli.commands.pipeline import (
     PIPELINE,
     json_line,
@@ -39,7 +39,7 @@ LabelsOpt = Annotated[Optional[list[str]], typer.Option(
     "--labels", "-l", show_default=False, help="Only these labels (repeat, or separate with commas).")]
 
 
-@with_options(io=PIPELINE, choice=MODEL, scale=SCALE_OUT)
+@with_options(io=PIPELINE, choice=model_group("token-classification"), scale=SCALE_OUT)
 def tag(
     aggregate: AggregateOpt = Aggregate.word,
     redact: RedactOpt = False,
