@@ -8,9 +8,12 @@ a number belongs is a 400, not a guess.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+
+from bigcode_cli.choices import FimOrder
+from bigcode_cli.generation.fim import Mode
 
 # OpenAI allows up to 4 stop strings; llama.vim sends a list of any length: keep a sane bound
 MAX_STOPS = 16
@@ -50,10 +53,10 @@ class BigcodeOptions(BaseModel):
 
     model_config = ConfigDict(extra="ignore", strict=True)
 
-    mode: Optional[Literal["fim", "continue"]] = None  # continue: the prompt is plain text, as `bigcode generate`
+    mode: Optional[Mode] = None  # continue: the prompt is plain text, as `bigcode generate`
     lines: Optional[Annotated[StrictInt, Field(ge=1)]] = None
     block: Optional[StrictBool] = None
-    fim_order: Optional[Literal["psm", "spm"]] = None
+    fim_order: Optional[FimOrder] = None
     details: StrictBool = False
 
 

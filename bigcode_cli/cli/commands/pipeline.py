@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, Optional
 
 import typer
 
+from bigcode_cli import choices
 from bigcode_cli.cli.commands.option_groups import OptionGroup, option
+from bigcode_cli.cli.commands.options import choice_enum
 from bigcode_cli.terminal.console import print_error
 from bigcode_cli.errors import InputError
 from bigcode_cli.pipelines.records import Columns, Record
@@ -25,22 +26,9 @@ if TYPE_CHECKING:
     from bigcode_cli.terminal.model_choice import ModelChoice
 
 
-class OutputFormat(str, Enum):
-    jsonl = "jsonl"
-    tsv = "tsv"
-    table = "table"
-
-
-class InputFormat(str, Enum):
-    auto = "auto"
-    lines = "lines"
-    jsonl = "jsonl"
-    nul = "nul"
-
-
-class Truncate(str, Enum):
-    left = "left"
-    right = "right"
+OutputFormat = choice_enum("OutputFormat", choices.RESULT_FORMATS)
+InputFormat = choice_enum("InputFormat", choices.INPUT_FORMATS)
+Truncate = choice_enum("Truncate", choices.TRUNCATE_SIDES)
 
 
 FilesArg = Annotated[Optional[list[str]], typer.Argument(
@@ -57,14 +45,14 @@ TruncateOpt = Annotated[Truncate, typer.Option(
     "--truncate", help="Which end to cut from a snippet longer than the context (reported in its record).")]
 
 
-def output_format(chosen: OutputFormat | None) -> str:
+def output_format(chosen: Any) -> str:
     """The format asked for, else a table on a terminal and JSON Lines in a pipe."""
     if chosen is not None:
         return chosen.value
     return "table" if getattr(sys.stdout, "isatty", lambda: False)() else "jsonl"
 
 
-def stdin_format(input_format: InputFormat, nul: bool) -> str:
+def stdin_format(input_format: Any, nul: bool) -> str:
     """--input-format, with -0 as a shorthand for nul (the two must not disagree)."""
     if nul and input_format not in (InputFormat.auto, InputFormat.nul):
         raise typer.BadParameter(f"-0 reads NUL-separated records; it contradicts --input-format {input_format.value}",
@@ -101,8 +89,8 @@ class PipelineIO(NamedTuple):
     truncate: str  # "left" | "right"
 
 
-def _pipeline_io(*, files: list[str] | None, fmt: OutputFormat | None, batch_size: int, truncate: Truncate,
-                 input_format: InputFormat, nul: bool) -> PipelineIO:
+def _pipeline_io(*, files: list[str] | None, fmt: Any, batch_size: int, truncate: Any, input_format: Any,
+                 nul: bool) -> PipelineIO:
     return PipelineIO(files, output_format(fmt), stdin_format(input_format, nul), batch_size, truncate.value)
 
 

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import os
 import sys
-from enum import Enum
 from typing import Annotated, Any, NamedTuple, Optional
 
 import typer
 
 from bigcode_cli.cli.commands.option_groups import OptionGroup, option
+from bigcode_cli.cli.commands.options import choice_enum
 from bigcode_cli.errors import InputError, UsageError
 from bigcode_cli.choices import OUTPUT_FORMATS
 from bigcode_cli.pipelines.records import Columns
 
-OutputFormat = Enum("OutputFormat", {name: name for name in OUTPUT_FORMATS}, type=str)  # type: ignore[misc]
+OutputFormat = choice_enum("OutputFormat", OUTPUT_FORMATS)
 
 TextColumnOpt = Annotated[str, typer.Option(
     "--text-column", help="JSON Lines field / Parquet column holding the text.", rich_help_panel="Datasets")]

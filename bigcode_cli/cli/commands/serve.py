@@ -7,7 +7,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from bigcode_cli.choices import SERVE_FIM_ORDERS
 from bigcode_cli.cli.commands.option_groups import MODEL, with_options
+from bigcode_cli.cli.commands.options import choice_enum
 
 HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on; anything but loopback wants --api-key.")]
 PortOpt = Annotated[int, typer.Option("--port", "-p", min=0, max=65535, help="Port to listen on (0: any free port).")]
@@ -18,7 +20,8 @@ QueueOpt = Annotated[int, typer.Option("--queue", min=1, max=1024,
                                        help="Requests that may wait while one runs; more get 503 at once.")]
 CacheSlotsOpt = Annotated[int, typer.Option("--cache-slots", min=1, max=64,
                                             help="Recent prompts whose KV cache is kept for reuse.")]
-FimOrderOpt = Annotated[str, typer.Option(
+ServeFimOrder = choice_enum("ServeFimOrder", SERVE_FIM_ORDERS)
+FimOrderOpt = Annotated[ServeFimOrder, typer.Option(
     "--fim-order", help="Fill-in-the-middle prompt order: auto (spm where the model has FIM tokens), psm or spm.")]
 
 
@@ -29,7 +32,7 @@ def serve(
     api_key: ApiKeyOpt = None,
     queue: QueueOpt = 4,
     cache_slots: CacheSlotsOpt = 2,
-    fim_order: FimOrderOpt = "auto",
+    fim_order: FimOrderOpt = ServeFimOrder.auto,
     choice: Any = None,
 ) -> None:
     """Serve a model to editors over HTTP until Ctrl-C: OpenAI /v1/completions and /v1/models, llama.cpp /infill,
@@ -39,11 +42,6 @@ def serve(
     of their shared beginning, a client that disconnects stops its generation, and requests beyond --queue
     waiting get 503. Needs the serve extra: pip install 'bigcode-cli[serve]'.
     """
-    from bigcode_cli.choices import AUTO, FIM_ORDERS, listed
-    from bigcode_cli.errors import UsageError
-
-    if fim_order not in (AUTO, *FIM_ORDERS):
-        raise UsageError(f"--fim-order must be {listed((AUTO, *FIM_ORDERS))}, got {fim_order!r}")
     missing = _missing_web_stack()
     if missing:
         from bigcode_cli.errors import BigCodeError
@@ -53,7 +51,7 @@ def serve(
 
     run_server(model=choice.model, engine=choice.engine, attn=choice.attn, device=choice.device, dtype=choice.dtype,
                offline=choice.offline, host=host, port=port, api_key=api_key or os.environ.get("BIGCODE_API_KEY") or None,
-               queue_size=queue, cache_slots=cache_slots, fim_order=fim_order)
+               queue_size=queue, cache_slots=cache_slots, fim_order=fim_order.value)
 
 
 def _missing_web_stack() -> str | None:

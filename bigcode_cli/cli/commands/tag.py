@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
-from enum import Enum
 from typing import Annotated, Any, Optional
 
 import typer
 
+from bigcode_cli import choices
 from bigcode_cli.cli.commands.option_groups import MODEL, with_options
+from bigcode_cli.cli.commands.options import choice_enum
 from bigcode_cli.cli.commands.pipeline import (
     PIPELINE,
     json_line,
@@ -25,9 +26,7 @@ STYLES = ("black on red", "black on green", "black on yellow", "black on cyan", 
           "white on blue", "black on bright_red", "black on bright_green")
 
 
-class Aggregate(str, Enum):
-    none = "none"
-    word = "word"
+Aggregate = choice_enum("Aggregate", choices.AGGREGATES)
 
 
 AggregateOpt = Annotated[Aggregate, typer.Option(
