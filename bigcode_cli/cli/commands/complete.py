@@ -27,6 +27,7 @@ def complete(
     the suffix; otherwise the file is continued at its end. Completions stop at the end of the
     current block (--no-block to run on) or after --lines lines.
     """
+    from bigcode_cli.cli.commands.completer import CompletionRequest, completer_for
     from bigcode_cli.cli.commands.generation_run import check_output_flags, run_completion
     from bigcode_cli.errors import InputError
     from bigcode_cli.generation.fim import parse_at, split_source
@@ -39,10 +40,6 @@ def complete(
         name = "standard input" if file == "-" else file
         raise InputError(f"{name} is empty: there is no code to complete")
     cursor = split_source(text, cursor_at)
-    from bigcode_cli.cli.commands.server_client import complete_through_server
-
-    if complete_through_server(server, prefix=cursor.prefix, suffix=cursor.suffix, mode=cursor.mode,
-                               settings=settings, json_out=json_out, filename=file, in_place=in_place, diff=diff):
-        return
-    run_completion(prefix=cursor.prefix, suffix=cursor.suffix, mode=cursor.mode, settings=settings, choice=choice,
-                   json_out=json_out, filename=file, in_place=in_place, diff=diff)
+    request = CompletionRequest(cursor.prefix, cursor.suffix, cursor.mode, settings)
+    run_completion(completer_for(server, choice), request, json_out=json_out, filename=file, in_place=in_place,
+                   diff=diff)

@@ -19,6 +19,7 @@ def generate(
     choice: Any = None,
 ) -> None:
     """Continue PROMPT (or standard input) left to right and stream the result to stdout."""
+    from bigcode_cli.cli.commands.completer import CompletionRequest, completer_for
     from bigcode_cli.cli.commands.generation_run import check_output_flags, run_completion
     from bigcode_cli.errors import InputError
     from bigcode_cli.text.textfile import read_text
@@ -28,11 +29,8 @@ def generate(
     if not text.strip():
         where = "standard input is empty" if prompt in (None, "-") else "the prompt is empty"
         raise InputError(f"{where}: give a PROMPT argument or pipe the prompt in")
-    from bigcode_cli.cli.commands.server_client import complete_through_server
-
-    if complete_through_server(server, prefix=text, suffix="", mode="continue", settings=settings, json_out=json_out):
-        return
-    run_completion(prefix=text, suffix="", mode="continue", settings=settings, choice=choice, json_out=json_out)
+    request = CompletionRequest(text, "", "continue", settings)
+    run_completion(completer_for(server, choice), request, json_out=json_out)
 
 
 @with_options(settings=generation(), choice=MODEL)
@@ -47,6 +45,7 @@ def infill(
     choice: Any = None,
 ) -> None:
     """Fill in the middle between a prefix and a suffix and stream the middle to stdout."""
+    from bigcode_cli.cli.commands.completer import CompletionRequest, completer_for
     from bigcode_cli.cli.commands.generation_run import check_output_flags, run_completion
     from bigcode_cli.errors import InputError, UsageError
     from bigcode_cli.text.textfile import read_text
@@ -64,8 +63,5 @@ def infill(
     after = read_text(suffix_file) if suffix_file is not None else (suffix or "")
     if not before.strip() and not after.strip():
         raise InputError("nothing to fill: the prefix and the suffix are both empty")
-    from bigcode_cli.cli.commands.server_client import complete_through_server
-
-    if complete_through_server(server, prefix=before, suffix=after, mode="fim", settings=settings, json_out=json_out):
-        return
-    run_completion(prefix=before, suffix=after, mode="fim", settings=settings, choice=choice, json_out=json_out)
+    request = CompletionRequest(before, after, "fim", settings)
+    run_completion(completer_for(server, choice), request, json_out=json_out)
