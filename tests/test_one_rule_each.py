@@ -205,3 +205,33 @@ def test_the_kernel_knows_every_activation_through_its_function(monkeypatch):
     finally:
         monkeypatch.undo()
         importlib.reload(decode_support)
+
+
+def test_commands_name_the_types_their_option_groups_build():
+    """`choice: ModelChoice = MODEL`: each group parameter is annotated with what its group builds, never Any."""
+    import inspect
+
+    import typer
+
+    from bigcode_cli.cli.commands.option_groups import OptionGroup
+    from bigcode_cli.cli.commands.registry import COMMANDS
+
+    def functions(target):
+        if isinstance(target, typer.Typer):
+            for info in target.registered_commands:
+                yield from functions(info.callback)
+        else:
+            yield target
+
+    seen = {}
+    for _, target in COMMANDS:
+        for command in functions(target):
+            written = inspect.signature(inspect.unwrap(command))
+            for name, parameter in written.parameters.items():
+                if isinstance(parameter.default, OptionGroup):
+                    built = inspect.signature(parameter.default.build).return_annotation
+                    seen[f"{command.__name__}.{name}"] = parameter.annotation
+                    assert parameter.annotation == built != "Any", (command.__name__, name)
+    assert seen["classify.choice"] == "ModelChoice" and seen["complete.settings"] == "CompletionSettings"
+    assert seen["tag.io"] == "PipelineIO" and seen["tag.scale"] == "ScaleOut"
+    assert seen["finetune_tag.training"] == "dict[str, Any]"

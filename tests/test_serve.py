@@ -245,8 +245,8 @@ def test_the_local_and_the_remote_completer_return_the_same_result(server, monke
     """One CompletionResult from either completer: equal but for the timings (and load_s, 0 for a server)."""
     import dataclasses
 
-    from bigcode_cli.cli.commands.completer import CompletionRequest, completer_for
-    from bigcode_cli.cli.commands.generation_run import LocalCompleter, make_settings
+    from bigcode_cli.cli.commands.completer import CompletionRequest
+    from bigcode_cli.cli.commands.generation_run import LocalCompleter, completer_for, make_settings
     from bigcode_cli.cli.commands.server_client import RemoteCompleter
     from bigcode_cli.terminal.model_choice import ModelChoice
 

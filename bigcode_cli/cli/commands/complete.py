@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from bigcode_cli.cli.commands import options as o
 from bigcode_cli.cli.commands.option_groups import MODEL, generation, with_options
+from bigcode_cli.terminal.model_choice import ModelChoice
+
+if TYPE_CHECKING:
+    from bigcode_cli.generation.completion import CompletionSettings
 
 
-@with_options(settings=generation(), choice=MODEL)
+@with_options
 def complete(
     file: Annotated[str, typer.Argument(help="The source file, or - for standard input.", show_default=False)],
     at: Annotated[Optional[str], typer.Option("--at", help="Cursor position LINE:COL (1-based); fill in the middle there.", show_default=False)] = None,
@@ -18,8 +22,8 @@ def complete(
     diff: Annotated[bool, typer.Option("--diff", help="Print the change as a unified diff instead.")] = False,
     json_out: o.JsonOpt = False,
     server: o.ServerOpt = None,
-    settings: Any = None,
-    choice: Any = None,
+    settings: CompletionSettings = generation(),
+    choice: ModelChoice = MODEL,
 ) -> None:
     """Complete the code at the cursor in FILE and stream the completion to stdout.
 
@@ -27,8 +31,8 @@ def complete(
     the suffix; otherwise the file is continued at its end. Completions stop at the end of the
     current block (--no-block to run on) or after --lines lines.
     """
-    from bigcode_cli.cli.commands.completer import CompletionRequest, completer_for
-    from bigcode_cli.cli.commands.generation_run import check_output_flags, run_completion
+    from bigcode_cli.cli.commands.completer import CompletionRequest
+    from bigcode_cli.cli.commands.generation_run import check_output_flags, completer_for, run_completion
     from bigcode_cli.errors import InputError
     from bigcode_cli.generation.fim import parse_at, split_source
     from bigcode_cli.text.textfile import read_text

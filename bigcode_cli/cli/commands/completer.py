@@ -1,9 +1,10 @@
 """One completion, whoever runs it: the request, the result every display reads, and the two completers.
 
-`complete`, `generate` and `infill` build a `CompletionRequest` and hand it to `completer_for(...)`: a
-`LocalCompleter` (generation_run: loads the model here) or a `RemoteCompleter` (server_client: asks a running
-`bigcode serve`). Both return the same `CompletionResult`, which generation_output turns into --json records
-and generation_run shows. No torch at import time.
+`complete`, `generate` and `infill` build a `CompletionRequest` and run it with generation_run's
+`completer_for(...)`: a `LocalCompleter` (generation_run: loads the model here) or a `RemoteCompleter`
+(server_client: asks a running `bigcode serve`). Both return the same `CompletionResult`, which
+generation_output turns into --json records and generation_run shows. No torch at import time; this module
+imports none of its siblings.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from typing import TYPE_CHECKING, Callable, NamedTuple, Protocol
 if TYPE_CHECKING:
     from bigcode_cli.generation.completion import CompletionSettings
     from bigcode_cli.generation.fim import Mode
-    from bigcode_cli.terminal.model_choice import ModelChoice
 
 OnText = Callable[[str], None]  # receives the first sample's text as it is generated
 
@@ -65,15 +65,3 @@ class Completer(Protocol):
     def complete(self, request: CompletionRequest, on_text: OnText | None) -> CompletionResult:
         """The finished completion."""
         ...
-
-
-def completer_for(server: str | None, choice: ModelChoice) -> Completer:
-    """A running server's completer with --server (or $BIGCODE_SERVER), else the model chosen by the options."""
-    from bigcode_cli.cli.commands.server_client import RemoteCompleter, server_url
-
-    url = server_url(server)
-    if url is not None:
-        return RemoteCompleter(url)
-    from bigcode_cli.cli.commands.generation_run import LocalCompleter
-
-    return LocalCompleter(choice)

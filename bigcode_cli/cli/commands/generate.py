@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from bigcode_cli.cli.commands import options as o
 from bigcode_cli.cli.commands.option_groups import MODEL, generation, with_options
+from bigcode_cli.terminal.model_choice import ModelChoice
+
+if TYPE_CHECKING:
+    from bigcode_cli.generation.completion import CompletionSettings
 
 
-@with_options(settings=generation(max_new_tokens=256, block=False, fim=False), choice=MODEL)
+@with_options
 def generate(
     prompt: Annotated[Optional[str], typer.Argument(help="The prompt; read from standard input when omitted or -.", show_default=False)] = None,
     json_out: o.JsonOpt = False,
     server: o.ServerOpt = None,
-    settings: Any = None,
-    choice: Any = None,
+    settings: CompletionSettings = generation(max_new_tokens=256, block=False, fim=False),
+    choice: ModelChoice = MODEL,
 ) -> None:
     """Continue PROMPT (or standard input) left to right and stream the result to stdout."""
-    from bigcode_cli.cli.commands.completer import CompletionRequest, completer_for
-    from bigcode_cli.cli.commands.generation_run import check_output_flags, run_completion
+    from bigcode_cli.cli.commands.completer import CompletionRequest
+    from bigcode_cli.cli.commands.generation_run import check_output_flags, completer_for, run_completion
     from bigcode_cli.errors import InputError
     from bigcode_cli.text.textfile import read_text
 
@@ -33,7 +37,7 @@ def generate(
     run_completion(completer_for(server, choice), request, json_out=json_out)
 
 
-@with_options(settings=generation(), choice=MODEL)
+@with_options
 def infill(
     prefix: Annotated[Optional[str], typer.Option("--prefix", help="Text before the gap.", show_default=False)] = None,
     suffix: Annotated[Optional[str], typer.Option("--suffix", help="Text after the gap.", show_default=False)] = None,
@@ -41,12 +45,12 @@ def infill(
     suffix_file: Annotated[Optional[str], typer.Option("--suffix-file", help="Read the suffix from a file (- = stdin).", show_default=False)] = None,
     json_out: o.JsonOpt = False,
     server: o.ServerOpt = None,
-    settings: Any = None,
-    choice: Any = None,
+    settings: CompletionSettings = generation(),
+    choice: ModelChoice = MODEL,
 ) -> None:
     """Fill in the middle between a prefix and a suffix and stream the middle to stdout."""
-    from bigcode_cli.cli.commands.completer import CompletionRequest, completer_for
-    from bigcode_cli.cli.commands.generation_run import check_output_flags, run_completion
+    from bigcode_cli.cli.commands.completer import CompletionRequest
+    from bigcode_cli.cli.commands.generation_run import check_output_flags, completer_for, run_completion
     from bigcode_cli.errors import InputError, UsageError
     from bigcode_cli.text.textfile import read_text
 

@@ -44,6 +44,14 @@ def check_output_flags(*, json_out: bool, in_place: bool = False, diff: bool = F
         raise UsageError("--in-place needs a file, not standard input")
 
 
+def completer_for(server: str | None, choice: ModelChoice) -> Completer:
+    """A running server's completer with --server (or $BIGCODE_SERVER), else the model chosen by the options."""
+    from bigcode_cli.cli.commands.server_client import RemoteCompleter, server_url
+
+    url = server_url(server)
+    return RemoteCompleter(url) if url is not None else LocalCompleter(choice)
+
+
 class LocalCompleter:
     """Completes with a model loaded here (the Completer of a run without --server)."""
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from bigcode_cli.choices import SERVE_FIM_ORDERS
 from bigcode_cli.cli.commands.option_groups import MODEL, with_options
 from bigcode_cli.cli.commands.options import choice_enum
+from bigcode_cli.terminal.model_choice import ModelChoice
 
 HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on; anything but loopback wants --api-key.")]
 PortOpt = Annotated[int, typer.Option("--port", "-p", min=0, max=65535, help="Port to listen on (0: any free port).")]
@@ -25,7 +26,7 @@ FimOrderOpt = Annotated[ServeFimOrder, typer.Option(
     "--fim-order", help="Fill-in-the-middle prompt order: auto (spm where the model has FIM tokens), psm or spm.")]
 
 
-@with_options(choice=MODEL)
+@with_options
 def serve(
     host: HostOpt = "127.0.0.1",
     port: PortOpt = 8012,
@@ -33,7 +34,7 @@ def serve(
     queue: QueueOpt = 4,
     cache_slots: CacheSlotsOpt = 2,
     fim_order: FimOrderOpt = ServeFimOrder.auto,
-    choice: Any = None,
+    choice: ModelChoice = MODEL,
 ) -> None:
     """Serve a model to editors over HTTP until Ctrl-C: OpenAI /v1/completions and /v1/models, llama.cpp /infill,
     /completion and /health.
