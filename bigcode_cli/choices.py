@@ -8,6 +8,7 @@ Torch-free, so the CLI can read it at import time. `AUTO` is the first choice wh
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Literal, get_args
 
 AUTO = "auto"
 
@@ -26,15 +27,31 @@ DTYPES: dict[str, str] = {
     "bfloat16": "bfloat16",
     "float16": "float16",
 }
-# weight-only block quantization of a causal LM's matrices (model/quantize.py); they compute in float32
-QUANTIZED_DTYPES = ("int8", "int4")
+# weight-only block quantization of a causal LM's matrices (model/quantize.py): --dtype name -> bits per stored
+# value; they compute in float32. Whether a load is quantized is `dtype in QUANTIZED_DTYPES`, asked in one place
+# (bigcode_cli.model.engine.quantized_bits)
+QUANTIZED_DTYPES: dict[str, int] = {
+    "int8": 8,
+    "int4": 4,
+}
 DTYPE_CHOICES = (AUTO, *DTYPES, *QUANTIZED_DTYPES)
 
 # how `classify` / `tag` write --output (a FILE, or --ray part files)
 OUTPUT_FORMATS = ("jsonl", "parquet")
+# how `classify` / `tag` show results on stdout (--format); none given: table on a terminal, else jsonl
+RESULT_FORMATS = ("jsonl", "tsv", "table")
+# how stdin (or a file with an explicit --input-format) splits into records; auto guesses from the data
+INPUT_FORMATS = (AUTO, "lines", "jsonl", "nul")
+# which end of a record longer than the context is cut (--truncate)
+TRUNCATE_SIDES = ("left", "right")
+# `tag --aggregate`: one span per tagged token, or B-/I- pieces merged into whole-word entities
+AGGREGATES = ("none", "word")
 
-# fill-in-the-middle prompt orders: prefix-suffix-middle, suffix-prefix-middle
-FIM_ORDERS = ("psm", "spm")
+# fill-in-the-middle prompt orders: prefix-suffix-middle, suffix-prefix-middle (the type, and its values)
+FimOrder = Literal["psm", "spm"]
+FIM_ORDERS: tuple[str, ...] = get_args(FimOrder)
+# `bigcode serve --fim-order`: auto = spm where the model has FIM tokens
+SERVE_FIM_ORDERS = (AUTO, *FIM_ORDERS)
 
 # config.json's activation_function names -> the function they are (several names, one function)
 ACTIVATIONS: dict[str, str] = {

@@ -190,3 +190,23 @@ def test_a_prompt_in_the_models_format_keeps_its_end_and_its_control_tokens(lm):
     assert not short.prompt.truncated and short.prompt.ids == tokenizer.encode("x = 1\n")
     empty = complete_text(runner, tokenizer, "", settings)
     assert empty.prompt.ids == [tokenizer.eos_id]
+
+
+def test_ctrl_c_during_the_prefill_ends_as_interrupted(lm):
+    # a Ctrl-C that lands before the first token is chosen is an interruption like any other, not a crash
+    runner = engine.load(lm, "causal-lm")
+    tokenizer = Tokenizer.from_dir(lm)
+
+    class InterruptedPrefill:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def __call__(self, *args, **kwargs):
+            raise KeyboardInterrupt
+
+    result = generate(InterruptedPrefill(runner), tokenizer, tokenizer.encode("def add(a, b):"), max_new_tokens=5,
+                      params=GREEDY)
+    assert result.interrupted and result.samples[0].token_ids == []

@@ -116,3 +116,122 @@ def test_the_repl_ends_quietly_on_a_closed_stdout(lm):
     err = proc.stderr.decode(errors="replace")
     assert proc.returncode == 0, err
     assert "Traceback" not in err and "error" not in err and "Exception ignored" not in err
+
+
+# -- one definition per fact: the choice lists live in bigcode_cli.choices and everything else derives from them
+
+def _choice_lists() -> dict[frozenset, str]:
+    from bigcode_cli import choices
+
+    return {frozenset(value): name for name, value in vars(choices).items()
+            if name.isupper() and isinstance(value, (tuple, dict)) and len(value) >= 2}
+
+
+def _spelled_out_lists(source: str) -> list[tuple[int, frozenset]]:
+    """Every tuple, list or set literal of two or more strings (a Literal[...] type included), with its line."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)) and len(node.elts) >= 2 and all(
+                isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.elts):
+            found.append((node.lineno, frozenset(e.value for e in node.elts)))
+    return found
+
+
+def test_no_choice_list_is_written_out_again_outside_choices():
+    from pathlib import Path
+
+    import bigcode_cli
+
+    lists = _choice_lists()
+    package = Path(bigcode_cli.__file__).parent
+    copies = [f"{path.relative_to(package)}:{line} repeats choices.{lists[values]}"
+              for path in sorted(package.rglob("*.py")) if path.name != "choices.py"
+              for line, values in _spelled_out_lists(path.read_text(encoding="utf-8")) if values in lists]
+    assert copies == []
+
+
+def test_the_duplicate_finder_finds_a_copy():
+    found = _spelled_out_lists('QUANT = ("int8", "int4")\nOrder = Literal["psm", "spm"]\n')
+    lists = _choice_lists()
+    assert [lists.get(values) for _, values in found] == ["QUANTIZED_DTYPES", "FIM_ORDERS"]
+
+
+def test_cli_option_enums_are_made_from_the_choices():
+    """No command writes a str Enum by hand: every choice Enum comes from choice_enum(choices.X)."""
+    import ast
+    from pathlib import Path
+
+    import bigcode_cli.cli
+
+    hand_written = []
+    for path in sorted(Path(bigcode_cli.cli.__file__).parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef) and any(getattr(b, "id", None) == "Enum" for b in node.bases):
+                hand_written.append(f"{path.name}:{node.lineno} {node.name}")
+    assert hand_written == []
+
+
+def test_option_enums_offer_exactly_their_choice_lists():
+    from bigcode_cli import choices
+    from bigcode_cli.cli.commands import models, pipeline, scale_out, serve, tag
+
+    def values(enum):
+        return tuple(member.value for member in enum)
+
+    assert values(pipeline.OutputFormat) == choices.RESULT_FORMATS
+    assert values(pipeline.InputFormat) == choices.INPUT_FORMATS
+    assert values(pipeline.Truncate) == choices.TRUNCATE_SIDES
+    assert values(tag.Aggregate) == choices.AGGREGATES
+    assert values(scale_out.OutputFormat) == choices.OUTPUT_FORMATS
+    assert values(serve.ServeFimOrder) == choices.SERVE_FIM_ORDERS
+    assert values(models.QuantDtype) == tuple(choices.QUANTIZED_DTYPES)
+
+
+def test_the_kernel_knows_every_activation_through_its_function(monkeypatch):
+    """The kernel's activation codes are keyed by function: a new name for a known function needs no kernel edit."""
+    import importlib
+
+    from bigcode_cli import choices
+    from bigcode_cli.kernels import decode_support
+
+    assert set(decode_support.ACTIVATIONS) == set(choices.ACTIVATIONS)
+    monkeypatch.setitem(choices.ACTIVATIONS, "gelu_python_tanh", "gelu_tanh")
+    try:
+        reloaded = importlib.reload(decode_support)
+        assert reloaded.ACTIVATIONS["gelu_python_tanh"] == reloaded.ACTIVATIONS["gelu_pytorch_tanh"]
+        assert reloaded.activation_problem("gelu_python_tanh") is None
+    finally:
+        monkeypatch.undo()
+        importlib.reload(decode_support)
+
+
+def test_commands_name_the_types_their_option_groups_build():
+    """`choice: ModelChoice = MODEL`: each group parameter is annotated with what its group builds, never Any."""
+    import inspect
+
+    import typer
+
+    from bigcode_cli.cli.commands.option_groups import OptionGroup
+    from bigcode_cli.cli.commands.registry import COMMANDS
+
+    def functions(target):
+        if isinstance(target, typer.Typer):
+            for info in target.registered_commands:
+                yield from functions(info.callback)
+        else:
+            yield target
+
+    seen = {}
+    for _, target in COMMANDS:
+        for command in functions(target):
+            written = inspect.signature(inspect.unwrap(command))
+            for name, parameter in written.parameters.items():
+                if isinstance(parameter.default, OptionGroup):
+                    built = inspect.signature(parameter.default.build).return_annotation
+                    seen[f"{command.__name__}.{name}"] = parameter.annotation
+                    assert parameter.annotation == built != "Any", (command.__name__, name)
+    assert seen["classify.choice"] == "ModelChoice" and seen["complete.settings"] == "CompletionSettings"
+    assert seen["tag.io"] == "PipelineIO" and seen["tag.scale"] == "ScaleOut"
+    assert seen["finetune_tag.training"] == "dict[str, Any]"

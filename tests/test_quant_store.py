@@ -226,3 +226,35 @@ def test_converting_while_reading_equals_converting_after(lm, monkeypatch):
     ours = runner.model.state_dict()
     for name, tensor in stored.items():
         assert torch.equal(ours[name], tensor.to(torch.bfloat16)), name
+
+
+def test_a_new_format_version_is_seen_by_the_store_without_a_second_edit(lm, monkeypatch):
+    """The store reads the format version from the model's one definition: after a bump, old copies are ignored
+    and the next load keeps a copy of the new version (no mismatch to swallow, no quantizing at every start)."""
+    from bigcode_cli.model import quantized_format
+
+    first = open_model(str(lm), "causal-lm", dtype="int8", device="cpu")
+    assert quantized.find(first.resolved, "int8") is not None
+    monkeypatch.setattr(quantized_format, "FORMAT_VERSION", quantized_format.FORMAT_VERSION + 1)
+    assert quantized.find(first.resolved, "int8") is None
+    open_model(str(lm), "causal-lm", dtype="int8", device="cpu")
+    kept = quantized.find(first.resolved, "int8")
+    assert kept is not None and quantized_file.map_state(kept)[1].get("format") == str(quantized_format.FORMAT_VERSION)
+
+
+def test_whether_a_load_is_quantized_is_decided_in_one_place(lm, monkeypatch):
+    """The loader and the engine both ask engine.quantized_bits (and nothing else decides)."""
+    asked = []
+    decide = engine.quantized_bits
+
+    def recorded(dtype, task, **how):
+        asked.append((dtype, task))
+        return decide(dtype, task, **how)
+
+    monkeypatch.setattr(engine, "quantized_bits", recorded)
+    loaded = open_model(str(lm), "causal-lm", dtype="int8", device="cpu")
+    assert loaded.runner.dtype_name == "int8"
+    assert asked == [("int8", "causal-lm")] * 2  # once by the loader (kept copy or not), once by engine.load
+    asked.clear()
+    open_model(str(lm), "causal-lm", dtype="float32", device="cpu")
+    assert asked == [("float32", "causal-lm")] * 2

@@ -241,6 +241,32 @@ def test_server_client_output_equals_local_output(server, tmp_path):
     assert path.read_text() == expected
 
 
+def test_the_local_and_the_remote_completer_return_the_same_result(server, monkeypatch):
+    """One CompletionResult from either completer: equal but for the timings (and load_s, 0 for a server)."""
+    import dataclasses
+
+    from bigcode_cli.cli.commands.completer import CompletionRequest
+    from bigcode_cli.cli.commands.generation_run import LocalCompleter, completer_for, make_settings
+    from bigcode_cli.cli.commands.server_client import RemoteCompleter
+    from bigcode_cli.terminal.model_choice import ModelChoice
+
+    monkeypatch.delenv("BIGCODE_SERVER", raising=False)
+    local, remote = completer_for(None, ModelChoice()), completer_for(server.url, ModelChoice())
+    assert isinstance(local, LocalCompleter) and isinstance(remote, RemoteCompleter)
+    settings = make_settings(max_new_tokens=12, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0, seed=None,
+                             stop=None, num_samples=2, lines=None, block=True, fim_order="spm")
+    untimed = dict(load_s=0.0, prefill_s=0.0, decode_s=0.0, tokens_per_s=0.0)
+    for request in (CompletionRequest(PREFIX, SUFFIX, "fim", settings),
+                    CompletionRequest("def mean(", "", "continue", settings)):
+        streamed = []
+        here = local.complete(request, None)
+        there = remote.complete(request, None)
+        assert dataclasses.replace(there, **untimed) == dataclasses.replace(here, **untimed)
+        assert len(here.samples) == 2 and here.dtype and there.load_s == 0.0
+        one = request._replace(settings=dataclasses.replace(settings, num_samples=1))
+        assert remote.complete(one, streamed.append).texts == ["".join(streamed)] == local.complete(one, None).texts
+
+
 def test_server_client_never_imports_torch(server, tmp_path):
     code = ("import sys; from bigcode_cli.cli.app import run; status = run(sys.argv[1:]); "
             "print('torch' in sys.modules, file=sys.stderr); sys.exit(status)")

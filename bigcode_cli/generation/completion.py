@@ -7,11 +7,11 @@ Used by `complete`, `generate`, `infill` and the REPL.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-from bigcode_cli.choices import FIM_ORDERS, listed
+from bigcode_cli.choices import FIM_ORDERS, FimOrder, listed
 from bigcode_cli.errors import UsageError
-from bigcode_cli.generation.fim import FIM_OVERHEAD, check_lines, clean_completion, fim_prompt_ids, fit_fim, fit_left
+from bigcode_cli.generation.fim import FIM_OVERHEAD, Mode, check_lines, clean_completion, fim_prompt_ids, fit_fim, fit_left
 from bigcode_cli.generation.loop import Generation, OnText, ShouldStop, generate
 from bigcode_cli.generation.sampling import SamplingParams
 from bigcode_cli.generation.stopping import check_stops
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from bigcode_cli.model.runner import Runner
     from bigcode_cli.text.tokenizer import Tokenizer
 
-Mode = Literal["fim", "continue"]
 # no byte-level BPE token covers more characters than this, so longer text cannot fit the budget anyway
 _MAX_CHARS_PER_TOKEN = 32
 
@@ -36,7 +35,7 @@ class CompletionSettings:
     num_samples: int = 1
     lines: int | None = None
     block: bool = True
-    order: Literal["psm", "spm"] = "psm"
+    order: FimOrder = "psm"
     min_indent: int = 0  # lines after the first indented less end the completion (llama.cpp's n_indent)
 
     def __post_init__(self) -> None:

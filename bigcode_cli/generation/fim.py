@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
+from bigcode_cli.choices import FimOrder
 from bigcode_cli.errors import InputError, UsageError
 
 if TYPE_CHECKING:
@@ -13,7 +14,8 @@ if TYPE_CHECKING:
 
 FILL_MARKER = "<FILL>"
 FIM_OVERHEAD = 3  # sentinel tokens in a FIM prompt: prefix, suffix, middle
-FimOrder = Literal["psm", "spm"]
+# what a completion does: fill in the middle between a prefix and a suffix, or continue the prefix
+Mode = Literal["fim", "continue"]
 
 
 class Cursor(NamedTuple):
@@ -21,7 +23,7 @@ class Cursor(NamedTuple):
 
     prefix: str
     suffix: str
-    mode: Literal["fim", "continue"]
+    mode: Mode
 
 
 class Fitted(NamedTuple):

@@ -164,6 +164,7 @@ def generate(runner: Runner, tokenizer: Tokenizer | None, prompt_ids: Sequence[i
             cache = runner.new_cache(1, capacity)
         kept = cache  # the one-row cache of the prompt (rows of later copies are dropped as samples end)
         settings = contextlib.ExitStack()
+        first = True  # no token chosen yet (Ctrl-C may land during the prefill)
         try:
             reused = cache.length if cache is not None else 0  # None: a runner that keeps no cache
             logits = runner(prompt[:, reused:], cache=cache, last_only=True)[:, -1]  # (1, V)
@@ -172,7 +173,6 @@ def generate(runner: Runner, tokenizer: Tokenizer | None, prompt_ids: Sequence[i
                 logits = logits.expand(num_samples, -1)
             seen = prompt.expand(num_samples, -1) if penalty else None
             active = list(range(num_samples))  # sample index of each cache row
-            first = True
             settings.enter_context(runner.decoding(num_samples))
             for _ in range(max_new_tokens):
                 if should_stop is not None and should_stop():

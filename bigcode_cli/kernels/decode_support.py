@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import ctypes
 
+from bigcode_cli import choices
 from bigcode_cli.kernels.build import kernel_problem, load_kernel
 
 KERNEL = "decode_step"
 ABI_VERSION = 3  # bigcode_decode_abi() of a library whose structs and entry points match cpu_decode's
-# activation_function names -> the kernel's activation codes
-ACTIVATIONS = {"gelu_pytorch_tanh": 0, "gelu_new": 0, "gelu_fast": 0, "gelu": 1, "relu": 2, "silu": 3,
-               "swish": 3, "tanh": 4}
-
+# the function behind each kind of bigcode_cli.choices.ACTIVATIONS -> its code in decode_step.c's `activate`
+_FUNCTION_CODES = {"gelu_tanh": 0, "gelu": 1, "relu": 2, "silu": 3, "tanh": 4}
+# activation_function names -> the kernel's activation codes (every name the model knows, through its function)
+ACTIVATIONS = {name: _FUNCTION_CODES[function] for name, function in choices.ACTIVATIONS.items()
+               if function in _FUNCTION_CODES}
 
 
 def _abi_problem(lib: ctypes.CDLL) -> str | None:

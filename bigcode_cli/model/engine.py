@@ -14,6 +14,7 @@ from bigcode_cli.choices import ENGINES, QUANTIZED_DTYPES, listed
 from bigcode_cli.errors import BackendError
 from bigcode_cli.model.config import GPTBigCodeConfig
 from bigcode_cli.model.native_runner import load_native, load_quantized
+from bigcode_cli.model.quantized_loading import check_quantizable
 from bigcode_cli.model.reference_runner import load_transformers
 from bigcode_cli.model.runner import Runner
 from bigcode_cli.model.runtime import resolve_device
@@ -34,7 +35,17 @@ def load(path: str | Path, task: str, *, engine: str = "native", attn: str = "au
         raise BackendError(f"unknown engine {engine!r}; choose {listed(ENGINES)}")
     config = GPTBigCodeConfig.from_file(path / "config.json")
     torch_device = resolve_device(device)
+    bits = quantized_bits(dtype, task, engine=engine, device=torch_device)
     with torch.inference_mode(False):
-        if dtype in QUANTIZED_DTYPES:
-            return load_quantized(path, config, task, attn, torch_device, dtype, quantized_file, engine=engine)
+        if bits is not None:
+            return load_quantized(path, config, task, attn, torch_device, dtype, bits, quantized_file)
         return _LOADERS[engine](path, config, task, attn, torch_device, dtype)
+
+
+def quantized_bits(dtype: str, task: str, *, engine: str = "native", device: str | torch.device = "auto") -> int | None:
+    """Whether a load is quantized, decided here and nowhere else: the bits of a quantized --dtype (after checking
+    that this task, engine and device can hold it; a BackendError names what works), None for a float dtype."""
+    if dtype not in QUANTIZED_DTYPES:
+        return None
+    return check_quantizable(dtype, task, device if isinstance(device, torch.device) else resolve_device(device),
+                             engine)

@@ -85,12 +85,12 @@ def load_state_dict_as(path: Path, dtype_name: str, device: torch.device) -> tup
 
 
 def load_quantized(path: Path, config: GPTBigCodeConfig, task: str, attn: str, device: torch.device,
-                   dtype_name: str, quantized_file: Path | None, *, engine: str = "native") -> NativeRunner:
-    """The causal LM with int8/int4 matrices: mapped from a kept copy, or quantized while reading `path`."""
+                   dtype_name: str, bits: int, quantized_file: Path | None) -> NativeRunner:
+    """The causal LM with `bits`-bit matrices (engine.quantized_bits said so): mapped from a kept copy, or
+    quantized while reading `path`."""
     from bigcode_cli.kernels.cpu_decode import attach, refusal
     from bigcode_cli.model import quantized_loading
 
-    bits = quantized_loading.check_quantizable(dtype_name, task, device, engine)
     if quantized_file is not None:
         from bigcode_cli.model.quantized_file import map_state
 

@@ -26,7 +26,6 @@ BLOCK = 32
 # a 49k-row LM head stays small, and each piece is still a large matmul (measured: 32 MB pieces put the
 # peak RSS of a 1.1B int4 generation ~50 MB above what it holds after)
 DEQUANT_PIECE = 4 * 1024 * 1024
-BITS = {"int8": 8, "int4": 4}  # the quantized --dtype values and their bits per stored value
 
 
 class Quantized(NamedTuple):

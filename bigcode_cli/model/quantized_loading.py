@@ -15,16 +15,16 @@ from typing import Callable
 import torch
 from torch import nn
 
+from bigcode_cli.choices import QUANTIZED_DTYPES
 from bigcode_cli.errors import BackendError
 from bigcode_cli.model import runtime
 from bigcode_cli.model.config import GPTBigCodeConfig
 from bigcode_cli.model.gpt_bigcode import GPTBigCodeForCausalLM
-from bigcode_cli.model.quantize import BITS, BLOCK, Quantized, QuantizedEmbedding, QuantizedLinear, padded, quantize
+from bigcode_cli.model.quantize import BLOCK, Quantized, QuantizedEmbedding, QuantizedLinear, padded, quantize
 from bigcode_cli.model.tensor_reader import TensorReader
 from bigcode_cli.model.weights import build_model, kept_key
 
 BLOCK_LINEARS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
-FORMAT_VERSION = 1  # bump when the packed layout or the state's keys change: cached entries are then rebuilt
 
 
 def prefill_dtype() -> torch.dtype:
@@ -43,7 +43,7 @@ def check_quantizable(name: str, task: str, device: torch.device, engine: str = 
                            "float32 or bfloat16")
     if device.type != "cpu":
         raise BackendError(f"--dtype {name} runs on the CPU only; use --device cpu, or float16/bfloat16 on {device.type}")
-    return BITS[name]
+    return QUANTIZED_DTYPES[name]
 
 
 def _give_back_freed_memory() -> None:

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bigcode_cli.choices import TRUNCATE_SIDES
 from bigcode_cli.errors import InputError
 from bigcode_cli.pipelines.records import Record, chunks
 
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
     from bigcode_cli.model.runner import Runner
     from bigcode_cli.text.tokenizer import Tokenizer
 
-TRUNCATE_SIDES = ("left", "right")
 
 
 @dataclass

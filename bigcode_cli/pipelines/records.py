@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from bigcode_cli.choices import INPUT_FORMATS
 from bigcode_cli.errors import InputError
 from bigcode_cli.text.textfile import NotTextError, check_unicode, decode_utf8
 
-INPUT_FORMATS = ("auto", "lines", "jsonl", "nul")
 _PEEK_BYTES = 1 << 16
 
 

@@ -12,11 +12,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+from bigcode_cli.choices import AGGREGATES
+
 if TYPE_CHECKING:
     import torch
 
 OUTSIDE = "O"
-AGGREGATES = ("none", "word")
 
 
 @dataclass

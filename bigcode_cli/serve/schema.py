@@ -10,11 +10,13 @@ a number belongs is a 400, not a guess.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
+from bigcode_cli.choices import FimOrder
 from bigcode_cli.errors import InputError
+from bigcode_cli.generation.fim import Mode
 from bigcode_cli.text.textfile import check_unicode
 
 # OpenAI allows up to 4 stop strings; llama.vim sends a list of any length: keep a sane bound
@@ -73,10 +75,10 @@ class BigcodeOptions(_Body):
     options of those commands that OpenAI's API has no field for, and a request for the details
     their --json prints."""
 
-    mode: Optional[Literal["fim", "continue"]] = None  # continue: the prompt is plain text, as `bigcode generate`
+    mode: Optional[Mode] = None  # continue: the prompt is plain text, as `bigcode generate`
     lines: Optional[Annotated[StrictInt, Field(ge=1)]] = None
     block: Optional[StrictBool] = None
-    fim_order: Optional[Literal["psm", "spm"]] = None
+    fim_order: Optional[FimOrder] = None
     details: StrictBool = False
 
 

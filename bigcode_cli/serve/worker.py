@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
+from bigcode_cli.choices import FIM_ORDERS
 from bigcode_cli.errors import BigCodeError
 from bigcode_cli.serve.memory import LARGE_REQUEST, TRIM_AFTER_IDLE_S, release_free_memory
 
@@ -203,7 +204,7 @@ class EngineWorker:
         from bigcode_cli.generation.prompt_cache import PromptCache
 
         self.prompt_cache = PromptCache(loaded.runner, slots=self._cache_slots)
-        if self._fim_order in ("psm", "spm"):
+        if self._fim_order in FIM_ORDERS:
             self.fim_order = self._fim_order
         else:
             # SPM for checkpoints with FIM tokens: typing at the cursor then changes only the prompt's end

@@ -45,7 +45,7 @@ def _open(name: str | None, task: str, *, engine: str, attn: str, device: str, d
     resolved = store.resolve(name or store.default_model(task), offline=offline, download=download)
     tokenizer = Tokenizer.from_dir(resolved.path, name=resolved.name)
     check_vocabulary(tokenizer, resolved)
-    if dtype in quantized.QUANTIZED and engine == "native" and task == "causal-lm":
+    if engines.quantized_bits(dtype, task, engine=engine, device=device) is not None:
         return LoadedModel(_load_quantized(resolved, dtype, attn, device), tokenizer, resolved)
     runner = engines.load(resolved.path, task, engine=engine, attn=attn, device=device, dtype=dtype)
     return LoadedModel(runner, tokenizer, resolved)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from bigcode_cli.errors import StoreError
 from bigcode_cli.model import checkpoint_files as ckpt
+from bigcode_cli.model import quantized_format
 from bigcode_cli.paths import quantized_dir
 from bigcode_cli.store.layout import MANIFEST
 from bigcode_cli.store.layout import manifest as read_manifest
@@ -33,8 +34,6 @@ if TYPE_CHECKING:
     from bigcode_cli.store.layout import ResolvedModel
 
 FILE = "model.safetensors"
-QUANTIZED = ("int8", "int4")
-FORMAT = 1  # model/quantized_loading.FORMAT_VERSION at the time of writing; copies of another format are ignored
 
 
 def source_id(checkpoint: Path) -> str:
@@ -56,10 +55,11 @@ def entry_dir(model: ResolvedModel, dtype: str) -> Path:
 
 
 def find(model: ResolvedModel, dtype: str) -> Path | None:
-    """The file of a complete `dtype` copy of `model` in this format, or None."""
+    """The file of a complete `dtype` copy of `model` in this version's format, or None."""
     entry = entry_dir(model, dtype)
     manifest = read_manifest(entry)
-    if manifest is None or manifest.get("format") != FORMAT or manifest.get("dtype") != dtype:
+    version = quantized_format.FORMAT_VERSION
+    if manifest is None or manifest.get("format") != version or manifest.get("dtype") != dtype:
         return None
     file = entry / FILE
     try:
@@ -75,10 +75,9 @@ def save(model: ResolvedModel, dtype: str, quantized_model: Any) -> Path:
     from filelock import FileLock
 
     from bigcode_cli.model.quantized_file import write_state
-    from bigcode_cli.model.quantized_loading import FORMAT_VERSION, quantized_state
+    from bigcode_cli.model.quantized_loading import quantized_state
 
-    if FORMAT_VERSION != FORMAT:
-        raise StoreError(f"quantized copies of format {FORMAT_VERSION} are not known to the store (format {FORMAT})")
+    version = quantized_format.FORMAT_VERSION
     final = entry_dir(model, dtype)
     key = f"{final.parent.name}.{dtype}"
     root = quantized_dir()
@@ -95,9 +94,9 @@ def save(model: ResolvedModel, dtype: str, quantized_model: Any) -> Path:
         tmp = root / ".tmp" / f"{key}.{uuid.uuid4().hex[:12]}"
         try:
             tmp.mkdir()
-            write_state(tmp / FILE, quantized_state(quantized_model), {"format": str(FORMAT), "dtype": dtype})
+            write_state(tmp / FILE, quantized_state(quantized_model), {"format": str(version), "dtype": dtype})
             sources = {p.name: ckpt.sha256_file(p) for p in ckpt.weight_files(model.path) or []}
-            manifest = {"format": FORMAT, "dtype": dtype, "source_name": model.name, "source_path": str(model.path),
+            manifest = {"format": version, "dtype": dtype, "source_name": model.name, "source_path": str(model.path),
                         "source_id": source_id(model.path), "source_sha256": sources,
                         "sha256": ckpt.sha256_file(tmp / FILE), "size": (tmp / FILE).stat().st_size,
                         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

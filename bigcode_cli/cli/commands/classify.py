@@ -10,11 +10,13 @@ import typer
 from bigcode_cli.cli.commands.option_groups import model_group, with_options
 from bigcode_cli.cli.commands.pipeline import (
     PIPELINE,
+    PipelineIO,
     json_line,
-    run_pipeline,
+    pipeline,
     tsv_cell,
 )
-from bigcode_cli.cli.commands.scale_out import SCALE_OUT, output_file, run_on_ray
+from bigcode_cli.cli.commands.scale_out import SCALE_OUT, ScaleOut, output_file, run_on_ray
+from bigcode_cli.terminal.model_choice import ModelChoice
 from bigcode_cli.terminal.console import stdout_console
 from bigcode_cli.terminal.safe_text import for_stream, json_for_stream, safe_text
 from bigcode_cli.pipelines.records import Record
@@ -26,13 +28,13 @@ ThresholdOpt = Annotated[float, typer.Option("--threshold", min=0.0, max=1.0,
                                              help="Multi-label models: a label applies at or above this probability.")]
 
 
-@with_options(io=PIPELINE, choice=model_group("sequence-classification"), scale=SCALE_OUT)
+@with_options
 def classify(
     top_k: TopKOpt = None,
     threshold: ThresholdOpt = 0.5,
-    io: Any = None,
-    choice: Any = None,
-    scale: Any = None,
+    io: PipelineIO = PIPELINE,
+    choice: ModelChoice = model_group("sequence-classification"),
+    scale: ScaleOut = SCALE_OUT,
 ) -> None:
     """Classify code snippets with a sequence-classification model (default: the bundled language identifier).
 
@@ -46,29 +48,23 @@ def classify(
     if scale.ray:
         run_on_ray(io=io, choice=choice, scale=scale, task=SEQUENCE, results=options)
         return
+    from bigcode_cli.pipelines.results import Results
+
     chosen = io.output
-    state: dict[str, Any] = {}
     sink = output_file(scale)
-
-    def before(loaded: Any) -> None:
-        from bigcode_cli.pipelines.results import Results
-
-        state["results"] = Results.for_task(loaded.runner.config, SEQUENCE, **options)
-
-    def write_chunk(chunk: list[tuple[Record, Any]], loaded: Any) -> None:
-        results = state["results"]
-        rows = [(record, results.prediction(scored), scored.encoded.truncation()) for record, scored in chunk]
-        if sink is not None:
-            sink.write([classification_record(*row) for row in rows])
-        elif chosen == "jsonl":
-            sys.stdout.write(json_for_stream("".join(json_line(classification_record(*row)) for row in rows), sys.stdout))
-        elif chosen == "tsv":
-            sys.stdout.write(for_stream("".join(_tsv_line(*row) for row in rows), sys.stdout))
-        else:
-            _print_table(rows)
-
-    run_pipeline(io=io, task=SEQUENCE, choice=choice, offsets=False, write_chunk=write_chunk, before=before,
-                 columns=scale.columns, sink=sink)
+    with pipeline(io, SEQUENCE, choice, offsets=False, columns=scale.columns, sink=sink) as run:
+        results = Results.for_task(run.loaded.runner.config, SEQUENCE, **options)
+        for chunk in run.chunks():
+            rows = [(record, results.prediction(scored), scored.encoded.truncation()) for record, scored in chunk]
+            if sink is not None:
+                sink.write([classification_record(*row) for row in rows])
+            elif chosen == "jsonl":
+                lines = "".join(json_line(classification_record(*row)) for row in rows)
+                sys.stdout.write(json_for_stream(lines, sys.stdout))
+            elif chosen == "tsv":
+                sys.stdout.write(for_stream("".join(_tsv_line(*row) for row in rows), sys.stdout))
+            else:
+                _print_table(rows)
 
 
 def _label_text(prediction: Any) -> str:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from bigcode_cli.cli.commands import options as o
 from bigcode_cli.cli.commands.option_groups import MODEL, generation, with_options
+from bigcode_cli.terminal.model_choice import ModelChoice
+
+if TYPE_CHECKING:
+    from bigcode_cli.generation.completion import CompletionSettings
 
 
-@with_options(settings=generation(), choice=MODEL)
+@with_options
 def complete(
     file: Annotated[str, typer.Argument(help="The source file, or - for standard input.", show_default=False)],
     at: Annotated[Optional[str], typer.Option("--at", help="Cursor position LINE:COL (1-based); fill in the middle there.", show_default=False)] = None,
@@ -18,8 +22,8 @@ def complete(
     diff: Annotated[bool, typer.Option("--diff", help="Print the change as a unified diff instead.")] = False,
     json_out: o.JsonOpt = False,
     server: o.ServerOpt = None,
-    settings: Any = None,
-    choice: Any = None,
+    settings: CompletionSettings = generation(),
+    choice: ModelChoice = MODEL,
 ) -> None:
     """Complete the code at the cursor in FILE and stream the completion to stdout.
 
@@ -27,7 +31,8 @@ def complete(
     the suffix; otherwise the file is continued at its end. Completions stop at the end of the
     current block (--no-block to run on) or after --lines lines.
     """
-    from bigcode_cli.cli.commands.generation_run import check_output_flags, run_completion
+    from bigcode_cli.cli.commands.completer import CompletionRequest
+    from bigcode_cli.cli.commands.generation_run import check_output_flags, completer_for, run_completion
     from bigcode_cli.errors import InputError
     from bigcode_cli.generation.fim import parse_at, split_source
     from bigcode_cli.text.textfile import read_text
@@ -39,10 +44,6 @@ def complete(
         name = "standard input" if file == "-" else file
         raise InputError(f"{name} is empty: there is no code to complete")
     cursor = split_source(text, cursor_at)
-    from bigcode_cli.cli.commands.server_client import complete_through_server
-
-    if complete_through_server(server, prefix=cursor.prefix, suffix=cursor.suffix, mode=cursor.mode,
-                               settings=settings, json_out=json_out, filename=file, in_place=in_place, diff=diff):
-        return
-    run_completion(prefix=cursor.prefix, suffix=cursor.suffix, mode=cursor.mode, settings=settings, choice=choice,
-                   json_out=json_out, filename=file, in_place=in_place, diff=diff)
+    request = CompletionRequest(cursor.prefix, cursor.suffix, cursor.mode, settings)
+    run_completion(completer_for(server, choice), request, json_out=json_out, filename=file, in_place=in_place,
+                   diff=diff)

@@ -117,8 +117,8 @@ TRAINING = OptionGroup(
 
 
 @finetune_app.command("classify")
-@with_options(training=TRAINING)
-def finetune_classify(training: Any = None) -> None:
+@with_options
+def finetune_classify(training: dict[str, Any] = TRAINING) -> None:
     """Train a sequence classifier from {"text", "label"} records ({"text", "labels": [...]} for multi-label).
 
     Prints the checkpoint's path; use it with `bigcode classify -m NAME`.
@@ -127,8 +127,8 @@ def finetune_classify(training: Any = None) -> None:
 
 
 @finetune_app.command("tag")
-@with_options(training=TRAINING)
-def finetune_tag(training: Any = None) -> None:
+@with_options
+def finetune_tag(training: dict[str, Any] = TRAINING) -> None:
     """Train a token tagger from {"text", "spans": [{"start", "end", "label"}]} records (character offsets).
 
     Spans become B-/I-/O token labels. Prints the checkpoint's path; use it with `bigcode tag -m NAME`.

@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from bigcode_cli.cli.commands import options as o
 from bigcode_cli.cli.commands.option_groups import MODEL, generation, with_options
+from bigcode_cli.terminal.model_choice import ModelChoice
+
+if TYPE_CHECKING:
+    from bigcode_cli.generation.completion import CompletionSettings
 
 
-@with_options(settings=generation(max_new_tokens=256, block=False, fim=False), choice=MODEL)
+@with_options
 def generate(
     prompt: Annotated[Optional[str], typer.Argument(help="The prompt; read from standard input when omitted or -.", show_default=False)] = None,
     json_out: o.JsonOpt = False,
     server: o.ServerOpt = None,
-    settings: Any = None,
-    choice: Any = None,
+    settings: CompletionSettings = generation(max_new_tokens=256, block=False, fim=False),
+    choice: ModelChoice = MODEL,
 ) -> None:
     """Continue PROMPT (or standard input) left to right and stream the result to stdout."""
-    from bigcode_cli.cli.commands.generation_run import check_output_flags, run_completion
+    from bigcode_cli.cli.commands.completer import CompletionRequest
+    from bigcode_cli.cli.commands.generation_run import check_output_flags, completer_for, run_completion
     from bigcode_cli.errors import InputError
     from bigcode_cli.text.textfile import read_text
 
@@ -28,14 +33,11 @@ def generate(
     if not text.strip():
         where = "standard input is empty" if prompt in (None, "-") else "the prompt is empty"
         raise InputError(f"{where}: give a PROMPT argument or pipe the prompt in")
-    from bigcode_cli.cli.commands.server_client import complete_through_server
-
-    if complete_through_server(server, prefix=text, suffix="", mode="continue", settings=settings, json_out=json_out):
-        return
-    run_completion(prefix=text, suffix="", mode="continue", settings=settings, choice=choice, json_out=json_out)
+    request = CompletionRequest(text, "", "continue", settings)
+    run_completion(completer_for(server, choice), request, json_out=json_out)
 
 
-@with_options(settings=generation(), choice=MODEL)
+@with_options
 def infill(
     prefix: Annotated[Optional[str], typer.Option("--prefix", help="Text before the gap.", show_default=False)] = None,
     suffix: Annotated[Optional[str], typer.Option("--suffix", help="Text after the gap.", show_default=False)] = None,
@@ -43,11 +45,12 @@ def infill(
     suffix_file: Annotated[Optional[str], typer.Option("--suffix-file", help="Read the suffix from a file (- = stdin).", show_default=False)] = None,
     json_out: o.JsonOpt = False,
     server: o.ServerOpt = None,
-    settings: Any = None,
-    choice: Any = None,
+    settings: CompletionSettings = generation(),
+    choice: ModelChoice = MODEL,
 ) -> None:
     """Fill in the middle between a prefix and a suffix and stream the middle to stdout."""
-    from bigcode_cli.cli.commands.generation_run import check_output_flags, run_completion
+    from bigcode_cli.cli.commands.completer import CompletionRequest
+    from bigcode_cli.cli.commands.generation_run import check_output_flags, completer_for, run_completion
     from bigcode_cli.errors import InputError, UsageError
     from bigcode_cli.text.textfile import read_text
 
@@ -64,8 +67,5 @@ def infill(
     after = read_text(suffix_file) if suffix_file is not None else (suffix or "")
     if not before.strip() and not after.strip():
         raise InputError("nothing to fill: the prefix and the suffix are both empty")
-    from bigcode_cli.cli.commands.server_client import complete_through_server
-
-    if complete_through_server(server, prefix=before, suffix=after, mode="fim", settings=settings, json_out=json_out):
-        return
-    run_completion(prefix=before, suffix=after, mode="fim", settings=settings, choice=choice, json_out=json_out)
+    request = CompletionRequest(before, after, "fim", settings)
+    run_completion(completer_for(server, choice), request, json_out=json_out)

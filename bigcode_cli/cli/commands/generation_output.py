@@ -12,34 +12,30 @@ from typing import TYPE_CHECKING, Any
 from bigcode_cli.terminal.safe_text import for_stream, json_for_stream
 
 if TYPE_CHECKING:
-    from bigcode_cli.generation.completion import Completion
-    from bigcode_cli.text.tokenizer import Tokenizer
+    from bigcode_cli.cli.commands.completer import CompletionResult
 
 
-def completion_records(result: Completion, tokenizer: Tokenizer, load_s: float,
-                       dtype: str | None = None) -> list[dict[str, Any]]:
-    """One JSON-ready object per sample (the --json contract); `dtype`: what the model runs as (Runner.dtype_name)."""
-    generation = result.generation
+def completion_records(result: CompletionResult) -> list[dict[str, Any]]:
+    """One JSON-ready object per sample (the --json contract), the same for a local run and a server's answer."""
     timings = {
-        "load_s": round(load_s, 4),
-        "prefill_s": round(generation.prefill_s, 4),
-        "decode_s": round(generation.decode_s, 4),
-        "tokens_per_s": round(generation.tokens_per_s, 2),
+        "load_s": round(result.load_s, 4),
+        "prefill_s": round(result.prefill_s, 4),
+        "decode_s": round(result.decode_s, 4),
+        "tokens_per_s": round(result.tokens_per_s, 2),
     }
-    prompt_text = tokenizer.decode(result.prompt.ids, skip_special_tokens=False)
     return [
         {
             "text": sample.text,
-            "mode": result.prompt.mode,
-            "prompt": prompt_text,
+            "mode": result.mode,
+            "prompt": result.prompt,
             "stop_reason": sample.stop_reason,
-            "prompt_tokens": generation.prompt_tokens,
-            "new_tokens": len(sample.token_ids),
-            "truncated": result.prompt.truncated,
-            **({"dtype": dtype} if dtype else {}),
+            "prompt_tokens": result.prompt_tokens,
+            "new_tokens": sample.new_tokens,
+            "truncated": result.truncated,
+            **({"dtype": result.dtype} if result.dtype else {}),
             "timings": timings,
         }
-        for sample in generation.samples
+        for sample in result.samples
     ]
 
 

@@ -1,16 +1,18 @@
-"""What `complete`, `generate` and `infill` share: settings from options, loading, running, printing."""
+"""What `complete`, `generate` and `infill` share: settings from options, the local completer, and the one
+way a finished completion is shown (stream, JSON, samples, diff) or written into its file."""
 
 from __future__ import annotations
 
 import contextlib
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING
 
 from bigcode_cli.terminal.console import print_notice, stderr_console
 
 if TYPE_CHECKING:
+    from bigcode_cli.cli.commands.completer import CompletionRequest, CompletionResult, Completer, OnText
+    from bigcode_cli.generation.completion import CompletionSettings
     from bigcode_cli.terminal.model_choice import ModelChoice
-    from bigcode_cli.generation.completion import CompletionSettings, Mode
 
 
 def make_settings(*, max_new_tokens: int, temperature: float, top_k: int, top_p: float, repetition_penalty: float,
@@ -42,48 +44,81 @@ def check_output_flags(*, json_out: bool, in_place: bool = False, diff: bool = F
         raise UsageError("--in-place needs a file, not standard input")
 
 
-def run_completion(*, prefix: str, suffix: str, mode: Mode, settings: CompletionSettings, choice: ModelChoice,
-                   json_out: bool, filename: str | None = None, in_place: bool = False, diff: bool = False) -> None:
-    """Load the model, complete, and print (stream, JSON, diff) or write the file in place."""
-    from bigcode_cli.cli.commands.generation_output import completion_records
-    from bigcode_cli.generation.completion import complete
+def completer_for(server: str | None, choice: ModelChoice) -> Completer:
+    """A running server's completer with --server (or $BIGCODE_SERVER), else the model chosen by the options."""
+    from bigcode_cli.cli.commands.server_client import RemoteCompleter, server_url
+
+    url = server_url(server)
+    return RemoteCompleter(url) if url is not None else LocalCompleter(choice)
+
+
+class LocalCompleter:
+    """Completes with a model loaded here (the Completer of a run without --server)."""
+
+    def __init__(self, choice: ModelChoice) -> None:
+        self.choice = choice
+
+    def complete(self, request: CompletionRequest, on_text: OnText | None) -> CompletionResult:
+        """Load the model, then complete (a note on stderr when the input had to be cut to fit)."""
+        from bigcode_cli.cli.commands.completer import CompletionResult, Sample
+        from bigcode_cli.generation.completion import complete
+
+        started = time.perf_counter()
+        console = stderr_console()
+        with console.status("loading model", spinner="dots") if console.is_terminal else contextlib.nullcontext():
+            loaded = self.choice.open("causal-lm")
+        load_s = time.perf_counter() - started
+        if request.mode == "fim":
+            loaded.tokenizer.require_fim()
+        result = complete(loaded.runner, loaded.tokenizer, request.prefix, request.suffix, request.mode,
+                          request.settings, on_text=(lambda _i, text: on_text(text)) if on_text else None,
+                          notice=print_notice)
+        generation = result.generation
+        return CompletionResult(
+            samples=[Sample(s.text, s.stop_reason, len(s.token_ids)) for s in generation.samples],
+            mode=result.prompt.mode, prompt=loaded.tokenizer.decode(result.prompt.ids, skip_special_tokens=False),
+            prompt_tokens=generation.prompt_tokens, truncated=result.prompt.truncated,
+            dtype=loaded.runner.dtype_name, load_s=load_s, prefill_s=generation.prefill_s,
+            decode_s=generation.decode_s, tokens_per_s=generation.tokens_per_s, interrupted=generation.interrupted)
+
+
+def run_completion(completer: Completer, request: CompletionRequest, *, json_out: bool, filename: str | None = None,
+                   in_place: bool = False, diff: bool = False) -> None:
+    """Complete with `completer` (local or a server), streaming the text when nothing else is asked for, then
+    show the result (--json records, samples, a diff) or write it into the file (--in-place)."""
     from bigcode_cli.terminal.stream_printer import StreamPrinter
 
-    started = time.perf_counter()
-    console = stderr_console()
-    with console.status("loading model", spinner="dots") if console.is_terminal else contextlib.nullcontext():
-        loaded = choice.open("causal-lm")
-    load_s = time.perf_counter() - started
-    if mode == "fim":
-        loaded.tokenizer.require_fim()
-    streaming = not json_out and not in_place and not diff and settings.num_samples == 1
+    streaming = not json_out and not in_place and not diff and request.settings.num_samples == 1
     printer = StreamPrinter(filename=filename) if streaming else None
-    result = complete(loaded.runner, loaded.tokenizer, prefix, suffix, mode, settings,
-                      on_text=(lambda _i, text: printer.write(text)) if printer else None, notice=print_notice)
+    result = completer.complete(request, printer.write if printer else None)
     if printer is not None:
         printer.finish()
-    if result.generation.interrupted:
+    if result.interrupted:
         raise KeyboardInterrupt
-    show_result(texts=result.texts, records=lambda: completion_records(result, loaded.tokenizer, load_s,
-                                                                             dtype=loaded.runner.dtype_name),
-                prefix=prefix, suffix=suffix, json_out=json_out, filename=filename, in_place=in_place, diff=diff,
-                streamed=printer is not None)
+    if result.notice:
+        print_notice(result.notice)
+    _show(result, request, json_out=json_out, filename=filename, in_place=in_place, diff=diff,
+          streamed=printer is not None)
 
 
-def show_result(*, texts: list[str], records: Callable[[], list[dict[str, Any]]], prefix: str, suffix: str,
-                json_out: bool, filename: str | None, in_place: bool, diff: bool, streamed: bool) -> None:
-    """Once a completion is done: print its --json records, its diff or its samples, or write the file in
-    place (streamed text is already out). Shared by local runs and `--server` ones."""
-    from bigcode_cli.cli.commands.generation_output import print_json_lines, print_samples, unified_diff
+def _show(result: CompletionResult, request: CompletionRequest, *, json_out: bool, filename: str | None,
+          in_place: bool, diff: bool, streamed: bool) -> None:
+    from bigcode_cli.cli.commands.generation_output import (
+        completion_records,
+        print_json_lines,
+        print_samples,
+        unified_diff,
+    )
     from bigcode_cli.terminal.safe_text import for_stream
 
+    texts = result.texts
     if json_out:
-        print_json_lines(records())
+        print_json_lines(completion_records(result))
     elif in_place or diff:
         from bigcode_cli.generation.fim import splice
 
-        start, inserted, end = splice(prefix, texts[0], suffix)
-        before, after = prefix + suffix, start + inserted + end
+        start, inserted, end = splice(request.prefix, texts[0], request.suffix)
+        before, after = request.prefix + request.suffix, start + inserted + end
         if diff:
             import sys
 

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import Enum
 from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from bigcode_cli import store
+from bigcode_cli import choices, store
 from bigcode_cli.errors import ModelNotFoundError
 from bigcode_cli.store import quantized
-from bigcode_cli.cli.commands.options import complete_model
+from bigcode_cli.cli.commands.options import choice_enum, complete_model
 from bigcode_cli.terminal.console import print_notice, stderr_console, stdout_console
 from bigcode_cli.terminal.safe_text import for_stream
 
@@ -146,9 +145,7 @@ def rm_command(
         sys.stdout.write(f"removed {path}\n")
 
 
-class QuantDtype(str, Enum):
-    int8 = "int8"
-    int4 = "int4"
+QuantDtype = choice_enum("QuantDtype", choices.QUANTIZED_DTYPES)
 
 
 @models_app.command("quantize")

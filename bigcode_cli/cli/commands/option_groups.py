@@ -1,19 +1,27 @@
 """Options several commands share, declared once and handed to each command as one object.
 
-`@with_options(model=MODEL, settings=generation(...))` adds a group's options to the command's
-signature (so Typer shows and parses them like any other) and replaces them, when the command runs,
-by the object the group builds: a `ModelChoice` (bigcode_cli.terminal.model_choice), or validated
-`CompletionSettings`.
+A command names the object it wants and the group that builds it as a default, and `@with_options`
+does the rest:
+
+    @with_options
+    def complete(file: ..., settings: CompletionSettings = generation(), choice: ModelChoice = MODEL) -> None:
+
+Typer sees the group's options in the parameter's place (and shows and parses them like any other);
+when the command runs, the parameter holds what the group built from them: a `ModelChoice`
+(bigcode_cli.terminal.model_choice), validated `CompletionSettings`, a classify/tag `PipelineIO`...
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from bigcode_cli.cli.commands import options as o
 from bigcode_cli.terminal.model_choice import ModelChoice
+
+if TYPE_CHECKING:
+    from bigcode_cli.generation.completion import CompletionSettings
 
 
 class OptionGroup(NamedTuple):
@@ -28,26 +36,31 @@ def option(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
-def with_options(**groups: OptionGroup) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Add each group's options to a command; the command receives the built value under the group's name."""
+def with_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Replace each parameter whose default is an OptionGroup by the group's options; when the command runs,
+    that parameter receives the value the group builds from them."""
+    signature = inspect.signature(command)
+    groups = {name: p.default for name, p in signature.parameters.items() if isinstance(p.default, OptionGroup)}
+    # Typer reads the other parameters' annotations, evaluated (the module may use `from __future__ import
+    # annotations`); the groups' own annotations name the built types and may be imported for type checking only
+    own = [p.replace(annotation=_evaluated(p.annotation, command)) for name, p in signature.parameters.items()
+           if name not in groups]
+    added = [p for group in groups.values() for p in group.parameters]
 
-    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
-        signature = inspect.signature(command, eval_str=True)
-        own = [p for name, p in signature.parameters.items() if name not in groups]
-        added = [p for group in groups.values() for p in group.parameters]
+    @functools.wraps(command)
+    def run(**kwargs: Any) -> Any:
+        for name, group in groups.items():
+            kwargs[name] = group.build(**{p.name: kwargs.pop(p.name) for p in group.parameters})
+        return command(**kwargs)
 
-        @functools.wraps(command)
-        def run(**kwargs: Any) -> Any:
-            for name, group in groups.items():
-                kwargs[name] = group.build(**{p.name: kwargs.pop(p.name) for p in group.parameters})
-            return command(**kwargs)
+    parameters = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own + added]
+    run.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    run.__annotations__ = {p.name: p.annotation for p in parameters}
+    return run
 
-        parameters = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own + added]
-        run.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
-        run.__annotations__ = {p.name: p.annotation for p in parameters}
-        return run
 
-    return decorate
+def _evaluated(annotation: Any, command: Callable[..., Any]) -> Any:
+    return eval(annotation, command.__globals__) if isinstance(annotation, str) else annotation  # noqa: S307
 
 
 def _model_choice(*, model, engine, attn, device, dtype, offline) -> ModelChoice:
@@ -89,7 +102,7 @@ def generation(*, max_new_tokens: int = 128, block: bool = True, fim: bool = Tru
     if fim:
         parameters.append(option("fim_order", o.FimOrderOpt, o.FimOrder.psm))
 
-    def build(**values: Any) -> Any:
+    def build(**values: Any) -> CompletionSettings:
         from bigcode_cli.cli.commands.generation_run import make_settings
 
         return make_settings(**values)

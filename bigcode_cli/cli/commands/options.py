@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import Enum
 from typing import Annotated, Any, Optional
 
@@ -12,7 +13,7 @@ from bigcode_cli import choices
 from bigcode_cli.tasks import TASKS
 
 
-def choice_enum(name: str, values: tuple[str, ...]) -> type[Enum]:
+def choice_enum(name: str, values: Iterable[str]) -> type[Enum]:
     """A str Enum with one member per choice, named and valued after it (`Attn.sdpa == "sdpa"`)."""
     return Enum(name, [(value, value) for value in values], type=str)  # type: ignore[return-value]
 

@@ -1,20 +1,22 @@
 """What `classify` and `tag` share as commands: their pipeline options, the output format choice,
-error records, and the read -> batch -> write loop that flushes after every chunk.
+error records, and the read -> batch -> write loop that flushes after every chunk (`pipeline`).
 
-No torch at import time: the model is opened inside `run_pipeline`.
+No torch at import time: the model is opened inside `pipeline`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Callable
-from enum import Enum
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, Optional
 
 import typer
 
+from bigcode_cli import choices
 from bigcode_cli.cli.commands.option_groups import OptionGroup, option
+from bigcode_cli.cli.commands.options import choice_enum
 from bigcode_cli.terminal.console import print_error
 from bigcode_cli.errors import InputError
 from bigcode_cli.pipelines.records import Columns, Record
@@ -22,25 +24,13 @@ from bigcode_cli.pipelines.results import json_line  # noqa: F401  (re-exported 
 
 
 if TYPE_CHECKING:
+    from bigcode_cli.store.loader import LoadedModel
     from bigcode_cli.terminal.model_choice import ModelChoice
 
 
-class OutputFormat(str, Enum):
-    jsonl = "jsonl"
-    tsv = "tsv"
-    table = "table"
-
-
-class InputFormat(str, Enum):
-    auto = "auto"
-    lines = "lines"
-    jsonl = "jsonl"
-    nul = "nul"
-
-
-class Truncate(str, Enum):
-    left = "left"
-    right = "right"
+OutputFormat = choice_enum("OutputFormat", choices.RESULT_FORMATS)
+InputFormat = choice_enum("InputFormat", choices.INPUT_FORMATS)
+Truncate = choice_enum("Truncate", choices.TRUNCATE_SIDES)
 
 
 FilesArg = Annotated[Optional[list[str]], typer.Argument(
@@ -57,14 +47,14 @@ TruncateOpt = Annotated[Truncate, typer.Option(
     "--truncate", help="Which end to cut from a snippet longer than the context (reported in its record).")]
 
 
-def output_format(chosen: OutputFormat | None) -> str:
+def output_format(chosen: Any) -> str:
     """The format asked for, else a table on a terminal and JSON Lines in a pipe."""
     if chosen is not None:
         return chosen.value
     return "table" if getattr(sys.stdout, "isatty", lambda: False)() else "jsonl"
 
 
-def stdin_format(input_format: InputFormat, nul: bool) -> str:
+def stdin_format(input_format: Any, nul: bool) -> str:
     """--input-format, with -0 as a shorthand for nul (the two must not disagree)."""
     if nul and input_format not in (InputFormat.auto, InputFormat.nul):
         raise typer.BadParameter(f"-0 reads NUL-separated records; it contradicts --input-format {input_format.value}",
@@ -101,8 +91,8 @@ class PipelineIO(NamedTuple):
     truncate: str  # "left" | "right"
 
 
-def _pipeline_io(*, files: list[str] | None, fmt: OutputFormat | None, batch_size: int, truncate: Truncate,
-                 input_format: InputFormat, nul: bool) -> PipelineIO:
+def _pipeline_io(*, files: list[str] | None, fmt: Any, batch_size: int, truncate: Any, input_format: Any,
+                 nul: bool) -> PipelineIO:
     return PipelineIO(files, output_format(fmt), stdin_format(input_format, nul), batch_size, truncate.value)
 
 
@@ -119,15 +109,47 @@ PIPELINE = OptionGroup(
 )
 
 
-def run_pipeline(*, io: PipelineIO, task: str, choice: ModelChoice, offsets: bool,
-                 write_chunk: Callable[[list[tuple[Record, Any]], Any], None],
-                 before: Callable[[Any], None] | None = None, columns: Columns = Columns(),
-                 sink: Any = None) -> None:
-    """Open the task's model, stream the records through the one batcher, hand each chunk to `write_chunk`.
+class PipelineRun:
+    """An opened pipeline: the task's model, and its records scored a chunk at a time, in input order."""
 
-    Bad records are reported on stderr as they come and the rest go through; at the end an
-    InputError (exit 1) says how many failed. `sink` (an --output file that `write_chunk` writes to) is
-    committed when every record went through and discarded on an error or Ctrl-C.
+    def __init__(self, io: PipelineIO, loaded: LoadedModel, offsets: bool, columns: Columns) -> None:
+        from bigcode_cli.pipelines.batching import Batcher
+
+        self.io = io
+        self.loaded = loaded
+        self.columns = columns
+        self.batcher = Batcher(loaded.runner, loaded.tokenizer, batch_size=io.batch_size, truncate=io.truncate,
+                               offsets=offsets)
+        self.failed = self.total = 0
+
+    def chunks(self) -> Iterator[list[tuple[Record, Any]]]:
+        """Each chunk's good records with their results; bad ones are reported on stderr as they come. Whatever
+        the caller writes for a chunk is flushed before the next one is read."""
+        from bigcode_cli.pipelines.batching import stream
+        from bigcode_cli.pipelines.inputs import read_records
+
+        records = read_records(self.io.files or [], getattr(sys.stdin, "buffer", None), self.io.input_format,
+                               self.columns)
+        for chunk in stream(records, self.batcher):
+            good = []
+            for record, result in chunk:
+                self.total += 1
+                if result is None:
+                    self.failed += 1
+                    report_bad_record(record, self.io.output == "jsonl")
+                else:
+                    good.append((record, result))
+            yield good
+            sys.stdout.flush()  # results as they come; a reader gone (`| head`) ends the run here, quietly
+
+
+@contextlib.contextmanager
+def pipeline(io: PipelineIO, task: str, choice: ModelChoice, *, offsets: bool, columns: Columns = Columns(),
+             sink: Any = None) -> Iterator[PipelineRun]:
+    """Open the task's model for the records of `io`; the caller reads `chunks()` and writes each one.
+
+    At the end an InputError (exit 1) says how many records failed. `sink` (an --output file the caller
+    writes to) is committed when every record went through and discarded on an error or Ctrl-C.
     """
     try:
         files = io.files
@@ -135,39 +157,13 @@ def run_pipeline(*, io: PipelineIO, task: str, choice: ModelChoice, offsets: boo
             raise InputError("cannot read standard input (it is closed): give FILES or pipe records in")
         if not files and getattr(sys.stdin, "isatty", lambda: False)():
             raise InputError("no input: pass FILES, or pipe snippets into stdin ('-' reads a terminal anyway)")
-        failed, total = _run_chunks(io, task, choice, offsets, write_chunk, before, columns)
+        run = PipelineRun(io, choice.open(task), offsets, columns)
+        yield run
     except BaseException:
         if sink is not None:
             sink.discard()
         raise
     if sink is not None:
         sink.commit()
-    if failed:
-        raise InputError(f"{failed} of {total} records could not be processed (see the error records above)")
-
-
-def _run_chunks(io: PipelineIO, task: str, choice: ModelChoice, offsets: bool,
-                write_chunk: Callable[[list[tuple[Record, Any]], Any], None],
-                before: Callable[[Any], None] | None, columns: Columns) -> tuple[int, int]:
-    from bigcode_cli.pipelines.batching import Batcher, stream
-    from bigcode_cli.pipelines.inputs import read_records
-
-    loaded = choice.open(task)
-    batcher = Batcher(loaded.runner, loaded.tokenizer, batch_size=io.batch_size, truncate=io.truncate,
-                      offsets=offsets)
-    if before is not None:
-        before(loaded)
-    failed = total = 0
-    records = read_records(io.files or [], getattr(sys.stdin, "buffer", None), io.input_format, columns)
-    for chunk in stream(records, batcher):
-        good = []
-        for record, result in chunk:
-            total += 1
-            if result is None:
-                failed += 1
-                report_bad_record(record, io.output == "jsonl")
-            else:
-                good.append((record, result))
-        write_chunk(good, loaded)
-        sys.stdout.flush()  # results as they come; a reader gone (`| head`) ends the run here, quietly
-    return failed, total
+    if run.failed:
+        raise InputError(f"{run.failed} of {run.total} records could not be processed (see the error records above)")

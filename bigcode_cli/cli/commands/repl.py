@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from bigcode_cli.cli.commands.option_groups import MODEL, generation, with_options
 from bigcode_cli.cli.commands.options import choice_enum
 from bigcode_cli.tasks import MODES
+from bigcode_cli.terminal.model_choice import ModelChoice
+
+if TYPE_CHECKING:
+    from bigcode_cli.generation.completion import CompletionSettings
 
 Mode = choice_enum("Mode", tuple(MODES))  # the REPL's modes: one per command of each task (bigcode_cli.tasks)
 
@@ -17,12 +21,12 @@ ModeOpt = Annotated[Mode, typer.Option("--mode", help="Starting mode (classify a
 LangOpt = Annotated[str, typer.Option("--lang", help="Language to highlight input and output as (a pygments name).")]
 
 
-@with_options(settings=generation(), choice=MODEL)
+@with_options
 def repl(
     mode: ModeOpt = Mode.complete,  # type: ignore[attr-defined]
     lang: LangOpt = "python",
-    settings: Any = None,
-    choice: Any = None,
+    settings: CompletionSettings = generation(),
+    choice: ModelChoice = MODEL,
 ) -> None:
     """Complete, infill, classify and tag code interactively, with the model loaded once.
 

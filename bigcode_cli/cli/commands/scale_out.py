@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import os
 import sys
-from enum import Enum
-from typing import Annotated, Any, NamedTuple, Optional
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, Optional
 
 import typer
 
 from bigcode_cli.cli.commands.option_groups import OptionGroup, option
+from bigcode_cli.cli.commands.options import choice_enum
 from bigcode_cli.errors import InputError, UsageError
 from bigcode_cli.choices import OUTPUT_FORMATS
 from bigcode_cli.pipelines.records import Columns
 
-OutputFormat = Enum("OutputFormat", {name: name for name in OUTPUT_FORMATS}, type=str)  # type: ignore[misc]
+if TYPE_CHECKING:
+    from bigcode_cli.cli.commands.pipeline import PipelineIO
+    from bigcode_cli.terminal.model_choice import ModelChoice
+
+OutputFormat = choice_enum("OutputFormat", OUTPUT_FORMATS)
 
 TextColumnOpt = Annotated[str, typer.Option(
     "--text-column", help="JSON Lines field / Parquet column holding the text.", rich_help_panel="Datasets")]
@@ -167,7 +171,7 @@ def _model_dir(model: str | None, task: str, offline: bool) -> str:
     return str(store.resolve(model or store.default_model(task), offline=offline).path)
 
 
-def run_on_ray(*, io: Any, choice: Any, scale: ScaleOut, task: str, results: dict[str, Any]) -> None:
+def run_on_ray(*, io: PipelineIO, choice: ModelChoice, scale: ScaleOut, task: str, results: dict[str, Any]) -> None:
     """`--ray`: the job on Ray, its records in part files under --output DIR, error records on stderr."""
     import json
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
+from bigcode_cli.choices import SERVE_FIM_ORDERS
 from bigcode_cli.cli.commands.option_groups import MODEL, with_options
+from bigcode_cli.cli.commands.options import choice_enum
+from bigcode_cli.terminal.model_choice import ModelChoice
 
 HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on; anything but loopback wants --api-key.")]
 PortOpt = Annotated[int, typer.Option("--port", "-p", min=0, max=65535, help="Port to listen on (0: any free port).")]
@@ -34,11 +37,12 @@ QueueOpt = Annotated[int, typer.Option("--queue", min=1, max=1024,
                                        help="Requests that may wait while one runs; more get 503 at once.")]
 CacheSlotsOpt = Annotated[int, typer.Option("--cache-slots", min=1, max=64,
                                             help="Recent prompts whose KV cache is kept for reuse.")]
-FimOrderOpt = Annotated[str, typer.Option(
+ServeFimOrder = choice_enum("ServeFimOrder", SERVE_FIM_ORDERS)
+FimOrderOpt = Annotated[ServeFimOrder, typer.Option(
     "--fim-order", help="Fill-in-the-middle prompt order: auto (spm where the model has FIM tokens), psm or spm.")]
 
 
-@with_options(choice=MODEL)
+@with_options
 def serve(
     host: HostOpt = "127.0.0.1",
     port: PortOpt = 8012,
@@ -49,8 +53,8 @@ def serve(
     alias: AliasOpt = None,
     queue: QueueOpt = 4,
     cache_slots: CacheSlotsOpt = 2,
-    fim_order: FimOrderOpt = "auto",
-    choice: Any = None,
+    fim_order: FimOrderOpt = ServeFimOrder.auto,
+    choice: ModelChoice = MODEL,
 ) -> None:
     """Serve a model to editors over HTTP until Ctrl-C: OpenAI /v1/completions and /v1/models, llama.cpp /infill,
     /completion and /health.
@@ -60,16 +64,12 @@ def serve(
     waiting get 503. Requests from web pages (an Origin header) and for other host names are refused unless
     --allowed-origins / --allowed-hosts name them. Needs the serve extra: pip install 'bigcode-cli[serve]'.
     """
-    from bigcode_cli.choices import AUTO, FIM_ORDERS, listed
-    from bigcode_cli.errors import UsageError
-
-    if fim_order not in (AUTO, *FIM_ORDERS):
-        raise UsageError(f"--fim-order must be {listed((AUTO, *FIM_ORDERS))}, got {fim_order!r}")
     missing = _missing_web_stack()
     if missing:
         from bigcode_cli.errors import BigCodeError
 
         raise BigCodeError(f"bigcode serve needs {missing}: pip install 'bigcode-cli[serve]'")
+    from bigcode_cli.errors import UsageError
     from bigcode_cli.serve.api_keys import key_bytes, read_key_file
     from bigcode_cli.serve.hosts import allowed_hosts as parse_hosts, allowed_origins as parse_origins
     from bigcode_cli.serve.server import serve as run_server
@@ -83,7 +83,8 @@ def serve(
         keys += read_key_file(api_key_file, warn=lambda line: print(line, file=sys.stderr, flush=True))
     run_server(model=choice.model, engine=choice.engine, attn=choice.attn, device=choice.device, dtype=choice.dtype,
                offline=choice.offline, host=host, port=port, api_keys=keys, allowed_hosts=hosts,
-               allowed_origins=origins, alias=alias, queue_size=queue, cache_slots=cache_slots, fim_order=fim_order)
+               allowed_origins=origins, alias=alias, queue_size=queue, cache_slots=cache_slots,
+               fim_order=fim_order.value)
 
 
 def _missing_web_stack() -> str | None:

@@ -2,7 +2,8 @@
 
 No torch, no model: one HTTP request (the standard library's http.client) to the server's
 /v1/completions with the command's settings (and the `bigcode` extension for the options OpenAI's API
-lacks), answered with the same output as a local run: streamed text, --json records, --in-place, --diff.
+lacks). The `RemoteCompleter` returns the same CompletionResult as a local run, so the output is the same:
+streamed text, --json records, --in-place, --diff.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import urllib.parse
 from typing import TYPE_CHECKING, Any, Iterator
 
 from bigcode_cli.errors import BigCodeError, InputError
-from bigcode_cli.terminal.console import print_notice, stderr_console
+from bigcode_cli.terminal.console import stderr_console
 
 if TYPE_CHECKING:
+    from bigcode_cli.cli.commands.completer import CompletionRequest, CompletionResult, OnText
     from bigcode_cli.generation.completion import CompletionSettings
 
 SERVER_ENV = "BIGCODE_SERVER"
@@ -33,15 +35,6 @@ def server_url(option: str | None) -> str | None:
     """The server to use: --server, else $BIGCODE_SERVER, else None (run the model here)."""
     url = option if option is not None else os.environ.get(SERVER_ENV)
     return url.strip() or None if url else None
-
-
-def complete_through_server(server: str | None, **request: Any) -> bool:
-    """With --server (or $BIGCODE_SERVER), complete through that server and return True; False: run here."""
-    url = server_url(server)
-    if url is None:
-        return False
-    run_remote_completion(url, **request)
-    return True
 
 
 def request_body(prefix: str, suffix: str, mode: str, settings: CompletionSettings, stream: bool) -> dict[str, Any]:
@@ -111,52 +104,46 @@ def _events(response: http.client.HTTPResponse) -> Iterator[dict[str, Any]]:
         yield event
 
 
-def _records(texts: list[str], details: dict[str, Any]) -> list[dict[str, Any]]:
-    """The --json records (the keys of a local run; load_s is 0: no model is loaded here)."""
-    timings = {"load_s": 0.0, "prefill_s": round(details["prefill_s"], 4), "decode_s": round(details["decode_s"], 4),
-               "tokens_per_s": round(details["tokens_per_s"], 2)}
-    return [{"text": text, "mode": details["mode"], "prompt": details["prompt"], "stop_reason": sample["stop_reason"],
-             "prompt_tokens": details["prompt_tokens"], "new_tokens": sample["new_tokens"],
-             "truncated": details["truncated"], **({"dtype": details["dtype"]} if details.get("dtype") else {}),
-             "timings": timings}
-            for text, sample in zip(texts, details["samples"])]
+class RemoteCompleter:
+    """Completes by asking the `bigcode serve` at `url` (the Completer of a run with --server)."""
 
+    def __init__(self, url: str) -> None:
+        self.url = url
 
-def run_remote_completion(url: str, *, prefix: str, suffix: str, mode: str, settings: CompletionSettings,
-                          json_out: bool, filename: str | None = None, in_place: bool = False,
-                          diff: bool = False) -> None:
-    """Ask the server for the completion and print or write it exactly as a local run would."""
-    from bigcode_cli.cli.commands.generation_run import show_result
-    from bigcode_cli.terminal.stream_printer import StreamPrinter
+    def complete(self, request: CompletionRequest, on_text: OnText | None) -> CompletionResult:
+        """Post the request (streamed when `on_text` is given) and read the server's `bigcode` details."""
+        from bigcode_cli.cli.commands.completer import CompletionResult, Sample
 
-    streaming = not json_out and not in_place and not diff and settings.num_samples == 1
-    connection = _Connection(url)
-    try:
-        console = stderr_console()
-        waiting = console.status("waiting for the server", spinner="dots") if console.is_terminal and not streaming \
-            else contextlib.nullcontext()
-        with waiting:
-            response = connection.post(request_body(prefix, suffix, mode, settings, stream=streaming))
-            if streaming:
-                printer = StreamPrinter(filename=filename)
-                texts, details = [""], None
-                for event in _events(response):
-                    choice = event["choices"][0]
-                    if choice["text"]:
-                        printer.write(choice["text"])
-                        texts[0] += choice["text"]
-                    details = event.get("bigcode", details)
-                printer.finish()
-            else:
-                reply = json.loads(response.read())
-                texts = [c["text"] for c in sorted(reply["choices"], key=lambda c: c["index"])]
-                details = reply.get("bigcode")
-    finally:
-        connection.connection.close()
-    if details is None:
-        raise ServerError(f"the server at {url} is not a `bigcode serve` (its answer lacks the bigcode details)")
-    if details["truncated"]:
-        print_notice(f"the input is longer than the model's context: the server kept the {details['prompt_tokens']} "
-                     "tokens nearest the cursor")
-    show_result(texts=texts, records=lambda: _records(texts, details), prefix=prefix, suffix=suffix,
-                json_out=json_out, filename=filename, in_place=in_place, diff=diff, streamed=streaming)
+        streaming = on_text is not None
+        connection = _Connection(self.url)
+        try:
+            console = stderr_console()
+            waiting = console.status("waiting for the server", spinner="dots") \
+                if console.is_terminal and not streaming else contextlib.nullcontext()
+            with waiting:
+                response = connection.post(request_body(*request, stream=streaming))
+                if on_text is not None:
+                    texts, details = [""], None
+                    for event in _events(response):
+                        choice = event["choices"][0]
+                        if choice["text"]:
+                            on_text(choice["text"])
+                            texts[0] += choice["text"]
+                        details = event.get("bigcode", details)
+                else:
+                    reply = json.loads(response.read())
+                    texts = [c["text"] for c in sorted(reply["choices"], key=lambda c: c["index"])]
+                    details = reply.get("bigcode")
+        finally:
+            connection.connection.close()
+        if details is None:
+            raise ServerError(f"the server at {self.url} is not a `bigcode serve` (its answer lacks the bigcode details)")
+        notice = (f"the input is longer than the model's context: the server kept the {details['prompt_tokens']} "
+                  "tokens nearest the cursor") if details["truncated"] else None
+        return CompletionResult(
+            samples=[Sample(text, sample["stop_reason"], sample["new_tokens"])
+                     for text, sample in zip(texts, details["samples"])],
+            mode=details["mode"], prompt=details["prompt"], prompt_tokens=details["prompt_tokens"],
+            truncated=details["truncated"], dtype=details.get("dtype") or None, load_s=0.0,
+            prefill_s=details["prefill_s"], decode_s=details["decode_s"], tokens_per_s=details["tokens_per_s"],
+            notice=notice)

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import sys
-from enum import Enum
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
+from bigcode_cli import choices
 from bigcode_cli.cli.commands.option_groups import model_group, with_options
+from bigcode_cli.cli.commands.options import choice_enum
 from bigcode_cli.cli.commands.pipeline import (
     PIPELINE,
+    PipelineIO,
     json_line,
-    run_pipeline,
+    pipeline,
     tsv_cell,
 )
-from bigcode_cli.cli.commands.scale_out import SCALE_OUT, output_file, run_on_ray
+from bigcode_cli.cli.commands.scale_out import SCALE_OUT, ScaleOut, output_file, run_on_ray
+from bigcode_cli.terminal.model_choice import ModelChoice
 from bigcode_cli.terminal.console import stdout_console
 from bigcode_cli.terminal.safe_text import for_stream, json_for_stream, safe_text
 from bigcode_cli.pipelines.records import Record
@@ -25,9 +28,7 @@ STYLES = ("black on red", "black on green", "black on yellow", "black on cyan", 
           "white on blue", "black on bright_red", "black on bright_green")
 
 
-class Aggregate(str, Enum):
-    none = "none"
-    word = "word"
+Aggregate = choice_enum("Aggregate", choices.AGGREGATES)
 
 
 AggregateOpt = Annotated[Aggregate, typer.Option(
@@ -39,14 +40,14 @@ LabelsOpt = Annotated[Optional[list[str]], typer.Option(
     "--labels", "-l", show_default=False, help="Only these labels (repeat, or separate with commas).")]
 
 
-@with_options(io=PIPELINE, choice=model_group("token-classification"), scale=SCALE_OUT)
+@with_options
 def tag(
     aggregate: AggregateOpt = Aggregate.word,
     redact: RedactOpt = False,
     labels: LabelsOpt = None,
-    io: Any = None,
-    choice: Any = None,
-    scale: Any = None,
+    io: PipelineIO = PIPELINE,
+    choice: ModelChoice = model_group("token-classification"),
+    scale: ScaleOut = SCALE_OUT,
 ) -> None:
     """Tag spans of code with a token-classification model (default: the bundled secrets tagger).
 
@@ -67,36 +68,28 @@ def tag(
     if scale.ray:
         run_on_ray(io=io, choice=choice, scale=scale, task=TOKEN, results=options)
         return
-    state: dict[str, Any] = {}
+    from bigcode_cli.pipelines.results import Results
+    from bigcode_cli.pipelines.tagging import entity_types
+
     sink = output_file(scale)
-
-    def before(loaded: Any) -> None:
-        from bigcode_cli.pipelines.results import Results
-        from bigcode_cli.pipelines.tagging import entity_types
-
-        state["results"] = Results.for_task(loaded.runner.config, TOKEN, model_name=loaded.name, **options)
-        known = entity_types(state["results"].labels)
-        state["styles"] = {kind: STYLES[i % len(STYLES)] for i, kind in enumerate(known)}
+    with pipeline(io, TOKEN, choice, offsets=True, columns=scale.columns, sink=sink) as run:
+        results = Results.for_task(run.loaded.runner.config, TOKEN, model_name=run.loaded.name, **options)
+        styles = {kind: STYLES[i % len(STYLES)] for i, kind in enumerate(entity_types(results.labels))}
         if chosen == "table" and not redact and sink is None:
-            _print_legend(state["styles"], wanted)
-
-    def write_chunk(chunk: list[tuple[Record, Any]], loaded: Any) -> None:
-        results = state["results"]
-        rows = [(record, results.spans(record, scored), scored.encoded.truncation()) for record, scored in chunk]
-        if sink is not None:
-            sink.write([tagging_record(*row) for row in rows])
-        elif redact:
-            sys.stdout.write(for_stream("".join(_redacted(record, spans) for record, spans, _ in rows), sys.stdout))
-        elif chosen == "jsonl":
-            sys.stdout.write(json_for_stream("".join(json_line(tagging_record(*row)) for row in rows), sys.stdout))
-        elif chosen == "tsv":
-            sys.stdout.write(for_stream("".join(_tsv_lines(*row) for row in rows), sys.stdout))
-        else:
-            for row in rows:
-                _print_highlighted(*row, state["styles"])
-
-    run_pipeline(io=io, task=TOKEN, choice=choice, offsets=True, write_chunk=write_chunk, before=before,
-                 columns=scale.columns, sink=sink)
+            _print_legend(styles, wanted)
+        for chunk in run.chunks():
+            rows = [(record, results.spans(record, scored), scored.encoded.truncation()) for record, scored in chunk]
+            if sink is not None:
+                sink.write([tagging_record(*row) for row in rows])
+            elif redact:
+                sys.stdout.write(for_stream("".join(_redacted(record, spans) for record, spans, _ in rows), sys.stdout))
+            elif chosen == "jsonl":
+                sys.stdout.write(json_for_stream("".join(json_line(tagging_record(*row)) for row in rows), sys.stdout))
+            elif chosen == "tsv":
+                sys.stdout.write(for_stream("".join(_tsv_lines(*row) for row in rows), sys.stdout))
+            else:
+                for row in rows:
+                    _print_highlighted(*row, styles)
 
 
 def _tsv_lines(record: Record, spans: list, truncation: dict | None) -> str:
