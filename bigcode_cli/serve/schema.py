@@ -12,11 +12,12 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
+from bigcode_cli.generation.completion import MAX_SAMPLES
+
 # OpenAI allows up to 4 stop strings; llama.vim sends a list of any length: keep a sane bound
 MAX_STOPS = 16
 MAX_STOP_CHARS = 256
 MAX_EXTRA_CHUNKS = 64
-MAX_SAMPLES = 8
 
 Number = float  # strict: an int or a float, never a string or a bool
 MAX_SEED = 2**63 - 1
