@@ -106,3 +106,37 @@ def test_layers_numbered_with_a_gap_are_refused(tmp_path):
     save_file(tensors, str(weights), metadata={"format": "pt"})
     with pytest.raises(CheckpointError, match=r"its layers are numbered 0, 7, not 0 to 1$"):
         engine.load(directory, "causal-lm", dtype="float32", device="cpu")
+
+
+def test_models_import_says_what_it_waits_for_and_gives_up_in_one_line(capsys, tmp_path, monkeypatch):
+    import sys
+
+    from bigcode_cli.store import locking
+    from bigcode_cli.store.layout import entry_key
+    from bigcode_cli.store.resolution import name_parts
+    from bigcode_cli.store.writing import entry_lock_file
+
+    directory = save_checkpoint(tmp_path / "lm")
+    lock = entry_lock_file(entry_key(name_parts("team/model")), None)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import sys; from filelock import FileLock; held = FileLock({str(lock)!r}); held.acquire(); "
+                               "print('held', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        monkeypatch.setattr(locking, "WAIT_S", 1.5)
+        assert run(["models", "import", str(directory), "--name", "team/model"]) == 1
+        out, err = capsys.readouterr()
+        assert out == ""
+        assert err.splitlines() == [
+            f"note: waiting for another bigcode process that is writing or removing team/model (it holds {lock}); "
+            "giving up after 2 s",
+            f"error: gave up after 2 s waiting for another bigcode process to finish with team/model (it holds "
+            f"{lock}); try again once it is done",
+        ]
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert run(["models", "import", str(directory), "--name", "team/model"]) == 0  # the lock is free again
+    assert capsys.readouterr().err.startswith(f"note: imported {directory} as team/model")
