@@ -406,3 +406,20 @@ def test_models_info_says_what_runs_the_decode_steps(capsys, monkeypatch, disabl
     import json
 
     assert json.loads(capsys.readouterr().out)["decode"] == line.split(None, 1)[1]
+
+
+def test_missing_directories_on_the_way_are_made_private_whatever_the_umask(tmp_path, monkeypatch):
+    # a umask that leaves new directories group-writable (common with one group per user) must not make the
+    # kernel directory's own parents unsafe, so that the next run refuses them
+    own = tmp_path / "home" / ".cache"
+    monkeypatch.delenv("BIGCODE_KERNEL_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(own))
+    monkeypatch.setattr(kernel_build, "_loaded", {})
+    monkeypatch.setattr(kernel_build, "_problems", {})
+    before = os.umask(0o002)
+    try:
+        assert kernel_build.load_kernel("decode_step") is not None, kernel_build.kernel_problem("decode_step")
+    finally:
+        os.umask(before)
+    for directory in (own.parent, own, own / "bigcode", own / "bigcode" / "kernels"):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory

@@ -99,7 +99,8 @@ def _first_error(stderr: str, returncode: int) -> str:
 
 
 def _private_directory(directory: Path) -> tuple[Path, str | None]:
-    """The kernel directory (created 0700 when missing) as its real path, and why it cannot hold code we load.
+    """The kernel directory (created 0700 when missing, as is any missing directory above it) as its real path,
+    and why it cannot hold code we load.
 
     As ssh checks its files: the directory must be ours and writable by no one else, and every directory
     above it must belong to us or to root and be writable by no one else, so that nobody else can rename
@@ -107,7 +108,8 @@ def _private_directory(directory: Path) -> tuple[Path, str | None]:
     is accepted when it belongs to us or root: in it, no one else can rename or remove what is ours.
     """
     try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for missing in [d for d in (*reversed(directory.parents), directory) if not d.exists()]:
+            os.makedirs(missing, mode=0o700, exist_ok=True)  # each one 0700, whatever the umask makes of others
         real = Path(os.path.realpath(directory))
         for place in [*reversed(real.parents), real]:
             info = os.lstat(place)
