@@ -423,3 +423,11 @@ def test_missing_directories_on_the_way_are_made_private_whatever_the_umask(tmp_
         os.umask(before)
     for directory in (own.parent, own, own / "bigcode", own / "bigcode" / "kernels"):
         assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+
+
+def test_without_descriptors_to_load_through_no_library_is_loaded(fresh_kernel_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(kernel_build, "_DESCRIPTORS", str(tmp_path / "no-proc"))
+    assert kernel_build.load_kernel("decode_step") is None
+    assert kernel_build.kernel_problem("decode_step") == \
+        f"this system has no {tmp_path / 'no-proc'}, through which a checked library is loaded"
+    assert not fresh_kernel_dir.exists()  # nothing compiled either

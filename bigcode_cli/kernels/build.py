@@ -32,6 +32,7 @@ _PORTABLE = ["-O3", "-std=gnu11", "-shared", "-fPIC", "-pthread"]
 _loaded: dict[str, ctypes.CDLL | None] = {}
 _problems: dict[str, str] = {}
 _versions: dict[tuple[str, ...], str] = {}
+_DESCRIPTORS = "/proc/self/fd"  # where a checked library is loaded from: the descriptor it was checked through
 
 
 def kernel_disabled() -> bool:
@@ -152,7 +153,7 @@ def _open_checked(path: Path) -> ctypes.CDLL | None:
         if not stat.S_ISREG(info.st_mode) or _ownership_problem(str(path), info) is not None:
             os.close(fd)
             return None
-        library = ctypes.CDLL(f"/proc/self/fd/{fd}")
+        library = ctypes.CDLL(f"{_DESCRIPTORS}/{fd}")
     except BaseException:
         os.close(fd)
         raise
@@ -233,8 +234,8 @@ def _build_and_open(name: str) -> ctypes.CDLL | None:
     if compiler is None:
         _problems[name] = "no C compiler found; install gcc or clang, or set CC"
         return None
-    if not os.path.isdir("/proc/self/fd"):
-        _problems[name] = "this system has no /proc/self/fd, through which a checked library is loaded"
+    if not os.path.isdir(_DESCRIPTORS):
+        _problems[name] = f"this system has no {_DESCRIPTORS}, through which a checked library is loaded"
         return None
     directory, problem = _private_directory(kernels_dir())
     if problem is not None:
