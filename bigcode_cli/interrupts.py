@@ -1,4 +1,4 @@
-"""Ctrl-C that neither torch's import nor any library can lose or turn into a crash.
+"""Ctrl-C (and SIGTERM) that neither torch's import nor any library can lose or turn into a crash.
 
 A SIGINT in the middle of `import torch` is not safe to raise: cut short inside torch's C++ start-up,
 the process aborts (exit -6) or dies by the signal with nothing said (-2), and elsewhere in the import
@@ -7,7 +7,9 @@ the KeyboardInterrupt is swallowed ("Exception ignored in ...") or comes back as
 holds a Ctrl-C back while torch is being imported and delivers it the moment the import is done
 (within 20 ms); everywhere else it raises KeyboardInterrupt as Python's own handler does. `surfacing`
 makes sure a Ctrl-C during a library-heavy step (loading a model) ends that step as a
-KeyboardInterrupt, whatever a library did with it on the way.
+KeyboardInterrupt, whatever a library did with it on the way. SIGTERM takes the same path, but ends the
+process (SystemExit 130) rather than the current step: without a handler it would kill the process on the
+spot, leaving an --in-place edit's temporary file behind.
 """
 
 from __future__ import annotations
@@ -28,10 +30,13 @@ _held_back = False
 
 
 def install() -> None:
-    """Handle Ctrl-C from now on (main thread only; a handler someone else installed is left alone)."""
-    if threading.current_thread() is threading.main_thread() \
-            and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    """Handle Ctrl-C and SIGTERM from now on (main thread only; a handler someone else installed is left alone)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _on_sigint)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigint)
 
 
 def received() -> int:
@@ -43,8 +48,12 @@ def _on_sigint(signum: int, frame: FrameType | None) -> None:
     global _received
     _received += 1
     if _importing():
-        _deliver_after_import()
+        _deliver_after_import(signum)
         return
+    if signum == signal.SIGTERM:
+        # the process is asked to end, not the current step (the REPL survives a KeyboardInterrupt): unwind
+        # everything (temporary files go, as for Ctrl-C) and exit 130, as an interrupted command does
+        raise SystemExit(130)
     raise KeyboardInterrupt
 
 
@@ -57,8 +66,8 @@ def _importing() -> bool:
     return False
 
 
-def _deliver_after_import() -> None:
-    """Simulate the Ctrl-C again, from a watcher thread, as soon as the import has finished."""
+def _deliver_after_import(signum: int) -> None:
+    """Simulate the signal again, from a watcher thread, as soon as the import has finished."""
     global _held_back
     if _held_back:
         return
@@ -69,7 +78,7 @@ def _deliver_after_import() -> None:
         while _importing():
             time.sleep(0.02)
         _held_back = False
-        _thread.interrupt_main(signal.SIGINT)
+        _thread.interrupt_main(signum)
 
     threading.Thread(target=watch, name="bigcode-held-interrupt", daemon=True).start()
 

@@ -6,14 +6,17 @@ import os
 from pathlib import Path
 
 
-def bigcode_home() -> Path:
-    """The root of our files: BIGCODE_HOME, else $XDG_CACHE_HOME/bigcode, else ~/.cache/bigcode."""
-    explicit = os.environ.get("BIGCODE_HOME")
-    if explicit:
-        return Path(explicit).expanduser()
+def _own_cache() -> Path:
+    """This user's own bigcode directory: $XDG_CACHE_HOME/bigcode, else ~/.cache/bigcode."""
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "bigcode"
+
+
+def bigcode_home() -> Path:
+    """The root of our files: BIGCODE_HOME (which a team may share), else this user's own cache directory."""
+    explicit = os.environ.get("BIGCODE_HOME")
+    return Path(explicit).expanduser() if explicit else _own_cache()
 
 
 def models_dir() -> Path:
@@ -27,13 +30,14 @@ def quantized_dir() -> Path:
 
 
 def kernels_dir() -> Path:
-    """This user's compiled C kernels: a directory per uid under BIGCODE_KERNEL_DIR, else under the home's kernels/.
+    """This user's compiled C kernels: BIGCODE_KERNEL_DIR, else kernels/ in the user's own cache, whatever
+    BIGCODE_HOME says.
 
-    Per user because a compiled library runs in the process that loads it, and a model cache may be shared.
+    A compiled library runs in every process that loads it, so it never lives in a model cache a team may
+    share; kernels/build.py refuses a directory that anyone else could write (or replace).
     """
     explicit = os.environ.get("BIGCODE_KERNEL_DIR")
-    root = Path(explicit).expanduser() if explicit else bigcode_home() / "kernels"
-    return root / f"uid-{os.geteuid()}"
+    return Path(explicit).expanduser() if explicit else _own_cache() / "kernels"
 
 
 def history_file() -> Path:

@@ -87,26 +87,108 @@ def _planted_at_cache_path(tmp_path: Path) -> Path:
     return target
 
 
-def test_kernels_live_in_a_private_directory_per_user(fresh_kernel_dir):
+def test_kernels_live_in_a_private_directory(fresh_kernel_dir):
     assert _load_in_fresh_process()["loaded"]
     mine = kernels_dir()
-    assert mine.parent == fresh_kernel_dir and mine.name == f"uid-{os.geteuid()}"
+    assert mine == fresh_kernel_dir
     assert mine.stat().st_uid == os.geteuid() and (mine.stat().st_mode & 0o777) == 0o700
     (library,) = mine.glob("decode_step-*.so")
     assert library.stat().st_uid == os.geteuid() and not library.stat().st_mode & 0o022
 
 
-def test_in_a_shared_home_every_user_can_add_a_kernel_directory_and_none_can_remove_another(tmp_path, monkeypatch):
+def test_a_shared_bigcode_home_holds_no_code(tmp_path, monkeypatch):
+    # the issue's set-up: the first user of a team's cache made a world-writable sticky directory there
     shared = tmp_path / "team-cache"
-    shared.mkdir()
-    shared.chmod(0o2775)  # group-writable, as a team's model cache is
+    (shared / "kernels").mkdir(parents=True)
+    shared.chmod(0o2777)
+    (shared / "kernels").chmod(0o1777)
+    own = tmp_path / "own-cache"
     monkeypatch.delenv("BIGCODE_KERNEL_DIR")
     monkeypatch.setenv("BIGCODE_HOME", str(shared))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(own))
     assert _load_in_fresh_process()["loaded"]
-    root = shared / "kernels"
-    assert kernels_dir().parent == root
-    assert stat.S_IMODE(root.stat().st_mode) == stat.S_ISVTX | 0o775
-    assert stat.S_IMODE(kernels_dir().stat().st_mode) == 0o700
+    assert kernels_dir() == own / "bigcode" / "kernels"
+    assert len(list(kernels_dir().glob("decode_step-*.so"))) == 1
+    assert not any(path.is_file() for path in shared.rglob("*"))
+
+
+def _logging_compiler(tmp_path: Path) -> tuple[Path, Path]:
+    """A compiler that records, for each call, the directory it writes into: its owner and mode."""
+    log = tmp_path / "compiler.log"
+    wrapper = tmp_path / "logging-cc"
+    wrapper.write_text('#!/bin/sh\nout=""; prev=""\nfor a in "$@"; do [ "$prev" = -o ] && out="$a"; prev="$a"; done\n'
+                       f'[ -n "$out" ] && stat -c "%u %a %n" "$(dirname "$out")" >> {log}\n'
+                       f'exec {COMPILER[0]} "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper, log
+
+
+@pytest.mark.parametrize("hostile_mode, hostile_owner", [
+    (0o1777, NOBODY),  # sticky, but its owner can rename anything in it: the issue's attack
+    (0o777, None),  # ours, but anyone can rename our directory away and put theirs in its place
+    (0o775, None),  # the same for a group
+])
+def test_nothing_is_compiled_into_or_loaded_from_below_a_directory_others_control(
+        fresh_kernel_dir, tmp_path, monkeypatch, hostile_mode, hostile_owner):
+    if hostile_owner is not None and os.geteuid() != 0:
+        pytest.skip("giving a directory to another user needs root")
+    hostile = tmp_path / "hostile"
+    hostile.mkdir()
+    mine = hostile / "kernels"
+    mine.mkdir(mode=0o700)
+    # a library of ours where the kernel is looked for: only the directories above it are not safe
+    os.replace(_shared_library(tmp_path, "planted", PLANTED),
+               mine / f"decode_step-{kernel_build.cache_key(SOURCE, COMPILER)}.so")
+    hostile.chmod(hostile_mode)
+    if hostile_owner is not None:
+        os.chown(hostile, hostile_owner, hostile_owner)
+    wrapper, log = _logging_compiler(tmp_path)
+    mark = tmp_path / "planted-ran"
+    got = _load_in_fresh_process(BIGCODE_KERNEL_DIR=str(mine), CC=str(wrapper), PLANTED_MARK=str(mark))
+    assert not got["loaded"] and not mark.exists()
+    assert not log.exists()  # never compiled either
+    assert got["problem"].startswith(f"{hostile} (above the kernel directory {mine}) ")
+    reason = f"belongs to uid {NOBODY}" if hostile_owner else f"is writable by other users (mode {hostile_mode:o})"
+    assert reason in got["problem"] and "BIGCODE_KERNEL_DIR" in got["problem"]
+
+
+def test_the_compiler_writes_only_into_a_fresh_private_directory(fresh_kernel_dir, tmp_path):
+    wrapper, log = _logging_compiler(tmp_path)
+    assert _load_in_fresh_process(CC=str(wrapper))["loaded"]
+    calls = log.read_text().splitlines()
+    assert calls
+    for call in calls:
+        owner, mode, directory = call.split(" ", 2)
+        assert int(owner) == os.geteuid() and mode == "700"
+        assert Path(directory).parent == fresh_kernel_dir and Path(directory).name.startswith(".build-")
+    (library,) = fresh_kernel_dir.iterdir()  # the private build directory is gone
+    assert library.name.startswith("decode_step-") and library.suffix == ".so"
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_the_library_loaded_is_the_file_checked_even_if_its_path_is_swapped_after_the_check(
+        fresh_kernel_dir, tmp_path, cached):
+    """Whatever is put at a library's path between its check and its load is not what gets loaded."""
+    planted = _shared_library(tmp_path, "planted", PLANTED)
+    if cached:
+        assert _load_in_fresh_process()["loaded"]
+    mark = tmp_path / "planted-ran"
+    swap = textwrap.dedent(f"""
+        import os, shutil
+        from bigcode_cli.kernels import build
+        checked = build._ownership_problem
+        def check_then_swap(what, info, **kw):
+            problem = checked(what, info, **kw)
+            if what.endswith(".so"):  # the library's check passed: now put another file at its path
+                shutil.copy({str(planted)!r}, what + ".swap")
+                os.replace(what + ".swap", what)
+            return problem
+        build._ownership_problem = check_then_swap
+    """)
+    done = _python(swap + LOAD, PLANTED_MARK=str(mark))
+    assert done.returncode == 0, done.stderr
+    assert '"loaded": true' in done.stdout and '"abi": 3' in done.stdout
+    assert not mark.exists()
 
 
 @needs_root
@@ -149,20 +231,22 @@ def test_a_kernel_directory_others_can_write_is_refused(fresh_kernel_dir, tmp_pa
     assert "writable by other users (mode 777)" in got["problem"]
 
 
-def test_a_symlinked_kernel_directory_is_refused(fresh_kernel_dir, tmp_path):
+def test_a_symlinked_kernel_directory_is_judged_by_where_it_leads(fresh_kernel_dir, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir(mode=0o700)
-    fresh_kernel_dir.mkdir()
+    elsewhere.chmod(0o777)
+    kernels_dir().parent.mkdir(exist_ok=True)
     kernels_dir().symlink_to(elsewhere)
     got = _load_in_fresh_process()
-    assert not got["loaded"] and "is not a directory" in got["problem"]
+    assert not got["loaded"] and f"the kernel directory {elsewhere} is writable by other users" in got["problem"]
     assert not any(elsewhere.iterdir())
+    elsewhere.chmod(0o700)  # a link to a private directory of ours is as good as the directory
+    assert _load_in_fresh_process()["loaded"] and len(list(elsewhere.glob("decode_step-*.so"))) == 1
 
 
 def test_the_refusal_reaches_the_runner(fresh_kernel_dir, tmp_path):
     fresh_kernel_dir.mkdir()
-    kernels_dir().mkdir(mode=0o777)
-    kernels_dir().chmod(0o777)
+    fresh_kernel_dir.chmod(0o777)
     runner = engine.load(save_checkpoint(tmp_path / "lm"), "causal-lm", dtype="float32", device="cpu")
     assert runner.decode_path == "torch"
     assert runner.decode_summary.startswith("PyTorch (the kernel directory ") and "writable by other users" in \
@@ -322,3 +406,28 @@ def test_models_info_says_what_runs_the_decode_steps(capsys, monkeypatch, disabl
     import json
 
     assert json.loads(capsys.readouterr().out)["decode"] == line.split(None, 1)[1]
+
+
+def test_missing_directories_on_the_way_are_made_private_whatever_the_umask(tmp_path, monkeypatch):
+    # a umask that leaves new directories group-writable (common with one group per user) must not make the
+    # kernel directory's own parents unsafe, so that the next run refuses them
+    own = tmp_path / "home" / ".cache"
+    monkeypatch.delenv("BIGCODE_KERNEL_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(own))
+    monkeypatch.setattr(kernel_build, "_loaded", {})
+    monkeypatch.setattr(kernel_build, "_problems", {})
+    before = os.umask(0o002)
+    try:
+        assert kernel_build.load_kernel("decode_step") is not None, kernel_build.kernel_problem("decode_step")
+    finally:
+        os.umask(before)
+    for directory in (own.parent, own, own / "bigcode", own / "bigcode" / "kernels"):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+
+
+def test_without_descriptors_to_load_through_no_library_is_loaded(fresh_kernel_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(kernel_build, "_DESCRIPTORS", str(tmp_path / "no-proc"))
+    assert kernel_build.load_kernel("decode_step") is None
+    assert kernel_build.kernel_problem("decode_step") == \
+        f"this system has no {tmp_path / 'no-proc'}, through which a checked library is loaded"
+    assert not fresh_kernel_dir.exists()  # nothing compiled either

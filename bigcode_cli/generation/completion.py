@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from bigcode_cli.model.runner import Runner
     from bigcode_cli.text.tokenizer import Tokenizer
 
+# samples of one prompt are rows of one batch, each with its own key/value cache and logits: memory grows
+# with every one (and the C decode kernel takes at most 8 rows a step), so more is a second run, not a bigger one
+MAX_SAMPLES = 8
 # no byte-level BPE token covers more characters than this, so longer text cannot fit the budget anyway
 _MAX_CHARS_PER_TOKEN = 32
 
@@ -43,6 +46,9 @@ class CompletionSettings:
             raise UsageError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
         if self.num_samples < 1:
             raise UsageError(f"--num-samples must be at least 1, got {self.num_samples}")
+        if self.num_samples > MAX_SAMPLES:
+            raise UsageError(f"--num-samples is at most {MAX_SAMPLES}, got {self.num_samples}: every sample is one more "
+                             "row of the batch, with its own cache and logits in memory; run again for more samples")
         check_lines(self.lines)
         check_stops(self.stops)
         if self.order not in FIM_ORDERS:

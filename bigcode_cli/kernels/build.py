@@ -2,9 +2,11 @@
 
 Nothing is compiled at install time: the first run that wants a kernel builds it with the system's C
 compiler (about a second) for this CPU's instruction set and caches the library in this user's own
-directory, `paths.kernels_dir()`, keyed by the source, the compiler command and its version, the flags
-and the CPU. A compiled library is code that runs in every process that loads it, so a directory or a
-library someone else could have written is never loaded (see `_directory_problem` and `_open_checked`).
+directory, `paths.kernels_dir()` (never in a model cache a team may share), keyed by the source, the
+compiler command and its version, the flags and the CPU. A compiled library is code that runs in every
+process that loads it, so nothing is compiled into or loaded from a directory anyone else could write or
+replace (`_private_directory`), and the library loaded is the very file that was checked, through its
+descriptor (`_open_checked`).
 Without a compiler, or with BIGCODE_CPU_KERNEL=0, `load_kernel` returns None, `kernel_problem` says why,
 and callers stay on their PyTorch path.
 """
@@ -30,6 +32,7 @@ _PORTABLE = ["-O3", "-std=gnu11", "-shared", "-fPIC", "-pthread"]
 _loaded: dict[str, ctypes.CDLL | None] = {}
 _problems: dict[str, str] = {}
 _versions: dict[tuple[str, ...], str] = {}
+_DESCRIPTORS = "/proc/self/fd"  # where a checked library is loaded from: the descriptor it was checked through
 
 
 def kernel_disabled() -> bool:
@@ -96,45 +99,40 @@ def _first_error(stderr: str, returncode: int) -> str:
     return lines[0] if lines else f"exit status {returncode}"
 
 
-def _directory_problem(directory: Path) -> str | None:
-    """Why `directory` cannot hold code this process loads: it must be ours and writable by no one else.
+def _private_directory(directory: Path) -> tuple[Path, str | None]:
+    """The kernel directory (created 0700 when missing, as is any missing directory above it) as its real path,
+    and why it cannot hold code we load.
 
-    Creates it (mode 0700) when missing. Its parent may be shared: whoever can write there can at most
-    remove or replace our directory, and a replacement is not ours.
+    As ssh checks its files: the directory must be ours and writable by no one else, and every directory
+    above it must belong to us or to root and be writable by no one else, so that nobody else can rename
+    it away and put their own in its place between a check and a use. A sticky directory above it (/tmp)
+    is accepted when it belongs to us or root: in it, no one else can rename or remove what is ours.
     """
-    _make_shared_root(directory.parent)
     try:
-        os.mkdir(directory, 0o700)
-    except FileExistsError:
-        pass
-    info = os.lstat(directory)
-    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
-        return f"{directory} is not a directory"
-    return _ownership_problem(f"the kernel directory {directory}", info)
+        for missing in [d for d in (*reversed(directory.parents), directory) if not d.exists()]:
+            os.makedirs(missing, mode=0o700, exist_ok=True)  # each one 0700, whatever the umask makes of others
+        real = Path(os.path.realpath(directory))
+        for place in [*reversed(real.parents), real]:
+            info = os.lstat(place)
+            if not stat.S_ISDIR(info.st_mode):  # realpath saw a directory: someone swapped it since
+                return real, f"{place} is not a directory"
+            what = f"the kernel directory {real}" if place == real else f"{place} (above the kernel directory {real})"
+            problem = _ownership_problem(what, info, above=place != real)
+            if problem is not None:
+                return real, problem
+    except OSError as exc:
+        return directory, f"cannot use the kernel directory {directory}: {exc.strerror or exc}"
+    return real, None
 
 
-def _make_shared_root(root: Path) -> None:
-    """Create the directory that holds every user's kernel directory, as open as the one above it.
-
-    In a model cache a team shares (group-writable), every user must be able to add a directory of their
-    own there; the sticky bit then keeps each one from removing or renaming the others' (as in /tmp).
-    """
-    if root.is_dir():
-        return
-    root.parent.mkdir(parents=True, exist_ok=True)
-    above = stat.S_IMODE(os.stat(root.parent).st_mode) & 0o777
-    try:
-        os.mkdir(root)
-    except FileExistsError:
-        return
-    os.chmod(root, above | (stat.S_ISVTX if above & (stat.S_IWGRP | stat.S_IWOTH) else 0))  # mkdir's mode obeys umask
-
-
-def _ownership_problem(what: str, info: os.stat_result) -> str | None:
+def _ownership_problem(what: str, info: os.stat_result, *, above: bool = False) -> str | None:
+    """Why a file or directory is not safe to take code from: someone other than us (or root, `above` our
+    directory) owns it, or others can write it (a sticky directory above ours excepted)."""
     me = os.geteuid()
-    if info.st_uid != me:
-        return f"{what} belongs to uid {info.st_uid}, not to you (uid {me}): not loading code from it"
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+    if info.st_uid not in ((me, 0) if above else (me,)):
+        owners = f"you (uid {me}) or root" if above and me != 0 else f"you (uid {me})"
+        return f"{what} belongs to uid {info.st_uid}, not to {owners}: not loading code from it"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not (above and info.st_mode & stat.S_ISVTX):
         return f"{what} is writable by other users (mode {stat.S_IMODE(info.st_mode):o}): not loading code from it"
     return None
 
@@ -142,49 +140,57 @@ def _ownership_problem(what: str, info: os.stat_result) -> str | None:
 def _open_checked(path: Path) -> ctypes.CDLL | None:
     """The library at `path` if it is ours and writable by no one else, else None (ENOENT included).
 
-    The checked file itself is loaded, through its open descriptor where /proc/self/fd exists, so
-    nothing can be swapped in between the check and the load. Raises OSError for a library that is
-    ours but fails to load (damaged).
+    The file is opened once (not following a symlink), checked through that descriptor, and loaded through
+    it (/proc/self/fd/N opens the same inode), so nothing swapped in at `path` after the check is loaded.
+    Raises OSError for a library that is ours but fails to load (damaged).
     """
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or _ownership_problem(str(path), info) is not None:
+            os.close(fd)
             return None
-        via_fd = Path(f"/proc/self/fd/{fd}")
-        return ctypes.CDLL(str(via_fd) if via_fd.exists() else str(path))
-    finally:
+        library = ctypes.CDLL(f"{_DESCRIPTORS}/{fd}")
+    except BaseException:
         os.close(fd)
+        raise
+    # the descriptor stays open: the loader knows a library by the name it was opened by, so a later load
+    # through a reused /proc/self/fd/N would be handed this library instead of the file it names
+    return library
 
 
 def _compile(source: Path, target: Path, compiler: list[str]) -> tuple[ctypes.CDLL | None, str | None]:
     """Build `source`, load it, then move it to `target`: (the loaded library, None) or (None, the complaint).
 
-    The library is loaded from the private file the compiler wrote before it is renamed into place, so a
-    process that loses a race to build (another one renames its own build over `target`, or removes it)
-    still holds a good library.
+    The compiler writes into a fresh private directory (mkdtemp, 0700) inside the kernel directory; the
+    library is loaded from there, by descriptor, before it is renamed into place, so a process that loses
+    a race to build (another one renames its own build over `target`, or removes it) still holds a good one.
     """
     complaint = "no output"
-    for flags in _flag_sets():
-        fd, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=_library_suffix(), dir=target.parent)
-        os.close(fd)
-        try:
-            done = subprocess.run([*compiler, *flags, "-o", tmp, str(source), "-lm"], capture_output=True, text=True,
-                                  timeout=300)
-            if done.returncode == 0:
-                os.chmod(tmp, 0o700)
-                library = ctypes.CDLL(tmp)
-                os.replace(tmp, target)
+    workdir = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
+    try:
+        for flags in _flag_sets():
+            built = workdir / target.name
+            try:
+                done = subprocess.run([*compiler, *flags, "-o", str(built), str(source), "-lm"], capture_output=True,
+                                      text=True, timeout=300)
+                if done.returncode != 0:
+                    complaint = _first_error(done.stderr, done.returncode)
+                    continue
+                os.chmod(built, 0o700)
+                library = _open_checked(built)
+                if library is None:
+                    complaint = f"the compiler left no library of yours at {built}"
+                    continue
+                os.replace(built, target)
                 return library, None
-            complaint = _first_error(done.stderr, done.returncode)
-        except (OSError, subprocess.SubprocessError) as exc:
-            complaint = str(exc)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            except (OSError, subprocess.SubprocessError) as exc:
+                complaint = str(exc)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     return None, complaint
 
 
@@ -228,8 +234,10 @@ def _build_and_open(name: str) -> ctypes.CDLL | None:
     if compiler is None:
         _problems[name] = "no C compiler found; install gcc or clang, or set CC"
         return None
-    directory = kernels_dir()
-    problem = _directory_problem(directory)
+    if not os.path.isdir(_DESCRIPTORS):
+        _problems[name] = f"this system has no {_DESCRIPTORS}, through which a checked library is loaded"
+        return None
+    directory, problem = _private_directory(kernels_dir())
     if problem is not None:
         _problems[name] = f"{problem} (set BIGCODE_KERNEL_DIR to a directory of your own)"
         return None

@@ -18,6 +18,7 @@ from bigcode_cli.model.quantized_loading import check_quantizable
 from bigcode_cli.model.reference_runner import load_transformers
 from bigcode_cli.model.runner import Runner
 from bigcode_cli.model.runtime import resolve_device
+from bigcode_cli.model.weights_match import check_weights_match_config
 from bigcode_cli.tasks import task as task_row
 
 _LOADERS = {"native": load_native, "transformers": load_transformers}
@@ -34,6 +35,7 @@ def load(path: str | Path, task: str, *, engine: str = "native", attn: str = "au
     if engine not in ENGINES:
         raise BackendError(f"unknown engine {engine!r}; choose {listed(ENGINES)}")
     config = GPTBigCodeConfig.from_file(path / "config.json")
+    check_weights_match_config(path, config, task)  # before any engine builds what the config describes
     torch_device = resolve_device(device)
     bits = quantized_bits(dtype, task, engine=engine, device=torch_device)
     with torch.inference_mode(False):

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from bigcode_cli.choices import FimOrder
 from bigcode_cli.errors import InputError
+from bigcode_cli.generation.completion import MAX_SAMPLES
 from bigcode_cli.generation.fim import Mode
 from bigcode_cli.text.textfile import check_unicode
 
@@ -23,7 +24,6 @@ from bigcode_cli.text.textfile import check_unicode
 MAX_STOPS = 16
 MAX_STOP_CHARS = 256
 MAX_EXTRA_CHUNKS = 64
-MAX_SAMPLES = 8
 
 Number = float  # strict: an int or a float, never a string or a bool
 MAX_SEED = 2**63 - 1

@@ -11,7 +11,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, NoReturn, Sequence
 
 from bigcode_cli.errors import BigCodeError, InputError
 from bigcode_cli.serve.hosts import HostPolicy, is_loopback
@@ -132,3 +132,15 @@ def serve(*, model: str | None, engine: str = "native", attn: str = "auto", devi
     if worker.state == "failed":
         raise BigCodeError(worker.error or "the model failed to load")
     say("stopped")
+    if worker.alive:
+        _end_now()
+
+
+def _end_now() -> NoReturn:
+    """End the process with status 0 while the worker thread is still inside torch (a load cannot be stopped
+    midway). An interpreter exit would tear torch's C++ runtime down under that thread, and the runtime then
+    aborts ("terminate called without an active exception", exit 134). Nothing is lost by not waiting: every
+    write to the caches is atomic, and a killed writer's leftovers are cleared by the next one."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -164,8 +164,13 @@ class EngineWorker:
             self._queue.put_nowait(None)
         except queue.Full:  # pragma: no cover - just drained
             pass
-        if self._thread is not None:
+        if self._thread is not None and self.state != "loading":  # a load cannot be stopped midway: not waited for
             self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the thread still runs: a load in progress, or a job that did not stop in time."""
+        return self._thread is not None and self._thread.is_alive()
 
     # -- the thread --------------------------------------------------------------------------------
 

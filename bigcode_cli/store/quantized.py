@@ -29,6 +29,7 @@ from bigcode_cli.model import quantized_format
 from bigcode_cli.paths import quantized_dir
 from bigcode_cli.store.layout import MANIFEST
 from bigcode_cli.store.layout import manifest as read_manifest
+from bigcode_cli.store.locking import holding
 
 if TYPE_CHECKING:
     from bigcode_cli.store.layout import ResolvedModel
@@ -72,8 +73,6 @@ def find(model: ResolvedModel, dtype: str) -> Path | None:
 
 def save(model: ResolvedModel, dtype: str, quantized_model: Any) -> Path:
     """Write a loaded quantized model as the `dtype` copy of `model`; atomic. StoreError when it cannot be written."""
-    from filelock import FileLock
-
     from bigcode_cli.model.quantized_file import write_state
     from bigcode_cli.model.quantized_loading import quantized_state
 
@@ -86,7 +85,7 @@ def save(model: ResolvedModel, dtype: str, quantized_model: Any) -> Path:
         (root / ".tmp").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create {root}: {exc.strerror or exc}") from None
-    with FileLock(str(root / ".locks" / f"{key}.lock")):
+    with holding(root / ".locks" / f"{key}.lock", f"the {dtype} copy of {model.name}"):
         if find(model, dtype) is not None:
             return final / FILE
         for stale in (root / ".tmp").glob(f"{key}.*"):  # a killed writer's leftovers: we hold the lock

@@ -23,6 +23,7 @@ from bigcode_cli import paths
 from bigcode_cli.errors import CheckpointError, ModelNotFoundError, StoreError
 from bigcode_cli.model import checkpoint_files as ckpt
 from bigcode_cli.store import hub
+from bigcode_cli.store.locking import Notice, holding
 from bigcode_cli.store.layout import (
     DEFAULT_REVISION,
     MANIFEST,
@@ -47,14 +48,17 @@ from bigcode_cli.store.resolution import (
 )
 
 
-@contextmanager
-def _entry_lock(key: str, revision: str | None) -> Iterator[None]:
-    """One lock per entry: concurrent pulls, imports and removals of one model take turns."""
-    from filelock import FileLock
+def entry_lock_file(key: str, revision: str | None) -> Path:
+    """The lock file of one entry: concurrent pulls, imports and removals of one model take turns."""
+    return paths.models_dir() / ".locks" / f"{key}@{revision_dir(revision)}.lock"
 
-    locks = paths.models_dir() / ".locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(locks / f"{key}@{revision_dir(revision)}.lock")):
+
+@contextmanager
+def _entry_lock(key: str, revision: str | None, what: str, notice: Notice | None = None) -> Iterator[None]:
+    """Hold an entry's lock (see `locking.holding`: a wait is announced and bounded)."""
+    lock = entry_lock_file(key, revision)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with holding(lock, what, notice):
         yield
 
 
@@ -103,7 +107,7 @@ def _finish_entry(tmp: Path, final: Path, manifest: dict[str, Any], expected: di
 
 
 def pull(name: str, revision: str | None = None, *, progress: hub.Progress | None = None,
-         force: bool = False, offline: bool = False) -> ResolvedModel:
+         force: bool = False, offline: bool = False, notice: Notice | None = None) -> ResolvedModel:
     """Download a hub checkpoint (config, tokenizer and weight files only) into our cache, atomically."""
     base, name_revision = split_revision(name)
     if revision is not None:
@@ -131,7 +135,7 @@ def pull(name: str, revision: str | None = None, *, progress: hub.Progress | Non
         raise ModelNotFoundError(
             f"cannot download {display(repo_id, rev)}: offline (--offline or HF_HUB_OFFLINE=1); it is not in "
             f"{paths.models_dir()} or the Hugging Face cache {hub.hf_cache_dir()}")
-    with _entry_lock(key, rev):
+    with _entry_lock(key, rev, display(repo_id, rev), notice):
         if not force and (final / MANIFEST).is_file():  # another process finished it while we waited
             return resolved_entry(final, parts)
         tmp = _tmp_dir(key, rev)
@@ -144,7 +148,8 @@ def pull(name: str, revision: str | None = None, *, progress: hub.Progress | Non
     return ResolvedModel(display(repo_id, rev), final, "downloaded", repo_id, rev)
 
 
-def import_checkpoint(source: str | Path, name: str, *, force: bool = False) -> ResolvedModel:
+def import_checkpoint(source: str | Path, name: str, *, force: bool = False,
+                      notice: Notice | None = None) -> ResolvedModel:
     """Copy a local checkpoint into our cache under a name; .bin weights become model.safetensors."""
     src = Path(source).expanduser()
     if not src.is_dir():
@@ -159,7 +164,7 @@ def import_checkpoint(source: str | Path, name: str, *, force: bool = False) -> 
     files = ckpt.complete_weight_files(src)
     key = entry_key(parts)
     final = entry_dir(parts, None)
-    with _entry_lock(key, None):
+    with _entry_lock(key, None, base, notice):
         if cache_entries(key) and not force:
             raise StoreError(f"{base} already exists in {paths.models_dir()}: remove it first or import with --force")
         tmp = _tmp_dir(key, None)
@@ -206,7 +211,7 @@ def _convert_bin(files: list[Path], dest: Path) -> None:
         (dest / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
 
 
-def remove(name: str) -> list[Path]:
+def remove(name: str, *, notice: Notice | None = None) -> list[Path]:
     """Delete a model from our cache (one revision with name@rev, else all of them); returns what was removed."""
     base, revision = split_revision(name)
     if revision is None and base in bundled_models():
@@ -221,7 +226,7 @@ def remove(name: str) -> list[Path]:
         candidates = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     removed: list[Path] = []
     for entry in candidates:
-        with _entry_lock(key, unquote(entry.name)):
+        with _entry_lock(key, unquote(entry.name), display(repo_id, unquote(entry.name)), notice):
             if entry.is_dir():
                 _discard(entry)
                 removed.append(entry)

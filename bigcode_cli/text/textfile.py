@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -85,11 +86,38 @@ def read_text(path: str) -> str:
     return decode_text(data, path)
 
 
-def write_atomically(path: str, text: str) -> None:
-    """Replace a file's content all at once: a temp file beside it, then a rename (mode kept)."""
-    target = Path(path)
+def in_place_target(path: str) -> tuple[Path, os.stat_result]:
+    """The file an in-place edit of `path` replaces (a symlink's target) and its status; InputError when a
+    replacement could not stand for it: not a regular file, read-only, hard-linked (a new file would split
+    the links), or an owner or group this user cannot give the new file."""
+    target = Path(os.path.realpath(path))
     try:
-        mode = target.stat().st_mode & 0o7777
+        info = target.stat()
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    mode = stat.S_IMODE(info.st_mode)
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(f"{path} is not a regular file: --in-place edits regular files only")
+    if not mode & 0o222 or not os.access(target, os.W_OK):
+        raise InputError(f"{path} is read-only (mode {mode:04o}): make it writable to edit it in place, or use --diff")
+    if info.st_nlink > 1:
+        raise InputError(f"{path} has {info.st_nlink} hard links, which a replacement would split: "
+                         "use --diff and apply the change to it yourself")
+    me = os.geteuid()
+    if me != 0 and (info.st_uid != me or info.st_gid not in (os.getegid(), *os.getgroups())):
+        raise InputError(f"{path} belongs to uid {info.st_uid} group {info.st_gid}, which a replacement written "
+                         f"by uid {me} could not keep: edit it as its owner, or use --diff")
+    return target, info
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Replace a file's content all at once: a temp file beside it, then a rename.
+
+    The file replaced is the one the user means (a symlink's target; the link stays), and the new one keeps
+    its owner, group and mode; `in_place_target` refuses what a replacement cannot stand for.
+    """
+    target, info = in_place_target(path)
+    try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".bigcode", dir=target.parent)
     except OSError as exc:
         raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
@@ -97,8 +125,10 @@ def write_atomically(path: str, text: str) -> None:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
             handle.flush()
+            if (info.st_uid, info.st_gid) != (os.geteuid(), os.getegid()):
+                os.fchown(handle.fileno(), info.st_uid, info.st_gid)
+            os.fchmod(handle.fileno(), stat.S_IMODE(info.st_mode))  # after chown, which clears set-id bits
             os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
         try:

@@ -35,7 +35,7 @@ def complete(
     from bigcode_cli.cli.commands.generation_run import check_output_flags, completer_for, run_completion
     from bigcode_cli.errors import InputError
     from bigcode_cli.generation.fim import parse_at, split_source
-    from bigcode_cli.text.textfile import read_text
+    from bigcode_cli.text.textfile import in_place_target, read_text
 
     check_output_flags(json_out=json_out, in_place=in_place, diff=diff, num_samples=settings.num_samples, path=file)
     cursor_at = parse_at(at) if at is not None else None
@@ -43,6 +43,8 @@ def complete(
     if not text.strip():
         name = "standard input" if file == "-" else file
         raise InputError(f"{name} is empty: there is no code to complete")
+    if in_place:
+        in_place_target(file)  # a file that cannot be edited in place is refused before the model is loaded
     cursor = split_source(text, cursor_at)
     request = CompletionRequest(cursor.prefix, cursor.suffix, cursor.mode, settings)
     run_completion(completer_for(server, choice), request, json_out=json_out, filename=file, in_place=in_place,

@@ -109,7 +109,7 @@ def pull_command(
     if _on_terminal(sys.stderr):
         model = _pull_with_bar(name, revision, force, offline)
     else:
-        model = store.pull(name, revision, force=force, offline=offline)
+        model = store.pull(name, revision, force=force, offline=offline, notice=print_notice)
     verb = {"downloaded": "pulled", "cache": "already in the cache:", "hf-cache": "found in the Hugging Face cache:",
             "bundled": "bundled:"}.get(model.source, model.source)
     print_notice(f"{verb} {model.name}")
@@ -126,7 +126,7 @@ def _pull_with_bar(name: str, revision: str | None, force: bool, offline: bool) 
         def update(filename: str, done: int, total: int) -> None:
             bar.update(task, description=filename, completed=done, total=total or None)
 
-        return store.pull(name, revision, progress=update, force=force, offline=offline)
+        return store.pull(name, revision, progress=update, force=force, offline=offline, notice=print_notice)
 
 
 @models_app.command("rm")
@@ -137,7 +137,7 @@ def rm_command(
 ) -> None:
     """Remove a model from the cache (NAME@REV removes one revision, NAME all of them), with its quantized copies."""
     # the store refuses first (a bundled model, a name not in the cache): a refused command changes nothing
-    removed = [] if only_quantized else store.remove(name)
+    removed = [] if only_quantized else store.remove(name, notice=print_notice)
     removed += quantized.remove(name)
     if only_quantized and not removed:
         raise ModelNotFoundError(f"no quantized copies of {name} are kept; `bigcode models list` shows them")
@@ -224,7 +224,7 @@ def import_command(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing model of that name.")] = False,
 ) -> None:
     """Copy a local checkpoint into the cache under NAME; .bin weights are converted to safetensors. Prints its path."""
-    model = store.import_checkpoint(path, name, force=force)
+    model = store.import_checkpoint(path, name, force=force, notice=print_notice)
     print_notice(f"imported {path} as {model.name}")
     sys.stdout.write(f"{model.path}\n")
 
