@@ -36,6 +36,9 @@ OUTPUT_FORMATS = ("jsonl", "parquet")
 # fill-in-the-middle prompt orders: prefix-suffix-middle, suffix-prefix-middle
 FIM_ORDERS = ("psm", "spm")
 
+# `bigcode eval TASK`: HumanEval, its single- and multi-line infilling variants, a MultiPL-E file (--dataset)
+EVAL_TASKS = ("humaneval", "humaneval-infill-single", "humaneval-infill-multi", "multipl-e")
+
 # config.json's activation_function names -> the function they are (several names, one function)
 ACTIVATIONS: dict[str, str] = {
     "gelu_pytorch_tanh": "gelu_tanh",

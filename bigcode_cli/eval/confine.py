@@ -133,7 +133,7 @@ def _program(argv: list[str], spec: dict) -> None:
         os.execve(path, argv, spec["env"])
     except BaseException as exc:  # noqa: BLE001 - a child must never return into the launcher
         os.write(2, f"confine: cannot start {argv[0]}: {exc}\n".encode())
-    os._exit(127)
+    os._exit(SETUP_FAILED)
 
 
 def _status(status: int) -> int:

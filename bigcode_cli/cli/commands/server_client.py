@@ -159,3 +159,16 @@ def run_remote_completion(url: str, *, prefix: str, suffix: str, mode: str, sett
                      "tokens nearest the cursor")
     show_result(texts=texts, records=lambda: _records(texts, details), prefix=prefix, suffix=suffix,
                 json_out=json_out, filename=filename, in_place=in_place, diff=diff, streamed=streaming)
+
+
+def completion_texts(url: str, body: dict[str, Any]) -> list[str]:
+    """POST one /v1/completions body (not streamed) and return its choices' texts in index order."""
+    connection = _Connection(url)
+    try:
+        reply = json.loads(connection.post({**body, "stream": False}).read())
+    finally:
+        connection.connection.close()
+    try:
+        return [choice["text"] for choice in sorted(reply["choices"], key=lambda c: c["index"])]
+    except (KeyError, TypeError):
+        raise ServerError(f"the server at {url} answered without completion choices") from None
