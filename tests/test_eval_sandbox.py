@@ -36,7 +36,9 @@ def _hostile(marker: str, home_file: Path, outside_file: Path, port: int, victim
                "    return 1\n",
         "api key": "    import os\n    return 1 if os.environ.get('OPENAI_API_KEY') == 'sk-secret' "
                    "or os.environ.get('HF_TOKEN') else 2\n",
-        "kill parent": "    import os, signal\n    os.kill(os.getppid(), signal.SIGKILL)\n    return 1\n",
+        # inside a PID namespace the parent is its init, which ignores signals from inside: gone or not, look
+        "kill parent": "    import os, signal, time\n    parent = os.getppid()\n    os.kill(parent, signal.SIGKILL)\n"
+                       "    time.sleep(0.2)\n    return 1 if os.getppid() != parent else 2\n",
         "kill bigcode": f"    import os, signal\n    os.kill({victim}, signal.SIGKILL)\n    return 1\n",
         "background": f"    import subprocess\n    subprocess.Popen(['sleep', '300', '{marker}'], start_new_session=True, "
                       "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n    return 2\n",

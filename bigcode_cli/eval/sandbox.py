@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import shutil
 import signal
@@ -38,7 +39,7 @@ class Limits:
     """What one program may use: wall-clock and CPU seconds, bytes of address space and of any file, processes."""
 
     timeout_s: float = 10.0
-    cpu_s: int = 20
+    cpu_s: int | None = None  # None: the wall-clock limit, rounded up (per process)
     address_space: int = 4 << 30
     file_size: int = 64 << 20
     processes: int = 128
@@ -101,7 +102,7 @@ def _spec(workdir: str, commands: list[list[str]], limits: Limits, *, namespaces
     return {"cwd": workdir, "commands": commands, "timeout_s": limits.timeout_s, "namespaces": namespaces,
             "user_namespace": namespaces and os.geteuid() != 0, "uid": uid,
             "env": {**env, "HOME": workdir, "TMPDIR": workdir},
-            "limits": {"cpu_s": limits.cpu_s, "address_space": limits.address_space,
+            "limits": {"cpu_s": limits.cpu_s or math.ceil(limits.timeout_s), "address_space": limits.address_space,
                        "file_size": limits.file_size, "processes": limits.processes}}
 
 
