@@ -107,7 +107,8 @@ def _spec(workdir: str, commands: list[list[str]], limits: Limits, *, namespaces
 
 
 def _launch(spec: dict[str, object], *flags: str, output=subprocess.DEVNULL, wait_s: float) -> int:
-    """Start the launcher in its own process group and wait; past wait_s end the whole group."""
+    """Start the launcher in its own process group and wait; past wait_s end the whole group. (The launcher
+    itself ends everything it started before it exits, so after a normal exit there is nothing to kill.)"""
     argv = [sys.executable, "-I", "-S", str(LAUNCHER), *flags, json.dumps(spec)]
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output, stderr=output, cwd=spec["cwd"],
                             env=_environment(), start_new_session=True, close_fds=True)
@@ -121,11 +122,6 @@ def _launch(spec: dict[str, object], *flags: str, output=subprocess.DEVNULL, wai
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         return TIMED_OUT
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # anything of the group still there
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 @functools.lru_cache(maxsize=None)
