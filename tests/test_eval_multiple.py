@@ -77,7 +77,7 @@ def test_right_and_wrong_completions(tmp_path, capsys, language):
 def test_a_missing_toolchain_is_one_line_naming_it(tmp_path, capsys, monkeypatch):
     empty = tmp_path / "bin"
     empty.mkdir()
-    monkeypatch.setattr(executors, "SEARCH_PATH", str(empty))
+    monkeypatch.setattr(executors, "SYSTEM_PATH", str(empty))
     monkeypatch.setenv("PATH", str(empty))
     evaluation._resolved.cache_clear()
     try:

@@ -100,19 +100,20 @@ def test_hostile_completions_are_contained(tmp_path, monkeypatch):
             os.kill(pid, signal.SIGKILL)
 
 
-def _work_directories() -> set[str]:
+def test_a_good_program_passes_and_its_directory_is_removed(monkeypatch):
     import tempfile
 
-    return {name for name in os.listdir(tempfile.gettempdir()) if name.startswith("bigcode-eval-")}
-
-
-def test_a_good_program_passes_and_its_directory_is_removed():
-    before = _work_directories()
-    records = evaluate([PROBLEM], 2, lambda problem, n: ["    return 1\n", "    return 2\n"][:n],
-                       sandbox=Sandbox(LIMITS), jobs=1)
-    assert [r["result"] for r in records] == ["passed", "failed"]
-    assert all(r["time"] > 0 for r in records)
-    assert _work_directories() <= before
+    base = tempfile.mkdtemp(prefix="bigcode-eval-test-")
+    os.chmod(base, 0o755)  # the programs' uid must be able to enter it
+    monkeypatch.setattr(tempfile, "tempdir", base)
+    try:
+        records = evaluate([PROBLEM], 2, lambda problem, n: ["    return 1\n", "    return 2\n"][:n],
+                           sandbox=Sandbox(LIMITS), jobs=1)
+        assert [r["result"] for r in records] == ["passed", "failed"]
+        assert all(r["time"] > 0 for r in records)
+        assert os.listdir(base) == []
+    finally:
+        os.rmdir(base)
 
 
 def test_the_probe_reports_what_is_contained_here():

@@ -1,4 +1,4 @@
-"""The sandbox launcher: run as its own script (`python -I -S confine.py SPEC`), never imported by bigcode.
+"""The sandbox launcher: run as its own script (`python -I -S confine.py SPEC`); bigcode imports only its exit codes.
 
 It is the only code that runs between bigcode and a model-written program. Standard library only, so
 it starts fast and trusts nothing on sys.path. SPEC (JSON) says which commands to run in which

@@ -8,8 +8,7 @@ import sys
 from dataclasses import dataclass
 
 from bigcode_cli.errors import BigCodeError, InputError
-
-SEARCH_PATH = "/usr/local/bin:/usr/bin:/bin"
+from bigcode_cli.eval.sandbox import SYSTEM_PATH
 
 
 class ToolchainError(BigCodeError):
@@ -43,7 +42,7 @@ def _find(tool: str) -> str | None:
     cannot enter root's home (where pyenv or nvm shims live). Python is this interpreter when not root."""
     if tool == "python3" and os.geteuid() != 0:
         return os.path.realpath(sys.executable)
-    found = shutil.which(tool, path=SEARCH_PATH + ":" + os.environ.get("PATH", ""))
+    found = shutil.which(tool, path=SYSTEM_PATH + ":" + os.environ.get("PATH", ""))
     if found is None and tool == "python3":
         found = sys.executable
     return os.path.realpath(found) if found else None

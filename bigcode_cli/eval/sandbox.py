@@ -27,10 +27,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bigcode_cli.eval.confine import SETUP_FAILED, TIMED_OUT
+
 LAUNCHER = Path(__file__).with_name("confine.py")
-TIMED_OUT, SETUP_FAILED = 124, 125  # the launcher's own exit codes (confine.py)
 NOBODY = 65534
-SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"  # where interpreters are looked for first, and the programs' PATH
 RESULTS = ("passed", "failed", "timed out", "error")
 
 
@@ -93,7 +94,7 @@ def _jobs_uid(slot: int) -> int | None:
 
 def _environment(extra_path: list[str] | None = None) -> dict[str, str]:
     """All a program gets: a PATH to the interpreters, a UTF-8 locale. No tokens, no keys, no HOME of the user."""
-    path = ":".join(dict.fromkeys([*(extra_path or []), *SAFE_PATH.split(":")]))
+    path = ":".join(dict.fromkeys([*(extra_path or []), *SYSTEM_PATH.split(":")]))
     return {"PATH": path, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
 
 
