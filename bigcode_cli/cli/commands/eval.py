@@ -13,7 +13,7 @@ from bigcode_cli.cli.commands.option_groups import MODEL, with_options
 
 EvalTask = o.choice_enum("EvalTask", choices.EVAL_TASKS)
 
-TaskArg = Annotated[EvalTask, typer.Argument(help="What to measure.", show_default=False)]  # type: ignore[valid-type]
+TaskArg = Annotated[EvalTask, typer.Argument(help="What to measure.", metavar="TASK", show_default=False)]  # type: ignore[valid-type]
 DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", help="multipl-e: the MultiPL-E JSON Lines file "
                                                    "(name, language, prompt, tests, stop_tokens).", show_default=False)]
 CompletionsOpt = Annotated[Optional[str], typer.Option(
