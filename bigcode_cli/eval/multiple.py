@@ -7,19 +7,14 @@ import json
 from bigcode_cli.errors import InputError
 from bigcode_cli.eval.executors import executor
 from bigcode_cli.eval.problem import Problem
+from bigcode_cli.text.textfile import read_text
 
 FIELDS = ("name", "language", "prompt", "tests", "stop_tokens")
 
 
 def read_multiple(path: str) -> list[Problem]:
     """The problems of a MultiPL-E file: one JSON object per line with FIELDS."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.readlines()
-    except FileNotFoundError:
-        raise InputError(f"--dataset {path}: no such file") from None
-    except UnicodeDecodeError:
-        raise InputError(f"--dataset {path}: not UTF-8 text") from None
+    lines = read_text(path).splitlines()  # the one rule for what is text
     problems, seen = [], set()
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -42,5 +37,5 @@ def read_multiple(path: str) -> list[Problem]:
         language = executor(record["language"]).language
         problems.append(Problem(record["name"], language, record["prompt"], "\n" + record["tests"], tuple(stops)))
     if not problems:
-        raise InputError(f"--dataset {path} holds no problems")
+        raise InputError(f"--dataset {path} is empty: no problems in it")
     return problems

@@ -9,17 +9,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from bigcode_cli.errors import InputError, UsageError
+from bigcode_cli.text.textfile import read_text
 
 
 def _records(path: str, what: str) -> list[tuple[int, dict[str, Any]]]:
     """(line number, object) of each complete line; a last line without its newline was cut off and is skipped."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise InputError(f"{what} {path}: no such file") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{what} {path}: not UTF-8 text") from None
+    text = read_text(path)  # the one rule for what is text (binary, not UTF-8, missing, a directory)
     lines = text.split("\n")
     found = []
     for number, line in enumerate(lines[:-1], 1):  # lines[-1] is "" or an unfinished line
@@ -45,7 +40,7 @@ def read_completions(path: str, known: Iterable[str]) -> dict[str, list[str]]:
             raise InputError(f"{path}:{number}: unknown task_id {record['task_id']!r} for this task")
         by_task[record["task_id"]].append(record["completion"])
     if not by_task:
-        raise InputError(f"--completions {path} holds no samples")
+        raise InputError(f"--completions {path} is empty: no samples in it")
     return dict(by_task)
 
 

@@ -123,11 +123,11 @@ def run_eval(request: EvalRequest) -> None:
         problems, samples, generate = _from_file(request.completions, problems)
     else:
         samples = request.num_samples
+    if request.completions is None:
+        generate = _completer(request, problems)  # the model loads before --output is touched
     output = OutputFile(request.output, resume=request.resume) if request.output else None
     try:
         done = output.done() if output is not None else {}
-        if request.completions is None:
-            generate = _completer(request, problems)
         wanted = {p.task_id: samples if isinstance(samples, int) else samples[p.task_id] for p in problems}
         total = sum(max(wanted[p.task_id] - done.get(p.task_id, 0), 0) for p in problems)
         with _progress(total) as advance:
