@@ -53,6 +53,9 @@ FIM_ORDERS: tuple[str, ...] = get_args(FimOrder)
 # `bigcode serve --fim-order`: auto = spm where the model has FIM tokens
 SERVE_FIM_ORDERS = (AUTO, *FIM_ORDERS)
 
+# `bigcode eval TASK`: HumanEval, its single- and multi-line infilling variants, a MultiPL-E file (--dataset)
+EVAL_TASKS = ("humaneval", "humaneval-infill-single", "humaneval-infill-multi", "multipl-e")
+
 # config.json's activation_function names -> the function they are (several names, one function)
 ACTIVATIONS: dict[str, str] = {
     "gelu_pytorch_tanh": "gelu_tanh",

@@ -160,6 +160,7 @@ FILE_COMMANDS = {
                                           "--out", w / "out"],
     "finetune tag": lambda f, m, w: ["finetune", "tag", "--train", w / "tag_train.jsonl", "--eval", f,
                                      "--base", m["lm"], "--out", w / "out"],
+    "eval": lambda f, m, w: ["eval", "humaneval", "--completions", f, "--allow-code-execution", "-o", w / "out"],
 }
 
 
@@ -204,6 +205,8 @@ MODEL_COMMANDS = {  # command -> (the checkpoint it needs, argv for model `x`)
     "models verify": ("lm", lambda x, w: ["models", "verify", x]),
     "models import": ("lm", lambda x, w: ["models", "import", x, "--name", "imported"]),
     "models quantize": ("lm", lambda x, w: ["models", "quantize", x, "--dtype", "int8"]),
+    "eval": ("lm", lambda x, w: ["eval", "humaneval", "--limit", "1", "--max-new-tokens", "2", "-m", x,
+                                 "-o", w / "out"]),
 }
 BAD_MODELS = {
     "unknown": "no-such-model|not a directory",
@@ -261,6 +264,7 @@ BACKEND_COMMANDS = {  # command -> argv for backend options `b`
                               *b],
     "finetune tag": lambda m, w, b: ["finetune", "tag", "--train", w / "tag_train.jsonl", "--base", m["lm"],
                                      "--out", w / "out", *b],
+    "eval": lambda m, w, b: ["eval", "humaneval", "--limit", "1", "-m", m["lm"], "-o", w / "out", *b],
 }
 BACKENDS = {
     "flash-on-cpu": (["--attn", "flash", "--device", "cpu"], "flash"),

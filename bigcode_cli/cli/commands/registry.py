@@ -5,6 +5,7 @@ from __future__ import annotations
 from bigcode_cli.cli.commands.bench import bench
 from bigcode_cli.cli.commands.classify import classify
 from bigcode_cli.cli.commands.complete import complete
+from bigcode_cli.cli.commands.eval import eval_command
 from bigcode_cli.cli.commands.finetune import finetune_app
 from bigcode_cli.cli.commands.generate import generate, infill
 from bigcode_cli.cli.commands.models import models_app
@@ -23,4 +24,5 @@ COMMANDS: list = [
     ("serve", serve),
     ("models", models_app),
     ("bench", bench),
+    ("eval", eval_command),
 ]

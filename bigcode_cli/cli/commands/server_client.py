@@ -147,3 +147,16 @@ class RemoteCompleter:
             truncated=details["truncated"], dtype=details.get("dtype") or None, load_s=0.0,
             prefill_s=details["prefill_s"], decode_s=details["decode_s"], tokens_per_s=details["tokens_per_s"],
             notice=notice)
+
+
+def completion_texts(url: str, body: dict[str, Any]) -> list[str]:
+    """POST one /v1/completions body (not streamed) and return its choices' texts in index order."""
+    connection = _Connection(url)
+    try:
+        reply = json.loads(connection.post({**body, "stream": False}).read())
+    finally:
+        connection.connection.close()
+    try:
+        return [choice["text"] for choice in sorted(reply["choices"], key=lambda c: c["index"])]
+    except (KeyError, TypeError):
+        raise ServerError(f"the server at {url} answered without completion choices") from None
