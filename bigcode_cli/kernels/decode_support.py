@@ -10,7 +10,7 @@ import ctypes
 from bigcode_cli.kernels.build import kernel_problem, load_kernel
 
 KERNEL = "decode_step"
-ABI_VERSION = 3  # bigcode_decode_abi() of a library whose structs and entry points match cpu_decode's
+ABI_VERSION = 4  # bigcode_decode_abi() of a library whose structs and entry points match cpu_decode's
 # activation_function names -> the kernel's activation codes
 ACTIVATIONS = {"gelu_pytorch_tanh": 0, "gelu_new": 0, "gelu_fast": 0, "gelu": 1, "relu": 2, "silu": 3,
                "swish": 3, "tanh": 4}
