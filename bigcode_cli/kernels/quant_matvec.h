@@ -22,6 +22,10 @@
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 #define QUANT_AVX2 1
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
+/* two blocks per 512-bit vpdpbusd; an 8-bit weight's input is held as q + 128 (unsigned), see pair_weights */
+#define QUANT_VNNI512 1
+#endif
 #endif
 
 #define QK 32
@@ -56,7 +60,8 @@ static inline long quant_row_bytes(int quant, int in) {
 }
 
 /* x (n values) -> q (blocks * 32 int8, zero-padded) and d (blocks fp32 scales); on AVX2 also c (blocks * 8
- * int32): 8 * the sums of q's groups of four, what a 4-bit block's unsigned products overcount */
+ * int32): 8 * the sums of q's groups of four, what a 4-bit block's unsigned products overcount (negated
+ * with 512-bit VNNI) */
 static void quantize_input(const float *x, int n, int8_t *q, float *d, int32_t *c) {
     const int blocks = (n + QK - 1) / QK;
     for (int blk = 0; blk < blocks; blk++) {
@@ -69,8 +74,12 @@ static void quantize_input(const float *x, int n, int8_t *q, float *d, int32_t *
         for (int k = len; k < QK; k++) q[i0 + k] = 0;
 #ifdef QUANT_AVX2
         const __m256i a = _mm256_loadu_si256((const __m256i *)(q + i0));
-        _mm256_storeu_si256((__m256i *)(c + (long)blk * 8),
-                            _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), a), _mm256_set1_epi16(1)));
+        const __m256i eight_q = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), a), _mm256_set1_epi16(1));
+#ifdef QUANT_VNNI512 /* negated: the sums a 4-bit pair's vpdpbusd starts from */
+        _mm256_storeu_si256((__m256i *)(c + (long)blk * 8), _mm256_sub_epi32(_mm256_setzero_si256(), eight_q));
+#else
+        _mm256_storeu_si256((__m256i *)(c + (long)blk * 8), eight_q);
+#endif
 #else
         (void)c;
 #endif
@@ -117,10 +126,39 @@ static inline __m256i four_product_sums(__m256i u, __m256i s) {
 /* the eight partial sums of a block's 32 products with the input a, as floats: 8-bit w * a, or for 4 bits
  * the unsigned nibbles u times a less the input's 8 * a (c), which is (u - 8) * a exactly */
 static inline __m256 block_products(BlockWeights p, int quant, const int8_t *a, const int32_t *c) {
-    const __m256i av = _mm256_loadu_si256((const __m256i *)a);
+    __m256i av = _mm256_loadu_si256((const __m256i *)a);
+#ifdef QUANT_VNNI512
+    if (quant == QUANT_Q8) av = _mm256_xor_si256(av, _mm256_set1_epi8((char)0x80)); /* back from q + 128 */
+#endif
     if (quant == QUANT_Q8) return _mm256_cvtepi32_ps(four_product_sums(p.u, _mm256_sign_epi8(av, p.w)));
+#ifdef QUANT_VNNI512 /* c holds -8 * the sums */
+    return _mm256_cvtepi32_ps(_mm256_add_epi32(four_product_sums(p.u, av), _mm256_loadu_si256((const __m256i *)c)));
+#else
     return _mm256_cvtepi32_ps(_mm256_sub_epi32(four_product_sums(p.u, av), _mm256_loadu_si256((const __m256i *)c)));
+#endif
 }
+
+#ifdef QUANT_VNNI512
+/* Blocks blk and blk + 1 of a weight row as one 512-bit operand of vpdpbusd, and the sums to start from. 8-bit:
+ * the signed weights, with the input as q + 128 (unsigned; quant_gemv shifts it), so the sums start at
+ * -128 * (the weights' sums), made once here for every row of the tile: exactly sum(q * w). 4-bit: the
+ * unsigned nibbles in element order (each block's 16 low nibbles, then its 16 high ones), starting from
+ * the input's -8 * q sums (xc, negated in this build); `init` is unused. */
+static inline __m512i pair_weights(const void *row, int quant, int blk, __m512i *init) {
+    if (quant == QUANT_Q8) {
+        const __m512i w = _mm512_loadu_si512((const int8_t *)row + (long)blk * QK);
+        *init = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                 _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), w));
+        return w;
+    }
+    const __m256i packed = _mm256_loadu_si256((const __m256i *)((const uint8_t *)row + (long)blk * (QK / 2)));
+    const __m256i low = _mm256_and_si256(packed, _mm256_set1_epi8(0x0f));
+    const __m256i high = _mm256_and_si256(_mm256_srli_epi16(packed, 4), _mm256_set1_epi8(0x0f));
+    const __m512i lanes = _mm512_inserti64x4(_mm512_castsi256_si512(low), high, 1); /* lo A, lo B, hi A, hi B */
+    *init = _mm512_setzero_si512();
+    return _mm512_shuffle_i64x2(lanes, lanes, _MM_SHUFFLE(3, 1, 2, 0));
+}
+#endif
 
 #if defined(__AVX512F__)
 #define QUANT_TILE 4 /* two sums per row plus the shared weights fit the 32 registers */
@@ -139,6 +177,34 @@ static inline __attribute__((always_inline)) void quant_dots(const void *row, co
     for (int r = 0; r < NR; r++) acc0[r] = acc1[r] = _mm256_setzero_ps();
     float scale[QUANT_TILE][8] __attribute__((aligned(32)));
     int blk = 0;
+#ifdef QUANT_VNNI512
+    __m512 wide0[QUANT_TILE], wide1[QUANT_TILE];
+    for (int r = 0; r < NR; r++) wide0[r] = wide1[r] = _mm512_setzero_ps();
+    for (; blk + 8 <= blocks; blk += 8) { /* four pairs of blocks: a pair's scales spread over its 8 + 8 lanes */
+        const __m256 wd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(ws + blk)));
+        __m512i w[4], init[4];
+        for (int k = 0; k < 4; k++) w[k] = pair_weights(row, quant, blk + 2 * k, &init[k]);
+        for (int r = 0; r < NR; r++) {
+            const __m512 sc = _mm512_castps256_ps512(_mm256_mul_ps(wd, _mm256_loadu_ps(xd + r * blocks + blk)));
+            for (int k = 0; k < 4; k++) {
+                const __m512i a = _mm512_loadu_si512(xq + r * qs + (long)(blk + 2 * k) * QK);
+                __m512i sums;
+                if (quant == QUANT_Q8) {
+                    sums = _mm512_dpbusd_epi32(init[k], a, w[k]);
+                } else {
+                    sums = _mm512_dpbusd_epi32(_mm512_loadu_si512(xc + r * cs + (long)(blk + 2 * k) * 8), w[k], a);
+                }
+                const __m512 pair_scale = _mm512_permutexvar_ps(
+                    _mm512_set_epi32(2 * k + 1, 2 * k + 1, 2 * k + 1, 2 * k + 1, 2 * k + 1, 2 * k + 1, 2 * k + 1, 2 * k + 1,
+                                     2 * k, 2 * k, 2 * k, 2 * k, 2 * k, 2 * k, 2 * k, 2 * k), sc);
+                if (k % 2 == 0)
+                    wide0[r] = _mm512_fmadd_ps(pair_scale, _mm512_cvtepi32_ps(sums), wide0[r]);
+                else
+                    wide1[r] = _mm512_fmadd_ps(pair_scale, _mm512_cvtepi32_ps(sums), wide1[r]);
+            }
+        }
+    }
+#endif
     for (; blk + 8 <= blocks; blk += 8) {
         const __m256 wd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(ws + blk)));
         for (int r = 0; r < NR; r++) _mm256_store_ps(scale[r], _mm256_mul_ps(wd, _mm256_loadu_ps(xd + r * blocks + blk)));
@@ -165,7 +231,14 @@ static inline __attribute__((always_inline)) void quant_dots(const void *row, co
                                       block_products(p, quant, xq + r * qs + (long)blk * QK, xc + r * cs + (long)blk * 8),
                                       acc0[r]);
     }
+#ifdef QUANT_VNNI512
+    for (int r = 0; r < NR; r++) {
+        out[r] = _mm512_reduce_add_ps(_mm512_add_ps(wide0[r], wide1[r]));
+        if (blocks % 8 != 0) out[r] += hsum256(_mm256_add_ps(acc0[r], acc1[r])); /* the blocks past the pairs */
+    }
+#else
     for (int r = 0; r < NR; r++) out[r] = hsum256(_mm256_add_ps(acc0[r], acc1[r]));
+#endif
 }
 
 /* out[r] for r < nr <= QUANT_TILE: the tile's size and the format made constants */
@@ -272,6 +345,10 @@ static void quant_gemv(const Linear *lin, const float *x, void *scratch, float *
     for (int b = 0; b < B; b++)
         quantize_input(x + (long)b * lin->in, lin->in, xq + (long)b * blocks * QK, xd + (long)b * blocks,
                        xc + (long)b * blocks * 8);
+#ifdef QUANT_VNNI512
+    if (lin->quant == QUANT_Q8) /* q + 128 as unsigned bytes (pair_weights) */
+        for (long i = 0; i < (long)B * blocks * QK; i++) xq[i] = (int8_t)((uint8_t)xq[i] ^ 0x80u);
+#endif
     QuantGemv g = {lin, xq, xc, xd, y, B, mode, activation, rows};
     run_job(quant_gemv_chunk, (lin->out + rows - 1) / rows, &g);
 }
