@@ -160,7 +160,8 @@ def test_a_bad_row_is_refused_before_anything_is_written(checkpoints):
         with pytest.raises(ValueError, match="refused"):  # one cache given to two rows
             runner.step([RowTokens(good, [8]), RowTokens(good, [9])])
     assert good.length == 3 and full.length == 3
-    assert all(torch.equal(a, b) for a, b in zip(before, good.layers))
+    # compared as bits: the unwritten positions of a fresh cache may hold NaN patterns
+    assert all(torch.equal(a.view(torch.int32), b.view(torch.int32)) for a, b in zip(before, good.layers))
 
 
 def test_without_the_kernel_a_step_is_pytorch_doing_the_same(checkpoints, monkeypatch):
