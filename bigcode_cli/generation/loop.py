@@ -1,8 +1,9 @@
 """The one generation loop behind `complete`, `generate`, `infill` and the REPL.
 
 Prefill the prompt once (batch 1), copy its cache into one cache per sample, then decode the samples
-as rows of one `Runner.step` (one pass over the weights for all of them), leaving out rows as they finish. Text is streamed through a UTF-8 safe decoder, a stop
-matcher and an optional `edit` hook (FIM cleaning) before it reaches the caller's callback.
+as rows of one `Runner.step` (one pass over the weights for all of them), leaving out rows as they
+finish. Text is streamed through a UTF-8 safe decoder, a stop matcher and an optional `edit` hook (FIM
+cleaning) before it reaches the caller's callback.
 """
 
 from __future__ import annotations
@@ -166,6 +167,7 @@ def generate(runner: Runner, tokenizer: Tokenizer | None, prompt_ids: Sequence[i
             cache = runner.new_cache(1, capacity)
         kept = cache  # the one-row cache of the prompt (sample 0's own when there is one sample)
         settings = contextlib.ExitStack()
+        first = True  # no token chosen yet (also when Ctrl-C comes during the prefill)
         try:
             reused = cache.length if cache is not None else 0  # None: a runner that keeps no cache
             logits = runner(prompt[:, reused:], cache=cache, last_only=True)[:, -1]  # (1, V)
@@ -174,7 +176,6 @@ def generate(runner: Runner, tokenizer: Tokenizer | None, prompt_ids: Sequence[i
                 logits = logits.expand(num_samples, -1)
             seen = prompt.expand(num_samples, -1) if penalty else None
             active = list(range(num_samples))  # sample index of each cache row
-            first = True
             settings.enter_context(runner.decoding(num_samples))
             for _ in range(max_new_tokens):
                 if should_stop is not None and should_stop():

@@ -1,9 +1,9 @@
 """Decode steps of a causal LM on the CPU in one C call (bigcode_cli/kernels/decode_step.c).
 
 A decode step feeds a few new tokens per row (one, or k to verify a draft) through every layer, each row
-with its own cache and position. On a CPU it is a chain of one-row
-matrix products bound by memory bandwidth, and short enough that dispatching ~15 PyTorch operations
-per layer from Python costs as much as the arithmetic. `CpuDecoder` hands the whole step to the
+with its own cache and position. On a CPU it is a chain of few-row matrix products bound by memory
+bandwidth, and short enough that dispatching ~15 PyTorch operations per layer from Python costs as much
+as the arithmetic. `CpuDecoder` hands the whole step to the
 kernel, which reads the model's own weight and cache tensors in place (no copies beyond float32
 versions of the biases and LayerNorm parameters). Prefill, padded batches and everything else stay in
 PyTorch; `attach` returns None when the kernel cannot serve a model (`refusal` says why), and the caller
