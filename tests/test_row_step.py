@@ -181,26 +181,30 @@ def test_without_the_kernel_a_step_is_pytorch_doing_the_same(checkpoints, monkey
     assert (batched - alone).abs().max().item() <= FP32_TOL
 
 
-def _flags_of(build: str) -> list[list[str]]:
-    return {"portable": [kernel_build._PORTABLE], "avx2": [["-mavx2", "-mfma", "-mf16c", *kernel_build._PORTABLE]]}[build]
+# builds besides this CPU's own (-march=native): the flags, and a CPU feature they need
+BUILDS = {
+    "portable": ([], None),  # plain vector code: ARM and other CPUs
+    "avx2": (["-mavx2", "-mfma", "-mf16c"], "avx2"),  # no AVX-512
+    "avx512-without-vnni-bf16": (["-march=x86-64-v4"], "avx512bw"),  # AVX-512 without its dot instructions
+}
 
 
-def _cpu_has_avx2() -> bool:
-    return " avx2 " in f" {kernel_build._cpu_features() or ''} "
+def _cpu_has(feature: str | None) -> bool:
+    return feature is None or f" {feature} " in f" {kernel_build._cpu_features() or ''} "
 
 
-@pytest.mark.parametrize("build", ["portable", pytest.param("avx2", marks=pytest.mark.skipif(
-    not _cpu_has_avx2(), reason="this CPU runs no AVX2 code"))])
+@pytest.mark.parametrize("build", [pytest.param(name, marks=pytest.mark.skipif(
+    not _cpu_has(feature), reason=f"this CPU runs no {feature} code")) for name, (_, feature) in BUILDS.items()])
 def test_every_build_steps_rows_like_transformers_and_alike_in_any_company(checkpoints, tmp_path, monkeypatch, build):
-    """The plain vector build (ARM and other CPUs) and the AVX2 build (no AVX-512) of the same step: fp32 as
-    transformers, the other formats as this CPU's own build (checked against their references above)."""
+    """Other builds of the same step: fp32 as transformers, the other formats as this CPU's own build (checked
+    against their references above), and every row alike alone and among others."""
     sequences = _sequences(SHAPES[5], seed=29)
     dtypes = ("float32", "bfloat16", "int8", "int4")
     native = {dtype: _step(engine.load(checkpoints["mqa-odd"], "causal-lm", dtype=dtype, device="cpu"), sequences)
               for dtype in dtypes}
     monkeypatch.setenv("BIGCODE_KERNEL_DIR", str(tmp_path))
     monkeypatch.setattr(kernel_build, "_loaded", {})
-    monkeypatch.setattr(kernel_build, "_flag_sets", lambda: _flags_of(build))
+    monkeypatch.setattr(kernel_build, "_flag_sets", lambda: [[*BUILDS[build][0], *kernel_build._PORTABLE]])
     expected = _transformers(checkpoints["mqa-odd"], sequences)
     for dtype in dtypes:
         runner = engine.load(checkpoints["mqa-odd"], "causal-lm", dtype=dtype, device="cpu")
