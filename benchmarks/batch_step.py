@@ -3,6 +3,7 @@
     python benchmarks/batch_step.py --shape 116m                          # every dtype, R = 1 2 4 8 16 32
     python benchmarks/batch_step.py --shape 1.1b --dtype int8 --rounds 2
     python benchmarks/batch_step.py --shape 116m --llama                  # beside llama-batched-bench
+    python benchmarks/batch_step.py --threads 1 --clock cpu               # CPU seconds of one thread
 
 Ours: `Runner.step` (the C kernel's bigcode_decode_rows) with R rows of one new token each, every row with
 its own cache holding a P-token prompt (default 128); each timed step is put back (the caches' lengths
@@ -12,7 +13,9 @@ the median over rounds of the median step of `--steps` steps. llama.cpp (`--llam
 -npl 1,2,...`, its decode time per step (T_TG / TG) for each number of parallel sequences.
 
 Shapes and checkpoints are quant_speed.py's (random weights under $BIGCODE_BENCH_DIR). The machine is shared
-and noisy: read the ratios, not the absolute numbers.
+and noisy: read the ratios, not the absolute numbers. With `--threads 1 --clock cpu` a step is timed in
+the process's CPU seconds, which other processes on a busy machine disturb less than wall time (with more
+threads the pool's waiting workers would count too).
 """
 
 from __future__ import annotations
@@ -33,22 +36,26 @@ from bigcode_cli.model.runner import RowTokens
 ROWS = [1, 2, 4, 8, 16, 32]
 
 
-def step_seconds(runner, caches: list, steps: int) -> float:
-    """The median wall time of `steps` identical steps of len(caches) rows, one new token each."""
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def step_seconds(runner, caches: list, steps: int, clock=time.perf_counter) -> float:
+    """The median time of `steps` identical steps of len(caches) rows, one new token each."""
     start = caches[0].length
     rows = [RowTokens(cache, [50 + i]) for i, cache in enumerate(caches)]
     times = []
     with torch.inference_mode():
         for _ in range(steps):
-            began = time.perf_counter()
+            began = clock()
             runner.step(rows, last_only=True)
-            times.append(time.perf_counter() - began)
+            times.append(clock() - began)
             for cache in caches:
                 cache.length = start
     return statistics.median(times)
 
 
-def ours(shape: str, dtypes: list[str], rows: list[int], prompt_len: int, steps: int, rounds: int) -> dict:
+def ours(shape: str, dtypes: list[str], rows: list[int], prompt_len: int, steps: int, rounds: int,
+         clock=time.perf_counter) -> dict:
     """Median step seconds of each (dtype, R), measured interleaved."""
     from bigcode_cli.model import engine
 
@@ -64,7 +71,7 @@ def ours(shape: str, dtypes: list[str], rows: list[int], prompt_len: int, steps:
         caches = cache.split(max(rows))
         step_seconds(runner, caches, 2)  # warm-up: buffers, threads
         for r in rows:
-            tasks[(dtype, r)] = (lambda run, c: lambda: {"s": step_seconds(run, c, steps)})(runner, caches[:r])
+            tasks[(dtype, r)] = (lambda run, c: lambda: {"s": step_seconds(run, c, steps, clock)})(runner, caches[:r])
     med = interleave(tasks, rounds)
     return {key: m["s"] for key, m in med.items()}
 
@@ -94,17 +101,21 @@ def main() -> None:
     parser.add_argument("--prompt", type=int, default=128, help="positions already in each row's cache")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per setting and round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="threads of a step (default: torch's)")
+    parser.add_argument("--clock", choices=list(CLOCKS), default="wall", help="cpu: process CPU seconds")
     parser.add_argument("--llama", action="store_true", help="also llama-batched-bench (llama.cpp built first)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dtypes = args.dtype or list(LLAMA_TYPES)
     rows = sorted(set(args.rows or ROWS))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", file=sys.stderr)
-    times = ours(args.shape, dtypes, rows, args.prompt, args.steps, args.rounds)
+    times = ours(args.shape, dtypes, rows, args.prompt, args.steps, args.rounds, CLOCKS[args.clock])
     for dtype in dtypes:
         theirs = llama_steps(args.shape, dtype, rows, args.prompt, 32) if args.llama else {}
         for r in rows:
             t = times[(dtype, r)]
-            row = {"shape": args.shape, "dtype": dtype, "rows": r, "step_ms": round(t * 1e3, 2),
+            row = {"shape": args.shape, "dtype": dtype, "rows": r, "clock": args.clock, "step_ms": round(t * 1e3, 2),
                    "vs_1_row": round(t / times[(dtype, rows[0])], 2), "tok_s": round(r / t, 1)}
             if r in theirs:
                 row.update({"llama": LLAMA_TYPES[dtype], "llama_step_ms": round(theirs[r] * 1e3, 2),
