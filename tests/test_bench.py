@@ -218,6 +218,9 @@ class _EosRunner:
         logits[..., 0] = 1.0
         return logits
 
+    def step(self, rows, last_only=False):
+        return self(torch.zeros(len(rows), 1, dtype=torch.long))[:, -1]
+
 
 def test_ignore_eos_makes_every_token_asked_for(lm):
     tokenizer = Tokenizer.from_dir(lm)
@@ -273,6 +276,12 @@ def test_timed_decode_rate_leaves_the_prefill_out(lm):
 
             time.sleep(0.5 if ids.shape[1] > 1 else 0.02)
             return runner(ids, **kwargs)
+
+        def step(self, rows, **kwargs):  # the decode steps
+            import time
+
+            time.sleep(0.02)
+            return runner.step(rows, **kwargs)
 
     rate = bench.timed_decode_rate(SlowPrefill(), list(range(5, 25)), 6)
     assert 25 < rate <= 50  # 5 steps of >= 20 ms; a prefill in it would give < 10

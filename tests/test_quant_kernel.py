@@ -10,31 +10,15 @@ from __future__ import annotations
 import pytest
 import torch
 from checkpoints import save_checkpoint
+from quant_reference import quantized_input, reference_linear, use_reference_linears
 
 from bigcode_cli.kernels import build as kernel_build
 from bigcode_cli.kernels.cpu_decode import quantized_matvec
 from bigcode_cli.model import engine
-from bigcode_cli.model.quantize import BLOCK, QuantizedLinear, dequantize, quantize
+from bigcode_cli.model.quantize import QuantizedLinear, dequantize, quantize
 from bigcode_cli.paths import kernels_dir
 
 pytestmark = pytest.mark.skipif(kernel_build.find_compiler() is None, reason="no C compiler to build the kernel")
-
-
-def quantized_input(x: torch.Tensor) -> torch.Tensor:
-    """x (..., n) as the kernel sees it: per block of 32 values d * round(x / d), d = max|x| / 127 (float32 math)."""
-    n = x.shape[-1]
-    pad = (-n) % BLOCK
-    blocks = torch.nn.functional.pad(x.float(), (0, pad)).reshape(*x.shape[:-1], -1, BLOCK)
-    d = blocks.abs().amax(-1, keepdim=True) / 127
-    inv = torch.where(d != 0, 1.0 / d, torch.zeros_like(d))
-    q = torch.round(blocks * inv)
-    return (q.double() * d.double()).reshape(*x.shape[:-1], -1)[..., :n]
-
-
-def reference_linear(layer: QuantizedLinear, x: torch.Tensor) -> torch.Tensor:
-    """float64 dequantize-then-matmul of a QuantizedLinear applied to the kernel's view of x."""
-    y = quantized_input(x) @ dequantize(layer.quantized, torch.float64).T
-    return y + layer.bias.double() if layer.bias is not None else y
 
 
 @pytest.mark.parametrize("bits", [8, 4])
@@ -84,26 +68,6 @@ def _step_logits(runner, prompt: torch.Tensor, steps: torch.Tensor, before_steps
         return torch.cat([runner(steps[:, i : i + 1], cache=cache)[:, -1:].double() for i in range(steps.shape[1])], 1)
 
 
-class _ReferenceLinear(torch.nn.Module):
-    """Stands in for a QuantizedLinear: the kernel's quantized math in float64."""
-
-    def __init__(self, layer: QuantizedLinear) -> None:
-        super().__init__()
-        self.layer = layer
-
-    def forward(self, x):
-        return reference_linear(self.layer, x).to(x.dtype)
-
-
-def _use_reference_linears(runner) -> None:
-    # the steps only: the prefill ran in PyTorch (unquantized inputs) in both runs
-    model = runner.model
-    for name, module in list(model.named_modules()):
-        if isinstance(module, QuantizedLinear):
-            owner, _, attr = name.rpartition(".")
-            setattr(model.get_submodule(owner) if owner else model, attr, _ReferenceLinear(module))
-
-
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("dtype", ["int8", "int4"])
 @pytest.mark.parametrize("rows", [1, 3])
@@ -115,7 +79,7 @@ def test_kernel_steps_equal_the_pytorch_reference(checkpoints, case, dtype, rows
     got = _step_logits(ours, prompt, steps)
     reference = engine.load(path, "causal-lm", dtype=dtype, device="cpu")
     reference.decoder = None
-    expected = _step_logits(reference, prompt, steps, before_steps=_use_reference_linears)
+    expected = _step_logits(reference, prompt, steps, before_steps=use_reference_linears)
     # an input lying within float rounding of a rounding boundary may land one int8 level apart in the two
     # computations; that moves a logit by ~1e-3 at most here, while wrong math moves it by ~1e-1
     assert (got - expected).abs().max().item() <= 1e-4

@@ -1,8 +1,9 @@
 """The one generation loop behind `complete`, `generate`, `infill` and the REPL.
 
-Prefill the prompt once (batch 1), copy its cache into `num_samples` rows, then decode all samples
-in one batch, dropping rows as they finish. Text is streamed through a UTF-8 safe decoder, a stop
-matcher and an optional `edit` hook (FIM cleaning) before it reaches the caller's callback.
+Prefill the prompt once (batch 1), copy its cache into one cache per sample, then decode the samples
+as rows of one `Runner.step` (one pass over the weights for all of them), leaving out rows as they
+finish. Text is streamed through a UTF-8 safe decoder, a stop matcher and an optional `edit` hook (FIM
+cleaning) before it reaches the caller's callback.
 """
 
 from __future__ import annotations
@@ -141,6 +142,8 @@ def generate(runner: Runner, tokenizer: Tokenizer | None, prompt_ids: Sequence[i
     """
     import torch  # here, not at module level: settings and types of this module are used without torch (--server)
 
+    from bigcode_cli.model.runner import RowTokens
+
     if not prompt_ids:
         eos = tokenizer.eos_id if tokenizer is not None else runner.config.eos_token_id
         if eos is None:
@@ -162,14 +165,14 @@ def generate(runner: Runner, tokenizer: Tokenizer | None, prompt_ids: Sequence[i
             result.cached_tokens = cache.length
         else:
             cache = runner.new_cache(1, capacity)
-        kept = cache  # the one-row cache of the prompt (rows of later copies are dropped as samples end)
+        kept = cache  # the one-row cache of the prompt (sample 0's own when there is one sample)
         settings = contextlib.ExitStack()
         first = True  # no token chosen yet (Ctrl-C may land during the prefill)
         try:
             reused = cache.length if cache is not None else 0  # None: a runner that keeps no cache
             logits = runner(prompt[:, reused:], cache=cache, last_only=True)[:, -1]  # (1, V)
+            caches = cache.split(num_samples) if cache is not None else [None] * num_samples  # sample i's own
             if num_samples > 1:
-                cache = cache.repeat_batch(num_samples)
                 logits = logits.expand(num_samples, -1)
             seen = prompt.expand(num_samples, -1) if penalty else None
             active = list(range(num_samples))  # sample index of each cache row
@@ -200,17 +203,16 @@ def generate(runner: Runner, tokenizer: Tokenizer | None, prompt_ids: Sequence[i
                     break
                 if len(keep_rows) < len(active):
                     rows = torch.tensor(keep_rows, device=device)
-                    cache = cache.select(rows)
                     chosen = chosen.index_select(0, rows)
                     if seen is not None:
                         seen = seen.index_select(0, rows)
                     active = [active[r] for r in keep_rows]
-                step_ids = chosen.unsqueeze(1)  # (rows, 1)
                 if seen is not None:
-                    seen = torch.cat([seen, step_ids], dim=1)
+                    seen = torch.cat([seen, chosen.unsqueeze(1)], dim=1)
                 if len(samples[active[0]].token_ids) >= max_new_tokens:
                     break
-                logits = runner(step_ids, cache=cache, last_only=True)[:, -1]
+                logits = runner.step([RowTokens(caches[index], [samples[index].token_ids[-1]]) for index in active],
+                                     last_only=True)  # (rows, V)
         except KeyboardInterrupt:
             result.interrupted = True
         finally:

@@ -1,8 +1,9 @@
 """Decode steps of a causal LM on the CPU in one C call (bigcode_cli/kernels/decode_step.c).
 
-A decode step feeds one new token per row through every layer. On a CPU it is a chain of one-row
-matrix products bound by memory bandwidth, and short enough that dispatching ~15 PyTorch operations
-per layer from Python costs as much as the arithmetic. `CpuDecoder` hands the whole step to the
+A decode step feeds a few new tokens per row (one, or k to verify a draft) through every layer, each row
+with its own cache and position. On a CPU it is a chain of few-row matrix products bound by memory
+bandwidth, and short enough that dispatching ~15 PyTorch operations per layer from Python costs as much
+as the arithmetic. `CpuDecoder` hands the whole step to the
 kernel, which reads the model's own weight and cache tensors in place (no copies beyond float32
 versions of the biases and LayerNorm parameters). Prefill, padded batches and everything else stay in
 PyTorch; `attach` returns None when the kernel cannot serve a model (`refusal` says why), and the caller
@@ -53,9 +54,10 @@ def _library() -> ctypes.CDLL | None:
     lib.bigcode_workspace_new.argtypes = []
     lib.bigcode_workspace_free.restype = None
     lib.bigcode_workspace_free.argtypes = [ctypes.c_void_p]
-    lib.bigcode_decode_step.restype = ctypes.c_int
-    lib.bigcode_decode_step.argtypes = [ctypes.POINTER(_Model), ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
-                                        ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+    lib.bigcode_decode_rows.restype = ctypes.c_int
+    lib.bigcode_decode_rows.argtypes = [ctypes.POINTER(_Model), ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
+                                        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                        ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
     return lib
 
 
@@ -99,7 +101,6 @@ class CpuDecoder:
             layers=ctypes.cast(layers, ctypes.POINTER(_Layer)),
         )
         self._layers = layers
-        self._caches: tuple[tuple[int, ...], ctypes.Array] | None = None
         # more threads than usable cores only adds waits for descheduled ones (measured: 8 threads on 2 cores
         # made a step 7x slower)
         affinity = getattr(os, "sched_getaffinity", None)
@@ -138,32 +139,62 @@ class CpuDecoder:
             layer.is_contiguous() for layer in cache.layers)
 
     def __call__(self, input_ids: torch.Tensor, cache) -> torch.Tensor:
-        """Logits (B, 1, V) in float32 for one new token per row; the cache grows by one position."""
-        rows = input_ids.shape[0]
-        ids = input_ids.to(torch.int64).contiguous()
-        logits = torch.empty((rows, 1, self.vocab), dtype=torch.float32)
-        status = self.lib.bigcode_decode_step(ctypes.byref(self.model), self._workspace, rows, ids.data_ptr(),
-                                              cache.length, self._cache_pointers(cache), cache.capacity,
-                                              logits.data_ptr(), max(1, min(torch.get_num_threads(), self._cores)))
-        # on any failure the kernel wrote nothing: the cache is as it was and no logits are returned
+        """Logits (B, 1, V) in float32 for one new token per row of a batched cache; it grows by one position."""
+        rows, layer_count = input_ids.shape[0], self.n_layer
+        # row b's memory in layer l: the layer tensor's start plus b rows (can_run checked it is contiguous)
+        row_bytes = [layer.stride(0) * layer.element_size() for layer in cache.layers]
+        pointers = [cache.layers[l].data_ptr() + b * row_bytes[l] for b in range(rows) for l in range(layer_count)]
+        logits = self._run([1] * rows, [cache.length] * rows, [cache.capacity] * rows, pointers,
+                           input_ids.reshape(-1).tolist(), last_only=False)
+        cache.length += 1
+        return logits.unsqueeze(1)
+
+    def can_step(self, rows) -> bool:
+        """Whether every row of a Runner.step is a one-row KVCache this kernel reads (dtype, CPU, contiguous)."""
+        for row in rows:
+            layers = getattr(row.cache, "layers", None)
+            if not layers or len(layers) != self.n_layer or not isinstance(row.cache.length, int):
+                return False
+            first = layers[0]
+            if first.shape[0] != 1 or first.dtype != self.dtype or first.device.type != "cpu":
+                return False
+            if not all(layer.is_contiguous() for layer in layers):
+                return False
+        return len(rows) > 0
+
+    def step(self, rows, last_only: bool = False) -> torch.Tensor:
+        """Runner.step in the kernel: logits (sum k, V), or (R, V) with last_only; each row's cache grows by its k."""
+        counts = [len(row.tokens) for row in rows]
+        if min(counts) < 1:
+            raise ValueError("every row of a step needs at least one new token")
+        pointers = [layer.data_ptr() for row in rows for layer in row.cache.layers]
+        ids = [int(token) for row in rows for token in row.tokens]
+        logits = self._run(counts, [row.cache.length for row in rows], [row.cache.capacity for row in rows], pointers,
+                           ids, last_only)
+        for row, count in zip(rows, counts):
+            row.cache.length += count
+        return logits
+
+    def _run(self, counts: list[int], starts: list[int], capacities: list[int], pointers: list[int], ids: list[int],
+             last_only: bool) -> torch.Tensor:
+        """bigcode_decode_rows; the logits, or the error its status means (then it wrote nothing)."""
+        rows = len(counts)
+        int32s = ctypes.c_int32 * rows
+        logits = torch.empty((rows if last_only else len(ids), self.vocab), dtype=torch.float32)
+        status = self.lib.bigcode_decode_rows(
+            ctypes.byref(self.model), self._workspace, rows, int32s(*counts), int32s(*starts), int32s(*capacities),
+            (ctypes.c_void_p * len(pointers))(*pointers), (ctypes.c_int64 * len(ids))(*ids), logits.data_ptr(),
+            int(last_only), max(1, min(torch.get_num_threads(), self._cores)))
         if status == -1:
             raise BackendError("the C decode kernel ran out of memory for a step's buffers; free some memory, "
                                "or set BIGCODE_CPU_KERNEL=0 to decode in PyTorch")
         if status == -3:
             raise IndexError(f"token id out of range for a vocabulary of {self.vocab}")
         if status == -2:
-            raise IndexError(f"position {cache.length} is past the cache or the model's context")
+            raise IndexError("a row's new positions go past its cache or the model's context")
         if status != 0:
             raise ValueError(f"the C decode kernel refused a step of {rows} rows (status {status})")
-        cache.length += 1
         return logits
-
-    def _cache_pointers(self, cache) -> ctypes.Array:
-        # the same cache tensors are used step after step: build the pointer array once per set
-        key = tuple(layer.data_ptr() for layer in cache.layers)
-        if self._caches is None or self._caches[0] != key:
-            self._caches = (key, (ctypes.c_void_p * self.n_layer)(*key))
-        return self._caches[1]
 
 
 def _compute_dtype(model: torch.nn.Module) -> torch.dtype:

@@ -408,91 +408,7 @@ typedef struct {
     int B, mode, activation, rows_per_chunk, bf16;
 } Gemv;
 
-/* dot(w, x) over n values. One weight row is read front to back as a single stream (measured: about 1.4x
- * the bandwidth of interleaving several rows when rows are short), with four independent sums. */
-static inline float dot_f32(const float *w, const float *x, int n) {
-    vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-    int i = 0;
-    for (; i + 4 * VW <= n; i += 4 * VW) {
-        a0 += load_f32(w + i) * load_f32(x + i);
-        a1 += load_f32(w + i + VW) * load_f32(x + i + VW);
-        a2 += load_f32(w + i + 2 * VW) * load_f32(x + i + 2 * VW);
-        a3 += load_f32(w + i + 3 * VW) * load_f32(x + i + 3 * VW);
-    }
-    for (; i + VW <= n; i += VW) a0 += load_f32(w + i) * load_f32(x + i);
-    float tail = 0.0f;
-    for (; i < n; i++) tail += w[i] * x[i];
-    return hsum((a0 + a1) + (a2 + a3)) + tail;
-}
-
-#ifdef __AVX512BF16__
-/* bf16 pairs multiplied exactly and summed in fp32, 32 weights per instruction; `xb` is the input rounded
- * to bf16, as in PyTorch's bfloat16 matmuls */
-static inline float dot_bf16(const uint16_t *w, const bf16_input *xb, int n) {
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    int i = 0;
-    for (; i + 128 <= n; i += 128) {
-        a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(w + i), (__m512bh)_mm512_loadu_si512(xb + i));
-        a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512(w + i + 32), (__m512bh)_mm512_loadu_si512(xb + i + 32));
-        a2 = _mm512_dpbf16_ps(a2, (__m512bh)_mm512_loadu_si512(w + i + 64), (__m512bh)_mm512_loadu_si512(xb + i + 64));
-        a3 = _mm512_dpbf16_ps(a3, (__m512bh)_mm512_loadu_si512(w + i + 96), (__m512bh)_mm512_loadu_si512(xb + i + 96));
-    }
-    for (; i + 32 <= n; i += 32)
-        a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(w + i), (__m512bh)_mm512_loadu_si512(xb + i));
-    float tail = 0.0f;
-    for (; i < n; i++) tail += bf16_to_f32(w[i]) * bf16_to_f32(xb[i]);
-    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3))) + tail;
-}
-#elif defined(BF16_SPLIT)
-static inline vf lanes_as_f32(vu u) {
-    vf v;
-    memcpy(&v, &u, sizeof v);
-    return v;
-}
-
-/* the same products without bf16 instructions: the weights widened to fp32 (exactly) by shift and mask,
- * times the input already rounded to bf16, held as fp32 in split order (round_inputs); fp32 sums */
-static inline float dot_bf16(const uint16_t *w, const bf16_input *xr, int n) {
-    vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-    const vu high = (vu){0} + 0xffff0000u;
-    int i = 0;
-    for (; i + 4 * VW <= n; i += 4 * VW) {
-        vu u0, u1;
-        memcpy(&u0, w + i, sizeof u0);
-        memcpy(&u1, w + i + 2 * VW, sizeof u1);
-        a0 += lanes_as_f32(u0 << 16) * load_f32(xr + i);
-        a1 += lanes_as_f32(u0 & high) * load_f32(xr + i + VW);
-        a2 += lanes_as_f32(u1 << 16) * load_f32(xr + i + 2 * VW);
-        a3 += lanes_as_f32(u1 & high) * load_f32(xr + i + 3 * VW);
-    }
-    for (; i + 2 * VW <= n; i += 2 * VW) {
-        vu u;
-        memcpy(&u, w + i, sizeof u);
-        a0 += lanes_as_f32(u << 16) * load_f32(xr + i);
-        a1 += lanes_as_f32(u & high) * load_f32(xr + i + VW);
-    }
-    float tail = 0.0f;
-    for (; i < n; i++) tail += bf16_to_f32(w[i]) * xr[i];
-    return hsum((a0 + a1) + (a2 + a3)) + tail;
-}
-#else
-/* the same products without bf16 instructions: the weights widened to fp32 (exactly) times the input
- * already rounded to bf16 and held as fp32, fp32 sums */
-static inline float dot_bf16(const uint16_t *w, const bf16_input *xr, int n) {
-    vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-    int i = 0;
-    for (; i + 4 * VW <= n; i += 4 * VW) {
-        a0 += load_bf16(w + i) * load_f32(xr + i);
-        a1 += load_bf16(w + i + VW) * load_f32(xr + i + VW);
-        a2 += load_bf16(w + i + 2 * VW) * load_f32(xr + i + 2 * VW);
-        a3 += load_bf16(w + i + 3 * VW) * load_f32(xr + i + 3 * VW);
-    }
-    for (; i + VW <= n; i += VW) a0 += load_bf16(w + i) * load_f32(xr + i);
-    float tail = 0.0f;
-    for (; i < n; i++) tail += bf16_to_f32(w[i]) * xr[i];
-    return hsum((a0 + a1) + (a2 + a3)) + tail;
-}
-#endif
+#include "float_dots.h"
 
 /* Ask for the weights PREFETCH_BYTES past the start of `row`, as many bytes as a row has, within the `left`
  * bytes from `row` to the end of the chunk: with two cores the hardware prefetchers alone leave the memory bus idle between rows
@@ -505,20 +421,26 @@ static inline void prefetch_ahead(const char *row, long row_bytes, long left) {
     for (long at = PREFETCH_BYTES; at < PREFETCH_BYTES + row_bytes && at < left; at += 64) __builtin_prefetch(row + at);
 }
 
-/* y[b, o] for o in [r0, r1): dot(W[o], x[b]) (+ bias), then the output mode */
+/* y[b, o] for o in [r0, r1): dot(W[o], x[b]) (+ bias), then the output mode; the token rows in tiles that
+ * share each weight load (float_dots.h) */
 static void gemv_block(const Gemv *g, int r0, int r1) {
     const Linear *L = g->lin;
     const int n = L->in;
     const long row_bytes = (long)n * (g->bf16 ? 2 : 4);
+    const void *x = g->bf16 ? (const void *)g->xr : (const void *)g->x;
+    const long x_bytes = (long)n * (g->bf16 ? (long)sizeof(bf16_input) : (long)sizeof(float));
     for (int o = r0; o < r1; o++) {
         const float bias = L->b ? L->b[o] : 0.0f;
-        prefetch_ahead((const char *)L->w + (long)o * row_bytes, row_bytes, (long)(r1 - o) * row_bytes);
-        for (int b = 0; b < g->B; b++) { /* the row stays in L1 for the other inputs */
-            const float *x = g->x + (long)b * n;
-            float v = g->bf16 ? dot_bf16((const uint16_t *)L->w + (long)o * n, g->xr + (long)b * n, n)
-                              : dot_f32((const float *)L->w + (long)o * n, x, n);
-            float *y = g->y + (long)b * L->out + o;
-            *y = g->mode == OUT_ADD ? *y + v + bias : v + bias;
+        const char *w = (const char *)L->w + (long)o * row_bytes;
+        prefetch_ahead(w, row_bytes, (long)(r1 - o) * row_bytes);
+        for (int b0 = 0; b0 < g->B; b0 += DOT_TILE) { /* the row stays in L1 for the other tiles */
+            const int nr = g->B - b0 < DOT_TILE ? g->B - b0 : DOT_TILE;
+            float v[DOT_TILE];
+            dots_tile(w, g->bf16, (const char *)x + b0 * x_bytes, n, n, v, nr);
+            for (int r = 0; r < nr; r++) {
+                float *y = g->y + (long)(b0 + r) * L->out + o;
+                *y = g->mode == OUT_ADD ? *y + v[r] + bias : v[r] + bias;
+            }
         }
     }
     if (g->mode == OUT_ACT)
@@ -567,11 +489,13 @@ static void gemv(const Linear *lin, const float *x, void *xb, float *y, int B, i
 
 typedef struct {
     const Model *m;
-    const float *qkv;  /* (B, attn.out) */
-    const void *cache;
-    float *partial;    /* (B, H, blocks, 2 + D): max, sum, values */
-    float *scores;     /* per thread: multi-query, mq_scratch_floats; else ATTEND_BLOCK scores */
-    int B, length, capacity, blocks, head_groups;
+    const float *qkv;           /* (T, attn.out): the step's token rows */
+    void *const *cache;         /* (T,): the cache of this layer of each token's sequence */
+    const int32_t *length;      /* (T,): positions each token attends, its own included (causal) */
+    const int32_t *first_chunk; /* (T + 1,): chunks of the tokens before each */
+    float *partial;             /* (T, H, blocks, 2 + D): max, sum, values */
+    float *scores;              /* per thread: multi-query, mq_scratch_floats; else ATTEND_BLOCK scores */
+    int T, blocks, head_groups; /* blocks: of the longest token (the stride of `partial`) */
 } Attend;
 
 static inline __attribute__((always_inline)) vf load_kv(const void *base, long at, int bf16) {
@@ -583,7 +507,8 @@ static inline __attribute__((always_inline)) void attend_block(const Attend *a, 
     const Model *m = a->m;
     const int H = m->n_head, D = m->head_dim, n = s1 - s0, qkv_out = m->layers[0].attn.out;
     const long stride = m->multi_query ? 2L * D : 2L * H * D; /* from one position to the next */
-    const long base = (long)b * a->capacity * stride + (m->multi_query ? 0 : 2L * h0 * D);
+    const long base = m->multi_query ? 0 : 2L * h0 * D; /* within the token's own cache */
+    const void *cache = a->cache[b];
     const int nvec = D / VW;
     /* scores[hh * n + j] = q_h . k_(s0+j) * scale, four positions at a time for independent sums */
     for (int hh = 0; hh < nh; hh++) {
@@ -596,14 +521,14 @@ static inline __attribute__((always_inline)) void attend_block(const Attend *a, 
             vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
             for (int v = 0; v < nvec; v++) {
                 vf qv = load_f32(q + v * VW);
-                a0 += qv * load_kv(a->cache, at + v * VW, bf16);
-                a1 += qv * load_kv(a->cache, at + stride + v * VW, bf16);
-                a2 += qv * load_kv(a->cache, at + 2 * stride + v * VW, bf16);
-                a3 += qv * load_kv(a->cache, at + 3 * stride + v * VW, bf16);
+                a0 += qv * load_kv(cache, at + v * VW, bf16);
+                a1 += qv * load_kv(cache, at + stride + v * VW, bf16);
+                a2 += qv * load_kv(cache, at + 2 * stride + v * VW, bf16);
+                a3 += qv * load_kv(cache, at + 3 * stride + v * VW, bf16);
             }
             float t[4] = {0, 0, 0, 0};
             for (int d = nvec * VW; d < D; d++)
-                for (int k = 0; k < 4; k++) t[k] += q[d] * elem(a->cache, bf16, at + k * stride + d);
+                for (int k = 0; k < 4; k++) t[k] += q[d] * elem(cache, bf16, at + k * stride + d);
             sc[j] = (hsum(a0) + t[0]) * m->scale;
             sc[j + 1] = (hsum(a1) + t[1]) * m->scale;
             sc[j + 2] = (hsum(a2) + t[2]) * m->scale;
@@ -612,7 +537,7 @@ static inline __attribute__((always_inline)) void attend_block(const Attend *a, 
         for (; j < n; j++) {
             const long at = base + (long)(s0 + j) * stride;
             float t = 0.0f;
-            for (int d = 0; d < D; d++) t += q[d] * elem(a->cache, bf16, at + d);
+            for (int d = 0; d < D; d++) t += q[d] * elem(cache, bf16, at + d);
             sc[j] = t * m->scale;
         }
     }
@@ -639,16 +564,16 @@ static inline __attribute__((always_inline)) void attend_block(const Attend *a, 
             const long at = base + (long)(s0 + j) * stride + D;
             const float p0 = sc[j], p1 = sc[j + 1];
             for (int v = 0; v < nvec; v++) {
-                vf o = load_f32(out + v * VW) + p0 * load_kv(a->cache, at + v * VW, bf16) +
-                       p1 * load_kv(a->cache, at + stride + v * VW, bf16);
+                vf o = load_f32(out + v * VW) + p0 * load_kv(cache, at + v * VW, bf16) +
+                       p1 * load_kv(cache, at + stride + v * VW, bf16);
                 memcpy(out + v * VW, &o, sizeof o);
             }
             for (int d = nvec * VW; d < D; d++)
-                out[d] += p0 * elem(a->cache, bf16, at + d) + p1 * elem(a->cache, bf16, at + stride + d);
+                out[d] += p0 * elem(cache, bf16, at + d) + p1 * elem(cache, bf16, at + stride + d);
         }
         for (; j < n; j++) {
             const long at = base + (long)(s0 + j) * stride + D;
-            for (int d = 0; d < D; d++) out[d] += sc[j] * elem(a->cache, bf16, at + d);
+            for (int d = 0; d < D; d++) out[d] += sc[j] * elem(cache, bf16, at + d);
         }
     }
 }
@@ -670,17 +595,17 @@ static inline long mq_scratch_floats(const Model *m) {
  * attention, where no two heads share keys, keeps that way (attend_block). */
 /* heads h0 .. h0 + NH - 1, value vectors v0 .. v0 + NV - 1 of one block: sum_j p[j, h] * value_j, summed
  * in registers (NH and NV are constants at every call, so the tile is unrolled) */
-static inline __attribute__((always_inline)) void value_tile(const Attend *a, const float *sc, int HW, long base,
+static inline __attribute__((always_inline)) void value_tile(const Attend *a, const float *sc, int HW, const void *cache,
                                                              int s0, int n, int h0, int v0, float *parts,
                                                              long part_stride, const int NH, const int NV, int bf16) {
     const int D = a->m->head_dim;
     const long stride = 2L * D;
     vf o[3][4] = {{{0}}};
     for (int j = 0; j < n; j++) {
-        const long at = base + (long)(s0 + j) * stride + D + (long)v0 * VW;
+        const long at = (long)(s0 + j) * stride + D + (long)v0 * VW;
         const float *p = sc + (long)j * HW + h0;
         vf val[4];
-        for (int k = 0; k < NV; k++) val[k] = load_kv(a->cache, at + (long)k * VW, bf16);
+        for (int k = 0; k < NV; k++) val[k] = load_kv(cache, at + (long)k * VW, bf16);
         for (int hh = 0; hh < NH; hh++)
             for (int k = 0; k < NV; k++) o[hh][k] += p[hh] * val[k];
     }
@@ -694,7 +619,8 @@ static inline __attribute__((always_inline)) void attend_block_mq(const Attend *
     const Model *m = a->m;
     const int H = m->n_head, D = m->head_dim, n = s1 - s0, qkv_out = m->layers[0].attn.out;
     const int HV = (H + VW - 1) / VW, HW = HV * VW; /* head vectors, lanes */
-    const long stride = 2L * D, base = (long)b * a->capacity * stride;
+    const long stride = 2L * D, base = 0;
+    const void *cache = a->cache[b];
     const float *q = a->qkv + (long)b * qkv_out;
     float *qt = scratch, *sc = scratch + (long)D * HW; /* qt (D, HW); sc (n, HW) */
     for (int d = 0; d < D; d++) {
@@ -711,9 +637,9 @@ static inline __attribute__((always_inline)) void attend_block_mq(const Attend *
             for (int d = 0; d < D; d++) {
                 const vf q0 = load_f32(qt + (long)d * HW + g * VW);
                 const vf q1 = two ? load_f32(qt + (long)d * HW + (g + 1) * VW) : q0;
-                const float k0 = elem(a->cache, bf16, at + d), k1 = elem(a->cache, bf16, at + stride + d);
-                const float k2 = elem(a->cache, bf16, at + 2 * stride + d);
-                const float k3 = elem(a->cache, bf16, at + 3 * stride + d);
+                const float k0 = elem(cache, bf16, at + d), k1 = elem(cache, bf16, at + stride + d);
+                const float k2 = elem(cache, bf16, at + 2 * stride + d);
+                const float k3 = elem(cache, bf16, at + 3 * stride + d);
                 c00 += q0 * k0, c10 += q0 * k1, c20 += q0 * k2, c30 += q0 * k3;
                 c01 += q1 * k0, c11 += q1 * k1, c21 += q1 * k2, c31 += q1 * k3;
             }
@@ -729,7 +655,7 @@ static inline __attribute__((always_inline)) void attend_block_mq(const Attend *
             const long at = base + (long)(s0 + j) * stride;
             vf c0 = {0}, c1 = {0};
             for (int d = 0; d < D; d++) {
-                const float k = elem(a->cache, bf16, at + d);
+                const float k = elem(cache, bf16, at + d);
                 c0 += load_f32(qt + (long)d * HW + g * VW) * k;
                 if (two) c1 += load_f32(qt + (long)d * HW + (g + 1) * VW) * k;
             }
@@ -765,19 +691,19 @@ static inline __attribute__((always_inline)) void attend_block_mq(const Attend *
         int v0 = 0;
         for (; v0 + 4 <= nvec; v0 += 4) {
             if (nh == 3)
-                value_tile(a, sc, HW, base, s0, n, h0, v0, parts, part_stride, 3, 4, bf16);
+                value_tile(a, sc, HW, cache, s0, n, h0, v0, parts, part_stride, 3, 4, bf16);
             else
                 for (int hh = 0; hh < nh; hh++)
-                    value_tile(a, sc, HW, base, s0, n, h0 + hh, v0, parts, part_stride, 1, 4, bf16);
+                    value_tile(a, sc, HW, cache, s0, n, h0 + hh, v0, parts, part_stride, 1, 4, bf16);
         }
         for (; v0 < nvec; v0++)
             for (int hh = 0; hh < nh; hh++)
-                value_tile(a, sc, HW, base, s0, n, h0 + hh, v0, parts, part_stride, 1, 1, bf16);
+                value_tile(a, sc, HW, cache, s0, n, h0 + hh, v0, parts, part_stride, 1, 1, bf16);
         for (int d = nvec * VW; d < D; d++)
             for (int hh = 0; hh < nh; hh++) {
                 float t = 0.0f;
                 for (int j = 0; j < n; j++)
-                    t += sc[(long)j * HW + h0 + hh] * elem(a->cache, bf16, base + (long)(s0 + j) * stride + D + d);
+                    t += sc[(long)j * HW + h0 + hh] * elem(cache, bf16, base + (long)(s0 + j) * stride + D + d);
                 parts[(h0 + hh) * part_stride + 2 + d] = t;
             }
     }
@@ -785,10 +711,15 @@ static inline __attribute__((always_inline)) void attend_block_mq(const Attend *
 
 static void attend_chunk(const Job *job, int chunk, int thread) {
     const Attend *a = (const Attend *)job->args;
-    const int block = chunk % a->blocks, group = (chunk / a->blocks) % a->head_groups;
-    const int b = chunk / (a->blocks * a->head_groups);
+    int lo = 0, hi = a->T - 1; /* the token whose chunks hold `chunk` */
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) / 2;
+        if (a->first_chunk[mid] <= chunk) lo = mid; else hi = mid - 1;
+    }
+    const int b = lo, length = a->length[b], blocks = (length + ATTEND_BLOCK - 1) / ATTEND_BLOCK;
+    const int local = chunk - a->first_chunk[b], block = local % blocks, group = local / blocks;
     const int nh = a->m->n_head / a->head_groups, h0 = group * nh;
-    const int s0 = block * ATTEND_BLOCK, s1 = s0 + ATTEND_BLOCK < a->length ? s0 + ATTEND_BLOCK : a->length;
+    const int s0 = block * ATTEND_BLOCK, s1 = s0 + ATTEND_BLOCK < length ? s0 + ATTEND_BLOCK : length;
     if (a->m->multi_query) {
         float *scratch = a->scores + (long)thread * mq_scratch_floats(a->m);
         if (a->m->bf16)
@@ -804,17 +735,18 @@ static void attend_chunk(const Job *job, int chunk, int thread) {
         attend_block(a, b, h0, nh, s0, s1, scores, 0);
 }
 
-/* out[b, h*D:(h+1)*D] = softmax-weighted values, from the per-block partial results */
+/* out[t, h*D:(h+1)*D] = softmax-weighted values, from the per-block partial results */
 static void merge_blocks(const Attend *a, float *out) {
     const int H = a->m->n_head, D = a->m->head_dim, C = a->m->n_embd;
-    for (int b = 0; b < a->B; b++)
+    for (int b = 0; b < a->T; b++) {
+        const int blocks = (a->length[b] + ATTEND_BLOCK - 1) / ATTEND_BLOCK;
         for (int h = 0; h < H; h++) {
             const float *part = a->partial + ((long)b * H + h) * a->blocks * (2L + D);
             float best = -INFINITY, total = 0.0f;
-            for (int k = 0; k < a->blocks; k++) best = part[k * (2L + D)] > best ? part[k * (2L + D)] : best;
+            for (int k = 0; k < blocks; k++) best = part[k * (2L + D)] > best ? part[k * (2L + D)] : best;
             float *o = out + (long)b * C + (long)h * D;
             for (int d = 0; d < D; d++) o[d] = 0.0f;
-            for (int k = 0; k < a->blocks; k++) {
+            for (int k = 0; k < blocks; k++) {
                 const float *p = part + k * (2L + D);
                 const float w = expf(p[0] - best);
                 total += w * p[1];
@@ -822,28 +754,34 @@ static void merge_blocks(const Attend *a, float *out) {
             }
             for (int d = 0; d < D; d++) o[d] /= total;
         }
+    }
 }
 
-static void attend(const Model *m, const float *qkv, const void *cache, float *partial, float *scores, float *out,
-                   int B, int length, int capacity) {
-    const int blocks = (length + ATTEND_BLOCK - 1) / ATTEND_BLOCK, groups = m->multi_query ? 1 : m->n_head;
-    Attend a = {m, qkv, cache, partial, scores, B, length, capacity, blocks, groups};
-    run_job(attend_chunk, B * groups * blocks, &a);
+/* attention of T tokens, each over its own sequence's cache (`cache`, `length` per token); `first_chunk`
+ * (T + 1 values) is scratch */
+static void attend(const Model *m, const float *qkv, void *const *cache, const int32_t *length, int32_t *first_chunk,
+                   float *partial, float *scores, float *out, int T, int max_length) {
+    const int groups = m->multi_query ? 1 : m->n_head;
+    first_chunk[0] = 0;
+    for (int t = 0; t < T; t++) first_chunk[t + 1] = first_chunk[t] + groups * ((length[t] + ATTEND_BLOCK - 1) / ATTEND_BLOCK);
+    Attend a = {m, qkv, cache, length, first_chunk, partial, scores, T, (max_length + ATTEND_BLOCK - 1) / ATTEND_BLOCK,
+                groups};
+    run_job(attend_chunk, first_chunk[T], &a);
     merge_blocks(&a, out);
 }
 
-/* copy the new token's key and value of every row into the cache at `pos` */
-static void write_cache(const Model *m, const float *qkv, void *cache, int B, int pos, int capacity) {
+/* copy each token's key and value into its sequence's cache (`cache[t]`, this layer's) at its position */
+static void write_cache(const Model *m, const float *qkv, void *const *cache, const int32_t *pos, int T) {
     const int H = m->n_head, D = m->head_dim, C = m->n_embd, qkv_out = m->layers[0].attn.out;
-    for (int b = 0; b < B; b++) {
-        const float *row = qkv + (long)b * qkv_out;
+    for (int t = 0; t < T; t++) {
+        const float *row = qkv + (long)t * qkv_out;
         if (m->multi_query) {
-            long at = ((long)b * capacity + pos) * 2L * D;
-            for (int i = 0; i < 2 * D; i++) put(cache, m->bf16, at + i, row[C + i]);
+            const long at = (long)pos[t] * 2L * D;
+            for (int i = 0; i < 2 * D; i++) put(cache[t], m->bf16, at + i, row[C + i]);
         } else {
             for (int h = 0; h < H; h++) {
-                long at = (((long)b * capacity + pos) * H + h) * 2L * D;
-                for (int i = 0; i < 2 * D; i++) put(cache, m->bf16, at + i, row[(long)h * 3 * D + D + i]);
+                const long at = ((long)pos[t] * H + h) * 2L * D;
+                for (int i = 0; i < 2 * D; i++) put(cache[t], m->bf16, at + i, row[(long)h * 3 * D + D + i]);
             }
         }
     }
@@ -861,14 +799,15 @@ typedef struct {
 } Workspace;
 
 typedef struct {
-    float *x, *h, *att; /* (B, C): residual stream, normalised input, attention output */
-    float *qkv, *f;     /* (B, attn.out), (B, inner) */
-    void *xb;           /* bf16 weights: (B, widest matmul input) bf16_input values; quantized weights:
+    float *x, *h, *att; /* (T, C): residual stream, normalised input, attention output */
+    float *qkv, *f;     /* (T, attn.out), (T, inner) */
+    void *xb;           /* bf16 weights: (T, widest matmul input) bf16_input values; quantized weights:
                          * the input's int8 blocks and scales (quant_scratch_size); else unused */
-    float *partial;     /* (B, H, blocks, 2 + D): attention's per-block results */
+    float *partial;     /* (T, H, blocks, 2 + D): attention's per-block results */
     float *scores;      /* each thread's attention scratch (Attend.scores) */
+    int32_t *pos, *length, *first_chunk; /* (T,), (T,), (T + 1,): each token's position, attended length */
+    void **cache;       /* (T,): the cache of the current layer of each token's sequence */
 } Buffers;
-
 void *bigcode_workspace_new(void) { return calloc(1, sizeof(Workspace)); }
 
 void bigcode_workspace_free(void *workspace) {
@@ -879,13 +818,13 @@ void bigcode_workspace_free(void *workspace) {
 }
 
 #define BUFFER_ALIGN 64
-enum { N_BUFFERS = 8 };
+enum { N_BUFFERS = 12 };
 
 static size_t aligned_size(size_t n) { return (n + BUFFER_ALIGN - 1) / BUFFER_ALIGN * BUFFER_ALIGN; }
 
 /* point `out` into the workspace, growing it first if this step needs more; 0, or -1 without memory */
 static int reserve(Workspace *ws, const Model *m, int B, int length, int threads, Buffers *out) {
-    const size_t rows = (size_t)B, C = (size_t)m->n_embd, H = (size_t)m->n_head, D = (size_t)m->head_dim;
+    const size_t rows = (size_t)B, i32 = sizeof(int32_t), C = (size_t)m->n_embd, H = (size_t)m->n_head, D = (size_t)m->head_dim;
     const size_t widest = m->inner > m->n_embd ? (size_t)m->inner : C;
     const size_t blocks = ((size_t)length + ATTEND_BLOCK - 1) / ATTEND_BLOCK;
     const size_t f = sizeof(float);
@@ -894,6 +833,7 @@ static int reserve(Workspace *ws, const Model *m, int B, int length, int threads
         m->bf16 ? rows * widest * sizeof(bf16_input) : model_is_quantized(m) ? quant_scratch_size(B, (int)widest) : 0,
         rows * H * blocks * (2 + D) * f,
         (size_t)threads * (m->multi_query ? (size_t)mq_scratch_floats(m) : ATTEND_BLOCK) * f,
+        rows * i32, rows * i32, (rows + 1) * i32, rows * sizeof(void *),
     };
     size_t total = 0;
     for (int i = 0; i < N_BUFFERS; i++) total += aligned_size(sizes[i]);
@@ -910,66 +850,124 @@ static int reserve(Workspace *ws, const Model *m, int B, int length, int threads
         parts[i] = at;
         at += aligned_size(sizes[i]);
     }
-    *out = (Buffers){parts[0], parts[1], parts[2], parts[3], parts[4], parts[5], parts[6], parts[7]};
+    *out = (Buffers){parts[0], parts[1], parts[2], parts[3], parts[4], parts[5],  parts[6],
+                     parts[7], parts[8], parts[9], parts[10], parts[11]};
     return 0;
 }
 
 /* ------------------------------------------------------------------ the step */
 
-int bigcode_decode_abi(void) { return 3; }
+int bigcode_decode_abi(void) { return 4; }
 
-/* x[b] = wte[ids[b]] + wpe[pos] */
-static void embed_tokens(const Model *m, const int64_t *ids, int pos, float *x, int B) {
+#define MAX_STEP_ROWS 4096
+#define MAX_STEP_TOKENS 16384
+
+/* x[t] = wte[ids[t]] + wpe[pos[t]] */
+static void embed_tokens(const Model *m, const int64_t *ids, const int32_t *pos, float *x, int T) {
     const int C = m->n_embd;
-    for (int b = 0; b < B; b++) {
-        float *row = x + (long)b * C;
+    for (int t = 0; t < T; t++) {
+        float *row = x + (long)t * C;
         if (m->wte_quant != QUANT_NONE)
-            quant_embed_row(m->wte, m->wte_scales, m->wte_quant, ids[b], C, row);
+            quant_embed_row(m->wte, m->wte_scales, m->wte_quant, ids[t], C, row);
         else
-            for (int i = 0; i < C; i++) row[i] = elem(m->wte, m->bf16, ids[b] * (long)C + i);
-        for (int i = 0; i < C; i++) row[i] += elem(m->wpe, m->bf16, (long)pos * C + i);
+            for (int i = 0; i < C; i++) row[i] = elem(m->wte, m->bf16, ids[t] * (long)C + i);
+        for (int i = 0; i < C; i++) row[i] += elem(m->wpe, m->bf16, (long)pos[t] * C + i);
     }
 }
 
-/* Logits (B, vocab) of B rows each given one new token `ids[b]` at position `pos`, with `pos` positions
- * already cached; the new keys and values are written to the caches at `pos`. `workspace` comes from
- * bigcode_workspace_new. Returns 0, or -1 when the buffers could not be allocated, -2 for a position out of
- * range, -3 for a token id outside the vocabulary, -4 for a row count out of range; on any error nothing
- * (cache, logits) was written. Safe to call from several threads: steps run one after another. */
-static void decode_step(const Model *m, const Buffers *buf, int B, const int64_t *ids, int pos, void *const *caches,
-                        int capacity, float *logits);
+/* 0 when the rows describe a step this model can take, else the status bigcode_decode_rows returns */
+static int check_rows(const Model *m, int R, const int32_t *counts, const int32_t *starts, const int32_t *capacities,
+                      void *const *caches, const int64_t *ids, int *tokens) {
+    if (R < 1 || R > MAX_STEP_ROWS || !counts || !starts || !capacities || !caches || !ids) return -4;
+    long T = 0;
+    for (int r = 0; r < R; r++) {
+        if (counts[r] < 1 || counts[r] > MAX_STEP_TOKENS) return -4;
+        T += counts[r];
+        if (T > MAX_STEP_TOKENS) return -4;
+        /* positions starts[r] .. starts[r] + counts[r] - 1 must fit the row's cache and the model's context */
+        if (starts[r] < 0 || capacities[r] < 1 || starts[r] > capacities[r] - counts[r] ||
+            starts[r] > m->n_positions - counts[r])
+            return -2;
+        for (int l = 0; l < m->n_layer; l++)
+            if (!caches[(long)r * m->n_layer + l]) return -5;
+    }
+    for (long t = 0; t < T; t++)
+        if (ids[t] < 0 || ids[t] >= m->vocab) return -3;
+    if (m->n_layer > 0) /* two rows writing one cache would overwrite each other's keys */
+        for (int r = 0; r < R; r++)
+            for (int q = r + 1; q < R; q++)
+                if (caches[(long)r * m->n_layer] == caches[(long)q * m->n_layer]) return -5;
+    *tokens = (int)T;
+    return 0;
+}
 
-int bigcode_decode_step(const Model *m, void *workspace, int B, const int64_t *ids, int pos, void *const *caches,
-                        int capacity, float *logits, int threads) {
-    if (B < 1 || B > 4096 || !workspace) return -4;
-    if (pos < 0 || pos >= capacity || pos >= m->n_positions) return -2;
-    for (int b = 0; b < B; b++)
-        if (ids[b] < 0 || ids[b] >= m->vocab) return -3;
+static void decode_rows(const Model *m, const Buffers *buf, int R, const int32_t *counts, const int32_t *starts,
+                        void *const *caches, const int64_t *ids, int T, float *logits, int last_only);
+
+/* One step of R sequences ("rows"). Row r has its own cache: per layer l, caches[r * n_layer + l] points at
+ * its memory, multi-query (capacities[r], 2D), multi-head (capacities[r], H, 2D), in the model's float
+ * dtype; starts[r] positions of it are filled. It gets counts[r] >= 1 new tokens (ids, rows one after
+ * another, sum(counts) = T in all) at positions starts[r] .. starts[r] + counts[r] - 1, each attending to
+ * the row's cached positions and to the row's new tokens before it (causal); their keys and values are
+ * written to the row's cache. logits: (T, vocab) float32, or with last_only (R, vocab), each row's last
+ * token's. A row's results do not depend on the other rows of the step, bit for bit.
+ *
+ * `workspace` comes from bigcode_workspace_new. Returns 0, or -1 when the buffers could not be allocated, -2
+ * for a position outside a row's cache or the model's context, -3 for a token id outside the vocabulary, -4
+ * for a row or token count out of range, -5 for a missing cache or two rows given the same one; on any
+ * error nothing (cache, logits) was written. Safe to call from several threads: steps run one at a time. */
+int bigcode_decode_rows(const Model *m, void *workspace, int R, const int32_t *counts, const int32_t *starts,
+                        const int32_t *capacities, void *const *caches, const int64_t *ids, float *logits,
+                        int last_only, int threads) {
+    if (!workspace) return -4;
+    int T = 0;
+    const int problem = check_rows(m, R, counts, starts, capacities, caches, ids, &T);
+    if (problem != 0) return problem;
+    int longest = 0;
+    for (int r = 0; r < R; r++) longest = starts[r] + counts[r] > longest ? starts[r] + counts[r] : longest;
     pthread_mutex_lock(&step_lock);
     ensure_workers(threads < 1 ? 1 : threads);
     Buffers buf;
-    int status = reserve((Workspace *)workspace, m, B, pos + 1, atomic_load(&pool.active), &buf);
-    if (status == 0) decode_step(m, &buf, B, ids, pos, caches, capacity, logits);
+    int status = reserve((Workspace *)workspace, m, T, longest, atomic_load(&pool.active), &buf);
+    if (status == 0) decode_rows(m, &buf, R, counts, starts, caches, ids, T, logits, last_only);
     pthread_mutex_unlock(&step_lock);
     return status;
 }
 
-static void decode_step(const Model *m, const Buffers *buf, int B, const int64_t *ids, int pos, void *const *caches,
-                        int capacity, float *logits) {
+static void decode_rows(const Model *m, const Buffers *buf, int R, const int32_t *counts, const int32_t *starts,
+                        void *const *caches, const int64_t *ids, int T, float *logits, int last_only) {
     const int C = m->n_embd;
     float *x = buf->x, *h = buf->h, *att = buf->att, *qkv = buf->qkv, *f = buf->f;
-    embed_tokens(m, ids, pos, x, B);
+    int longest = 0;
+    for (int r = 0, t = 0; r < R; r++)
+        for (int j = 0; j < counts[r]; j++, t++) {
+            buf->pos[t] = starts[r] + j;
+            buf->length[t] = starts[r] + j + 1; /* its cached positions, the row's earlier new tokens, itself */
+            longest = buf->length[t] > longest ? buf->length[t] : longest;
+        }
+    embed_tokens(m, ids, buf->pos, x, T);
     for (int l = 0; l < m->n_layer; l++) {
         const Layer *L = &m->layers[l];
-        for (int b = 0; b < B; b++) layer_norm(x + (long)b * C, h + (long)b * C, C, L->ln1_w, L->ln1_b, m->eps);
-        gemv(&L->attn, h, buf->xb, qkv, B, OUT_STORE, 0, m->bf16);
-        write_cache(m, qkv, caches[l], B, pos, capacity);
-        attend(m, qkv, caches[l], buf->partial, buf->scores, att, B, pos + 1, capacity);
-        gemv(&L->proj, att, buf->xb, x, B, OUT_ADD, 0, m->bf16);
-        for (int b = 0; b < B; b++) layer_norm(x + (long)b * C, h + (long)b * C, C, L->ln2_w, L->ln2_b, m->eps);
-        gemv(&L->fc, h, buf->xb, f, B, OUT_ACT, m->activation, m->bf16);
-        gemv(&L->mlp_proj, f, buf->xb, x, B, OUT_ADD, 0, m->bf16);
+        for (int r = 0, t = 0; r < R; r++)
+            for (int j = 0; j < counts[r]; j++, t++) buf->cache[t] = caches[(long)r * m->n_layer + l];
+        for (int t = 0; t < T; t++) layer_norm(x + (long)t * C, h + (long)t * C, C, L->ln1_w, L->ln1_b, m->eps);
+        gemv(&L->attn, h, buf->xb, qkv, T, OUT_STORE, 0, m->bf16);
+        write_cache(m, qkv, buf->cache, buf->pos, T); /* every new key first: a row's later tokens read them */
+        attend(m, qkv, buf->cache, buf->length, buf->first_chunk, buf->partial, buf->scores, att, T, longest);
+        gemv(&L->proj, att, buf->xb, x, T, OUT_ADD, 0, m->bf16);
+        for (int t = 0; t < T; t++) layer_norm(x + (long)t * C, h + (long)t * C, C, L->ln2_w, L->ln2_b, m->eps);
+        gemv(&L->fc, h, buf->xb, f, T, OUT_ACT, m->activation, m->bf16);
+        gemv(&L->mlp_proj, f, buf->xb, x, T, OUT_ADD, 0, m->bf16);
     }
-    for (int b = 0; b < B; b++) layer_norm(x + (long)b * C, h + (long)b * C, C, m->lnf_w, m->lnf_b, m->eps);
-    gemv(&m->lm_head, h, buf->xb, logits, B, OUT_STORE, 0, m->bf16);
+    int out_rows = T;
+    if (last_only) { /* the residual rows of each row's last token, in row order */
+        out_rows = R;
+        for (int r = 0, t = 0; r < R; r++) {
+            t += counts[r];
+            layer_norm(x + (long)(t - 1) * C, h + (long)r * C, C, m->lnf_w, m->lnf_b, m->eps);
+        }
+    } else {
+        for (int t = 0; t < T; t++) layer_norm(x + (long)t * C, h + (long)t * C, C, m->lnf_w, m->lnf_b, m->eps);
+    }
+    gemv(&m->lm_head, h, buf->xb, logits, out_rows, OUT_STORE, 0, m->bf16);
 }

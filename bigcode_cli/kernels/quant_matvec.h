@@ -22,6 +22,10 @@
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 #define QUANT_AVX2 1
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
+/* two blocks per 512-bit vpdpbusd; an 8-bit weight's input is held as q + 128 (unsigned), see pair_weights */
+#define QUANT_VNNI512 1
+#endif
 #endif
 
 #define QK 32
@@ -56,7 +60,8 @@ static inline long quant_row_bytes(int quant, int in) {
 }
 
 /* x (n values) -> q (blocks * 32 int8, zero-padded) and d (blocks fp32 scales); on AVX2 also c (blocks * 8
- * int32): 8 * the sums of q's groups of four, what a 4-bit block's unsigned products overcount */
+ * int32): 8 * the sums of q's groups of four, what a 4-bit block's unsigned products overcount (negated
+ * with 512-bit VNNI) */
 static void quantize_input(const float *x, int n, int8_t *q, float *d, int32_t *c) {
     const int blocks = (n + QK - 1) / QK;
     for (int blk = 0; blk < blocks; blk++) {
@@ -69,8 +74,12 @@ static void quantize_input(const float *x, int n, int8_t *q, float *d, int32_t *
         for (int k = len; k < QK; k++) q[i0 + k] = 0;
 #ifdef QUANT_AVX2
         const __m256i a = _mm256_loadu_si256((const __m256i *)(q + i0));
-        _mm256_storeu_si256((__m256i *)(c + (long)blk * 8),
-                            _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), a), _mm256_set1_epi16(1)));
+        const __m256i eight_q = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), a), _mm256_set1_epi16(1));
+#ifdef QUANT_VNNI512 /* negated: the sums a 4-bit pair's vpdpbusd starts from */
+        _mm256_storeu_si256((__m256i *)(c + (long)blk * 8), _mm256_sub_epi32(_mm256_setzero_si256(), eight_q));
+#else
+        _mm256_storeu_si256((__m256i *)(c + (long)blk * 8), eight_q);
+#endif
 #else
         (void)c;
 #endif
@@ -85,48 +94,173 @@ static inline float hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-/* the eight int32 partial sums of the 32 products of an 8-bit block w * a, as floats (w in [-127, 127]) */
-static inline __m256 q8_products(const int8_t *w, const int8_t *a) {
-    const __m256i wv = _mm256_loadu_si256((const __m256i *)w), av = _mm256_loadu_si256((const __m256i *)a);
-    const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(av, wv));
-    return _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+/* The weight side of a block, prepared once for every token row of a tile: an 8-bit block's |w| (the
+ * unsigned operand) and w (whose signs move onto the input), or a 4-bit block's unsigned nibbles u */
+typedef struct {
+    __m256i u, w;
+} BlockWeights;
+
+static inline BlockWeights block_weights(const void *row, int quant, int blk) {
+    BlockWeights p;
+    if (quant == QUANT_Q8) {
+        p.w = _mm256_loadu_si256((const __m256i *)((const int8_t *)row + (long)blk * QK));
+        p.u = _mm256_sign_epi8(p.w, p.w);
+    } else {
+        const __m128i packed = _mm_loadu_si128((const __m128i *)((const uint8_t *)row + (long)blk * (QK / 2)));
+        p.u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), _mm256_set1_epi8(0x0f));
+        p.w = p.u;
+    }
+    return p;
 }
 
-/* the same for a 4-bit block (16 bytes: elements j and j + 16 in byte j): the unsigned nibbles u times a,
- * less the input's 8 * a (c), which is (u - 8) * a exactly */
-static inline __m256 q4_products(const uint8_t *w, const int8_t *a, const int32_t *c) {
-    const __m128i packed = _mm_loadu_si128((const __m128i *)w);
-    const __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), _mm256_set1_epi8(0x0f));
-    const __m256i sums = _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)a)),
-                                           _mm256_set1_epi16(1));
-    return _mm256_cvtepi32_ps(_mm256_sub_epi32(sums, _mm256_loadu_si256((const __m256i *)c)));
+/* the eight int32 sums of four consecutive products u * s each (no product pair overflows 16 bits: |s| <=
+ * 127, u <= 127); one instruction with AVX-512 VNNI, the same integers as vpmaddubsw + vpmaddwd */
+static inline __m256i four_product_sums(__m256i u, __m256i s) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+#else
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+#endif
 }
 
-static inline __m256 block_products(const void *row, int quant, const int8_t *xq, const int32_t *xc, int blk) {
-    if (quant == QUANT_Q8) return q8_products((const int8_t *)row + (long)blk * QK, xq + (long)blk * QK);
-    return q4_products((const uint8_t *)row + (long)blk * (QK / 2), xq + (long)blk * QK, xc + (long)blk * 8);
+/* the eight partial sums of a block's 32 products with the input a, as floats: 8-bit w * a, or for 4 bits
+ * the unsigned nibbles u times a less the input's 8 * a (c), which is (u - 8) * a exactly */
+static inline __m256 block_products(BlockWeights p, int quant, const int8_t *a, const int32_t *c) {
+    __m256i av = _mm256_loadu_si256((const __m256i *)a);
+#ifdef QUANT_VNNI512
+    if (quant == QUANT_Q8) av = _mm256_xor_si256(av, _mm256_set1_epi8((char)0x80)); /* back from q + 128 */
+#endif
+    if (quant == QUANT_Q8) return _mm256_cvtepi32_ps(four_product_sums(p.u, _mm256_sign_epi8(av, p.w)));
+#ifdef QUANT_VNNI512 /* c holds -8 * the sums */
+    return _mm256_cvtepi32_ps(_mm256_add_epi32(four_product_sums(p.u, av), _mm256_loadu_si256((const __m256i *)c)));
+#else
+    return _mm256_cvtepi32_ps(_mm256_sub_epi32(four_product_sums(p.u, av), _mm256_loadu_si256((const __m256i *)c)));
+#endif
 }
 
-/* sum over blocks of d_w * d_x * (integer dot of the block): the scales eight blocks at a time, two sums */
-static inline __attribute__((always_inline)) float quant_dot(const void *row, const uint16_t *ws, int quant,
+#ifdef QUANT_VNNI512
+/* Blocks blk and blk + 1 of a weight row as one 512-bit operand of vpdpbusd, and the sums to start from. 8-bit:
+ * the signed weights, with the input as q + 128 (unsigned; quant_gemv shifts it), so the sums start at
+ * -128 * (the weights' sums), made once here for every row of the tile: exactly sum(q * w). 4-bit: the
+ * unsigned nibbles in element order (each block's 16 low nibbles, then its 16 high ones), starting from
+ * the input's -8 * q sums (xc, negated in this build); `init` is unused. */
+static inline __m512i pair_weights(const void *row, int quant, int blk, __m512i *init) {
+    if (quant == QUANT_Q8) {
+        const __m512i w = _mm512_loadu_si512((const int8_t *)row + (long)blk * QK);
+        *init = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                 _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), w));
+        return w;
+    }
+    const __m256i packed = _mm256_loadu_si256((const __m256i *)((const uint8_t *)row + (long)blk * (QK / 2)));
+    const __m256i low = _mm256_and_si256(packed, _mm256_set1_epi8(0x0f));
+    const __m256i high = _mm256_and_si256(_mm256_srli_epi16(packed, 4), _mm256_set1_epi8(0x0f));
+    const __m512i lanes = _mm512_inserti64x4(_mm512_castsi256_si512(low), high, 1); /* lo A, lo B, hi A, hi B */
+    *init = _mm512_setzero_si512();
+    return _mm512_shuffle_i64x2(lanes, lanes, _MM_SHUFFLE(3, 1, 2, 0));
+}
+#endif
+
+#if defined(__AVX512F__)
+#define QUANT_TILE 4 /* two sums per row plus the shared weights fit the 32 registers */
+#else
+#define QUANT_TILE 2
+#endif
+
+/* out[r] = sum over blocks of d_w * d_x * (integer dot of the block) for token rows r < NR (xq, xd, xc of row
+ * r at r * its stride): per row the scales eight blocks at a time into two sums, the same order whatever NR
+ * is (batch invariance, as float_dots.h); each block's weights prepared once for the tile */
+static inline __attribute__((always_inline)) void quant_dots(const void *row, const uint16_t *ws, int quant,
                                                              const int8_t *xq, const float *xd, const int32_t *xc,
-                                                             int blocks) {
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    float scale[8] __attribute__((aligned(32)));
+                                                             int blocks, float *out, const int NR) {
+    const long qs = (long)blocks * QK, cs = (long)blocks * 8;
+    __m256 acc0[QUANT_TILE], acc1[QUANT_TILE];
+    for (int r = 0; r < NR; r++) acc0[r] = acc1[r] = _mm256_setzero_ps();
+    float scale[QUANT_TILE][8] __attribute__((aligned(32)));
     int blk = 0;
-    for (; blk + 8 <= blocks; blk += 8) {
-        _mm256_store_ps(scale, _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(ws + blk))),
-                                             _mm256_loadu_ps(xd + blk)));
-        for (int k = 0; k < 8; k += 2) {
-            acc0 = _mm256_fmadd_ps(_mm256_broadcast_ss(scale + k), block_products(row, quant, xq, xc, blk + k), acc0);
-            acc1 = _mm256_fmadd_ps(_mm256_broadcast_ss(scale + k + 1), block_products(row, quant, xq, xc, blk + k + 1),
-                                   acc1);
+#ifdef QUANT_VNNI512
+    __m512 wide0[QUANT_TILE], wide1[QUANT_TILE];
+    for (int r = 0; r < NR; r++) wide0[r] = wide1[r] = _mm512_setzero_ps();
+    for (; blk + 8 <= blocks; blk += 8) { /* four pairs of blocks: a pair's scales spread over its 8 + 8 lanes */
+        const __m256 wd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(ws + blk)));
+        __m512i w[4], init[4];
+        for (int k = 0; k < 4; k++) w[k] = pair_weights(row, quant, blk + 2 * k, &init[k]);
+        for (int r = 0; r < NR; r++) {
+            const __m512 sc = _mm512_castps256_ps512(_mm256_mul_ps(wd, _mm256_loadu_ps(xd + r * blocks + blk)));
+            for (int k = 0; k < 4; k++) {
+                const __m512i a = _mm512_loadu_si512(xq + r * qs + (long)(blk + 2 * k) * QK);
+                __m512i sums;
+                if (quant == QUANT_Q8) {
+                    sums = _mm512_dpbusd_epi32(init[k], a, w[k]);
+                } else {
+                    sums = _mm512_dpbusd_epi32(_mm512_loadu_si512(xc + r * cs + (long)(blk + 2 * k) * 8), w[k], a);
+                }
+                const __m512 pair_scale = _mm512_permutexvar_ps(
+                    _mm512_set_epi32(2 * k + 1, 2 * k + 1, 2 * k + 1, 2 * k + 1, 2 * k + 1, 2 * k + 1, 2 * k + 1, 2 * k + 1,
+                                     2 * k, 2 * k, 2 * k, 2 * k, 2 * k, 2 * k, 2 * k, 2 * k), sc);
+                if (k % 2 == 0)
+                    wide0[r] = _mm512_fmadd_ps(pair_scale, _mm512_cvtepi32_ps(sums), wide0[r]);
+                else
+                    wide1[r] = _mm512_fmadd_ps(pair_scale, _mm512_cvtepi32_ps(sums), wide1[r]);
+            }
         }
     }
-    for (; blk < blocks; blk++)
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half_to_float(ws[blk]) * xd[blk]), block_products(row, quant, xq, xc, blk),
-                               acc0);
-    return hsum256(_mm256_add_ps(acc0, acc1));
+#endif
+    for (; blk + 8 <= blocks; blk += 8) {
+        const __m256 wd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(ws + blk)));
+        for (int r = 0; r < NR; r++) _mm256_store_ps(scale[r], _mm256_mul_ps(wd, _mm256_loadu_ps(xd + r * blocks + blk)));
+        for (int k = 0; k < 8; k += 2) {
+            const BlockWeights p0 = block_weights(row, quant, blk + k), p1 = block_weights(row, quant, blk + k + 1);
+            for (int r = 0; r < NR; r++) {
+                const int8_t *a = xq + r * qs;
+                const int32_t *c = xc + r * cs;
+                acc0[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(scale[r] + k),
+                                          block_products(p0, quant, a + (long)(blk + k) * QK, c + (long)(blk + k) * 8),
+                                          acc0[r]);
+                acc1[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(scale[r] + k + 1),
+                                          block_products(p1, quant, a + (long)(blk + k + 1) * QK,
+                                                         c + (long)(blk + k + 1) * 8),
+                                          acc1[r]);
+            }
+        }
+    }
+    for (; blk < blocks; blk++) {
+        const BlockWeights p = block_weights(row, quant, blk);
+        const float wd = half_to_float(ws[blk]);
+        for (int r = 0; r < NR; r++)
+            acc0[r] = _mm256_fmadd_ps(_mm256_set1_ps(wd * xd[r * blocks + blk]),
+                                      block_products(p, quant, xq + r * qs + (long)blk * QK, xc + r * cs + (long)blk * 8),
+                                      acc0[r]);
+    }
+#ifdef QUANT_VNNI512
+    for (int r = 0; r < NR; r++) {
+        out[r] = _mm512_reduce_add_ps(_mm512_add_ps(wide0[r], wide1[r]));
+        if (blocks % 8 != 0) out[r] += hsum256(_mm256_add_ps(acc0[r], acc1[r])); /* the blocks past the pairs */
+    }
+#else
+    for (int r = 0; r < NR; r++) out[r] = hsum256(_mm256_add_ps(acc0[r], acc1[r]));
+#endif
+}
+
+/* out[r] for r < nr <= QUANT_TILE: the tile's size and the format made constants */
+static void quant_dots_tile(const void *row, const uint16_t *ws, int quant, const int8_t *xq, const float *xd,
+                            const int32_t *xc, int blocks, float *out, int nr) {
+#define QUANT_CASE(NR)                                                                                        \
+    case NR:                                                                                                  \
+        if (quant == QUANT_Q8)                                                                                \
+            quant_dots(row, ws, QUANT_Q8, xq, xd, xc, blocks, out, NR);                                       \
+        else                                                                                                  \
+            quant_dots(row, ws, QUANT_Q4, xq, xd, xc, blocks, out, NR);                                       \
+        return;
+    switch (nr) {
+        QUANT_CASE(1)
+        QUANT_CASE(2)
+#if QUANT_TILE > 2
+        QUANT_CASE(3)
+        QUANT_CASE(4)
+#endif
+    default: return;
+    }
+#undef QUANT_CASE
 }
 #else
 static inline int block_weight(const void *row, int quant, long i) { /* element i of a quantized row */
@@ -135,16 +269,19 @@ static inline int block_weight(const void *row, int quant, long i) { /* element 
     return (i % QK < QK / 2 ? byte & 0x0f : byte >> 4) - 8;
 }
 
-static inline float quant_dot(const void *row, const uint16_t *ws, int quant, const int8_t *xq, const float *xd,
-                              const int32_t *xc, int blocks) {
-    (void)xc;
+#define QUANT_TILE 1
+
+/* out[0]: the plain C loop, one token row at a time (the weight row stays in L1 for the next) */
+static void quant_dots_tile(const void *row, const uint16_t *ws, int quant, const int8_t *xq, const float *xd,
+                            const int32_t *xc, int blocks, float *out, int nr) {
+    (void)xc, (void)nr;
     float total = 0.0f;
     for (int blk = 0; blk < blocks; blk++) {
         int32_t sum = 0;
         for (int k = 0; k < QK; k++) sum += block_weight(row, quant, (long)blk * QK + k) * xq[(long)blk * QK + k];
         total += (half_to_float(ws[blk]) * xd[blk]) * (float)sum;
     }
-    return total;
+    out[0] = total;
 }
 #endif
 
@@ -170,14 +307,15 @@ static void quant_gemv_chunk(const Job *job, int chunk, int thread) {
         const uint16_t *ws = L->scales + (long)o * blocks;
         const float bias = L->b ? L->b[o] : 0.0f;
         prefetch_ahead((const char *)row, row_bytes, (long)(r1 - o) * row_bytes);
-        for (int b = 0; b < g->B; b++) {
-            const int8_t *xq = g->xq + (long)b * blocks * QK;
-            const int32_t *xc = g->xc + (long)b * blocks * 8;
-            const float *xd = g->xd + (long)b * blocks;
-            float v = quant == QUANT_Q8 ? quant_dot(row, ws, QUANT_Q8, xq, xd, xc, blocks)
-                                        : quant_dot(row, ws, QUANT_Q4, xq, xd, xc, blocks);
-            float *y = g->y + (long)b * L->out + o;
-            *y = g->mode == OUT_ADD ? *y + v + bias : v + bias;
+        for (int b0 = 0; b0 < g->B; b0 += QUANT_TILE) { /* the row stays in L1 for the other tiles */
+            const int nr = g->B - b0 < QUANT_TILE ? g->B - b0 : QUANT_TILE;
+            float v[QUANT_TILE];
+            quant_dots_tile(row, ws, quant, g->xq + (long)b0 * blocks * QK, g->xd + (long)b0 * blocks,
+                            g->xc + (long)b0 * blocks * 8, blocks, v, nr);
+            for (int r = 0; r < nr; r++) {
+                float *y = g->y + (long)(b0 + r) * L->out + o;
+                *y = g->mode == OUT_ADD ? *y + v[r] + bias : v[r] + bias;
+            }
         }
     }
     if (g->mode == OUT_ACT)
@@ -207,6 +345,10 @@ static void quant_gemv(const Linear *lin, const float *x, void *scratch, float *
     for (int b = 0; b < B; b++)
         quantize_input(x + (long)b * lin->in, lin->in, xq + (long)b * blocks * QK, xd + (long)b * blocks,
                        xc + (long)b * blocks * 8);
+#ifdef QUANT_VNNI512
+    if (lin->quant == QUANT_Q8) /* q + 128 as unsigned bytes (pair_weights) */
+        for (long i = 0; i < (long)B * blocks * QK; i++) xq[i] = (int8_t)((uint8_t)xq[i] ^ 0x80u);
+#endif
     QuantGemv g = {lin, xq, xc, xd, y, B, mode, activation, rows};
     run_job(quant_gemv_chunk, (lin->out + rows - 1) / rows, &g);
 }

@@ -36,9 +36,11 @@ class KVCache:
     multi-head (B, capacity, H, 2*D), the checkpoint's (n_head, 3, head_dim) layout minus the query.
     """
 
-    def __init__(self, layers: list[torch.Tensor]) -> None:
+    def __init__(self, layers: list[torch.Tensor], batch: tuple[KVCache, int] | None = None) -> None:
         self.layers = layers
         self.length = 0  # positions written so far
+        # a one-row cache made by `split`: (the cache whose rows hold its memory, its row there)
+        self.batch = batch
 
     @classmethod
     def allocate(cls, config: GPTBigCodeConfig, batch: int, capacity: int, *, dtype: torch.dtype,
@@ -60,6 +62,21 @@ class KVCache:
         """
         self.layers = [layer.expand(n, *layer.shape[1:]).clone() for layer in self.layers]
         return self
+
+    def split(self, n: int) -> list[KVCache]:
+        """n one-row caches, each holding this one-row cache's positions (this cache itself when n == 1).
+
+        Their memory is the rows of one new n-row cache (each row contiguous), so a step over all of them
+        in order can also run as one batched forward (see NativeRunner.step).
+        """
+        if n == 1:
+            return [self]
+        whole = KVCache([layer.expand(n, *layer.shape[1:]).clone() for layer in self.layers])
+        whole.length = self.length
+        rows = [KVCache([layer[i : i + 1] for layer in whole.layers], batch=(whole, i)) for i in range(n)]
+        for row in rows:
+            row.length = self.length
+        return rows
 
     def select(self, rows: torch.Tensor) -> KVCache:
         """Keep only the given batch rows, in that order (finished sequences dropped); returns this cache."""

@@ -5,14 +5,14 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 from bigcode_cli.model.attention import resolve_backend
 from bigcode_cli.model.config import GPTBigCodeConfig
 from bigcode_cli.model.gpt_bigcode import KVCache
-from bigcode_cli.model.runner import RunnerBase
+from bigcode_cli.model.runner import RowTokens, RunnerBase
 from bigcode_cli.model.runtime import resolve_dtype
 from bigcode_cli.model.weights import build_model, checkpoint_dtype, load_state_dict, use_input_major_weights
 from bigcode_cli.tasks import task as task_row
@@ -41,6 +41,19 @@ class NativeRunner(RunnerBase):
             return self.model(input_ids, attention_mask, cache, last_only)
         return self.model(input_ids, attention_mask)
 
+    def step(self, rows: Sequence[RowTokens], last_only: bool = False) -> torch.Tensor:
+        """Runner.step: in the C kernel (one pass over the weights for every row) where it serves, else PyTorch."""
+        if self.decoder is not None and self.decoder.can_step(rows):
+            return self.decoder.step(rows, last_only)
+        whole = _whole_batch(rows)
+        if whole is not None:  # every row of one split cache, alike: one batched forward computes them alike
+            ids = torch.tensor([list(row.tokens) for row in rows], dtype=torch.long, device=self.device)
+            logits = self.model(ids, None, whole, last_only)  # (R, k | 1, V)
+            for row in rows:
+                row.cache.length = whole.length
+            return logits.reshape(-1, logits.shape[-1]).float()
+        return super().step(rows, last_only)
+
     def decoding(self, rows: int) -> contextlib.AbstractContextManager:
         if self.decoder is None and self.device.type == "cpu" and rows == 1 and self.dtype == torch.float32:
             # PyTorch's fp32 one-row matmuls are bound by memory bandwidth, which a second thread does not add
@@ -59,6 +72,24 @@ class NativeRunner(RunnerBase):
         backend = resolve_backend(name, self.device, self.dtype)
         self.model.set_backend(backend)
         self.backend = backend.name
+
+
+def _whole_batch(rows: Sequence[RowTokens]) -> KVCache | None:
+    """The cache whose rows, in order, are exactly these rows' caches (KVCache.split), when they all stand at
+    one position with as many new tokens; else None."""
+    first = getattr(rows[0].cache, "batch", None) if rows else None
+    if first is None:
+        return None
+    whole = first[0]
+    if len(rows) != whole.layers[0].shape[0]:
+        return None
+    for i, row in enumerate(rows):
+        if getattr(row.cache, "batch", None) != (whole, i) or row.cache.length != rows[0].cache.length:
+            return None
+        if len(row.tokens) != len(rows[0].tokens):
+            return None
+    whole.length = rows[0].cache.length
+    return whole
 
 
 def load_state_dict_as(path: Path, dtype_name: str, device: torch.device) -> tuple[dict[str, torch.Tensor], torch.dtype]:

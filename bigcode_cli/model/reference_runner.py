@@ -5,6 +5,7 @@ The reference for parity checks, and a fallback. Fed positions from the attentio
 
 from __future__ import annotations
 
+import copy
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,11 @@ class TransformersCache:
     def select(self, rows: torch.Tensor) -> TransformersCache:
         self.cache.batch_select_indices(rows)
         return self
+
+    def split(self, n: int) -> list[TransformersCache]:
+        if n == 1:
+            return [self]
+        return [TransformersCache(copy.deepcopy(self.cache)) for _ in range(n)]
 
 
 def _cache_argument(model: Any) -> str:

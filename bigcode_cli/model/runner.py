@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, Sequence, runtime_checkable
 
 import torch
 
@@ -38,6 +38,17 @@ class Cache(Protocol):
         """Keep only the given rows, in that order (finished samples dropped); returns this cache."""
         ...
 
+    def split(self, n: int) -> list[Cache]:
+        """n one-row caches holding this one-row cache's positions, one per sequence (this cache when n == 1)."""
+        ...
+
+
+class RowTokens(NamedTuple):
+    """One sequence's part of a `Runner.step`: its own one-row cache and the 1..k new tokens it gets there."""
+
+    cache: Cache
+    tokens: Sequence[int]
+
 
 @runtime_checkable
 class Runner(Protocol):
@@ -60,6 +71,13 @@ class Runner(Protocol):
 
     def new_cache(self, batch: int, capacity: int) -> Cache:
         """An empty cache for `batch` sequences of up to `capacity` positions."""
+        ...
+
+    def step(self, rows: Sequence[RowTokens], last_only: bool = False) -> torch.Tensor:
+        """Logits (sum of the rows' k, V) in float32 of rows of a causal LM, each with its own cache and
+        position: row r's k new tokens attend causally to each other and to its cache, which grows by k.
+        With last_only (R, V), each row's last token's. In the C kernel a row's logits do not depend on the
+        other rows, bit for bit (batch invariance); PyTorch may batch rows that stand at one position."""
         ...
 
     def set_backend(self, name: str) -> None:
@@ -119,6 +137,14 @@ class RunnerBase:
     def decoding(self, rows: int) -> contextlib.AbstractContextManager:
         """No settings of its own (see Runner.decoding)."""
         return contextlib.nullcontext()
+
+    def step(self, rows: Sequence[RowTokens], last_only: bool = False) -> torch.Tensor:
+        """One forward per row (see Runner.step): each row computed alone, so alike in any company."""
+        outputs = []
+        for row in rows:
+            ids = torch.tensor([list(row.tokens)], dtype=torch.long, device=self.device)
+            outputs.append(self(ids, cache=row.cache, last_only=last_only)[0].float())  # (k | 1, V)
+        return torch.cat(outputs)
 
     @property
     def decode_path(self) -> str:
