@@ -211,3 +211,23 @@ def test_a_terminal_gets_a_progress_bar_and_the_table(tmp_path):
                           {**os.environ, "COLUMNS": "100"}, limit_s=120)
     assert "━" in shown  # rich's bar
     assert "pass@1" in shown and "0.00%" in shown
+
+
+def test_more_samples_than_a_batch_holds_go_in_batches_with_their_own_seeds(tmp_path, capsys, lm, no_execution,
+                                                                          monkeypatch):
+    # pass@10 needs n >= 10, and one decode takes at most MAX_SAMPLES rows: the rest is a second decode, seeded
+    # differently (the same seed twice would repeat the first batch's samples)
+    seen = []
+    real = completion.complete
+
+    def recording(runner, tokenizer, prefix, suffix, mode, settings, **kwargs):
+        seen.append((settings.num_samples, settings.sampling.seed))
+        return real(runner, tokenizer, prefix, suffix, mode, settings, **kwargs)
+
+    monkeypatch.setattr(completion, "complete", recording)
+    output = tmp_path / "samples.jsonl"
+    code = run(["eval", "humaneval", "--limit", "1", "-n", "10", "-t", "0.8", "--seed", "5", "--max-new-tokens", "2",
+                "-m", lm, "-o", str(output)])
+    assert code == 0, capsys.readouterr().err
+    assert seen == [(completion.MAX_SAMPLES, 5), (10 - completion.MAX_SAMPLES, 5 + completion.MAX_SAMPLES)]
+    assert len(_lines(output)) == 10

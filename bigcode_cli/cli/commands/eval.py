@@ -3,13 +3,14 @@ loaded here, a running server (`--server`) or completions made elsewhere (`--com
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from bigcode_cli import choices
 from bigcode_cli.cli.commands import options as o
 from bigcode_cli.cli.commands.option_groups import MODEL, with_options
+from bigcode_cli.terminal.model_choice import ModelChoice
 
 EvalTask = o.choice_enum("EvalTask", choices.EVAL_TASKS)
 
@@ -32,7 +33,7 @@ TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.1, help="Wall-cloc
 SummaryJsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")]
 
 
-@with_options(choice=MODEL)
+@with_options
 def eval_command(
     task: TaskArg,
     dataset: DatasetOpt = None,
@@ -51,7 +52,7 @@ def eval_command(
     timeout: TimeoutOpt = 10.0,
     json_out: SummaryJsonOpt = False,
     server: o.ServerOpt = None,
-    choice: Any = None,
+    choice: ModelChoice = MODEL,
 ) -> None:
     """Measure a model's correctness on TASK: pass@k over HumanEval (humaneval), fill-in-the-middle
     built from HumanEval's solutions (humaneval-infill-single, humaneval-infill-multi: exact match and

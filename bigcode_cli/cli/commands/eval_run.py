@@ -63,7 +63,7 @@ def _completer(request: EvalRequest, problems: list[Problem]) -> Generate:
 
     settings = make_settings(max_new_tokens=request.max_new_tokens, temperature=request.temperature, top_k=0,
                              top_p=request.top_p, repetition_penalty=1.0, seed=request.seed, stop=None,
-                             num_samples=request.num_samples, lines=None, block=False)
+                             num_samples=1, lines=None, block=False)  # per problem: eval.completer.batches
     url = server_url(request.server)
     if url is not None:
         from bigcode_cli.cli.commands.eval_server import server_completer

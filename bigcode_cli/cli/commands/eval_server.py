@@ -10,20 +10,19 @@ if TYPE_CHECKING:
     from bigcode_cli.eval.problem import Problem
     from bigcode_cli.generation.completion import CompletionSettings
 
-# samples asked for in one request: `bigcode serve` takes at most 8 (serve.schema.MAX_SAMPLES), and the
-# OpenAI API at most 4 stop strings (the rest are cut here by Problem.trim)
-SAMPLES_PER_REQUEST = 8
+# stop strings in one request: the OpenAI API takes at most 4 (the rest are cut here by Problem.trim); samples
+# go MAX_SAMPLES to a request (eval.completer.batches), as many as `bigcode serve` takes
 STOPS_PER_REQUEST = 4
 
 
-def request(problem: Problem, settings: CompletionSettings, samples: int) -> dict[str, Any]:
-    """The /v1/completions body for `samples` completions of a problem."""
+def request(problem: Problem, settings: CompletionSettings, samples: int, first: int = 0) -> dict[str, Any]:
+    """The /v1/completions body for `samples` completions of a problem (`first`: how many came before)."""
     from dataclasses import replace
 
     from bigcode_cli.cli.commands.server_client import request_body
     from bigcode_cli.eval.completer import problem_settings
 
-    asked = problem_settings(settings, problem, samples)
+    asked = problem_settings(settings, problem, samples, first)
     body = request_body(problem.prompt, problem.suffix, problem.mode,
                         replace(asked, stops=asked.stops[:STOPS_PER_REQUEST]), stream=False)
     body["bigcode"].pop("details", None)
@@ -33,12 +32,12 @@ def request(problem: Problem, settings: CompletionSettings, samples: int) -> dic
 def server_completer(url: str, settings: CompletionSettings) -> Generate:
     """generate(problem, n) through the server at `url`."""
     from bigcode_cli.cli.commands.server_client import completion_texts
+    from bigcode_cli.eval.completer import batches
 
     def generate(problem: Problem, samples: int) -> list[str]:
         texts: list[str] = []
-        while len(texts) < samples:
-            asked = min(SAMPLES_PER_REQUEST, samples - len(texts))
-            texts += completion_texts(url, request(problem, settings, asked))
+        for first, count in batches(samples):
+            texts += completion_texts(url, request(problem, settings, count, first))
         return [problem.trim(text) for text in texts]
 
     return generate
