@@ -189,7 +189,8 @@ class Runner:
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=TIMEOUT_S)
         shutil.rmtree(home, ignore_errors=True)
         output = done.stdout.decode("utf-8", "replace")
-        lines = output.splitlines()
+        # trailing spaces (a table's padding) are invisible in a terminal and lost by editors of the documents
+        lines = [line.rstrip() for line in output.splitlines()]
         while lines and not lines[-1].strip():
             lines.pop()
         return "".join(f"{line}\n" for line in lines), done.returncode

@@ -45,8 +45,8 @@ PLANTED = textwrap.dedent("""
         const char *mark = getenv("PLANTED_MARK");
         if (mark) close(open(mark, O_CREAT | O_WRONLY, 0600));
     }
-    int bigcode_decode_abi(void) { return 3; }
-""")
+    int bigcode_decode_abi(void) { return %d; }
+""" % decode_support.ABI_VERSION)
 
 
 def _python(code: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
@@ -187,7 +187,7 @@ def test_the_library_loaded_is_the_file_checked_even_if_its_path_is_swapped_afte
     """)
     done = _python(swap + LOAD, PLANTED_MARK=str(mark))
     assert done.returncode == 0, done.stderr
-    assert '"loaded": true' in done.stdout and '"abi": 3' in done.stdout
+    assert '"loaded": true' in done.stdout and f'"abi": {decode_support.ABI_VERSION}' in done.stdout
     assert not mark.exists()
 
 
