@@ -95,8 +95,8 @@ class Attention(nn.Module):
             dropout=config.attn_pdrop,
         )
 
-    def forward(self, x: torch.Tensor, step: Step, cache: torch.Tensor | None, last_only: bool = False) -> torch.Tensor:
-        # x (B, T, C) -> (B, T, C); with last_only (B, 1, C): keys and values of every position, query of the last
+    def forward(self, x: torch.Tensor, step: Step, cache: torch.Tensor | None, at: torch.Tensor | None = None) -> torch.Tensor:
+        # x (B, T, C) -> (B, T, C); with `at` (B,) (B, 1, C): keys and values of every position, query of row b at at[b]
         B, T, _ = x.shape
         H, D = self.n_head, self.head_dim
         qkv = self.c_attn(x)
@@ -112,8 +112,8 @@ class Attention(nn.Module):
             cache[:, step.start : end] = kv
             kv = cache[:, :end]  # (B, S, 2D) | (B, S, H, 2D)
         key, value = kv[..., :D], kv[..., D:]
-        if last_only:
-            query = query[:, -1:]
+        if at is not None:
+            query = _take(query, at)  # (B, 1, H, D)
         out = step.attend(query, key, value, step.mask, self.spec, self.training)  # (B, T|1, C)
         return self.resid_dropout(self.c_proj(out))
 
@@ -139,11 +139,16 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, step: Step, cache: torch.Tensor | None, last_only: bool = False) -> torch.Tensor:
-        # (B, T, C) -> (B, T, C), or (B, 1, C) for the last position only (still caching every position)
-        attended = self.attn(self.ln_1(x), step, cache, last_only)
-        x = (x[:, -1:] if last_only else x) + attended
+    def forward(self, x: torch.Tensor, step: Step, cache: torch.Tensor | None, at: torch.Tensor | None = None) -> torch.Tensor:
+        # (B, T, C) -> (B, T, C), or (B, 1, C) for position at[b] of each row only (still caching every position)
+        attended = self.attn(self.ln_1(x), step, cache, at)
+        x = (x if at is None else _take(x, at)) + attended
         return x + self.mlp(self.ln_2(x))
+
+
+def _take(x: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+    # x (B, T, ...) -> (B, 1, ...): position at[b] of each row b
+    return x[torch.arange(x.shape[0], device=x.device), at].unsqueeze(1)
 
 
 def _mask_info(attention_mask: torch.Tensor | None, T: int, start: int, device: torch.device) -> MaskInfo:
@@ -161,14 +166,18 @@ def _mask_info(attention_mask: torch.Tensor | None, T: int, start: int, device: 
     key_valid = attention_mask.bool()  # (B, S)
     # a padding query attends to itself only, so no row is empty and no NaN can reach real tokens
     allowed = (causal.unsqueeze(0) & key_valid.unsqueeze(1)) | (key_pos == query_pos).unsqueeze(0)  # (B, T, S)
-    return MaskInfo(allowed, key_valid, False)
+    return MaskInfo(allowed, key_valid, False, key_valid[:, start:])
 
 
-def _last_query(info: MaskInfo) -> MaskInfo:
-    # the mask of the last query position alone: causal lets it see every key, so only padding remains
-    if info.key_valid is None:
+def _query_at(info: MaskInfo, at: torch.Tensor) -> MaskInfo:
+    # the mask of one real query per row, at position at[b] of the T new ones: (B, 1, S), or none when it sees every key
+    if info.allowed is None:
+        return info  # one new token (T == 1) sees every cached position
+    B = at.shape[0]
+    allowed = info.allowed.expand(B, *info.allowed.shape[1:])[torch.arange(B, device=at.device), at].unsqueeze(1)
+    if bool(allowed.all()):
         return MaskInfo(None, None, False)
-    return MaskInfo(info.allowed[:, -1:], info.key_valid, False)
+    return MaskInfo(allowed, allowed[:, 0], False, None)
 
 
 def _positions(attention_mask: torch.Tensor | None, T: int, start: int, device: torch.device) -> torch.Tensor:
@@ -194,30 +203,34 @@ class GPTBigCodeModel(nn.Module):
         self.backend: Backend = BACKENDS["sdpa"]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
+                cache: KVCache | None = None, last_only: bool = False, at: torch.Tensor | None = None) -> torch.Tensor:
         # input_ids (B, T); attention_mask (B, start + T) or None; -> hidden states (B, T, C)
-        # last_only: (B, 1, C) of the last position; the final block then runs its query, attention output
-        # and MLP for that position alone (every position's keys and values are still computed and cached)
-        T = input_ids.shape[1]
+        # at (B,): (B, 1, C) of position at[b] of each row (last_only: the last position); the final block then
+        # runs its query, attention output and MLP for that position alone (every position's keys and values
+        # are still computed and cached)
+        B, T = input_ids.shape
         start = cache.length if cache is not None else 0
         device = input_ids.device
+        if last_only:
+            at = torch.full((B,), T - 1, dtype=torch.long, device=device)
         info = _mask_info(attention_mask, T, start, device)
         n_head, multi_query = self.config.n_head, self.config.multi_query
         step = Step(self.backend.attend, self.backend.prepare(info, n_head, multi_query), start)
-        final_step = step
-        if last_only and T > 1:
-            final_step = Step(self.backend.attend, self.backend.prepare(_last_query(info), n_head, multi_query), start)
+        if at is not None and T > 1:
+            final_step = Step(self.backend.attend, self.backend.prepare(_query_at(info, at), n_head, multi_query), start)
+        else:
+            final_step, at = step, None  # one new position: the whole block is already that position's
         x = self.drop(self.wte(input_ids) + self.wpe(_positions(attention_mask, T, start, device)))
         layers = cache.layers if cache is not None else [None] * len(self.h)
         last = len(self.h) - 1
         for i, (block, layer_cache) in enumerate(zip(self.h, layers)):
-            if i == last and final_step is not step:
-                x = block(x, final_step, layer_cache, last_only=True)
+            if i == last:
+                x = block(x, final_step, layer_cache, at)
             else:
                 x = block(x, step, layer_cache)
         if cache is not None:
             cache.length = start + T
-        return self.ln_f(x[:, -1:] if last_only else x)
+        return self.ln_f(x)
 
 
 class GPTBigCodePreTrained(nn.Module):
@@ -284,6 +297,27 @@ def last_token_index(input_ids: torch.Tensor, attention_mask: torch.Tensor | Non
     return (index * real).argmax(-1)
 
 
+def front_aligned(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(ids with each row's real tokens moved to the front, (B,) lengths) when every row's real tokens are one
+    non-empty run (left or right padding); else None.
+
+    Front-aligned, a real token is preceded only by real tokens, so causal attention alone keeps padding out:
+    no padding mask, and attention skips the blocks above the diagonal.
+    """
+    B, T = input_ids.shape
+    real = attention_mask.bool()
+    lengths = real.sum(-1)  # (B,)
+    index = torch.arange(T, device=input_ids.device)
+    first = (real * (T - index)).argmax(-1)  # (B,) first real position (the largest weight T - t)
+    last = (real * index).argmax(-1)
+    if not bool(((lengths > 0) & (last - first + 1 == lengths)).all()):
+        return None
+    # row b takes its positions first[b], first[b] + 1, ...; past its end it repeats its last token, which
+    # only positions after every real one ever see
+    take = torch.minimum(first.unsqueeze(1) + index, last.unsqueeze(1))  # (B, T)
+    return input_ids.gather(1, take), lengths
+
+
 class GPTBigCodeForSequenceClassification(GPTBigCodePreTrained):
     """One score per label for the whole sequence, read at its last real token (like transformers)."""
 
@@ -294,15 +328,13 @@ class GPTBigCodeForSequenceClassification(GPTBigCodePreTrained):
         self.score = nn.Linear(config.n_embd, config.num_labels, bias=False)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        # (B, T) -> logits (B, num_labels)
+        # (B, T) -> logits (B, num_labels); the final block's query, MLP and ln_f run at the pooled position alone
+        aligned = front_aligned(input_ids, attention_mask) if attention_mask is not None else None
+        if aligned is not None:
+            ids, lengths = aligned  # padded rows front-aligned: causal attention, no padding mask
+            return self.score(self.transformer(ids, at=lengths - 1)[:, 0])  # (B, C) -> (B, L)
         last = last_token_index(input_ids, attention_mask, self.config.pad_token_id)
-        if bool((last == input_ids.shape[1] - 1).all()):
-            # every row ends at the last position (left padding, as the batcher pads): the final block's
-            # query, MLP and ln_f run for that position alone
-            return self.score(self.transformer(input_ids, attention_mask, last_only=True)[:, -1])  # (B, C) -> (B, L)
-        hidden = self.transformer(input_ids, attention_mask)  # (B, T, C)
-        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, C)
-        return self.score(pooled)
+        return self.score(self.transformer(input_ids, attention_mask, at=last)[:, 0])
 
 
 class GPTBigCodeForTokenClassification(GPTBigCodePreTrained):
