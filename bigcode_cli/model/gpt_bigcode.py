@@ -17,13 +17,13 @@ from bigcode_cli.model.attention import BACKENDS, AttentionSpec, Backend, MaskIn
 from bigcode_cli.model.config import GPTBigCodeConfig
 from bigcode_cli.tasks import task as task_row
 
-# the function behind each kind of bigcode_cli.choices.ACTIVATIONS
+# the function behind each kind of bigcode_cli.choices.ACTIVATIONS: (returns a new tensor, overwrites its input)
 _ACTIVATION_FUNCTIONS = {
-    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu": F.gelu,
-    "relu": F.relu,
-    "silu": F.silu,
-    "tanh": torch.tanh,
+    "gelu_tanh": (lambda x: F.gelu(x, approximate="tanh"), lambda x: torch.ops.aten.gelu_(x, approximate="tanh")),
+    "gelu": (F.gelu, torch.ops.aten.gelu_),
+    "relu": (F.relu, torch.relu_),
+    "silu": (F.silu, lambda x: F.silu(x, inplace=True)),
+    "tanh": (torch.tanh, torch.tanh_),
 }
 
 
@@ -123,12 +123,15 @@ class MLP(nn.Module):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, config.inner_dim)
         self.c_proj = nn.Linear(config.inner_dim, config.n_embd)
-        self.act = _ACTIVATION_FUNCTIONS[ACTIVATIONS[config.activation_function]]
+        self.act, self.act_ = _ACTIVATION_FUNCTIONS[ACTIVATIONS[config.activation_function]]
         self.dropout = nn.Dropout(config.resid_pdrop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # (B, T, C) -> (B, T, 4C) -> (B, T, C)
-        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+        # (B, T, C) -> (B, T, 4C) -> (B, T, C); without autograd the activation overwrites c_fc's output: one
+        # (B, T, 4C) buffer fewer to allocate (on a CPU a fresh large buffer costs a page fault per page)
+        hidden = self.c_fc(x)
+        hidden = self.act(hidden) if torch.is_grad_enabled() else self.act_(hidden)
+        return self.dropout(self.c_proj(hidden))
 
 
 class Block(nn.Module):
@@ -141,9 +144,9 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, step: Step, cache: torch.Tensor | None, at: torch.Tensor | None = None) -> torch.Tensor:
         # (B, T, C) -> (B, T, C), or (B, 1, C) for position at[b] of each row only (still caching every position)
-        attended = self.attn(self.ln_1(x), step, cache, at)
-        x = (x if at is None else _take(x, at)) + attended
-        return x + self.mlp(self.ln_2(x))
+        # the residual sums go into the sublayers' fresh outputs, which nothing else holds
+        x = self.attn(self.ln_1(x), step, cache, at).add_(x if at is None else _take(x, at))
+        return self.mlp(self.ln_2(x)).add_(x)
 
 
 def _take(x: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
