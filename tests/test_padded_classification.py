@@ -87,3 +87,27 @@ def test_a_mask_with_a_hole_keeps_the_mask_and_equals_transformers(classifiers, 
         got, want = ours(ids, mask), ref(ids, mask)
     assert (got - want).abs().max().item() <= FP32_TOL
     assert not seen[0].causal and seen[0].key_valid is not None
+
+
+def test_the_projections_and_the_mlp_see_real_tokens_only(classifiers):
+    ours = engine.load(classifiers[True], "sequence-classification", attn="sdpa", device="cpu")
+    rows = []
+    for block in ours.model.transformer.h:
+        block.attn.c_attn.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[0]))
+        block.mlp.c_fc.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[0]))
+    ids, mask = _batch([9, 4, 13, 1, 13], "left")
+    with torch.inference_mode():
+        ours(ids, mask)
+    assert rows == [40] * 5 + [5]  # 9+4+13+1+13 packed tokens; the final block's MLP runs for the 5 pooled rows
+
+
+@pytest.mark.parametrize("width", [1, 2])
+def test_rows_of_one_token_equal_transformers(classifiers, width):
+    path = classifiers[False]
+    ours = engine.load(path, "sequence-classification", attn="sdpa", device="cpu")
+    ref = engine.load(path, "sequence-classification", engine="transformers", attn="sdpa", device="cpu")
+    ids, mask = _batch([1, 1, width], "left")
+    with torch.inference_mode():
+        got, want = ours(ids, mask), ref(ids, mask)
+    assert got.shape == (3, 3)
+    assert (got - want).abs().max().item() <= FP32_TOL

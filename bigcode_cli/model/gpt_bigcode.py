@@ -67,12 +67,42 @@ class KVCache:
         return self
 
 
+class Packing(NamedTuple):
+    """Front-aligned rows (see front_aligned) held as their real tokens only: (N, ...) between the attentions,
+    so LayerNorms, projections and the MLP skip the padding; (B, T, ...) inside them, padded with zeros."""
+
+    keep: torch.Tensor  # (N,) flat index into B*T of each real token, row by row
+    starts: torch.Tensor  # (B,) packed index of each row's first token
+    batch: int
+    width: int
+
+    @classmethod
+    def of(cls, lengths: torch.Tensor, width: int) -> Packing:
+        """The packing of rows whose first lengths[b] positions are real."""
+        real = torch.arange(width, device=lengths.device) < lengths.unsqueeze(1)  # (B, T)
+        return cls(real.view(-1).nonzero().squeeze(1), lengths.cumsum(0) - lengths, lengths.shape[0], width)
+
+    def pack(self, t: torch.Tensor) -> torch.Tensor:
+        # (B, T, ...) -> (N, ...)
+        return t.reshape(self.batch * self.width, *t.shape[2:]).index_select(0, self.keep)
+
+    def unpack(self, t: torch.Tensor) -> torch.Tensor:
+        # (N, F) -> (B, T, F), zeros at padding (which causal attention shows to padding queries only)
+        out = t.new_zeros(self.batch * self.width, t.shape[-1])
+        return out.index_copy_(0, self.keep, t).view(self.batch, self.width, -1)
+
+    def take(self, t: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+        # (N, ...) -> (B, 1, ...): position at[b] of each row b
+        return t.index_select(0, self.starts + at).unsqueeze(1)
+
+
 class Step(NamedTuple):
-    """What every layer of one forward shares: the backend, its prepared mask and the cache position."""
+    """What every layer of one forward shares: the backend, its prepared mask, the cache position, the packing."""
 
     attend: Any
     mask: Any
     start: int  # first position written by this forward
+    packing: Packing | None = None  # hidden states between the attentions are (N, C) real tokens, not (B, T, C)
 
 
 class Attention(nn.Module):
@@ -96,10 +126,13 @@ class Attention(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, step: Step, cache: torch.Tensor | None, at: torch.Tensor | None = None) -> torch.Tensor:
-        # x (B, T, C) -> (B, T, C); with `at` (B,) (B, 1, C): keys and values of every position, query of row b at at[b]
-        B, T, _ = x.shape
+        # x (B, T, C) or packed (N, C) -> the same; with `at` (B,) (B, 1, C): keys and values of every position,
+        # the query of row b at at[b] only
         H, D = self.n_head, self.head_dim
         qkv = self.c_attn(x)
+        if step.packing is not None:
+            qkv = step.packing.unpack(qkv)  # (N, C + 2 kv) -> (B, T, C + 2 kv)
+        B, T, _ = qkv.shape
         if self.multi_query:
             query = qkv[..., : self.n_embd].view(B, T, H, D)
             kv = qkv[..., self.n_embd :]  # (B, T, 2D)
@@ -115,6 +148,8 @@ class Attention(nn.Module):
         if at is not None:
             query = _take(query, at)  # (B, 1, H, D)
         out = step.attend(query, key, value, step.mask, self.spec, self.training)  # (B, T|1, C)
+        if step.packing is not None and at is None:
+            out = step.packing.pack(out)  # (N, C)
         return self.resid_dropout(self.c_proj(out))
 
 
@@ -143,9 +178,13 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, step: Step, cache: torch.Tensor | None, at: torch.Tensor | None = None) -> torch.Tensor:
-        # (B, T, C) -> (B, T, C), or (B, 1, C) for position at[b] of each row only (still caching every position)
-        # the residual sums go into the sublayers' fresh outputs, which nothing else holds
-        x = self.attn(self.ln_1(x), step, cache, at).add_(x if at is None else _take(x, at))
+        # (B, T, C) or packed (N, C) -> the same, or (B, 1, C) for position at[b] of each row only (still caching
+        # every position); the residual sums go into the sublayers' fresh outputs, which nothing else holds
+        if at is not None:
+            residual = _take(x, at) if step.packing is None else step.packing.take(x, at)
+        else:
+            residual = x
+        x = self.attn(self.ln_1(x), step, cache, at).add_(residual)
         return self.mlp(self.ln_2(x)).add_(x)
 
 
@@ -206,11 +245,14 @@ class GPTBigCodeModel(nn.Module):
         self.backend: Backend = BACKENDS["sdpa"]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                cache: KVCache | None = None, last_only: bool = False, at: torch.Tensor | None = None) -> torch.Tensor:
+                cache: KVCache | None = None, last_only: bool = False, at: torch.Tensor | None = None,
+                lengths: torch.Tensor | None = None) -> torch.Tensor:
         # input_ids (B, T); attention_mask (B, start + T) or None; -> hidden states (B, T, C)
         # at (B,): (B, 1, C) of position at[b] of each row (last_only: the last position); the final block then
         # runs its query, attention output and MLP for that position alone (every position's keys and values
         # are still computed and cached)
+        # lengths (B,): the rows are front-aligned, real for their first lengths[b] positions (no mask, no cache):
+        # computed packed (Packing); without `at` the result is packed too, (N, C)
         B, T = input_ids.shape
         start = cache.length if cache is not None else 0
         device = input_ids.device
@@ -218,12 +260,17 @@ class GPTBigCodeModel(nn.Module):
             at = torch.full((B,), T - 1, dtype=torch.long, device=device)
         info = _mask_info(attention_mask, T, start, device)
         n_head, multi_query = self.config.n_head, self.config.multi_query
-        step = Step(self.backend.attend, self.backend.prepare(info, n_head, multi_query), start)
-        if at is not None and T > 1:
-            final_step = Step(self.backend.attend, self.backend.prepare(_query_at(info, at), n_head, multi_query), start)
+        packing = Packing.of(lengths, T) if lengths is not None else None
+        step = Step(self.backend.attend, self.backend.prepare(info, n_head, multi_query), start, packing)
+        if at is not None and (T > 1 or packing is not None):
+            final_step = Step(self.backend.attend, self.backend.prepare(_query_at(info, at), n_head, multi_query),
+                              start, packing)
         else:
-            final_step, at = step, None  # one new position: the whole block is already that position's
-        x = self.drop(self.wte(input_ids) + self.wpe(_positions(attention_mask, T, start, device)))
+            final_step, at = step, None  # one new position (B, 1, C): the whole block is already that position's
+        positions = _positions(attention_mask, T, start, device)  # (B|1, T)
+        if packing is not None:
+            input_ids, positions = packing.pack(input_ids), packing.pack(positions.expand(B, T))  # (N,)
+        x = self.drop(self.wte(input_ids) + self.wpe(positions))
         layers = cache.layers if cache is not None else [None] * len(self.h)
         last = len(self.h) - 1
         for i, (block, layer_cache) in enumerate(zip(self.h, layers)):
@@ -334,8 +381,8 @@ class GPTBigCodeForSequenceClassification(GPTBigCodePreTrained):
         # (B, T) -> logits (B, num_labels); the final block's query, MLP and ln_f run at the pooled position alone
         aligned = front_aligned(input_ids, attention_mask) if attention_mask is not None else None
         if aligned is not None:
-            ids, lengths = aligned  # padded rows front-aligned: causal attention, no padding mask
-            return self.score(self.transformer(ids, at=lengths - 1)[:, 0])  # (B, C) -> (B, L)
+            ids, lengths = aligned  # padded rows front-aligned: causal attention, no padding mask, packed
+            return self.score(self.transformer(ids, at=lengths - 1, lengths=lengths)[:, 0])  # (B, C) -> (B, L)
         last = last_token_index(input_ids, attention_mask, self.config.pad_token_id)
         return self.score(self.transformer(input_ids, attention_mask, at=last)[:, 0])
 
