@@ -18,8 +18,10 @@ Dtypes (--dtype): by default each engine's own default, what its user gets: ours
 checkpoint bf16 where the CPU multiplies bf16 natively, else float32), transformers the checkpoint's stored
 dtype; or one dtype for both. The report names the dtypes and whether this CPU multiplies bf16 natively.
 Snippets come from data/langid/test.jsonl when it exists, else generated code lines. Runs are
-interleaved (A B A B ...) because this machine is noisy; medians and the native/transformers
-ratio are reported.
+interleaved batch by batch because the machines are shared and noisy: the snippets are cut into the
+batches one pass of the service forms (length-sorted), each batch goes through the service with one
+engine and then the other (the order swapped every round), and each engine's time is the sum over the
+batches of their median over the rounds; the native/transformers ratio is reported.
 
 Memory: the CLI (`python -m bigcode_cli classify`) runs in a subprocess on N and 10N input lines;
 its peak RSS (ru_maxrss from wait4) should stay flat because input is read and written in chunks.
@@ -98,11 +100,18 @@ def snippets(n: int, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(words) for _ in range(rng.randint(5, 200))) for _ in range(n)]
 
 
-def throughput(batcher, texts: list[str]) -> float:
-    """Snippets per second for one pass of the batching service over `texts`."""
+def seconds(batcher, texts: list[str]) -> float:
+    """Seconds for one pass of the batching service over `texts`."""
     started = time.perf_counter()
     batcher.run(texts)
-    return len(texts) / (time.perf_counter() - started)
+    return time.perf_counter() - started
+
+
+def batches_of(batcher, texts: list[str]) -> list[list[str]]:
+    """`texts` cut into the batches one pass of the batching service forms (longest first), to time one by one."""
+    order = sorted(range(len(texts)), key=lambda i: len(batcher.encode(texts[i]).ids), reverse=True)
+    size = batcher.batch_size
+    return [[texts[i] for i in order[begin:begin + size]] for begin in range(0, len(order), size)]
 
 
 def engine_dtypes(model: Path, dtype: str) -> dict[str, str]:
@@ -134,12 +143,18 @@ def measure_speed(model: Path, texts: list[str], batch_sizes: list[int], rounds:
         b = Batcher(reference, tokenizer, batch_size=batch_size)
         warm = texts[: max(batch_size, 4)]
         a.run(warm), b.run(warm)
-        ours, theirs = [], []
-        for _ in range(rounds):
-            ours.append(throughput(a, texts))
-            theirs.append(throughput(b, texts))
-        row = {"batch_size": batch_size, "native_per_s": statistics.median(ours),
-               "transformers_per_s": statistics.median(theirs), "native_runs": ours, "transformers_runs": theirs,
+        batches = batches_of(a, texts)
+        times: dict[Batcher, list[list[float]]] = {a: [[] for _ in batches], b: [[] for _ in batches]}
+        for round_ in range(rounds):
+            for i, batch in enumerate(batches):
+                for batcher in ((a, b) if round_ % 2 == 0 else (b, a)):
+                    times[batcher][i].append(seconds(batcher, batch))
+        ours = [len(texts) / sum(t[r] for t in times[a]) for r in range(rounds)]  # per round, for the record
+        theirs = [len(texts) / sum(t[r] for t in times[b]) for r in range(rounds)]
+        row = {"batch_size": batch_size, "batches": len(batches),
+               "native_per_s": len(texts) / sum(statistics.median(t) for t in times[a]),
+               "transformers_per_s": len(texts) / sum(statistics.median(t) for t in times[b]),
+               "native_rounds": ours, "transformers_rounds": theirs,
                "native_dtype": str(native.dtype).removeprefix("torch."),
                "transformers_dtype": str(reference.dtype).removeprefix("torch.")}
         row["ratio"] = row["native_per_s"] / row["transformers_per_s"]
@@ -179,7 +194,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="a sequence-classification checkpoint instead of --shape")
     parser.add_argument("--snippets", type=int, default=512, help="snippets per timed pass")
     parser.add_argument("--batch-sizes", default="1,8,32")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per engine and batch size")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per batch, engine and batch size")
     parser.add_argument("--attn", default="sdpa", choices=["eager", "sdpa"])
     parser.add_argument("--dtype", default="default", help="default (each engine's own) or one dtype for both")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads (and children's)")
