@@ -72,6 +72,7 @@ class Packing(NamedTuple):
     so LayerNorms, projections and the MLP skip the padding; (B, T, ...) inside them, padded with zeros."""
 
     keep: torch.Tensor  # (N,) flat index into B*T of each real token, row by row
+    pad: torch.Tensor  # (B*T - N,) flat index of each padding position
     starts: torch.Tensor  # (B,) packed index of each row's first token
     batch: int
     width: int
@@ -79,8 +80,9 @@ class Packing(NamedTuple):
     @classmethod
     def of(cls, lengths: torch.Tensor, width: int) -> Packing:
         """The packing of rows whose first lengths[b] positions are real."""
-        real = torch.arange(width, device=lengths.device) < lengths.unsqueeze(1)  # (B, T)
-        return cls(real.view(-1).nonzero().squeeze(1), lengths.cumsum(0) - lengths, lengths.shape[0], width)
+        real = (torch.arange(width, device=lengths.device) < lengths.unsqueeze(1)).view(-1)  # (B*T,)
+        return cls(real.nonzero().squeeze(1), (~real).nonzero().squeeze(1), lengths.cumsum(0) - lengths,
+                   lengths.shape[0], width)
 
     def pack(self, t: torch.Tensor) -> torch.Tensor:
         # (B, T, ...) -> (N, ...)
@@ -88,8 +90,8 @@ class Packing(NamedTuple):
 
     def unpack(self, t: torch.Tensor) -> torch.Tensor:
         # (N, F) -> (B, T, F), zeros at padding (which causal attention shows to padding queries only)
-        out = t.new_zeros(self.batch * self.width, t.shape[-1])
-        return out.index_copy_(0, self.keep, t).view(self.batch, self.width, -1)
+        out = t.new_empty(self.batch * self.width, t.shape[-1]).index_copy_(0, self.keep, t)
+        return out.index_fill_(0, self.pad, 0).view(self.batch, self.width, -1)  # zeroing the padding alone
 
     def take(self, t: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
         # (N, ...) -> (B, 1, ...): position at[b] of each row b
