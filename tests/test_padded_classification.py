@@ -99,6 +99,12 @@ def test_the_projections_and_the_mlp_see_real_tokens_only(classifiers):
     with torch.inference_mode():
         ours(ids, mask)
     assert rows == [40] * 5 + [5]  # 9+4+13+1+13 packed tokens; the final block's MLP runs for the 5 pooled rows
+    shapes = []
+    ours.model.transformer.h[0].attn.c_attn.register_forward_hook(lambda m, args, out: shapes.append(args[0].shape))
+    ids, mask = _batch([6, 6], "left")
+    with torch.inference_mode():
+        ours(ids, mask)
+    assert shapes == [(2, 6, 32)]  # no padding, nothing to pack: the batch stays (B, T, C)
 
 
 @pytest.mark.parametrize("width", [1, 2])

@@ -384,7 +384,8 @@ class GPTBigCodeForSequenceClassification(GPTBigCodePreTrained):
         aligned = front_aligned(input_ids, attention_mask) if attention_mask is not None else None
         if aligned is not None:
             ids, lengths = aligned  # padded rows front-aligned: causal attention, no padding mask, packed
-            return self.score(self.transformer(ids, at=lengths - 1, lengths=lengths)[:, 0])  # (B, C) -> (B, L)
+            packed = lengths if bool((lengths < ids.shape[1]).any()) else None  # without padding nothing to skip
+            return self.score(self.transformer(ids, at=lengths - 1, lengths=packed)[:, 0])  # (B, C) -> (B, L)
         last = last_token_index(input_ids, attention_mask, self.config.pad_token_id)
         return self.score(self.transformer(input_ids, attention_mask, at=last)[:, 0])
 
