@@ -87,6 +87,27 @@ def test_each_activation_name_computes_what_transformers_computes(name):
     mlp = MLP(GPTBigCodeConfig(n_embd=8, n_head=2, activation_function=name))
     x = torch.linspace(-6, 6, 101)
     assert (mlp.act(x) - ACT2FN[name](x)).abs().max().item() <= 1e-6
+    overwritten = x.clone()
+    assert mlp.act_(overwritten) is overwritten  # the in-place variant the MLP uses without autograd
+    assert (overwritten - ACT2FN[name](x)).abs().max().item() <= 1e-6
+
+
+def test_the_mlp_activates_in_place_only_without_autograd():
+    from bigcode_cli.model.config import GPTBigCodeConfig
+    from bigcode_cli.model.gpt_bigcode import MLP
+
+    mlp = MLP(GPTBigCodeConfig(n_embd=8, n_head=2)).eval()
+    seen = []
+    mlp.c_fc.register_forward_hook(lambda module, args, out: seen.append((out, out.clone())))
+    x = torch.randn(3, 5, 8)
+    with torch.inference_mode():
+        want = mlp.c_proj(mlp.act(mlp.c_fc(x)))
+        got = mlp(x)
+    buffer, before = seen[-1]
+    assert torch.equal(got, want) and torch.equal(buffer, mlp.act(before))  # c_fc's output was overwritten
+    out = mlp(x.requires_grad_())
+    out.sum().backward()  # with autograd the activation keeps its input, which its gradient needs
+    assert x.grad is not None and torch.equal(seen[-1][0], seen[-1][1])
 
 
 def test_listed_reads_like_a_sentence():

@@ -38,6 +38,7 @@ class MaskInfo(NamedTuple):
     allowed: torch.Tensor | None  # (B, T, S) bool, True = may attend; None = every key is visible
     key_valid: torch.Tensor | None  # (B, S) bool, False at padding; None = no padding
     causal: bool  # allowed is exactly the causal mask (no padding)
+    query_valid: torch.Tensor | None = None  # (B, T) bool, False at padding queries; None = every query is real
 
 
 class Backend(NamedTuple):
@@ -160,12 +161,13 @@ def sdpa_attention(query, key, value, mask: _SdpaMask, spec: AttentionSpec, trai
 class _FlashMask(NamedTuple):
     key_valid: torch.Tensor | None  # (B, S) bool; None = no padding
     causal: bool
+    query_valid: torch.Tensor | None  # (B, T) bool; None = every query is real
 
 
 def _flash_prepare(info: MaskInfo, n_head: int, multi_query: bool) -> _FlashMask:
     if info.key_valid is not None and bool(info.key_valid.all()):
-        return _FlashMask(None, info.allowed is not None)
-    return _FlashMask(info.key_valid, info.allowed is not None)
+        return _FlashMask(None, info.allowed is not None, None)
+    return _FlashMask(info.key_valid, info.allowed is not None, info.query_valid)
 
 
 def flash_attention(query, key, value, mask: _FlashMask, spec: AttentionSpec, training: bool) -> torch.Tensor:
@@ -181,8 +183,8 @@ def flash_attention(query, key, value, mask: _FlashMask, spec: AttentionSpec, tr
         out = flash_attn_func(query, key, value, dropout_p=dropout, softmax_scale=spec.scale, causal=mask.causal)
         return out.reshape(B, T, H * D)
     S = key.shape[1]
-    key_valid = mask.key_valid  # (B, S); valid keys of each row are contiguous (left or right padding)
-    query_valid = key_valid[:, S - T :]  # (B, T)
+    key_valid = mask.key_valid  # (B, S); each real query sees every valid key up to its own (causal, bottom-right)
+    query_valid = mask.query_valid if mask.query_valid is not None else key_valid.new_ones((B, T))  # (B, T)
     q_index = query_valid.reshape(-1).nonzero().squeeze(1)
     k_index = key_valid.reshape(-1).nonzero().squeeze(1)
     q_lens = query_valid.sum(1, dtype=torch.int32)

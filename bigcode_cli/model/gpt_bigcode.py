@@ -17,13 +17,13 @@ from bigcode_cli.model.attention import BACKENDS, AttentionSpec, Backend, MaskIn
 from bigcode_cli.model.config import GPTBigCodeConfig
 from bigcode_cli.tasks import task as task_row
 
-# the function behind each kind of bigcode_cli.choices.ACTIVATIONS
+# the function behind each kind of bigcode_cli.choices.ACTIVATIONS: (returns a new tensor, overwrites its input)
 _ACTIVATION_FUNCTIONS = {
-    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu": F.gelu,
-    "relu": F.relu,
-    "silu": F.silu,
-    "tanh": torch.tanh,
+    "gelu_tanh": (lambda x: F.gelu(x, approximate="tanh"), lambda x: torch.ops.aten.gelu_(x, approximate="tanh")),
+    "gelu": (F.gelu, torch.ops.aten.gelu_),
+    "relu": (F.relu, torch.relu_),
+    "silu": (F.silu, lambda x: F.silu(x, inplace=True)),
+    "tanh": (torch.tanh, torch.tanh_),
 }
 
 
@@ -84,12 +84,44 @@ class KVCache:
         return self
 
 
+class Packing(NamedTuple):
+    """Front-aligned rows (see front_aligned) held as their real tokens only: (N, ...) between the attentions,
+    so LayerNorms, projections and the MLP skip the padding; (B, T, ...) inside them, padded with zeros."""
+
+    keep: torch.Tensor  # (N,) flat index into B*T of each real token, row by row
+    pad: torch.Tensor  # (B*T - N,) flat index of each padding position
+    starts: torch.Tensor  # (B,) packed index of each row's first token
+    batch: int
+    width: int
+
+    @classmethod
+    def of(cls, lengths: torch.Tensor, width: int) -> Packing:
+        """The packing of rows whose first lengths[b] positions are real."""
+        real = (torch.arange(width, device=lengths.device) < lengths.unsqueeze(1)).view(-1)  # (B*T,)
+        return cls(real.nonzero().squeeze(1), (~real).nonzero().squeeze(1), lengths.cumsum(0) - lengths,
+                   lengths.shape[0], width)
+
+    def pack(self, t: torch.Tensor) -> torch.Tensor:
+        # (B, T, ...) -> (N, ...)
+        return t.reshape(self.batch * self.width, *t.shape[2:]).index_select(0, self.keep)
+
+    def unpack(self, t: torch.Tensor) -> torch.Tensor:
+        # (N, F) -> (B, T, F), zeros at padding (which causal attention shows to padding queries only)
+        out = t.new_empty(self.batch * self.width, t.shape[-1]).index_copy_(0, self.keep, t)
+        return out.index_fill_(0, self.pad, 0).view(self.batch, self.width, -1)  # zeroing the padding alone
+
+    def take(self, t: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+        # (N, ...) -> (B, 1, ...): position at[b] of each row b
+        return t.index_select(0, self.starts + at).unsqueeze(1)
+
+
 class Step(NamedTuple):
-    """What every layer of one forward shares: the backend, its prepared mask and the cache position."""
+    """What every layer of one forward shares: the backend, its prepared mask, the cache position, the packing."""
 
     attend: Any
     mask: Any
     start: int  # first position written by this forward
+    packing: Packing | None = None  # hidden states between the attentions are (N, C) real tokens, not (B, T, C)
 
 
 class Attention(nn.Module):
@@ -112,11 +144,14 @@ class Attention(nn.Module):
             dropout=config.attn_pdrop,
         )
 
-    def forward(self, x: torch.Tensor, step: Step, cache: torch.Tensor | None, last_only: bool = False) -> torch.Tensor:
-        # x (B, T, C) -> (B, T, C); with last_only (B, 1, C): keys and values of every position, query of the last
-        B, T, _ = x.shape
+    def forward(self, x: torch.Tensor, step: Step, cache: torch.Tensor | None, at: torch.Tensor | None = None) -> torch.Tensor:
+        # x (B, T, C) or packed (N, C) -> the same; with `at` (B,) (B, 1, C): keys and values of every position,
+        # the query of row b at at[b] only
         H, D = self.n_head, self.head_dim
         qkv = self.c_attn(x)
+        if step.packing is not None:
+            qkv = step.packing.unpack(qkv)  # (N, C + 2 kv) -> (B, T, C + 2 kv)
+        B, T, _ = qkv.shape
         if self.multi_query:
             query = qkv[..., : self.n_embd].view(B, T, H, D)
             kv = qkv[..., self.n_embd :]  # (B, T, 2D)
@@ -129,9 +164,11 @@ class Attention(nn.Module):
             cache[:, step.start : end] = kv
             kv = cache[:, :end]  # (B, S, 2D) | (B, S, H, 2D)
         key, value = kv[..., :D], kv[..., D:]
-        if last_only:
-            query = query[:, -1:]
+        if at is not None:
+            query = _take(query, at)  # (B, 1, H, D)
         out = step.attend(query, key, value, step.mask, self.spec, self.training)  # (B, T|1, C)
+        if step.packing is not None and at is None:
+            out = step.packing.pack(out)  # (N, C)
         return self.resid_dropout(self.c_proj(out))
 
 
@@ -140,12 +177,15 @@ class MLP(nn.Module):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, config.inner_dim)
         self.c_proj = nn.Linear(config.inner_dim, config.n_embd)
-        self.act = _ACTIVATION_FUNCTIONS[ACTIVATIONS[config.activation_function]]
+        self.act, self.act_ = _ACTIVATION_FUNCTIONS[ACTIVATIONS[config.activation_function]]
         self.dropout = nn.Dropout(config.resid_pdrop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # (B, T, C) -> (B, T, 4C) -> (B, T, C)
-        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+        # (B, T, C) -> (B, T, 4C) -> (B, T, C); without autograd the activation overwrites c_fc's output: one
+        # (B, T, 4C) buffer fewer to allocate (on a CPU a fresh large buffer costs a page fault per page)
+        hidden = self.c_fc(x)
+        hidden = self.act(hidden) if torch.is_grad_enabled() else self.act_(hidden)
+        return self.dropout(self.c_proj(hidden))
 
 
 class Block(nn.Module):
@@ -156,11 +196,20 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, step: Step, cache: torch.Tensor | None, last_only: bool = False) -> torch.Tensor:
-        # (B, T, C) -> (B, T, C), or (B, 1, C) for the last position only (still caching every position)
-        attended = self.attn(self.ln_1(x), step, cache, last_only)
-        x = (x[:, -1:] if last_only else x) + attended
-        return x + self.mlp(self.ln_2(x))
+    def forward(self, x: torch.Tensor, step: Step, cache: torch.Tensor | None, at: torch.Tensor | None = None) -> torch.Tensor:
+        # (B, T, C) or packed (N, C) -> the same, or (B, 1, C) for position at[b] of each row only (still caching
+        # every position); the residual sums go into the sublayers' fresh outputs, which nothing else holds
+        if at is not None:
+            residual = _take(x, at) if step.packing is None else step.packing.take(x, at)
+        else:
+            residual = x
+        x = self.attn(self.ln_1(x), step, cache, at).add_(residual)
+        return self.mlp(self.ln_2(x)).add_(x)
+
+
+def _take(x: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+    # x (B, T, ...) -> (B, 1, ...): position at[b] of each row b
+    return x[torch.arange(x.shape[0], device=x.device), at].unsqueeze(1)
 
 
 def _mask_info(attention_mask: torch.Tensor | None, T: int, start: int, device: torch.device) -> MaskInfo:
@@ -178,14 +227,18 @@ def _mask_info(attention_mask: torch.Tensor | None, T: int, start: int, device: 
     key_valid = attention_mask.bool()  # (B, S)
     # a padding query attends to itself only, so no row is empty and no NaN can reach real tokens
     allowed = (causal.unsqueeze(0) & key_valid.unsqueeze(1)) | (key_pos == query_pos).unsqueeze(0)  # (B, T, S)
-    return MaskInfo(allowed, key_valid, False)
+    return MaskInfo(allowed, key_valid, False, key_valid[:, start:])
 
 
-def _last_query(info: MaskInfo) -> MaskInfo:
-    # the mask of the last query position alone: causal lets it see every key, so only padding remains
-    if info.key_valid is None:
+def _query_at(info: MaskInfo, at: torch.Tensor) -> MaskInfo:
+    # the mask of one real query per row, at position at[b] of the T new ones: (B, 1, S), or none when it sees every key
+    if info.allowed is None:
+        return info  # one new token (T == 1) sees every cached position
+    B = at.shape[0]
+    allowed = info.allowed.expand(B, *info.allowed.shape[1:])[torch.arange(B, device=at.device), at].unsqueeze(1)
+    if bool(allowed.all()):
         return MaskInfo(None, None, False)
-    return MaskInfo(info.allowed[:, -1:], info.key_valid, False)
+    return MaskInfo(allowed, allowed[:, 0], False, None)
 
 
 def _positions(attention_mask: torch.Tensor | None, T: int, start: int, device: torch.device) -> torch.Tensor:
@@ -211,30 +264,42 @@ class GPTBigCodeModel(nn.Module):
         self.backend: Backend = BACKENDS["sdpa"]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
+                cache: KVCache | None = None, last_only: bool = False, at: torch.Tensor | None = None,
+                lengths: torch.Tensor | None = None) -> torch.Tensor:
         # input_ids (B, T); attention_mask (B, start + T) or None; -> hidden states (B, T, C)
-        # last_only: (B, 1, C) of the last position; the final block then runs its query, attention output
-        # and MLP for that position alone (every position's keys and values are still computed and cached)
-        T = input_ids.shape[1]
+        # at (B,): (B, 1, C) of position at[b] of each row (last_only: the last position); the final block then
+        # runs its query, attention output and MLP for that position alone (every position's keys and values
+        # are still computed and cached)
+        # lengths (B,): the rows are front-aligned, real for their first lengths[b] positions (no mask, no cache):
+        # computed packed (Packing); without `at` the result is packed too, (N, C)
+        B, T = input_ids.shape
         start = cache.length if cache is not None else 0
         device = input_ids.device
+        if last_only:
+            at = torch.full((B,), T - 1, dtype=torch.long, device=device)
         info = _mask_info(attention_mask, T, start, device)
         n_head, multi_query = self.config.n_head, self.config.multi_query
-        step = Step(self.backend.attend, self.backend.prepare(info, n_head, multi_query), start)
-        final_step = step
-        if last_only and T > 1:
-            final_step = Step(self.backend.attend, self.backend.prepare(_last_query(info), n_head, multi_query), start)
-        x = self.drop(self.wte(input_ids) + self.wpe(_positions(attention_mask, T, start, device)))
+        packing = Packing.of(lengths, T) if lengths is not None else None
+        step = Step(self.backend.attend, self.backend.prepare(info, n_head, multi_query), start, packing)
+        if at is not None and (T > 1 or packing is not None):
+            final_step = Step(self.backend.attend, self.backend.prepare(_query_at(info, at), n_head, multi_query),
+                              start, packing)
+        else:
+            final_step, at = step, None  # one new position (B, 1, C): the whole block is already that position's
+        positions = _positions(attention_mask, T, start, device)  # (B|1, T)
+        if packing is not None:
+            input_ids, positions = packing.pack(input_ids), packing.pack(positions.expand(B, T))  # (N,)
+        x = self.drop(self.wte(input_ids) + self.wpe(positions))
         layers = cache.layers if cache is not None else [None] * len(self.h)
         last = len(self.h) - 1
         for i, (block, layer_cache) in enumerate(zip(self.h, layers)):
-            if i == last and final_step is not step:
-                x = block(x, final_step, layer_cache, last_only=True)
+            if i == last:
+                x = block(x, final_step, layer_cache, at)
             else:
                 x = block(x, step, layer_cache)
         if cache is not None:
             cache.length = start + T
-        return self.ln_f(x[:, -1:] if last_only else x)
+        return self.ln_f(x)
 
 
 class GPTBigCodePreTrained(nn.Module):
@@ -301,6 +366,27 @@ def last_token_index(input_ids: torch.Tensor, attention_mask: torch.Tensor | Non
     return (index * real).argmax(-1)
 
 
+def front_aligned(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(ids with each row's real tokens moved to the front, (B,) lengths) when every row's real tokens are one
+    non-empty run (left or right padding); else None.
+
+    Front-aligned, a real token is preceded only by real tokens, so causal attention alone keeps padding out:
+    no padding mask, and attention skips the blocks above the diagonal.
+    """
+    B, T = input_ids.shape
+    real = attention_mask.bool()
+    lengths = real.sum(-1)  # (B,)
+    index = torch.arange(T, device=input_ids.device)
+    first = (real * (T - index)).argmax(-1)  # (B,) first real position (the largest weight T - t)
+    last = (real * index).argmax(-1)
+    if not bool(((lengths > 0) & (last - first + 1 == lengths)).all()):
+        return None
+    # row b takes its positions first[b], first[b] + 1, ...; past its end it repeats its last token, which
+    # only positions after every real one ever see
+    take = torch.minimum(first.unsqueeze(1) + index, last.unsqueeze(1))  # (B, T)
+    return input_ids.gather(1, take), lengths
+
+
 class GPTBigCodeForSequenceClassification(GPTBigCodePreTrained):
     """One score per label for the whole sequence, read at its last real token (like transformers)."""
 
@@ -311,15 +397,14 @@ class GPTBigCodeForSequenceClassification(GPTBigCodePreTrained):
         self.score = nn.Linear(config.n_embd, config.num_labels, bias=False)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        # (B, T) -> logits (B, num_labels)
+        # (B, T) -> logits (B, num_labels); the final block's query, MLP and ln_f run at the pooled position alone
+        aligned = front_aligned(input_ids, attention_mask) if attention_mask is not None else None
+        if aligned is not None:
+            ids, lengths = aligned  # padded rows front-aligned: causal attention, no padding mask, packed
+            packed = lengths if bool((lengths < ids.shape[1]).any()) else None  # without padding nothing to skip
+            return self.score(self.transformer(ids, at=lengths - 1, lengths=packed)[:, 0])  # (B, C) -> (B, L)
         last = last_token_index(input_ids, attention_mask, self.config.pad_token_id)
-        if bool((last == input_ids.shape[1] - 1).all()):
-            # every row ends at the last position (left padding, as the batcher pads): the final block's
-            # query, MLP and ln_f run for that position alone
-            return self.score(self.transformer(input_ids, attention_mask, last_only=True)[:, -1])  # (B, C) -> (B, L)
-        hidden = self.transformer(input_ids, attention_mask)  # (B, T, C)
-        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, C)
-        return self.score(pooled)
+        return self.score(self.transformer(input_ids, attention_mask, at=last)[:, 0])
 
 
 class GPTBigCodeForTokenClassification(GPTBigCodePreTrained):
