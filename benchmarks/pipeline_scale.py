@@ -186,7 +186,7 @@ def main() -> None:
             print(f"round {round_ + 1} {config:>16}: {row['per_s']:8.1f} snippets/s, peak RSS {row['peak_rss_mb']:7.0f} MB"
                   + (f", ray.init {row['init_s']:.1f}s" if "init_s" in row else ""), file=sys.stderr, flush=True)
     print(f"{args.snippets} snippets, {args.rounds} interleaved rounds, medians, {os.cpu_count()} CPUs")
-    print(f"| configuration | dtype | snippets/s | vs transformers same batch | peak RSS MB |")
+    print("| configuration | dtype | snippets/s | vs transformers same batch | peak RSS MB |")
     print("|---|---|---|---|---|")
     medians = {c: statistics.median(r["per_s"] for r in rows) for c, rows in results.items()}
     for config, rows in results.items():
