@@ -25,8 +25,8 @@ FAKE_PIP = ("{{ printf '%s\\n' {args} >> pip.log && printf '#!/bin/sh\\necho ran
 
 
 def _setup_commands() -> list[str]:
-    """The sh blocks before the README's first paragraph."""
-    head = README.split("\n\n" + next(p for p in README.split("\n\n")[1:] if not p.startswith("```")), 1)[0]
+    """The sh blocks before the README's first paragraph (a block may carry the docs test's `<!-- not run -->`)."""
+    head = README.split("\n\n" + next(p for p in README.split("\n\n")[1:] if not p.startswith(("```", "<!--"))), 1)[0]
     return re.findall(r"```sh\n(.+?)\n```", head, re.S)
 
 
