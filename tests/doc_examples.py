@@ -163,8 +163,14 @@ def masked(text: str) -> str:
     return text
 
 
+_NOT_SEEN = {".git", ".venv", ".venv-floors"}
+_COPIED = {"examples"}
+
+
 class Runner:
-    """Runs examples in bash from the repository root, each with a fresh BIGCODE_HOME, one kernel cache for all."""
+    """Runs examples in bash from a scratch copy of the repository root (what an example writes, such as
+    `-o samples.jsonl`, lands there and later examples of the run see it; the checkout is never written),
+    each with a fresh BIGCODE_HOME, one kernel cache for all."""
 
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="bigcode-docs-"))
@@ -178,6 +184,15 @@ class Runner:
                         BIGCODE_KERNEL_DIR=str(self.root / "kernels"), HF_HUB_OFFLINE="1", NO_COLOR="1",
                         HF_HUB_DISABLE_PROGRESS_BARS="1", TRANSFORMERS_VERBOSITY="error", COLUMNS="100")
         self.count = 0
+        self.work = self.root / "work"  # the repository root as the examples see it
+        self.work.mkdir()
+        for entry in REPO.iterdir():
+            if entry.name in _NOT_SEEN:
+                continue
+            if entry.name in _COPIED:  # the files examples may edit are copies, never the checkout's
+                shutil.copytree(entry, self.work / entry.name)
+            else:
+                (self.work / entry.name).symlink_to(entry)
 
     def run(self, command: str) -> tuple[str, int]:
         """What the command prints (stdout and stderr as one stream) and its exit code."""
@@ -185,7 +200,7 @@ class Runner:
         home = self.root / f"home-{self.count}"
         home.mkdir()
         env = dict(self.env, BIGCODE_HOME=str(home), HF_HOME=str(home / "hf"), HF_HUB_CACHE=str(home / "hf" / "hub"))
-        done = subprocess.run(["bash", "-c", command], cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+        done = subprocess.run(["bash", "-c", command], cwd=self.work, env=env, stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=TIMEOUT_S)
         shutil.rmtree(home, ignore_errors=True)
         output = done.stdout.decode("utf-8", "replace")
