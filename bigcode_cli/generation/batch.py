@@ -64,7 +64,10 @@ class Batch:
                 else:
                     start = 0
                     for member, group in zip(decoding, rows):
-                        member.accept(logits[start : start + len(group)])
+                        try:
+                            member.accept(logits[start : start + len(group)])
+                        except Exception as exc:  # noqa: BLE001
+                            self._fail([member], exc, on_error)
                         start += len(group)
         finished = [m for m in self.members if m.finished]
         self.members = [m for m in self.members if not m.finished]

@@ -103,7 +103,10 @@ class EngineWorker:
                  parallel: int = DEFAULT_PARALLEL, fim_order: str = "auto", log: Callable[[str], None] | None = None,
                  hide: Callable[[str], str] | None = None) -> None:
         self._load = load
-        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max(1, queue_size))
+        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self.queue_size = max(1, queue_size)
+        self._held = 0  # jobs submitted and not ended, queued or running: at most parallel + queue_size
+        self._held_lock = threading.Lock()
         self._cache_slots = cache_slots
         self.parallel = max(1, parallel)
         self._fim_order = fim_order
@@ -139,10 +142,13 @@ class EngineWorker:
     def submit(self, job: Job) -> None:
         """Queue a job, or raise NotReady / ServerBusy at once."""
         self.check_ready()
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
-            raise ServerBusy(f"the server is busy: {self._queue.maxsize} requests are already waiting") from None
+        # counted with the running jobs, not by the queue alone: a job the worker has not yet taken into a
+        # free slot (it does between steps) must not make the next request look like one too many
+        with self._held_lock:
+            if self._held >= self.parallel + self.queue_size:
+                raise ServerBusy(f"the server is busy: {self.queue_size} requests are already waiting")
+            self._held += 1
+        self._queue.put_nowait(job)
 
     def decode(self, ids: list[int]) -> str:
         """Token ids as text, control tokens spelled out (the tokenizer is thread-safe for this)."""
@@ -176,10 +182,7 @@ class EngineWorker:
             if job is not None:
                 job.cancel()
                 job.emit("error", NotReady("the server is shutting down"))
-        try:
-            self._queue.put_nowait(None)
-        except queue.Full:  # pragma: no cover - just drained
-            pass
+        self._queue.put_nowait(None)
         if self._thread is not None and self.state != "loading":  # a load cannot be stopped midway: not waited for
             self._thread.join(timeout)
 
@@ -231,6 +234,7 @@ class EngineWorker:
                     ended = True
                     break
                 if job.cancelled.is_set():
+                    self._ended()
                     continue
                 trim_when_idle = trim_when_idle or job.size >= LARGE_REQUEST
                 self._start(job, batch, running)
@@ -245,12 +249,23 @@ class EngineWorker:
                 decoding.interrupt()  # gone while its prompt was still being fed: no more chunks for it
 
         def failed(decoding: Any, exc: Exception) -> None:
+            self._ended()
             self._fail(running.pop(id(decoding)).job, exc)
 
-        if len(batch):
-            for decoding in batch.advance(failed):
-                self._report(decoding, running.pop(id(decoding)))
+        finished = batch.advance(failed) if len(batch) else []
         self.running = len(batch)
+        for decoding in finished:
+            self._ended()
+            entry = running.pop(id(decoding))
+            try:
+                self._report(decoding, entry)
+            except Exception as exc:  # noqa: BLE001 - a bug in finishing one job: that job fails, the worker lives on
+                self._fail(entry.job, exc)
+
+    def _ended(self) -> None:
+        """A submitted job left the worker: its place (slot or queue) is free for the next request."""
+        with self._held_lock:
+            self._held -= 1
 
     def _start(self, job: Job, batch: Any, running: dict[int, _Running]) -> None:
         """The job's prompt and generation, joined to the batch (or its error reported)."""
@@ -258,6 +273,7 @@ class EngineWorker:
         try:
             prompt, decoding = self._decoding(job)
         except Exception as exc:  # noqa: BLE001 - reported to its client; the worker lives on
+            self._ended()  # before the answer: a client that sends its next request at once finds the place free
             self._fail(job, exc)
             return
         running[id(decoding)] = _Running(job, prompt, queued_ms)
