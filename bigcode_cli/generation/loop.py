@@ -2,7 +2,8 @@
 
 Prefill the prompt once (batch 1), copy its cache into one cache per sample, then decode the samples
 as rows of one `Runner.step` (one pass over the weights for all of them), leaving out rows as they
-finish. Text is streamed through a UTF-8 safe decoder, a stop matcher and an optional `edit` hook (FIM
+finish. One such generation is a `Decoding`: `generate` runs one alone, `bigcode serve` runs many
+together (generation/batch.py), their rows in one step. Text is streamed through a UTF-8 safe decoder, a stop matcher and an optional `edit` hook (FIM
 cleaning) before it reaches the caller's callback.
 """
 
