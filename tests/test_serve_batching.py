@@ -176,3 +176,12 @@ def test_requests_beyond_the_slots_and_the_queue_get_503(random_lm):
                     next(events)
                 del rd
     wait_health(random_lm, lambda health: health["slots_processing"] == 0 and health["requests_waiting"] == 0)
+
+
+def test_a_seeded_sample_draws_from_its_own_seed_in_company(random_lm):
+    sampled = {**LONG, "prompt": "def h(y):\n", "n_predict": 60, "temperature": 1.0, "seed": 11}
+    other = {**LONG, "prompt": "import sys\n", "n_predict": 60, "temperature": 1.0, "seed": 12}
+    alone = answer(post(random_lm, "/completion", sampled))
+    together = all_at_once(random_lm, [("/completion", sampled), ("/completion", other)])
+    assert answer(together[0]) == alone
+    assert together[0]["content"] != together[1]["content"]
