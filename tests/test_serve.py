@@ -103,7 +103,10 @@ def llama_vim_body(prefix: str, line_prefix: str, suffix: str, **overrides) -> d
 
 
 def test_health_and_models(server, client):
-    assert server.health() == (200, {"status": "ok", "slots_idle": 1, "slots_processing": 0, "requests_waiting": 0})
+    from bigcode_cli.serve.worker import DEFAULT_PARALLEL
+
+    assert server.health() == (200, {"status": "ok", "slots_idle": DEFAULT_PARALLEL, "slots_processing": 0,
+                                     "requests_waiting": 0})
     models = client.models.list()
     assert [m.id for m in models.data] == ["bigcode-tiny"]
 

@@ -33,7 +33,8 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, checkpoint):
-    process = ServerProcess(["--model", str(checkpoint), "--api-key", KEY, "--queue", "1"],
+    # one slot: the queue tests below count on one running request (test_serve_batching has the slots' own)
+    process = ServerProcess(["--model", str(checkpoint), "--api-key", KEY, "--queue", "1", "--parallel", "1"],
                             tmp_path_factory.mktemp("serve_home"))
     try:
         process.wait_ready()

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from bigcode_cli.choices import FIM_ORDERS, FimOrder, listed
 from bigcode_cli.errors import UsageError
 from bigcode_cli.generation.fim import FIM_OVERHEAD, Mode, check_lines, clean_completion, fim_prompt_ids, fit_fim, fit_left
-from bigcode_cli.generation.loop import Generation, OnText, ShouldStop, generate
+from bigcode_cli.generation.loop import Decoding, Generation, OnText, ShouldStop
 from bigcode_cli.generation.sampling import SamplingParams
 from bigcode_cli.generation.stopping import check_stops
 
@@ -145,6 +145,26 @@ def _cleaner(prefix: str, suffix: str, settings: CompletionSettings) -> Callable
     return edit
 
 
+def start_completion(runner: Runner, tokenizer: Tokenizer, prefix: str, suffix: str, mode: Mode,
+                     settings: CompletionSettings, *, on_text: OnText | None = None,
+                     notice: Callable[[str], None] | None = None, lead_ids: Sequence[int] = (),
+                     prompt_cache: PromptCache | None = None,
+                     should_stop: ShouldStop | None = None) -> tuple[Prompt, Decoding]:
+    """The prompt of `complete` and its generation, not yet run (`bigcode serve` runs many together)."""
+    lead = list(lead_ids)
+    prompt = build_prompt(tokenizer, prefix, suffix, mode, context=runner.context_length - len(lead),
+                          max_new_tokens=settings.max_new_tokens, order=settings.order, notice=notice)
+    if lead:
+        prompt.ids = lead + prompt.ids
+    decoding = Decoding(
+        runner, tokenizer, prompt.ids, max_new_tokens=prompt.max_new_tokens, params=settings.sampling,
+        stops=settings.stops, num_samples=settings.num_samples,
+        edit=_cleaner(prompt.prefix, prompt.suffix, settings), on_text=on_text,
+        prompt_cache=prompt_cache, should_stop=should_stop,
+    )
+    return prompt, decoding
+
+
 def complete(runner: Runner, tokenizer: Tokenizer, prefix: str, suffix: str, mode: Mode,
              settings: CompletionSettings, *, on_text: OnText | None = None,
              notice: Callable[[str], None] | None = None, lead_ids: Sequence[int] = (),
@@ -154,18 +174,25 @@ def complete(runner: Runner, tokenizer: Tokenizer, prefix: str, suffix: str, mod
     `lead_ids` go before the prompt (context from other files) and count against the context;
     `prompt_cache` and `should_stop` are passed on to `generate`.
     """
-    lead = list(lead_ids)
-    prompt = build_prompt(tokenizer, prefix, suffix, mode, context=runner.context_length - len(lead),
-                          max_new_tokens=settings.max_new_tokens, order=settings.order, notice=notice)
-    if lead:
-        prompt.ids = lead + prompt.ids
-    generation = generate(
-        runner, tokenizer, prompt.ids, max_new_tokens=prompt.max_new_tokens, params=settings.sampling,
-        stops=settings.stops, num_samples=settings.num_samples,
-        edit=_cleaner(prompt.prefix, prompt.suffix, settings), on_text=on_text,
-        prompt_cache=prompt_cache, should_stop=should_stop,
-    )
-    return Completion(prompt, generation)
+    prompt, decoding = start_completion(runner, tokenizer, prefix, suffix, mode, settings, on_text=on_text,
+                                        notice=notice, lead_ids=lead_ids, prompt_cache=prompt_cache,
+                                        should_stop=should_stop)
+    return Completion(prompt, decoding.run())
+
+
+def start_text(runner: Runner, tokenizer: Tokenizer, text: str, settings: CompletionSettings, *,
+               on_text: OnText | None = None, prompt_cache: PromptCache | None = None,
+               should_stop: ShouldStop | None = None) -> tuple[Prompt, Decoding]:
+    """The prompt of `complete_text` and its generation, not yet run."""
+    context = runner.context_length
+    tail = _trim_prefix(text, context - fit_max_new_tokens(settings.max_new_tokens, context))
+    ids = tokenizer.encode_with_special_tokens(tail)
+    if not ids and tokenizer.eos_id is not None:
+        ids = [tokenizer.eos_id]
+    prompt, decoding = start_ids(runner, tokenizer, ids, settings, on_text=on_text, prompt_cache=prompt_cache,
+                                 should_stop=should_stop)
+    prompt.truncated = prompt.truncated or tail != text
+    return prompt, decoding
 
 
 def complete_text(runner: Runner, tokenizer: Tokenizer, text: str, settings: CompletionSettings, *,
@@ -177,28 +204,31 @@ def complete_text(runner: Runner, tokenizer: Tokenizer, text: str, settings: Com
     Only the end of the text that can reach the context is tokenized: a 4 MB prompt costs what its last
     few thousand lines cost, not seconds and hundreds of MB of token data.
     """
+    prompt, decoding = start_text(runner, tokenizer, text, settings, on_text=on_text, prompt_cache=prompt_cache,
+                                  should_stop=should_stop)
+    return Completion(prompt, decoding.run())
+
+
+def start_ids(runner: Runner, tokenizer: Tokenizer, ids: Sequence[int], settings: CompletionSettings, *,
+              on_text: OnText | None = None, prompt_cache: PromptCache | None = None,
+              should_stop: ShouldStop | None = None) -> tuple[Prompt, Decoding]:
+    """The prompt of `complete_ids` and its generation, not yet run."""
     context = runner.context_length
-    tail = _trim_prefix(text, context - fit_max_new_tokens(settings.max_new_tokens, context))
-    ids = tokenizer.encode_with_special_tokens(tail)
-    if not ids and tokenizer.eos_id is not None:
-        ids = [tokenizer.eos_id]
-    completion = complete_ids(runner, tokenizer, ids, settings, on_text=on_text, prompt_cache=prompt_cache,
-                              should_stop=should_stop)
-    completion.prompt.truncated = completion.prompt.truncated or tail != text
-    return completion
+    max_new_tokens = fit_max_new_tokens(settings.max_new_tokens, context)
+    kept, cut = fit_left(ids, context - max_new_tokens)
+    prompt = Prompt(kept, "continue", "", "", cut, max_new_tokens)
+    decoding = Decoding(
+        runner, tokenizer, prompt.ids, max_new_tokens=max_new_tokens, params=settings.sampling,
+        stops=settings.stops, num_samples=settings.num_samples, on_text=on_text,
+        prompt_cache=prompt_cache, should_stop=should_stop,
+    )
+    return prompt, decoding
 
 
 def complete_ids(runner: Runner, tokenizer: Tokenizer, ids: Sequence[int], settings: CompletionSettings, *,
                  on_text: OnText | None = None, prompt_cache: PromptCache | None = None,
                  should_stop: ShouldStop | None = None) -> Completion:
     """Continue a prompt given as token ids (kept from the end when it does not fit), without cleaning."""
-    context = runner.context_length
-    max_new_tokens = fit_max_new_tokens(settings.max_new_tokens, context)
-    kept, cut = fit_left(ids, context - max_new_tokens)
-    prompt = Prompt(kept, "continue", "", "", cut, max_new_tokens)
-    generation = generate(
-        runner, tokenizer, prompt.ids, max_new_tokens=max_new_tokens, params=settings.sampling,
-        stops=settings.stops, num_samples=settings.num_samples, on_text=on_text,
-        prompt_cache=prompt_cache, should_stop=should_stop,
-    )
-    return Completion(prompt, generation)
+    prompt, decoding = start_ids(runner, tokenizer, ids, settings, on_text=on_text, prompt_cache=prompt_cache,
+                                 should_stop=should_stop)
+    return Completion(prompt, decoding.run())

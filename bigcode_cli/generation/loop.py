@@ -2,7 +2,8 @@
 
 Prefill the prompt once (batch 1), copy its cache into one cache per sample, then decode the samples
 as rows of one `Runner.step` (one pass over the weights for all of them), leaving out rows as they
-finish. Text is streamed through a UTF-8 safe decoder, a stop matcher and an optional `edit` hook (FIM
+finish. One such generation is a `Decoding`: `generate` runs one alone, `bigcode serve` runs many
+together (generation/batch.py), their rows in one step. Text is streamed through a UTF-8 safe decoder, a stop matcher and an optional `edit` hook (FIM
 cleaning) before it reaches the caller's callback.
 """
 
@@ -11,14 +12,14 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from bigcode_cli.generation.sampling import SamplingParams, make_generator, next_tokens
 from bigcode_cli.generation.stopping import StopMatcher
 
 if TYPE_CHECKING:
     from bigcode_cli.generation.prompt_cache import PromptCache
-    from bigcode_cli.model.runner import Runner
+    from bigcode_cli.model.runner import RowTokens, Runner
     from bigcode_cli.text.tokenizer import Tokenizer
 
 # on_text(sample_index, new_text): called as soon as text is final
@@ -126,6 +127,195 @@ def _stop_ids(runner: Runner, tokenizer: Tokenizer | None, ignore_eos: bool) -> 
     return frozenset() if eos is None else frozenset([eos])
 
 
+class Decoding:
+    """One prompt's generation as pieces of work: prefill chunks, then one step per token over its samples' rows.
+
+    `run()` does the whole generation alone (`generate`); `bigcode serve` (generation/batch.py) runs many
+    at once, their rows in one `Runner.step`. Either way a row is computed the same, so greedy output
+    does not depend on what else runs. Call every method under torch.inference_mode().
+    """
+
+    def __init__(self, runner: Runner, tokenizer: Tokenizer | None, prompt_ids: Sequence[int], *,
+                 max_new_tokens: int, params: SamplingParams, stops: Sequence[str] = (), num_samples: int = 1,
+                 edit: Edit | None = None, on_text: OnText | None = None, ignore_eos: bool = False,
+                 prompt_cache: PromptCache | None = None, should_stop: ShouldStop | None = None) -> None:
+        if not prompt_ids:
+            eos = tokenizer.eos_id if tokenizer is not None else runner.config.eos_token_id
+            if eos is None:
+                raise ValueError("an empty prompt needs an end-of-text id to start from")
+            prompt_ids = [eos]
+        self.runner = runner
+        self.prompt_ids = list(prompt_ids)
+        self.max_new_tokens = max_new_tokens
+        self.params = params
+        self.num_samples = num_samples
+        self.prompt_cache = prompt_cache
+        self.should_stop = should_stop
+        self.generator = make_generator(params, runner.device)
+        self.streams = [_Stream(i, tokenizer, stops, edit, on_text) for i in range(num_samples)]
+        self.samples = [Sample() for _ in range(num_samples)]
+        self.stop_ids = _stop_ids(runner, tokenizer, ignore_eos)
+        self.result = Generation(self.samples, len(self.prompt_ids))
+        self.started = time.perf_counter()
+        self.decode_started = 0.0
+        self.first = True  # no token chosen yet (Ctrl-C may land during the prefill)
+        self.finished = False  # no more tokens: finish() makes the Generation
+        self._claimed = False
+        self._released = False
+        self._reported = False  # finish() made the texts
+        self._kept: Any = None  # the one-row cache of the prompt (sample 0's own when there is one sample)
+        self._written = 0  # prompt tokens whose keys and values the cache holds
+        self._caches: list[Any] = []  # sample i's own cache
+        self._logits: Any = None  # (rows, V) of the next choice
+        self._seen: Any = None  # (rows, T) prompt + tokens so far, for the repetition penalty
+        self._active: list[int] = []  # sample index of each row
+
+    @property
+    def prefilling(self) -> bool:
+        """Whether prompt tokens are still to be fed."""
+        return not self.finished and self._logits is None
+
+    @property
+    def decoding(self) -> bool:
+        """Whether the next piece of work is a step over `rows()`."""
+        return not self.finished and self._logits is not None
+
+    def prefill(self, chunk: int | None = None) -> None:
+        """Feed the next `chunk` prompt tokens (all that are left for None); after the last one the first
+        token of every sample is chosen."""
+        import torch
+
+        if not self._claimed:
+            capacity = len(self.prompt_ids) + self.max_new_tokens
+            if self.prompt_cache is not None:
+                self._kept = self.prompt_cache.claim(self.prompt_ids, capacity)
+                self.result.cached_tokens = self._kept.length
+            else:
+                self._kept = self.runner.new_cache(1, capacity)
+            self._claimed = True
+            self._written = self._kept.length if self._kept is not None else 0  # None: a runner that keeps no cache
+        end = len(self.prompt_ids)
+        if chunk is not None and self._kept is not None:
+            end = min(end, self._written + max(1, chunk))
+        piece = torch.tensor([self.prompt_ids[self._written : end]], dtype=torch.long, device=self.runner.device)
+        logits = self.runner(piece, cache=self._kept, last_only=True)[:, -1]  # (1, V)
+        self._written = end
+        if end < len(self.prompt_ids):
+            return
+        n = self.num_samples
+        self._caches = self._kept.split(n) if self._kept is not None else [None] * n
+        self._logits = logits.expand(n, -1) if n > 1 else logits
+        if self.params.repetition_penalty != 1.0:
+            prompt = torch.tensor([self.prompt_ids], dtype=torch.long, device=self.runner.device)
+            self._seen = prompt.expand(n, -1)
+        self._active = list(range(n))
+        self._choose()
+
+    def rows(self) -> list[RowTokens]:
+        """The rows of the next step: each running sample's cache and its last token."""
+        from bigcode_cli.model.runner import RowTokens
+
+        return [RowTokens(self._caches[i], [self.samples[i].token_ids[-1]]) for i in self._active]
+
+    def accept(self, logits: Any) -> None:
+        """Take the step's logits of `rows()` ((rows, V)) and choose the next tokens."""
+        self._logits = logits
+        self._choose()
+
+    def stop_if_asked(self) -> bool:
+        """Finish now (interrupted) when should_stop() says so, as before every token; whether it did."""
+        if not self.finished and self.should_stop is not None and self.should_stop():
+            self.interrupt()
+        return self.finished
+
+    def interrupt(self) -> None:
+        """Finish now, keeping what was made (a prefill in progress ends too)."""
+        self.result.interrupted = True
+        self.finished = True
+
+    def run(self) -> Generation:
+        """The whole generation, alone (Ctrl-C stops it and keeps what was made)."""
+        import torch
+
+        settings = contextlib.ExitStack()
+        with torch.inference_mode():
+            try:
+                self.prefill()
+                settings.enter_context(self.runner.decoding(self.num_samples))
+                while self.decoding:
+                    self.accept(self.runner.step(self.rows(), last_only=True))  # (rows, V)
+            except KeyboardInterrupt:
+                self.result.interrupted = True
+            finally:
+                settings.close()
+                self.release()
+        return self.finish()
+
+    def release(self) -> None:
+        """Give the prompt's cache back to the prompt cache (once); it keeps the prompt and sample 0's tokens."""
+        if self._released or self.prompt_cache is None or not self._claimed:
+            return
+        self._released = True
+        written = (self.prompt_ids + self.samples[0].token_ids)[: self._kept.length]
+        self.prompt_cache.release(self._kept, written)
+
+    def finish(self) -> Generation:
+        """End the generation (releasing its cache) and report it; the samples' texts are final."""
+        import torch
+
+        self.finished = True
+        with torch.inference_mode():
+            self.release()
+        if not self._reported:
+            self._reported = True
+            if not self.first:
+                self.result.decode_s = time.perf_counter() - self.decode_started
+            else:
+                self.result.prefill_s = time.perf_counter() - self.started
+            for stream, sample in zip(self.streams, self.samples):
+                stream.finish()
+                sample.text = stream.kept
+        return self.result
+
+    def _choose(self) -> None:
+        """Choose the next token of every running sample from `_logits`; finish when none runs on."""
+        import torch
+
+        if self.stop_if_asked():
+            return
+        chosen = next_tokens(self._logits, self._seen, self.params, self.generator)  # (rows,)
+        ids = chosen.tolist()
+        if self.first:
+            self.result.prefill_s = time.perf_counter() - self.started
+            self.decode_started = time.perf_counter()
+            self.first = False
+        keep_rows = []
+        for row, (index, token) in enumerate(zip(self._active, ids)):
+            sample = self.samples[index]
+            if token in self.stop_ids:
+                sample.stop_reason = "eos"
+                continue
+            sample.token_ids.append(token)
+            if self.streams[index].push(token):
+                sample.stop_reason = "stop"
+                continue
+            keep_rows.append(row)
+        if not keep_rows:
+            self._active = []
+            self.finished = True
+            return
+        if len(keep_rows) < len(self._active):
+            rows = torch.tensor(keep_rows, device=chosen.device)
+            chosen = chosen.index_select(0, rows)
+            if self._seen is not None:
+                self._seen = self._seen.index_select(0, rows)
+            self._active = [self._active[r] for r in keep_rows]
+        if self._seen is not None:
+            self._seen = torch.cat([self._seen, chosen.unsqueeze(1)], dim=1)
+        if len(self.samples[self._active[0]].token_ids) >= self.max_new_tokens:
+            self.finished = True
+
+
 def generate(runner: Runner, tokenizer: Tokenizer | None, prompt_ids: Sequence[int], *, max_new_tokens: int,
              params: SamplingParams, stops: Sequence[str] = (), num_samples: int = 1, edit: Edit | None = None,
              on_text: OnText | None = None, ignore_eos: bool = False, prompt_cache: PromptCache | None = None,
@@ -140,92 +330,6 @@ def generate(runner: Runner, tokenizer: Tokenizer | None, prompt_ids: Sequence[i
     With a `prompt_cache`, only the prompt tokens after the longest prefix it already holds are prefilled,
     and the cache keeps this prompt (and sample 0's tokens) afterwards.
     """
-    import torch  # here, not at module level: settings and types of this module are used without torch (--server)
-
-    from bigcode_cli.model.runner import RowTokens
-
-    if not prompt_ids:
-        eos = tokenizer.eos_id if tokenizer is not None else runner.config.eos_token_id
-        if eos is None:
-            raise ValueError("an empty prompt needs an end-of-text id to start from")
-        prompt_ids = [eos]
-    capacity = len(prompt_ids) + max_new_tokens
-    device = runner.device
-    generator = make_generator(params, device)
-    streams = [_Stream(i, tokenizer, stops, edit, on_text) for i in range(num_samples)]
-    samples = [Sample() for _ in range(num_samples)]
-    stop_ids = _stop_ids(runner, tokenizer, ignore_eos)
-    result = Generation(samples, len(prompt_ids))
-    penalty = params.repetition_penalty != 1.0
-    with torch.inference_mode():
-        started = time.perf_counter()
-        prompt = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)
-        if prompt_cache is not None:
-            cache = prompt_cache.claim(prompt_ids, capacity)
-            result.cached_tokens = cache.length
-        else:
-            cache = runner.new_cache(1, capacity)
-        kept = cache  # the one-row cache of the prompt (sample 0's own when there is one sample)
-        settings = contextlib.ExitStack()
-        first = True  # no token chosen yet (Ctrl-C may land during the prefill)
-        try:
-            reused = cache.length if cache is not None else 0  # None: a runner that keeps no cache
-            logits = runner(prompt[:, reused:], cache=cache, last_only=True)[:, -1]  # (1, V)
-            caches = cache.split(num_samples) if cache is not None else [None] * num_samples  # sample i's own
-            if num_samples > 1:
-                logits = logits.expand(num_samples, -1)
-            seen = prompt.expand(num_samples, -1) if penalty else None
-            active = list(range(num_samples))  # sample index of each cache row
-            settings.enter_context(runner.decoding(num_samples))
-            for _ in range(max_new_tokens):
-                if should_stop is not None and should_stop():
-                    result.interrupted = True
-                    break
-                chosen = next_tokens(logits, seen, params, generator)  # (rows,)
-                ids = chosen.tolist()
-                if first:
-                    result.prefill_s = time.perf_counter() - started
-                    decode_started = time.perf_counter()
-                    first = False
-                keep_rows = []
-                for row, (index, token) in enumerate(zip(active, ids)):
-                    sample = samples[index]
-                    if token in stop_ids:
-                        sample.stop_reason = "eos"
-                        continue
-                    sample.token_ids.append(token)
-                    if streams[index].push(token):
-                        sample.stop_reason = "stop"
-                        continue
-                    keep_rows.append(row)
-                if not keep_rows:
-                    active = []
-                    break
-                if len(keep_rows) < len(active):
-                    rows = torch.tensor(keep_rows, device=device)
-                    chosen = chosen.index_select(0, rows)
-                    if seen is not None:
-                        seen = seen.index_select(0, rows)
-                    active = [active[r] for r in keep_rows]
-                if seen is not None:
-                    seen = torch.cat([seen, chosen.unsqueeze(1)], dim=1)
-                if len(samples[active[0]].token_ids) >= max_new_tokens:
-                    break
-                logits = runner.step([RowTokens(caches[index], [samples[index].token_ids[-1]]) for index in active],
-                                     last_only=True)  # (rows, V)
-        except KeyboardInterrupt:
-            result.interrupted = True
-        finally:
-            settings.close()
-            if prompt_cache is not None:
-                # `kept` holds the prompt, then (one sample) the tokens fed back after it
-                written = (list(prompt_ids) + samples[0].token_ids)[: kept.length]
-                prompt_cache.release(kept, written)
-        if not first:
-            result.decode_s = time.perf_counter() - decode_started
-        else:
-            result.prefill_s = time.perf_counter() - started
-    for stream, sample in zip(streams, samples):
-        stream.finish()
-        sample.text = stream.kept
-    return result
+    return Decoding(runner, tokenizer, prompt_ids, max_new_tokens=max_new_tokens, params=params, stops=stops,
+                    num_samples=num_samples, edit=edit, on_text=on_text, ignore_eos=ignore_eos,
+                    prompt_cache=prompt_cache, should_stop=should_stop).run()

@@ -35,8 +35,8 @@ def create_app(worker: EngineWorker, config: ServeConfig) -> ASGIApp:
 
     async def health(request: Request) -> Response:
         if worker.state == "ready":
-            return JSONResponse({"status": "ok", "slots_idle": 0 if worker.busy else 1,
-                                 "slots_processing": 1 if worker.busy else 0, "requests_waiting": worker.waiting})
+            return JSONResponse({"status": "ok", "slots_idle": worker.parallel - worker.running,
+                                 "slots_processing": worker.running, "requests_waiting": worker.waiting})
         message = "Loading model" if worker.state == "loading" else f"the model failed to load: {worker.public_error}"
         return error_response(request.url.path, ApiError(503, message))
 

@@ -1,11 +1,13 @@
 """The engine worker: the one thread that owns the model, and the bounded queue in front of it.
 
-torch is not thread-safe for one model, and one CPU does one generation at a time best anyway, so
-every request becomes a `Job` run here in arrival order with the one generation service
-(generation/completion.py). A full queue refuses new jobs at once (503). A job whose client went
-away is skipped if still queued and stopped at its next token if running; `max_predict_ms` stops
-it at the first token past its deadline. The thread blocks on the queue when idle: no polling (after
-a large request it waits TRIM_AFTER_IDLE_S first, then gives the freed memory back: serve.memory).
+torch is not thread-safe for one model, so every request becomes a `Job` run on this thread. Up to
+`parallel` jobs run at once with continuous batching (generation/batch.py): a queued job joins the
+running batch before the next step (its prompt is prefilled in chunks between the others' steps), each
+step makes one token for every running job in one pass over the weights, and a job leaves as soon as it
+ends, freeing its slot for the next queued one. A full queue refuses new jobs at once (503). A job whose
+client went away is skipped if still queued and leaves at the next step if running; `max_predict_ms`
+stops it at the first token past its deadline. The thread blocks on the queue when idle: no polling
+(after a large request it waits TRIM_AFTER_IDLE_S first, then gives the freed memory back: serve.memory).
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ from bigcode_cli.serve.memory import LARGE_REQUEST, TRIM_AFTER_IDLE_S, release_f
 if TYPE_CHECKING:
     from bigcode_cli.generation.completion import Completion, CompletionSettings
     from bigcode_cli.store.loader import LoadedModel
+
+# slots when --parallel is not given: four editors (or one editor's requests and its prefetches) at once,
+# while every row's cache and logits stay small; see the README's serve section for the measurement
+DEFAULT_PARALLEL = 4
 
 JobKind = Literal["fim", "continue", "text", "ids"]
 # emit(event, payload) is called from the worker thread; the app hands events over to its event loop
@@ -81,15 +87,28 @@ class JobResult:
     cached_tokens: int
 
 
+@dataclass
+class _Running:
+    """A job in the batch: what its result reports besides the generation."""
+
+    job: Job
+    prompt: Any  # generation.completion.Prompt
+    queued_ms: float
+
+
 class EngineWorker:
-    """Loads the model on its own thread, then runs queued jobs one at a time."""
+    """Loads the model on its own thread, then runs queued jobs, up to `parallel` at once."""
 
     def __init__(self, load: Callable[[], LoadedModel], *, queue_size: int = 4, cache_slots: int = 2,
-                 fim_order: str = "auto", log: Callable[[str], None] | None = None,
+                 parallel: int = DEFAULT_PARALLEL, fim_order: str = "auto", log: Callable[[str], None] | None = None,
                  hide: Callable[[str], str] | None = None) -> None:
         self._load = load
-        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max(1, queue_size))
+        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self.queue_size = max(1, queue_size)
+        self._held = 0  # jobs submitted and not ended, queued or running: at most parallel + queue_size
+        self._held_lock = threading.Lock()
         self._cache_slots = cache_slots
+        self.parallel = max(1, parallel)
         self._fim_order = fim_order
         self._log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self._stopping = threading.Event()
@@ -101,7 +120,7 @@ class EngineWorker:
         self._hide = hide or (lambda message: message)
         self.loaded: LoadedModel | None = None
         self.fim_order = "psm"
-        self.busy = False  # a job is running
+        self.running = 0  # jobs in the batch (prefilling or decoding)
         self.prompt_cache: Any = None
 
     # -- the app's side ----------------------------------------------------------------------------
@@ -123,10 +142,13 @@ class EngineWorker:
     def submit(self, job: Job) -> None:
         """Queue a job, or raise NotReady / ServerBusy at once."""
         self.check_ready()
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
-            raise ServerBusy(f"the server is busy: {self._queue.maxsize} requests are already waiting") from None
+        # counted with the running jobs, not by the queue alone: a job the worker has not yet taken into a
+        # free slot (it does between steps) must not make the next request look like one too many
+        with self._held_lock:
+            if self._held >= self.parallel + self.queue_size:
+                raise ServerBusy(f"the server is busy: {self.queue_size} requests are already waiting")
+            self._held += 1
+        self._queue.put_nowait(job)
 
     def decode(self, ids: list[int]) -> str:
         """Token ids as text, control tokens spelled out (the tokenizer is thread-safe for this)."""
@@ -160,10 +182,7 @@ class EngineWorker:
             if job is not None:
                 job.cancel()
                 job.emit("error", NotReady("the server is shutting down"))
-        try:
-            self._queue.put_nowait(None)
-        except queue.Full:  # pragma: no cover - just drained
-            pass
+        self._queue.put_nowait(None)
         if self._thread is not None and self.state != "loading":  # a load cannot be stopped midway: not waited for
             self._thread.join(timeout)
 
@@ -186,24 +205,80 @@ class EngineWorker:
             self.loaded_event.set()
             return
         self.loaded_event.set()
+        self._serve()
+
+    def _serve(self) -> None:
+        """Admit queued jobs into free slots, advance the batch one step, report the jobs that ended."""
+        from bigcode_cli.generation.batch import Batch
+
+        assert self.loaded is not None
+        batch = Batch(self.loaded.runner)
+        running: dict[int, _Running] = {}  # id(decoding) -> its job
         trim_when_idle = False
-        while not self._stopping.is_set():
-            try:  # blocks while idle; after a large request, only until it is time to give its memory back
-                job = self._queue.get(timeout=TRIM_AFTER_IDLE_S) if trim_when_idle else self._queue.get()
-            except queue.Empty:
-                release_free_memory()
-                trim_when_idle = False
-                continue
-            if job is None:
-                break
-            if job.cancelled.is_set():
-                continue
-            self.busy = True
+        ended = False
+        while not ended and not self._stopping.is_set():
+            while len(batch) < self.parallel:
+                try:
+                    if len(batch):  # others are running: take only what already waits
+                        job = self._queue.get_nowait()
+                    elif trim_when_idle:  # idle after a large request: only until it is time to give memory back
+                        job = self._queue.get(timeout=TRIM_AFTER_IDLE_S)
+                    else:  # idle: block
+                        job = self._queue.get()
+                except queue.Empty:
+                    if not len(batch) and trim_when_idle:
+                        release_free_memory()
+                        trim_when_idle = False
+                    break
+                if job is None:
+                    ended = True
+                    break
+                if job.cancelled.is_set():
+                    self._ended()
+                    continue
+                trim_when_idle = trim_when_idle or job.size >= LARGE_REQUEST
+                self._start(job, batch, running)
+            self._advance(batch, running)
+        while len(batch):  # stopping: every job left stops before its next token
+            self._advance(batch, running)
+
+    def _advance(self, batch: Any, running: dict[int, _Running]) -> None:
+        for decoding in batch.members:
+            job = running[id(decoding)].job
+            if decoding.prefilling and (job.cancelled.is_set() or self._stopping.is_set()):
+                decoding.interrupt()  # gone while its prompt was still being fed: no more chunks for it
+
+        def failed(decoding: Any, exc: Exception) -> None:
+            self._ended()
+            self._fail(running.pop(id(decoding)).job, exc)
+
+        finished = batch.advance(failed) if len(batch) else []
+        self.running = len(batch)
+        for decoding in finished:
+            self._ended()
+            entry = running.pop(id(decoding))
             try:
-                self._run(job)
-            finally:
-                self.busy = False
-            trim_when_idle = trim_when_idle or job.size >= LARGE_REQUEST
+                self._report(decoding, entry)
+            except Exception as exc:  # noqa: BLE001 - a bug in finishing one job: that job fails, the worker lives on
+                self._fail(entry.job, exc)
+
+    def _ended(self) -> None:
+        """A submitted job left the worker: its place (slot or queue) is free for the next request."""
+        with self._held_lock:
+            self._held -= 1
+
+    def _start(self, job: Job, batch: Any, running: dict[int, _Running]) -> None:
+        """The job's prompt and generation, joined to the batch (or its error reported)."""
+        queued_ms = (time.perf_counter() - job.queued_at) * 1000
+        try:
+            prompt, decoding = self._decoding(job)
+        except Exception as exc:  # noqa: BLE001 - reported to its client; the worker lives on
+            self._ended()  # before the answer: a client that sends its next request at once finds the place free
+            self._fail(job, exc)
+            return
+        running[id(decoding)] = _Running(job, prompt, queued_ms)
+        batch.add(decoding)
+        self.running = len(batch)
 
     def _prepare(self, loaded: LoadedModel) -> None:
         from bigcode_cli.generation.prompt_cache import PromptCache
@@ -230,42 +305,47 @@ class EngineWorker:
 
         return should_stop
 
-    def _run(self, job: Job) -> None:
+    def _decoding(self, job: Job) -> tuple[Any, Any]:
+        """The job's Prompt and its Decoding, not yet run."""
         from dataclasses import replace
 
-        from bigcode_cli.generation.completion import complete, complete_ids, complete_text
+        from bigcode_cli.generation.completion import start_completion, start_ids, start_text
         from bigcode_cli.serve.prompt import extra_context_ids
 
         assert self.loaded is not None
         runner, tokenizer = self.loaded.runner, self.loaded.tokenizer
-        queued_ms = (time.perf_counter() - job.queued_at) * 1000
         settings = replace(job.settings, order=job.fim_order or self.fim_order)  # type: ignore[arg-type]
         cache = self.prompt_cache if job.use_cache else None
         on_text = None if job.warm_only else (lambda index, text: job.emit("text", (index, text)))
-        try:
-            if job.kind in ("fim", "continue"):
-                lead = extra_context_ids(tokenizer, job.extra, runner.context_length // 4)
-                result = complete(runner, tokenizer, job.prefix, job.suffix, job.kind, settings, on_text=on_text,
-                                  lead_ids=lead, prompt_cache=cache, should_stop=self._should_stop(job))
-            elif job.kind == "text":
-                result = complete_text(runner, tokenizer, job.prefix, settings, on_text=on_text, prompt_cache=cache,
-                                       should_stop=self._should_stop(job))
-            else:
-                ids = job.ids or ([tokenizer.eos_id] if tokenizer.eos_id is not None else [])
-                if any(not 0 <= i < runner.config.vocab_size for i in ids):
-                    raise _bad_ids(runner.config.vocab_size)
-                result = complete_ids(runner, tokenizer, ids, settings, on_text=on_text, prompt_cache=cache,
-                                      should_stop=self._should_stop(job))
-        except BigCodeError as exc:
+        if job.kind in ("fim", "continue"):
+            lead = extra_context_ids(tokenizer, job.extra, runner.context_length // 4)
+            return start_completion(runner, tokenizer, job.prefix, job.suffix, job.kind, settings, on_text=on_text,
+                                    lead_ids=lead, prompt_cache=cache, should_stop=self._should_stop(job))
+        if job.kind == "text":
+            return start_text(runner, tokenizer, job.prefix, settings, on_text=on_text, prompt_cache=cache,
+                              should_stop=self._should_stop(job))
+        ids = job.ids or ([tokenizer.eos_id] if tokenizer.eos_id is not None else [])
+        if any(not 0 <= i < runner.config.vocab_size for i in ids):
+            raise _bad_ids(runner.config.vocab_size)
+        return start_ids(runner, tokenizer, ids, settings, on_text=on_text, prompt_cache=cache,
+                         should_stop=self._should_stop(job))
+
+    def _fail(self, job: Job, exc: Exception) -> None:
+        if isinstance(exc, BigCodeError):
             job.emit("error", exc)
             return
-        except Exception as exc:  # a bug: answered as a 500 JSON error, and the worker lives on
-            job.emit("error", RuntimeError(f"{type(exc).__name__}: {exc}"))
-            self._log(f"error: internal error in a request: {type(exc).__name__}: {exc}")
-            return
-        generation = result.generation
+        # a bug: answered as a 500 JSON error, and the worker lives on
+        job.emit("error", RuntimeError(f"{type(exc).__name__}: {exc}"))
+        self._log(f"error: internal error in a request: {type(exc).__name__}: {exc}")
+
+    def _report(self, decoding: Any, entry: _Running) -> None:
+        from bigcode_cli.generation.completion import Completion
+
+        job = entry.job
+        generation = decoding.finish()
         gone = " (stopped: client gone)" if job.cancelled.is_set() else ""
-        job.emit("done", JobResult(result, queued_ms, generation.prompt_tokens, generation.cached_tokens))
+        job.emit("done", JobResult(Completion(entry.prompt, generation), entry.queued_ms, generation.prompt_tokens,
+                                   generation.cached_tokens))
         self._log(f"{job.kind}: {generation.prompt_tokens} prompt tokens ({generation.cached_tokens} cached), "
                   f"{generation.new_tokens} new, prefill {generation.prefill_s * 1000:.1f} ms, "
                   f"decode {generation.decode_s * 1000:.1f} ms{gone}")

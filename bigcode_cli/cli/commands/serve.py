@@ -11,6 +11,7 @@ import typer
 from bigcode_cli.choices import SERVE_FIM_ORDERS
 from bigcode_cli.cli.commands.option_groups import MODEL, with_options
 from bigcode_cli.cli.commands.options import choice_enum
+from bigcode_cli.serve.worker import DEFAULT_PARALLEL
 from bigcode_cli.terminal.model_choice import ModelChoice
 
 HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on; anything but loopback wants --api-key.")]
@@ -37,6 +38,10 @@ QueueOpt = Annotated[int, typer.Option("--queue", min=1, max=1024,
                                        help="Requests that may wait while one runs; more get 503 at once.")]
 CacheSlotsOpt = Annotated[int, typer.Option("--cache-slots", min=1, max=64,
                                             help="Recent prompts whose KV cache is kept for reuse.")]
+ParallelOpt = Annotated[int, typer.Option(
+    "--parallel", min=1, max=64,
+    help="Requests generated at once (slots), each step one pass over the weights for all of them; "
+         "more wait in the queue.")]
 ServeFimOrder = choice_enum("ServeFimOrder", SERVE_FIM_ORDERS)
 FimOrderOpt = Annotated[ServeFimOrder, typer.Option(
     "--fim-order", help="Fill-in-the-middle prompt order: auto (spm where the model has FIM tokens), psm or spm.")]
@@ -53,6 +58,7 @@ def serve(
     alias: AliasOpt = None,
     queue: QueueOpt = 4,
     cache_slots: CacheSlotsOpt = 2,
+    parallel: ParallelOpt = DEFAULT_PARALLEL,
     fim_order: FimOrderOpt = ServeFimOrder.auto,
     choice: ModelChoice = MODEL,
 ) -> None:
@@ -60,8 +66,9 @@ def serve(
     /completion and /health.
 
     The model is loaded once (/health answers 503 until it is ready), consecutive prompts reuse the KV cache
-    of their shared beginning, a client that disconnects stops its generation, and requests beyond --queue
-    waiting get 503. Requests from web pages (an Origin header) and for other host names are refused unless
+    of their shared beginning, a client that disconnects stops its generation, up to --parallel requests
+    are generated together (one pass over the weights per step for all of them), and requests beyond
+    --queue waiting get 503. Requests from web pages (an Origin header) and for other host names are refused unless
     --allowed-origins / --allowed-hosts name them. Needs the serve extra: pip install 'bigcode-cli[serve]'.
     """
     missing = _missing_web_stack()
@@ -84,7 +91,7 @@ def serve(
     run_server(model=choice.model, engine=choice.engine, attn=choice.attn, device=choice.device, dtype=choice.dtype,
                offline=choice.offline, host=host, port=port, api_keys=keys, allowed_hosts=hosts,
                allowed_origins=origins, alias=alias, queue_size=queue, cache_slots=cache_slots,
-               fim_order=fim_order.value)
+               parallel=parallel, fim_order=fim_order.value)
 
 
 def _missing_web_stack() -> str | None:

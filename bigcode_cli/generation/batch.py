@@ -1,0 +1,81 @@
+"""Continuous batching: many generations (`Decoding`s) advanced together, one pass over the weights a step.
+
+Each `advance()` feeds one prefill chunk of one joining generation, then runs ONE `Runner.step` over the
+rows of every generation that is decoding, and hands back the ones that finished. A generation joins
+with `add()` between advances and leaves as soon as it finishes or is stopped, freeing its place. A long
+prompt is cut into chunks, so it holds the others back by one chunk per step, not by its whole prefill.
+Each row is computed alone in the step (Runner.step's batch invariance), and a prefill chunk is cut at
+the same places whatever else runs, so a greedy generation makes the same tokens alone or in company.
+Not thread-safe: one owner (the serve worker's thread).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from bigcode_cli.generation.loop import Decoding
+    from bigcode_cli.model.runner import Runner
+
+# prompt tokens fed per prefill chunk: a few times a decode step's cost on small models, and big enough
+# that a prefill's matrix products stay efficient
+PREFILL_CHUNK = 256
+
+# on_error(decoding, exception): a generation failed inside a prefill or a step (it has left the batch)
+OnError = Callable[["Decoding", Exception], None]
+
+
+class Batch:
+    """The generations running together on one runner, in the order they joined."""
+
+    def __init__(self, runner: Runner, prefill_chunk: int = PREFILL_CHUNK) -> None:
+        self.runner = runner
+        self.prefill_chunk = max(1, prefill_chunk)
+        self.members: list[Decoding] = []
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def add(self, decoding: Decoding) -> None:
+        """Join the batch: its prefill starts at the next advance()."""
+        self.members.append(decoding)
+
+    def advance(self, on_error: OnError) -> list[Decoding]:
+        """One prefill chunk and one step over every decoding row; the generations that finished (they left)."""
+        import torch
+
+        with torch.inference_mode():
+            for member in self.members:
+                if member.decoding:  # a client gone or a deadline passed: leave before spending a step on it
+                    member.stop_if_asked()
+            joining = next((m for m in self.members if m.prefilling), None)
+            if joining is not None:
+                try:
+                    joining.prefill(self.prefill_chunk)
+                except Exception as exc:  # noqa: BLE001 - that generation fails, the others go on
+                    self._fail([joining], exc, on_error)
+            decoding = [m for m in self.members if m.decoding]
+            if decoding:
+                rows = [m.rows() for m in decoding]
+                try:
+                    logits = self.runner.step([row for group in rows for row in group], last_only=True)  # (R, V)
+                except Exception as exc:  # noqa: BLE001
+                    self._fail(decoding, exc, on_error)
+                else:
+                    start = 0
+                    for member, group in zip(decoding, rows):
+                        try:
+                            member.accept(logits[start : start + len(group)])
+                        except Exception as exc:  # noqa: BLE001
+                            self._fail([member], exc, on_error)
+                        start += len(group)
+        finished = [m for m in self.members if m.finished]
+        self.members = [m for m in self.members if not m.finished]
+        return finished
+
+    def _fail(self, members: list[Decoding], exc: Exception, on_error: OnError) -> None:
+        for member in members:
+            member.finished = True
+            self.members.remove(member)
+            member.release()
+            on_error(member, exc)

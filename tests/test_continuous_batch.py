@@ -1,0 +1,97 @@
+"""generation/batch.py: generations advanced together make the tokens they make alone (greedy, and sampled with
+their own seeds), join and leave between steps, and a long prompt's prefill is cut into chunks between the
+others' steps instead of stalling them."""
+
+from __future__ import annotations
+
+import pytest
+from checkpoints import save_lm_with_tokenizer
+
+from bigcode_cli.generation.batch import Batch
+from bigcode_cli.generation.loop import Decoding
+from bigcode_cli.generation.sampling import SamplingParams
+from bigcode_cli.model import engine
+from bigcode_cli.text.tokenizer import Tokenizer
+
+GREEDY = SamplingParams(temperature=0)
+PROMPTS = ["def add(a, b):\n", "class Stack:\n    def push(self, x):\n", "import os\n" * 6, "x"]
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    path = save_lm_with_tokenizer(tmp_path_factory.mktemp("lm") / "ckpt", n_positions=512)
+    return engine.load(path, "causal-lm"), Tokenizer.from_dir(path)
+
+
+def decoding(loaded, prompt: str, params: SamplingParams = GREEDY, **kwargs) -> Decoding:
+    runner, tokenizer = loaded
+    return Decoding(runner, tokenizer, tokenizer.encode(prompt), max_new_tokens=kwargs.pop("max_new_tokens", 40),
+                    params=params, ignore_eos=True, **kwargs)
+
+
+def run(runner, joins: list[tuple[int, Decoding]], chunk: int = 8, limit: int = 1000) -> None:
+    """Advance a batch until every generation finished; (n, d): d joins before advance number n."""
+    batch, pending, advances = Batch(runner, prefill_chunk=chunk), sorted(joins, key=lambda j: j[0]), 0
+    while (pending or len(batch)) and advances < limit:
+        while pending and pending[0][0] <= advances:
+            batch.add(pending.pop(0)[1])
+        for finished in batch.advance(on_error=lambda d, exc: (_ for _ in ()).throw(exc)):
+            finished.finish()
+        advances += 1
+    assert advances < limit
+
+
+def tokens(d: Decoding) -> list[list[int]]:
+    return [s.token_ids for s in d.samples]
+
+
+def test_together_equals_alone_for_greedy_and_seeded_samples(loaded):
+    runner, _ = loaded
+
+    def make() -> list[Decoding]:
+        return [decoding(loaded, PROMPTS[0]), decoding(loaded, PROMPTS[1], SamplingParams(temperature=1.0, seed=3)),
+                decoding(loaded, PROMPTS[2], num_samples=2), decoding(loaded, PROMPTS[3], max_new_tokens=7)]
+
+    alone = make()
+    for d in alone:
+        run(runner, [(0, d)])
+    together = make()
+    run(runner, [(0, together[0]), (3, together[1]), (3, together[2]), (10, together[3])])  # joining mid-run
+    assert [tokens(d) for d in together] == [tokens(d) for d in alone]
+    assert [len(s.token_ids) for d in together for s in d.samples] == [40, 40, 40, 40, 7]
+    # the sampled one drew from its own generator: a second seed makes other tokens
+    other = decoding(loaded, PROMPTS[1], SamplingParams(temperature=1.0, seed=4))
+    run(runner, [(0, other)])
+    assert tokens(other) != tokens(together[1])
+
+
+def test_a_long_prefill_is_cut_into_chunks_between_the_others_steps(loaded):
+    runner, tokenizer = loaded
+    running, joining = decoding(loaded, PROMPTS[0]), decoding(loaded, "def f():\n    return 1\n" * 8)
+    prompt_tokens = len(tokenizer.encode("def f():\n    return 1\n" * 8))
+    batch = Batch(runner, prefill_chunk=16)
+    batch.add(running)
+    batch.advance(on_error=pytest.fail)
+    batch.add(joining)
+    steps = 0
+    while joining.prefilling:
+        before = len(running.samples[0].token_ids)
+        batch.advance(on_error=pytest.fail)
+        assert len(running.samples[0].token_ids) == before + 1  # the running one made a token every advance
+        steps += 1
+    assert steps == -(-prompt_tokens // 16)
+
+
+def test_a_stopped_generation_leaves_at_the_next_step_and_keeps_its_tokens(loaded):
+    runner, _ = loaded
+    stop = []
+    leaving, staying = decoding(loaded, PROMPTS[0], should_stop=lambda: bool(stop)), decoding(loaded, PROMPTS[1])
+    batch = Batch(runner)
+    batch.add(leaving)
+    batch.add(staying)
+    for _ in range(3):
+        assert batch.advance(on_error=pytest.fail) == []
+    stop.append(True)
+    assert batch.advance(on_error=pytest.fail) == [leaving]
+    generation = leaving.finish()
+    assert generation.interrupted and len(generation.samples[0].token_ids) == 4 and len(batch) == 1
