@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from bigcode_cli.serve import llama_api, openai_api
+from bigcode_cli.serve import llama_api, observability, openai_api, tgi_api
 from bigcode_cli.serve.api_keys import ApiKeyGuard
 from bigcode_cli.serve.browser_guard import BrowserGuard
 from bigcode_cli.serve.errors import ApiError, error_response
@@ -45,6 +45,8 @@ def create_app(worker: EngineWorker, config: ServeConfig) -> ASGIApp:
         Route("/v1/health", health, methods=["GET"]),
         *openai_api.routes(worker, config),
         *llama_api.routes(worker, config),
+        *tgi_api.routes(worker, config),
+        *observability.routes(worker),
     ]
 
     @contextlib.asynccontextmanager

@@ -1,6 +1,7 @@
 """Error responses in each protocol's own shape.
 
 OpenAI (`/v1/...`): {"error": {"message", "type", "param", "code"}}.
+TGI (`/generate`): {"error": "message", "error_type"}, TGI's own shape.
 llama.cpp (everything else): {"error": {"code", "message", "type"}}.
 """
 
@@ -33,6 +34,11 @@ class ApiError(Exception):
         self.headers = headers
 
 
+_TGI_TYPES = {401: "authentication", 403: "permission", 404: "not_found", 500: "generation", 501: "not_supported",
+              503: "overloaded"}
+TGI_PATHS = ("/generate",)
+
+
 def is_openai_path(path: str) -> bool:
     """Whether a path belongs to the OpenAI protocol (and gets its error shape)."""
     return path.startswith("/v1/")
@@ -46,6 +52,8 @@ def error_body(path: str, error: ApiError) -> dict[str, Any]:
             code = "invalid_api_key"
         return {"error": {"message": error.message, "type": _OPENAI_TYPES.get(error.status, "invalid_request_error"),
                           "param": error.param, "code": code}}
+    if path in TGI_PATHS:
+        return {"error": error.message, "error_type": _TGI_TYPES.get(error.status, "validation")}
     return {"error": {"code": error.status, "message": error.message,
                       "type": _LLAMA_TYPES.get(error.status, "invalid_request_error")}}
 

@@ -133,3 +133,24 @@ class InfillRequest(LlamaRequest):
     input_suffix: StrictStr = ""
     input_extra: Annotated[list[ExtraChunk], Field(max_length=MAX_EXTRA_CHUNKS)] = []
     prompt: StrictStr = ""  # the text of the cursor line before the cursor: it continues input_prefix
+
+
+class TgiParameters(_Request):
+    """The `parameters` of a TGI `/generate` request, with TGI's bounds."""
+
+    max_new_tokens: Optional[Annotated[StrictInt, Field(ge=1)]] = None
+    temperature: Optional[Annotated[Number, Field(gt=0)]] = None
+    top_p: Optional[Annotated[Number, Field(gt=0, le=1)]] = None
+    top_k: Optional[Annotated[StrictInt, Field(gt=0)]] = None
+    do_sample: StrictBool = False
+    stop: Optional[list[StrictStr]] = None
+    return_full_text: Optional[StrictBool] = None
+    seed: Optional[Annotated[StrictInt, Field(ge=0, le=MAX_SEED)]] = None
+    repetition_penalty: Optional[Annotated[Number, Field(gt=0)]] = None
+
+
+class TgiRequest(_Body):
+    """Hugging Face text-generation-inference `POST /generate`, as llm-ls / llm.nvim / llm-vscode send it."""
+
+    inputs: Annotated[StrictStr, Field(min_length=1)]
+    parameters: TgiParameters = TgiParameters()

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from bigcode_cli.choices import FIM_ORDERS
 from bigcode_cli.errors import BigCodeError
+from bigcode_cli.serve.counters import ServeCounters, Slot
 from bigcode_cli.serve.memory import LARGE_REQUEST, TRIM_AFTER_IDLE_S, release_free_memory
 
 if TYPE_CHECKING:
@@ -94,6 +95,8 @@ class _Running:
     job: Job
     prompt: Any  # generation.completion.Prompt
     queued_ms: float
+    slot: int = 0  # its id in /slots
+    decoding: Any = None  # generation.loop.Decoding
 
 
 class EngineWorker:
@@ -122,6 +125,7 @@ class EngineWorker:
         self.fim_order = "psm"
         self.running = 0  # jobs in the batch (prefilling or decoding)
         self.prompt_cache: Any = None
+        self.counters = ServeCounters(self.parallel)  # for /metrics and /slots
 
     # -- the app's side ----------------------------------------------------------------------------
 
@@ -261,6 +265,7 @@ class EngineWorker:
                 self._report(decoding, entry)
             except Exception as exc:  # noqa: BLE001 - a bug in finishing one job: that job fails, the worker lives on
                 self._fail(entry.job, exc)
+        self._publish(running)
 
     def _ended(self) -> None:
         """A submitted job left the worker: its place (slot or queue) is free for the next request."""
@@ -276,9 +281,21 @@ class EngineWorker:
             self._ended()  # before the answer: a client that sends its next request at once finds the place free
             self._fail(job, exc)
             return
-        running[id(decoding)] = _Running(job, prompt, queued_ms)
+        taken = {entry.slot for entry in running.values()}
+        slot = next(i for i in range(self.parallel) if i not in taken)
+        running[id(decoding)] = _Running(job, prompt, queued_ms, slot, decoding)
         batch.add(decoding)
         self.running = len(batch)
+        self._publish(running)
+
+    def _publish(self, running: dict[int, _Running]) -> None:
+        """What each slot is doing now, for /slots."""
+        busy: dict[int, Slot] = {}
+        for entry in running.values():
+            decoding = entry.decoding
+            busy[entry.slot] = Slot(entry.slot, "prefill" if decoding.prefilling else "decoding",
+                                    len(decoding.prompt_ids), sum(len(s.token_ids) for s in decoding.samples))
+        self.counters.publish(busy)
 
     def _prepare(self, loaded: LoadedModel) -> None:
         from bigcode_cli.generation.prompt_cache import PromptCache
@@ -343,6 +360,8 @@ class EngineWorker:
 
         job = entry.job
         generation = decoding.finish()
+        self.counters.finished(prompt_tokens=generation.prompt_tokens, cached_tokens=generation.cached_tokens,
+                               generated_tokens=generation.new_tokens)
         gone = " (stopped: client gone)" if job.cancelled.is_set() else ""
         job.emit("done", JobResult(Completion(entry.prompt, generation), entry.queued_ms, generation.prompt_tokens,
                                    generation.cached_tokens))
