@@ -19,6 +19,9 @@ _LLAMA_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: 
                 404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error",
                 415: "invalid_request_error", 422: "invalid_request_error",
                 501: "not_supported_error", 503: "unavailable_error", 500: "server_error"}
+_TGI_TYPES = {401: "authentication", 403: "permission", 404: "not_found", 500: "generation", 501: "not_supported",
+              503: "overloaded"}  # anything else is a "validation" error
+TGI_PATHS = ("/generate",)
 
 
 class ApiError(Exception):
@@ -32,11 +35,6 @@ class ApiError(Exception):
         self.param = param
         self.code = code
         self.headers = headers
-
-
-_TGI_TYPES = {401: "authentication", 403: "permission", 404: "not_found", 500: "generation", 501: "not_supported",
-              503: "overloaded"}
-TGI_PATHS = ("/generate",)
 
 
 def is_openai_path(path: str) -> bool:

@@ -15,7 +15,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bigcode_cli.serve.handling import Running, ServeConfig, check_max_tokens, completion_settings, guarded, parse, read_json
+from bigcode_cli.serve.handling import (
+    Running,
+    ServeConfig,
+    check_max_tokens,
+    completion_settings,
+    guarded,
+    parse,
+    read_json,
+)
 from bigcode_cli.serve.schema import TgiParameters, TgiRequest
 from bigcode_cli.serve.worker import Job
 
