@@ -125,6 +125,25 @@ def test_counters_are_exact_when_added_to_from_many_threads():
 # -- /slots ------------------------------------------------------------------------------------------
 
 
+def test_the_worker_publishes_prefilling_and_decoding_slots_by_their_ids():
+    from types import SimpleNamespace
+
+    from bigcode_cli.serve.worker import EngineWorker, _Running
+
+    def decoding(prefilling: bool, prompt: int, made: list[int]) -> SimpleNamespace:
+        samples = [SimpleNamespace(token_ids=[0] * n) for n in made]
+        return SimpleNamespace(prefilling=prefilling, prompt_ids=[0] * prompt, samples=samples)
+
+    worker = EngineWorker(lambda: None, parallel=3)
+    running = {1: _Running(None, None, 0.0, 2, decoding(True, 4000, [0])),
+               2: _Running(None, None, 0.0, 0, decoding(False, 12, [3, 5]))}
+    worker._publish(running)
+    assert worker.counters.slots == (Slot(0, "decoding", 12, 8), Slot(1, "idle"), Slot(2, "prefill", 4000, 0))
+    worker._publish({})
+    assert [slot.state for slot in worker.counters.slots] == ["idle"] * 3
+
+
+
 def test_slots_show_a_running_request_without_its_prompt(server):
     wait_until(lambda: all(slot["state"] == "idle" for slot in slots(server)), "idle slots")
     assert [slot["id"] for slot in slots(server)] == [0, 1]
