@@ -21,10 +21,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _limit_open_files(count: int) -> None:
+    """In the child before exec: at most `count` file descriptors (a machine whose limit is low)."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
+
+
 class ServerProcess:
     """`python -m bigcode_cli serve ARGS` with its stderr in a file; stop() ends it (SIGTERM, then SIGKILL)."""
 
-    def __init__(self, args: list[str], home: Path, *, env: dict[str, str] | None = None) -> None:
+    def __init__(self, args: list[str], home: Path, *, env: dict[str, str] | None = None,
+                 open_files: int | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = home / f"serve-{self.port}.log"
@@ -35,6 +43,7 @@ class ServerProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bigcode_cli", "serve", "--port", str(self.port), *args],
             stdout=subprocess.DEVNULL, stderr=self._log, env=environment,
+            preexec_fn=None if open_files is None else lambda: _limit_open_files(open_files),
         )
 
     def cpu_seconds(self) -> float:

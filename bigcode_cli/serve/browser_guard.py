@@ -8,7 +8,7 @@ are not browsers: they send no `Origin`. So the guard, in front of everything el
   Jupyter do; an allowed origin gets CORS headers, and its preflight (`OPTIONS` with
   `Access-Control-Request-Method`) is answered here, before the API-key check, which a preflight
   cannot pass (browsers send it without credentials).
-POST bodies must also be declared `application/json` (handling.read_json): a page can send that
+POST bodies must also be declared `application/json` (handling.read_body): a page can send that
 only after a preflight, which only allowed origins pass. Refusals are 403 in the protocol's error
 shape. (Starlette's TrustedHostMiddleware and CORSMiddleware answer in plain text, and the latter
 lets a disallowed origin's request run, only withholding the headers: neither fits.)

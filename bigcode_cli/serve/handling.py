@@ -8,7 +8,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
+import anyio
 from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -21,6 +23,7 @@ from bigcode_cli.serve.hosts import HostPolicy
 from bigcode_cli.serve.worker import EngineWorker, Job, NotReady, ServerBusy
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
+OFF_LOOP_BYTES = 64 * 1024  # a body at least this large is decoded and validated on a worker thread
 JSON_MEDIA_TYPE = "application/json"
 
 
@@ -33,6 +36,7 @@ class ServeConfig:
     hosts: HostPolicy = field(default_factory=HostPolicy)
     origins: tuple[str, ...] = ()  # --allowed-origins
     max_body_bytes: int = MAX_BODY_BYTES
+    body_timeout: float | None = None  # seconds a request body may take to arrive (--timeout)
     created: int = 0
     worker: EngineWorker | None = None
 
@@ -46,9 +50,23 @@ class ServeConfig:
 # -- reading and checking requests -----------------------------------------------------------------
 
 
+async def read_request(request: Request, schema: type[BaseModel], config: ServeConfig) -> Any:
+    """The request body validated against `schema`, within the server's size and time limits. A large body is
+    decoded and validated on a worker thread, so /health and the other clients are answered meanwhile."""
+    body = await read_body(request, config.max_body_bytes, timeout=config.body_timeout)
+    if len(body) < OFF_LOOP_BYTES:
+        return parse(schema, _decode_json(body))
+    return await run_in_threadpool(lambda: parse(schema, _decode_json(body)))
+
+
 async def read_json(request: Request, limit: int) -> dict[str, Any]:
-    """The request body as a JSON object, at most `limit` bytes, declared as JSON (browser_guard: a web
-    page cannot send that type without a preflight)."""
+    """The request body as a JSON object, at most `limit` bytes."""
+    return _decode_json(await read_body(request, limit))
+
+
+async def read_body(request: Request, limit: int, *, timeout: float | None = None) -> bytes:
+    """The request body, at most `limit` bytes arriving within `timeout` seconds, declared as JSON
+    (browser_guard: a web page cannot send that type without a preflight)."""
     declared_type = request.headers.get("content-type")
     if (declared_type or "").split(";", 1)[0].strip().lower() != JSON_MEDIA_TYPE:
         raise ApiError(415, f"send the request body as JSON with the header `Content-Type: {JSON_MEDIA_TYPE}` "
@@ -57,12 +75,21 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"the request body is larger than {limit} bytes")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise ApiError(413, f"the request body is larger than {limit} bytes")
     try:
-        data = json.loads(bytes(body).decode("utf-8"))
+        with anyio.fail_after(timeout):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise ApiError(413, f"the request body is larger than {limit} bytes")
+    except TimeoutError:
+        raise ApiError(408, f"the request body did not arrive within {timeout:g} s") from None
+    return bytes(body)
+
+
+def _decode_json(body: bytes) -> dict[str, Any]:
+    """`body` as a JSON object; what is wrong with it as a 400."""
+    try:
+        data = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
         raise ApiError(400, "the request body is not UTF-8") from None
     except json.JSONDecodeError as exc:

@@ -22,8 +22,7 @@ from bigcode_cli.serve.handling import (
     check_max_tokens,
     completion_settings,
     guarded,
-    parse,
-    read_json,
+    read_request,
 )
 from bigcode_cli.serve.schema import InfillRequest, LlamaRequest
 from bigcode_cli.serve.timings import timings
@@ -118,7 +117,7 @@ def routes(worker: EngineWorker, config: ServeConfig) -> list[Route]:
 
     def endpoint(schema: type[LlamaRequest], make_job: Any) -> Any:
         async def handle(request: Request) -> Response:
-            body = parse(schema, await read_json(request, config.max_body_bytes))
+            body = await read_request(request, schema, config)
             running = Running(worker, request, lambda emit: make_job(body, config, emit))
             if body.stream:
                 return EventStream(_stream(running, config, body.response_fields))

@@ -18,8 +18,7 @@ from bigcode_cli.serve.handling import (
     check_max_tokens,
     completion_settings,
     guarded,
-    parse,
-    read_json,
+    read_request,
 )
 from bigcode_cli.serve.schema import BigcodeOptions, CompletionRequest
 from bigcode_cli.serve.timings import timings
@@ -89,7 +88,7 @@ def routes(worker: EngineWorker, config: ServeConfig) -> list[Route]:
     """The OpenAI routes."""
 
     async def completions(request: Request) -> Response:
-        body = parse(CompletionRequest, await read_json(request, config.max_body_bytes))
+        body = await read_request(request, CompletionRequest, config)
         running = Running(worker, request, lambda emit: _job(body, config, emit))
         ident = f"cmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())

@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Callable, Iterator, NoReturn, Sequence
 
 from bigcode_cli.errors import BigCodeError, InputError
+from bigcode_cli.serve.limits import ConnectionLimits
 from bigcode_cli.serve.hosts import HostPolicy, is_loopback
+
+LISTEN_BACKLOG = 128  # connections the kernel holds until accepted
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -30,7 +33,7 @@ def bind(host: str, port: int) -> socket.socket:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(address)
-        sock.listen(128)
+        sock.listen(LISTEN_BACKLOG)
     except OSError as exc:
         sock.close()
         raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
@@ -77,15 +80,19 @@ def serve(*, model: str | None, engine: str = "native", attn: str = "auto", devi
           dtype: str = "auto", offline: bool = False, host: str = "127.0.0.1", port: int = 8012,
           api_keys: Sequence[bytes] = (), allowed_hosts: tuple[str, ...] = (), allowed_origins: tuple[str, ...] = (),
           alias: str | None = None, queue_size: int = 4, cache_slots: int = 2, parallel: int | None = None,
-          fim_order: str = "auto", log: Callable[[str], None] | None = None) -> None:
+          fim_order: str = "auto", limits: ConnectionLimits = ConnectionLimits(),
+          log: Callable[[str], None] | None = None) -> None:
     """Serve a model until interrupted; raises BigCodeError for what the user can fix.
 
-    `api_keys`: the keys as bytes (serve.api_keys); `allowed_hosts`/`allowed_origins` as serve.hosts parses them.
+    `api_keys`: the keys as bytes (serve.api_keys); `allowed_hosts`/`allowed_origins` as serve.hosts parses them;
+    `limits`: how many connections may be open and how long one may stay silent (serve.connections).
     """
     import uvicorn
 
     from bigcode_cli.serve.api_keys import KeyRing
     from bigcode_cli.serve.app import create_app
+    from bigcode_cli.serve.connections import bounded_protocol, log_config
+    from bigcode_cli.terminal.console import debug_enabled
     from bigcode_cli.serve.handling import ServeConfig
     from bigcode_cli.serve.worker import DEFAULT_PARALLEL, EngineWorker
     from bigcode_cli import store
@@ -109,10 +116,15 @@ def serve(*, model: str | None, engine: str = "native", attn: str = "auto", devi
                           parallel=DEFAULT_PARALLEL if parallel is None else parallel, fim_order=fim_order, log=say,
                           hide=path_hider(resolved.name, resolved.path, name))
     config = ServeConfig(model_name=name, api_keys=keys, hosts=HostPolicy(host, address[0], allowed_hosts),
-                         origins=allowed_origins, worker=worker)
+                         origins=allowed_origins, worker=worker, body_timeout=limits.timeout)
     app = create_app(worker, config)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                                           timeout_graceful_shutdown=3, server_header=False))
+                                           timeout_graceful_shutdown=3, server_header=False,
+                                           http=bounded_protocol(limits), timeout_keep_alive=int(limits.timeout) or 1,
+                                           # asyncio accepts up to `backlog` connections at once, before any is
+                                           # bounded: a small batch keeps a flood below the descriptor limit
+                                           backlog=min(limits.max_connections, LISTEN_BACKLOG),
+                                           log_config=log_config(tracebacks=debug_enabled())))
     shown = f"[{address[0]}]" if ":" in address[0] else address[0]
     say(f"serving {resolved.name} as {name!r} on http://{shown}:{address[1]} (OpenAI /v1/completions, "
         f"llama.cpp /infill, /completion, /health); loading the model")

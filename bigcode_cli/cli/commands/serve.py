@@ -11,6 +11,7 @@ import typer
 from bigcode_cli.choices import SERVE_FIM_ORDERS
 from bigcode_cli.cli.commands.option_groups import MODEL, with_options
 from bigcode_cli.cli.commands.options import choice_enum
+from bigcode_cli.serve.limits import ConnectionLimits
 from bigcode_cli.serve.worker import DEFAULT_PARALLEL
 from bigcode_cli.terminal.model_choice import ModelChoice
 
@@ -42,6 +43,13 @@ ParallelOpt = Annotated[int, typer.Option(
     "--parallel", min=1, max=64,
     help="Requests generated at once (slots), each step one pass over the weights for all of them; "
          "more wait in the queue.")]
+MaxConnectionsOpt = Annotated[int, typer.Option(
+    "--max-connections", min=1, max=16384,
+    help="Connections kept open at once; beyond it a new one closes the longest-open idle one.")]
+TimeoutOpt = Annotated[float, typer.Option(
+    "--timeout", min=0.1, max=3600,
+    help="Seconds a connection may stay idle, and a request's head or body may take to arrive, before it is closed "
+         "(408 for a body).")]
 ServeFimOrder = choice_enum("ServeFimOrder", SERVE_FIM_ORDERS)
 FimOrderOpt = Annotated[ServeFimOrder, typer.Option(
     "--fim-order", help="Fill-in-the-middle prompt order: auto (spm where the model has FIM tokens), psm or spm.")]
@@ -60,6 +68,8 @@ def serve(
     cache_slots: CacheSlotsOpt = 2,
     parallel: ParallelOpt = DEFAULT_PARALLEL,
     fim_order: FimOrderOpt = ServeFimOrder.auto,
+    max_connections: MaxConnectionsOpt = ConnectionLimits.max_connections,
+    timeout: TimeoutOpt = ConnectionLimits.timeout,
     choice: ModelChoice = MODEL,
 ) -> None:
     """Serve a model to editors over HTTP until Ctrl-C: OpenAI /v1/completions and /v1/models, llama.cpp /infill,
@@ -68,7 +78,8 @@ def serve(
     The model is loaded once (/health answers 503 until it is ready), consecutive prompts reuse the KV cache
     of their shared beginning, a client that disconnects stops its generation, up to --parallel requests
     are generated together (one pass over the weights per step for all of them), and requests beyond
-    --queue waiting get 503. Requests from web pages (an Origin header) and for other host names are refused unless
+    --queue waiting get 503. At most --max-connections are kept open, and one that stays silent for --timeout
+    seconds is closed. Requests from web pages (an Origin header) and for other host names are refused unless
     --allowed-origins / --allowed-hosts name them. Needs the serve extra: pip install 'bigcode-cli[serve]'.
     """
     missing = _missing_web_stack()
@@ -91,7 +102,8 @@ def serve(
     run_server(model=choice.model, engine=choice.engine, attn=choice.attn, device=choice.device, dtype=choice.dtype,
                offline=choice.offline, host=host, port=port, api_keys=keys, allowed_hosts=hosts,
                allowed_origins=origins, alias=alias, queue_size=queue, cache_slots=cache_slots,
-               parallel=parallel, fim_order=fim_order.value)
+               parallel=parallel, fim_order=fim_order.value,
+               limits=ConnectionLimits(max_connections=max_connections, timeout=timeout))
 
 
 def _missing_web_stack() -> str | None:
