@@ -48,6 +48,20 @@ class TransformersCache:
             return [self]
         return [TransformersCache(copy.deepcopy(self.cache)) for _ in range(n)]
 
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for layer in self.cache.layers
+                   for t in (getattr(layer, "keys", None), getattr(layer, "values", None)) if t is not None)
+
+    def copy_prefix(self, n: int) -> TransformersCache:
+        copied = TransformersCache(copy.deepcopy(self.cache))
+        copied.cache.crop(n)
+        return copied
+
+    def load_prefix(self, source: TransformersCache, n: int) -> None:  # type: ignore[override]
+        self.cache = copy.deepcopy(source.cache)
+        self.cache.crop(n)
+
 
 def _cache_argument(model: Any) -> str:
     """The name transformers' forward() takes the cache under: `cache` since 5.2x, `past_key_values` before.
