@@ -138,3 +138,17 @@ def test_bytes_never_exceed_the_bound_and_the_least_recently_used_goes_first(mod
     off = PromptCache(runner, max_bytes=0)
     _release(runner, off, first)
     assert len(off) == 0 and _claimed(off, first + [1]) == 0
+
+
+def test_the_transformers_engine_reuses_through_the_same_protocol():
+    reference = open_model(None, "causal-lm", engine="transformers")
+    runner, tokenizer = reference.runner, reference.tokenizer
+    ids = tokenizer.encode("def fib(n):\n    if n < 2:\n        return n\n    return fib(n - 1) + fib(n - 2)\n" * 2)
+    cache = PromptCache(runner)
+    generate(runner, tokenizer, ids, max_new_tokens=4, params=GREEDY, prompt_cache=cache)
+    assert len(cache) == 1 and cache.bytes > 0
+    typed = ids + tokenizer.encode("print(fib(10))")
+    fresh = generate(runner, tokenizer, typed, max_new_tokens=8, params=GREEDY)
+    cached = generate(runner, tokenizer, typed, max_new_tokens=8, params=GREEDY, prompt_cache=cache)
+    assert cached.cached_tokens >= len(ids) - 1
+    assert [s.token_ids for s in cached.samples] == [s.token_ids for s in fresh.samples]

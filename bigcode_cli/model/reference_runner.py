@@ -50,17 +50,23 @@ class TransformersCache:
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for layer in self.cache.layers
+        # the storage, not the view: a cropped layer still holds its whole tensor
+        return sum(t.untyped_storage().nbytes() for layer in self.cache.layers
                    for t in (getattr(layer, "keys", None), getattr(layer, "values", None)) if t is not None)
 
     def copy_prefix(self, n: int) -> TransformersCache:
         copied = TransformersCache(copy.deepcopy(self.cache))
-        copied.cache.crop(n)
+        copied._keep(n)
         return copied
 
     def load_prefix(self, source: TransformersCache, n: int) -> None:  # type: ignore[override]
         self.cache = copy.deepcopy(source.cache)
-        self.cache.crop(n)
+        self._keep(n)
+
+    def _keep(self, n: int) -> None:
+        # crop(-k) drops the last k positions in every transformers version (5.x refuses a positive length)
+        if self.length > n:
+            self.cache.crop(n - self.length)
 
 
 def _cache_argument(model: Any) -> str:
