@@ -1,13 +1,14 @@
 """The prompt cache changes how much is prefilled, never what is generated: greedy tokens with it equal
 those of a fresh prefill (itself checked against transformers in test_generation), through typing,
-jumps to another prompt, slot reuse, copies of a shared prefix and several samples."""
+jumps to another prompt, copies of a shared prefix and several samples. It reuses the longest prefix of
+any earlier request, never across partitions, and holds at most its bytes, dropping the least recently used."""
 
 from __future__ import annotations
 
 import pytest
 
 from bigcode_cli.generation.loop import generate
-from bigcode_cli.generation.prompt_cache import PromptCache, common_prefix_length
+from bigcode_cli.generation.prompt_cache import BLOCK, PromptCache, common_prefix_length
 from bigcode_cli.generation.sampling import SamplingParams
 from bigcode_cli.store.loader import open_model
 
@@ -37,19 +38,19 @@ def test_cached_generation_equals_fresh_generation(model):
         base[:20] + tokenizer.encode(" # changed"),  # shares a short prefix with base: copied into a slot
         base + tokenizer.encode("readlines"),
     ]
-    cache = PromptCache(runner, slots=2)
+    cache = PromptCache(runner)
     for ids in prompts:
         fresh = generate(runner, tokenizer, ids, max_new_tokens=12, params=GREEDY)
         cached = generate(runner, tokenizer, ids, max_new_tokens=12, params=GREEDY, prompt_cache=cache)
         assert [s.token_ids for s in cached.samples] == [s.token_ids for s in fresh.samples]
         assert cached.prompt_tokens == len(ids) and 0 <= cached.cached_tokens < len(ids)
-    assert len(cache) == 2
+    assert len(cache) <= len(prompts) - 1  # the repeated prompt is held once
 
 
 def test_reuse_counts_and_several_samples(model):
     runner, tokenizer = model.runner, model.tokenizer
     ids = tokenizer.encode("def fib(n):\n    if n < 2:\n        return n\n    return ")
-    cache = PromptCache(runner, slots=1)
+    cache = PromptCache(runner)
     first = generate(runner, tokenizer, ids, max_new_tokens=6, params=GREEDY, prompt_cache=cache)
     assert first.cached_tokens == 0
     typed = ids + tokenizer.encode("fib")
@@ -59,4 +60,95 @@ def test_reuse_counts_and_several_samples(model):
     fresh = generate(runner, tokenizer, typed, max_new_tokens=6, params=seeded, num_samples=3)
     cached = generate(runner, tokenizer, typed, max_new_tokens=6, params=seeded, num_samples=3, prompt_cache=cache)
     assert cached.cached_tokens == len(typed) - 1
+    assert [s.token_ids for s in cached.samples] == [s.token_ids for s in fresh.samples]
+
+
+def _release(runner, cache, ids, partition=""):
+    """Hand `cache` a finished request that held `ids` (prefilled for real, so the keys are the model's)."""
+    import torch
+
+    with torch.inference_mode():
+        held = cache.claim(ids + [0], len(ids) + 1, partition)
+        runner(torch.tensor([ids[held.length :]]), cache=held, last_only=True)
+        cache.release(held, ids, partition)
+
+
+def _claimed(cache, ids, partition=""):
+    import torch
+
+    with torch.inference_mode():
+        return cache.claim(ids, len(ids) + 4, partition).length
+
+
+def _prompt(tokenizer, text: str, blocks: int = 3) -> list[int]:
+    ids = tokenizer.encode(text * 40)
+    return ids[: blocks * BLOCK + 5]
+
+
+def test_longest_prefix_of_any_earlier_request(model):
+    runner, tokenizer = model.runner, model.tokenizer
+    cache = PromptCache(runner)
+    a = _prompt(tokenizer, "def alpha(x):\n    return x + 1\n")
+    b = a[: BLOCK + 3] + _prompt(tokenizer, "class Beta:\n    pass\n")
+    _release(runner, cache, a)
+    _release(runner, cache, b)
+    assert len(cache) == 2
+    assert _claimed(cache, a + [7, 8]) == len(a)  # all of a, from the first request
+    assert _claimed(cache, b[:-2] + [9]) == len(b) - 2  # b's prefix, from the second
+    assert _claimed(cache, b[: BLOCK + 3] + [1, 2]) == BLOCK + 3  # shared by both: the same positions
+    assert _claimed(cache, [5] + a) == 0  # nothing starts like it
+
+
+def test_partitions_never_share(model):
+    runner, tokenizer = model.runner, model.tokenizer
+    cache = PromptCache(runner)
+    ids = _prompt(tokenizer, "SECRET = 'hunter2'\n")
+    _release(runner, cache, ids, partition=("key-a", ""))
+    assert _claimed(cache, ids + [1], ("key-a", "")) == len(ids)
+    assert _claimed(cache, ids + [1], ("key-b", "")) == 0
+    assert _claimed(cache, ids + [1], ("key-a", "salt")) == 0
+    assert _claimed(cache, ids + [1], "") == 0
+    view = cache.partition(("key-a", ""))
+    import torch
+
+    with torch.inference_mode():
+        assert view.claim(ids + [1], len(ids) + 2).length == len(ids)
+
+
+def test_bytes_never_exceed_the_bound_and_the_least_recently_used_goes_first(model):
+    runner, tokenizer = model.runner, model.tokenizer
+    first, second, third = (_prompt(tokenizer, text) for text in ("import os\n", "import sys\n", "x = [1, 2]\n"))
+    assert len(first) == len(second) == len(third)
+    probe = PromptCache(runner)
+    _release(runner, probe, first)
+    one = probe.bytes
+    assert one > 0
+    cache = PromptCache(runner, max_bytes=2 * one + one // 2)  # room for two entries, not three
+    _release(runner, cache, first)
+    _release(runner, cache, second)
+    assert _claimed(cache, first + [1]) == len(first)  # first is now more recently used than second
+    _release(runner, cache, third)
+    assert len(cache) == 2 and cache.bytes == 2 * one <= cache.max_bytes
+    assert _claimed(cache, second + [1]) == 0  # the least recently used was dropped
+    assert _claimed(cache, first + [1]) == len(first)
+    assert _claimed(cache, third + [1]) == len(third)
+    tiny = PromptCache(runner, max_bytes=one - 1)  # an entry larger than the whole bound is not kept
+    _release(runner, tiny, first)
+    assert len(tiny) == 0 and tiny.bytes == 0
+    off = PromptCache(runner, max_bytes=0)
+    _release(runner, off, first)
+    assert len(off) == 0 and _claimed(off, first + [1]) == 0
+
+
+def test_the_transformers_engine_reuses_through_the_same_protocol():
+    reference = open_model(None, "causal-lm", engine="transformers")
+    runner, tokenizer = reference.runner, reference.tokenizer
+    ids = tokenizer.encode("def fib(n):\n    if n < 2:\n        return n\n    return fib(n - 1) + fib(n - 2)\n" * 2)
+    cache = PromptCache(runner)
+    generate(runner, tokenizer, ids, max_new_tokens=4, params=GREEDY, prompt_cache=cache)
+    assert len(cache) == 1 and cache.bytes > 0
+    typed = ids + tokenizer.encode("print(fib(10))")
+    fresh = generate(runner, tokenizer, typed, max_new_tokens=8, params=GREEDY)
+    cached = generate(runner, tokenizer, typed, max_new_tokens=8, params=GREEDY, prompt_cache=cache)
+    assert cached.cached_tokens >= len(ids) - 1
     assert [s.token_ids for s in cached.samples] == [s.token_ids for s in fresh.samples]

@@ -101,6 +101,7 @@ def test_metrics_count_finished_requests_and_their_tokens(server):
     assert delta["bigcode_prompt_tokens_total"] == first["timings"]["prompt_n"] + second["timings"]["prompt_n"]
     assert delta["bigcode_prompt_tokens_cached_total"] == first["timings"]["cache_n"] + second["timings"]["cache_n"]
     assert after["bigcode_requests_running"] == 0 and after["bigcode_requests_queued"] == 0
+    assert after["bigcode_prompt_cache_entries"] >= 1 and after["bigcode_prompt_cache_bytes"] > 0
 
 
 def test_counters_are_exact_when_added_to_from_many_threads():

@@ -1,31 +1,48 @@
-"""PromptCache: the keys and values of recent prompts, so that a prompt starting like one of them is
-prefilled only after the longest common prefix (what llama.cpp's `cache_prompt` does).
+"""PromptCache: one prefix cache for every request of a worker, so that a prompt starting like any earlier
+request (its prompt and the tokens generated after it) is prefilled only after the longest shared prefix.
 
-An editor sends a request at every pause in typing, and consecutive requests share most of their
-prompt. The cache holds a few one-row KV caches (slots), each with the token ids whose keys and values
-it holds. `claim(ids)` hands out the slot sharing the longest prefix with `ids`, cut back to that
-prefix; generation writes the rest of the prompt and the tokens it feeds back after it, and
-`release(cache, ids)` returns the slot with what it now holds. Not thread-safe: one owner at a time
-(the generation worker of `bigcode serve`).
+GPTBigCode's positions are learned absolute embeddings added at the input, so the keys and values of a
+position depend on every token before it: only an exact token prefix can be reused, at the same
+positions (shifting cached keys, llama.cpp's `--cache-reuse`, would be wrong here).
+
+Entries are finished requests' caches, copied down to the positions they hold, keyed by (partition,
+tokens). The index is a hash chain over fixed-size blocks of BLOCK tokens: block k of a sequence is
+keyed by the hash of its partition and all its tokens up to the end of block k, so the longest cached
+prefix is found with one dict look-up per block of the new prompt, and an entry leaves the index by
+deleting its own keys (no tree to rebalance or split on eviction). The block only finds candidates: how
+much is reused is counted token by token against the entry's real tokens, so a hash collision can cost a
+match, never correctness. Entries are evicted least recently used first, so the bytes held never exceed
+`max_bytes`. Partitions never share: a request sees only entries of its own partition (its API key,
+its `cache_salt`), so timings cannot tell one user another's prompts.
+
+A request `claim`s a fresh one-row cache holding the longest cached prefix, and `release`s it when it
+ends; everything goes through the runner's Cache protocol. Not thread-safe: one owner at a time (the
+generation worker of `bigcode serve`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
-
-import torch
-
-from bigcode_cli.model.gpt_bigcode import KVCache
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Hashable, Iterator, Sequence
 
 if TYPE_CHECKING:
     from bigcode_cli.model.runner import Runner
 
+# tokens per index block: small enough that a prompt's last partial block costs little to prefill again,
+# large enough that the index of a long prompt stays a few hundred keys
+BLOCK = 16
+DEFAULT_CACHE_RAM_MIB = 256
+MIB = 1024 * 1024
 
-@dataclass
-class _Slot:
-    cache: KVCache
-    ids: list[int]  # the tokens at positions 0 .. cache.length - 1
+
+@dataclass(eq=False)
+class _Entry:
+    partition: Hashable
+    ids: tuple[int, ...]  # the tokens at positions 0 .. cache.length - 1
+    cache: Any  # a one-row Cache holding exactly those positions
+    nbytes: int
+    keys: list[tuple[Hashable, int, int]] = field(default_factory=list)
 
 
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
@@ -37,67 +54,116 @@ def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-class PromptCache:
-    """Up to `slots` one-row KV caches of recent prompts, most recently used last."""
+def _block_keys(partition: Hashable, ids: Sequence[int]) -> Iterator[tuple[Hashable, int, int]]:
+    """The index key of each full block of `ids`: (partition, block number, hash of every token so far)."""
+    chained = hash(partition)
+    for k in range(len(ids) // BLOCK):
+        chained = hash((chained, tuple(ids[k * BLOCK : (k + 1) * BLOCK])))
+        yield partition, k, chained
 
-    def __init__(self, runner: Runner, slots: int = 2) -> None:
+
+class PromptCache:
+    """Finished requests' key/value caches, indexed by token prefix, at most `max_bytes` in all."""
+
+    def __init__(self, runner: Runner, max_bytes: int = DEFAULT_CACHE_RAM_MIB * MIB) -> None:
         self.runner = runner
-        self.slots = max(1, slots)
-        self._free: list[_Slot] = []  # most recently used last
-        probe = runner.new_cache(1, 1)
-        # only our own merged cache can be cut back to a prefix; other engines prefill every prompt
-        self.enabled = isinstance(probe, KVCache)
+        self.max_bytes = max(0, max_bytes)
+        self.bytes = 0  # held by the entries now
+        self._entries: OrderedDict[_Entry, None] = OrderedDict()  # least recently used first
+        self._index: dict[tuple[Hashable, int, int], dict[_Entry, None]] = {}
+        self.enabled = self.max_bytes > 0
 
     def __len__(self) -> int:
-        return len(self._free)
+        return len(self._entries)
 
-    def claim(self, ids: Sequence[int], capacity: int) -> Any:
-        """A one-row cache for a prompt of `ids` with room for `capacity` positions; its `.length`
+    def partition(self, name: Hashable) -> CachePartition:
+        """The view of this cache that requests of partition `name` use (what generation takes)."""
+        return CachePartition(self, name)
+
+    def claim(self, ids: Sequence[int], capacity: int, partition: Hashable = "") -> Any:
+        """A new one-row cache for a prompt of `ids` with room for `capacity` positions; its `.length`
         positions already hold the first `.length` ids (always fewer than all of them, so the caller
         prefills at least one token and gets its logits)."""
+        cache = self.runner.new_cache(1, capacity)
         if not self.enabled or not ids:
-            return self.runner.new_cache(1, capacity)
-        capacity = max(capacity, self.runner.context_length)
-        best, shared = None, 0
-        for slot in self._free:
-            n = common_prefix_length(slot.ids, ids)
-            if n > shared:
-                best, shared = slot, n
+            return cache
+        entry, shared = self._longest(partition, ids)
         shared = min(shared, len(ids) - 1)
-        if best is not None and 2 * shared >= len(best.ids) and best.cache.capacity >= capacity:
-            # mostly the same prompt (the user typed a character): reuse that slot in place
-            self._free.remove(best)
-            best.cache.length = shared
-            return best.cache
-        # a different prompt: take a new or the least recently used slot, keep `best` for later,
-        # and copy the shared prefix over (a copy costs far less than prefilling it)
-        target = self._take_other(capacity, keep=best)
-        target.length = 0
-        if best is not None and shared > 0:
-            for into, source in zip(target.layers, best.cache.layers):
-                into[:, :shared].copy_(source[:, :shared])
-            target.length = shared
-        return target
+        if entry is not None and shared > 0:
+            cache.load_prefix(entry.cache, shared)
+            self._entries.move_to_end(entry)
+        return cache
 
-    def release(self, cache: Any, ids: Sequence[int]) -> None:
-        """Give a claimed cache back; `ids` are the tokens its `.length` positions now hold."""
-        if not self.enabled or not isinstance(cache, KVCache) or cache.layers[0].shape[0] != 1:
+    def release(self, cache: Any, ids: Sequence[int], partition: Hashable = "") -> None:
+        """Keep what a claimed cache holds for later requests; `ids` are the tokens at its `.length` positions."""
+        if not self.enabled or cache is None:
             return
-        held = list(ids[: cache.length])
-        cache.length = len(held)
-        self._free.append(_Slot(cache, held))
-        while len(self._free) > self.slots:
-            self._free.pop(0)
+        held = tuple(ids[: cache.length])
+        if len(held) < BLOCK:
+            return  # too short to be found again
+        entry, shared = self._longest(partition, held)
+        if entry is not None and shared == len(held):  # an entry already holds all of it
+            self._entries.move_to_end(entry)
+            return
+        for key in _block_keys(partition, held):  # entries that are a prefix of this one are no longer needed
+            for other in list(self._index.get(key, ())):
+                if len(other.ids) <= len(held) and held[: len(other.ids)] == other.ids:
+                    self._remove(other)
+        copy = cache.copy_prefix(len(held))
+        entry = _Entry(partition, held, copy, copy.nbytes)
+        if entry.nbytes > self.max_bytes:
+            return
+        entry.keys = list(_block_keys(partition, held))
+        for key in entry.keys:
+            self._index.setdefault(key, {})[entry] = None
+        self._entries[entry] = None
+        self.bytes += entry.nbytes
+        while self.bytes > self.max_bytes:
+            self._remove(next(iter(self._entries)))
 
     def clear(self) -> None:
-        """Forget every cached prompt (and free the memory)."""
-        self._free.clear()
+        """Forget every cached prefix (and free the memory)."""
+        self._entries.clear()
+        self._index.clear()
+        self.bytes = 0
 
-    def _take_other(self, capacity: int, keep: _Slot | None) -> KVCache:
-        if len(self._free) >= self.slots:
-            for slot in self._free:  # least recently used first
-                if slot is not keep and slot.cache.capacity >= capacity:
-                    self._free.remove(slot)
-                    return slot.cache
-        with torch.inference_mode():
-            return self.runner.new_cache(1, capacity)
+    def _longest(self, partition: Hashable, ids: Sequence[int]) -> tuple[_Entry | None, int]:
+        """The entry of `partition` sharing the longest prefix with `ids` (at least one block), and its length."""
+        candidates: dict[_Entry, None] = {}
+        for key in _block_keys(partition, ids):
+            found = self._index.get(key)
+            if not found:
+                break
+            candidates = found
+        best, shared = None, 0
+        for entry in candidates:
+            n = common_prefix_length(entry.ids, ids)
+            if n > shared:
+                best, shared = entry, n
+        return best, shared
+
+    def _remove(self, entry: _Entry) -> None:
+        del self._entries[entry]
+        self.bytes -= entry.nbytes
+        for key in entry.keys:
+            bucket = self._index.get(key)
+            if bucket is not None:
+                bucket.pop(entry, None)
+                if not bucket:
+                    del self._index[key]
+
+
+class CachePartition:
+    """A PromptCache as one partition's requests see it: they reuse only what this partition released."""
+
+    def __init__(self, cache: PromptCache, name: Hashable) -> None:
+        self.cache = cache
+        self.name = name
+
+    def claim(self, ids: Sequence[int], capacity: int) -> Any:
+        """PromptCache.claim within this partition."""
+        return self.cache.claim(ids, capacity, self.name)
+
+    def release(self, cache: Any, ids: Sequence[int]) -> None:
+        """PromptCache.release within this partition."""
+        self.cache.release(cache, ids, self.name)

@@ -83,6 +83,23 @@ class KVCache:
         self.layers = [layer.index_select(0, rows) for layer in self.layers]
         return self
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of memory the cache's keys and values take (its whole capacity)."""
+        return sum(layer.numel() * layer.element_size() for layer in self.layers)
+
+    def copy_prefix(self, n: int) -> KVCache:
+        """A new one-row cache holding a copy of this one-row cache's first n positions (room for n only)."""
+        copy = KVCache([layer[:1, :n].clone() for layer in self.layers])
+        copy.length = n
+        return copy
+
+    def load_prefix(self, source: KVCache, n: int) -> None:
+        """Make this one-row cache hold a copy of `source`'s first n positions; its length becomes n."""
+        for into, layer in zip(self.layers, source.layers):
+            into[:1, :n].copy_(layer[:1, :n])
+        self.length = n
+
 
 class Packing(NamedTuple):
     """Front-aligned rows (see front_aligned) held as their real tokens only: (N, ...) between the attentions,

@@ -48,6 +48,26 @@ class TransformersCache:
             return [self]
         return [TransformersCache(copy.deepcopy(self.cache)) for _ in range(n)]
 
+    @property
+    def nbytes(self) -> int:
+        # the storage, not the view: a cropped layer still holds its whole tensor
+        return sum(t.untyped_storage().nbytes() for layer in self.cache.layers
+                   for t in (getattr(layer, "keys", None), getattr(layer, "values", None)) if t is not None)
+
+    def copy_prefix(self, n: int) -> TransformersCache:
+        copied = TransformersCache(copy.deepcopy(self.cache))
+        copied._keep(n)
+        return copied
+
+    def load_prefix(self, source: TransformersCache, n: int) -> None:  # type: ignore[override]
+        self.cache = copy.deepcopy(source.cache)
+        self._keep(n)
+
+    def _keep(self, n: int) -> None:
+        # crop(-k) drops the last k positions in every transformers version (5.x refuses a positive length)
+        if self.length > n:
+            self.cache.crop(n - self.length)
+
 
 def _cache_argument(model: Any) -> str:
     """The name transformers' forward() takes the cache under: `cache` since 5.2x, `past_key_values` before.

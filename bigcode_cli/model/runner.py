@@ -42,6 +42,20 @@ class Cache(Protocol):
         """n one-row caches holding this one-row cache's positions, one per sequence (this cache when n == 1)."""
         ...
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of memory the cache's keys and values take."""
+        ...
+
+    def copy_prefix(self, n: int) -> Cache:
+        """A new one-row cache holding a copy of this one-row cache's first n positions (room for n only)."""
+        ...
+
+    def load_prefix(self, source: Cache, n: int) -> None:
+        """Make this one-row cache hold a copy of `source`'s first n positions (a cache of the same runner); its
+        length becomes n."""
+        ...
+
 
 class RowTokens(NamedTuple):
     """One sequence's part of a `Runner.step`: its own one-row cache and the 1..k new tokens it gets there."""

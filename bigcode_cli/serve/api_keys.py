@@ -71,6 +71,11 @@ def _digest(value: bytes) -> bytes:
     return hashlib.sha256(value).digest()
 
 
+def key_digest(header: str | None) -> str:
+    """The prompt-cache partition of a client's Authorization header: its SHA-256, never the key itself."""
+    return hashlib.sha256(key_bytes(header)).hexdigest() if header else ""
+
+
 class KeyRing:
     """The accepted keys; empty means no key is required."""
 

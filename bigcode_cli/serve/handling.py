@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from bigcode_cli.serve.api_keys import KeyRing
+from bigcode_cli.serve.api_keys import KeyRing, key_digest
 from bigcode_cli.serve.channel import JobChannel
 from bigcode_cli.serve.errors import ApiError, error_response
 from bigcode_cli.serve.hosts import HostPolicy
@@ -169,6 +169,7 @@ class Running:
         self.channel = JobChannel(request.receive)
         try:
             self.job = make_job(self.channel.emit)
+            self.job.key_digest = key_digest(request.headers.get("authorization"))
             worker.submit(self.job)
         except Exception:
             self.channel.close()

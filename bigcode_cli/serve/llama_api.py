@@ -55,7 +55,8 @@ def infill_job(body: InfillRequest, config: ServeConfig, emit: Any) -> Job:
     settings, warm = _settings(body, config, fim=True)
     extra = [(chunk.filename, chunk.text) for chunk in body.input_extra]
     return Job("fim", settings, emit, prefix=body.input_prefix + body.prompt, suffix=body.input_suffix, extra=extra,
-               warm_only=warm, use_cache=body.cache_prompt, max_predict_ms=_deadline(body))
+               warm_only=warm, use_cache=body.cache_prompt, max_predict_ms=_deadline(body),
+               cache_salt=body.cache_salt or "")
 
 
 def completion_job(body: LlamaRequest, config: ServeConfig, emit: Any) -> Job:
@@ -63,9 +64,9 @@ def completion_job(body: LlamaRequest, config: ServeConfig, emit: Any) -> Job:
     settings, warm = _settings(body, config, fim=False)
     if isinstance(body.prompt, list):
         return Job("ids", settings, emit, ids=list(body.prompt), warm_only=warm, use_cache=body.cache_prompt,
-                   max_predict_ms=_deadline(body))
+                   max_predict_ms=_deadline(body), cache_salt=body.cache_salt or "")
     return Job("text", settings, emit, prefix=body.prompt, warm_only=warm, use_cache=body.cache_prompt,
-               max_predict_ms=_deadline(body))
+               max_predict_ms=_deadline(body), cache_salt=body.cache_salt or "")
 
 
 def final_response(result: JobResult, config: ServeConfig) -> dict[str, Any]:

@@ -39,7 +39,20 @@ def metrics_text(worker: EngineWorker) -> str:
         _metric("prompt_tokens_cached_total", "counter", "Prompt tokens reused from the prompt cache instead.",
                 totals.prompt_tokens_cached),
         _metric("tokens_generated_total", "counter", "Tokens generated.", totals.generated_tokens),
+        _metric("prompt_cache_bytes", "gauge", "Bytes of key/value cache held by the shared prefix cache.",
+                _cache_bytes(worker)),
+        _metric("prompt_cache_entries", "gauge", "Cached prompts in the shared prefix cache.", _cache_entries(worker)),
     ])
+
+
+def _cache_bytes(worker: EngineWorker) -> int:
+    cache = worker.prompt_cache  # None until the model has loaded
+    return cache.bytes if cache is not None else 0
+
+
+def _cache_entries(worker: EngineWorker) -> int:
+    cache = worker.prompt_cache
+    return len(cache) if cache is not None else 0
 
 
 def routes(worker: EngineWorker) -> list[Route]:

@@ -59,7 +59,7 @@ def _job(body: CompletionRequest, config: ServeConfig, emit: Any) -> Job:
                                    lines=options.lines, block=options.block)
     kind = "fim" if fim else ("ids" if ids else "continue" if options.mode == "continue" else "text")
     return Job(kind, settings, emit, prefix=str(prompt), suffix=body.suffix or "", ids=ids, warm_only=max_tokens == 0,
-               fim_order=options.fim_order)
+               fim_order=options.fim_order, cache_salt=body.cache_salt or "")
 
 
 def details(result: JobResult, tokenizer_decode: Any, dtype: str) -> dict[str, Any]:

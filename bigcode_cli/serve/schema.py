@@ -24,6 +24,7 @@ from bigcode_cli.text.textfile import check_unicode
 MAX_STOPS = 16
 MAX_STOP_CHARS = 256
 MAX_EXTRA_CHUNKS = 64
+MAX_CACHE_SALT_CHARS = 256
 
 Number = float  # strict: an int or a float, never a string or a bool
 MAX_SEED = 2**63 - 1
@@ -52,6 +53,9 @@ class _Body(BaseModel):
 
 
 class _Request(_Body):
+    # the request's own prompt-cache partition (vLLM's name): reuse only between requests with the same salt
+    cache_salt: Optional[Annotated[StrictStr, Field(max_length=MAX_CACHE_SALT_CHARS)]] = None
+
     @field_validator("temperature", "top_p", "repetition_penalty", "repeat_penalty", check_fields=False)
     @classmethod
     def _finite(cls, value: float | None) -> float | None:

@@ -79,7 +79,7 @@ def _quiet_signals(on_signal: Callable[[int], None]) -> Iterator[None]:
 def serve(*, model: str | None, engine: str = "native", attn: str = "auto", device: str = "auto",
           dtype: str = "auto", offline: bool = False, host: str = "127.0.0.1", port: int = 8012,
           api_keys: Sequence[bytes] = (), allowed_hosts: tuple[str, ...] = (), allowed_origins: tuple[str, ...] = (),
-          alias: str | None = None, queue_size: int = 4, cache_slots: int = 2, parallel: int | None = None,
+          alias: str | None = None, queue_size: int = 4, cache_ram_mib: int | None = None, parallel: int | None = None,
           fim_order: str = "auto", limits: ConnectionLimits = ConnectionLimits(),
           log: Callable[[str], None] | None = None) -> None:
     """Serve a model until interrupted; raises BigCodeError for what the user can fix.
@@ -94,7 +94,7 @@ def serve(*, model: str | None, engine: str = "native", attn: str = "auto", devi
     from bigcode_cli.serve.connections import bounded_protocol, log_config
     from bigcode_cli.terminal.console import debug_enabled
     from bigcode_cli.serve.handling import ServeConfig
-    from bigcode_cli.serve.worker import DEFAULT_PARALLEL, EngineWorker
+    from bigcode_cli.serve.worker import DEFAULT_CACHE_RAM_MIB, DEFAULT_PARALLEL, EngineWorker
     from bigcode_cli import store
     from bigcode_cli.store.loader import open_model
 
@@ -112,7 +112,8 @@ def serve(*, model: str | None, engine: str = "native", attn: str = "auto", devi
                           offline=offline)
 
     address = sock.getsockname()
-    worker = EngineWorker(load, queue_size=queue_size, cache_slots=cache_slots,
+    worker = EngineWorker(load, queue_size=queue_size,
+                          cache_ram_mib=DEFAULT_CACHE_RAM_MIB if cache_ram_mib is None else cache_ram_mib,
                           parallel=DEFAULT_PARALLEL if parallel is None else parallel, fim_order=fim_order, log=say,
                           hide=path_hider(resolved.name, resolved.path, name))
     config = ServeConfig(model_name=name, api_keys=keys, hosts=HostPolicy(host, address[0], allowed_hosts),

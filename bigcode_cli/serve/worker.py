@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from bigcode_cli.choices import FIM_ORDERS
 from bigcode_cli.errors import BigCodeError
+from bigcode_cli.generation.prompt_cache import DEFAULT_CACHE_RAM_MIB
 from bigcode_cli.serve.counters import ServeCounters, Slot
 from bigcode_cli.serve.memory import LARGE_REQUEST, TRIM_AFTER_IDLE_S, release_free_memory
 
@@ -65,12 +66,19 @@ class Job:
     use_cache: bool = True
     max_predict_ms: float | None = None
     fim_order: str | None = None
+    cache_salt: str = ""  # the request's own prompt-cache partition (vLLM's `cache_salt`)
+    key_digest: str = ""  # SHA-256 of the client's Authorization header: its API key's partition, never the key
     cancelled: threading.Event = field(default_factory=threading.Event)
     queued_at: float = field(default_factory=time.perf_counter)
 
     def cancel(self) -> None:
         """Stop this job at its next token (or skip it if it has not started)."""
         self.cancelled.set()
+
+    @property
+    def cache_partition(self) -> tuple[str, str]:
+        """Which prompt-cache entries this job may reuse: those of the same API key and cache_salt."""
+        return self.key_digest, self.cache_salt
 
     @property
     def size(self) -> int:
@@ -102,7 +110,7 @@ class _Running:
 class EngineWorker:
     """Loads the model on its own thread, then runs queued jobs, up to `parallel` at once."""
 
-    def __init__(self, load: Callable[[], LoadedModel], *, queue_size: int = 4, cache_slots: int = 2,
+    def __init__(self, load: Callable[[], LoadedModel], *, queue_size: int = 4, cache_ram_mib: int = DEFAULT_CACHE_RAM_MIB,
                  parallel: int = DEFAULT_PARALLEL, fim_order: str = "auto", log: Callable[[str], None] | None = None,
                  hide: Callable[[str], str] | None = None) -> None:
         self._load = load
@@ -110,7 +118,7 @@ class EngineWorker:
         self.queue_size = max(1, queue_size)
         self._held = 0  # jobs submitted and not ended, queued or running: at most parallel + queue_size
         self._held_lock = threading.Lock()
-        self._cache_slots = cache_slots
+        self._cache_ram_mib = cache_ram_mib
         self.parallel = max(1, parallel)
         self._fim_order = fim_order
         self._log = log or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -298,9 +306,9 @@ class EngineWorker:
         self.counters.publish(busy)
 
     def _prepare(self, loaded: LoadedModel) -> None:
-        from bigcode_cli.generation.prompt_cache import PromptCache
+        from bigcode_cli.generation.prompt_cache import MIB, PromptCache
 
-        self.prompt_cache = PromptCache(loaded.runner, slots=self._cache_slots)
+        self.prompt_cache = PromptCache(loaded.runner, max_bytes=self._cache_ram_mib * MIB)
         if self._fim_order in FIM_ORDERS:
             self.fim_order = self._fim_order
         else:
@@ -332,7 +340,7 @@ class EngineWorker:
         assert self.loaded is not None
         runner, tokenizer = self.loaded.runner, self.loaded.tokenizer
         settings = replace(job.settings, order=job.fim_order or self.fim_order)  # type: ignore[arg-type]
-        cache = self.prompt_cache if job.use_cache else None
+        cache = self.prompt_cache.partition(job.cache_partition) if job.use_cache else None
         on_text = None if job.warm_only else (lambda index, text: job.emit("text", (index, text)))
         if job.kind in ("fim", "continue"):
             lead = extra_context_ids(tokenizer, job.extra, runner.context_length // 4)

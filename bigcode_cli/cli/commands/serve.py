@@ -12,7 +12,7 @@ from bigcode_cli.choices import SERVE_FIM_ORDERS
 from bigcode_cli.cli.commands.option_groups import MODEL, with_options
 from bigcode_cli.cli.commands.options import choice_enum
 from bigcode_cli.serve.limits import ConnectionLimits
-from bigcode_cli.serve.worker import DEFAULT_PARALLEL
+from bigcode_cli.serve.worker import DEFAULT_CACHE_RAM_MIB, DEFAULT_PARALLEL
 from bigcode_cli.terminal.model_choice import ModelChoice
 
 HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on; anything but loopback wants --api-key.")]
@@ -37,8 +37,10 @@ AliasOpt = Annotated[Optional[str], typer.Option(
     help="The model's name in responses and /v1/models (default: its name, or its directory's name for a path).")]
 QueueOpt = Annotated[int, typer.Option("--queue", min=1, max=1024,
                                        help="Requests that may wait while one runs; more get 503 at once.")]
-CacheSlotsOpt = Annotated[int, typer.Option("--cache-slots", min=1, max=64,
-                                            help="Recent prompts whose KV cache is kept for reuse.")]
+CacheRamOpt = Annotated[int, typer.Option(
+    "--cache-ram", min=0, metavar="MiB",
+    help="Memory for the prompt cache shared by all requests (the key/value caches of earlier requests, least "
+         "recently used dropped first); 0 turns it off.")]
 ParallelOpt = Annotated[int, typer.Option(
     "--parallel", min=1, max=64,
     help="Requests generated at once (slots), each step one pass over the weights for all of them; "
@@ -65,7 +67,7 @@ def serve(
     allowed_origins: AllowedOriginsOpt = None,
     alias: AliasOpt = None,
     queue: QueueOpt = 4,
-    cache_slots: CacheSlotsOpt = 2,
+    cache_ram: CacheRamOpt = DEFAULT_CACHE_RAM_MIB,
     parallel: ParallelOpt = DEFAULT_PARALLEL,
     fim_order: FimOrderOpt = ServeFimOrder.auto,
     max_connections: MaxConnectionsOpt = ConnectionLimits.max_connections,
@@ -101,7 +103,7 @@ def serve(
         keys += read_key_file(api_key_file, warn=lambda line: print(line, file=sys.stderr, flush=True))
     run_server(model=choice.model, engine=choice.engine, attn=choice.attn, device=choice.device, dtype=choice.dtype,
                offline=choice.offline, host=host, port=port, api_keys=keys, allowed_hosts=hosts,
-               allowed_origins=origins, alias=alias, queue_size=queue, cache_slots=cache_slots,
+               allowed_origins=origins, alias=alias, queue_size=queue, cache_ram_mib=cache_ram,
                parallel=parallel, fim_order=fim_order.value,
                limits=ConnectionLimits(max_connections=max_connections, timeout=timeout))
 
