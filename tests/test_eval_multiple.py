@@ -96,7 +96,7 @@ def test_a_bad_dataset_line_is_one_line_with_its_number(tmp_path, capsys):
     dataset = tmp_path / "bad.jsonl"
     dataset.write_text(json.dumps({"name": "x", "language": "py", "prompt": "", "tests": ""}) + "\n")
     assert run(["eval", "multipl-e", "--dataset", str(dataset)]) == 1
-    assert capsys.readouterr().err.strip() == f"error: {dataset}:1: a MultiPL-E record needs stop_tokens"
+    assert capsys.readouterr().err.strip() == f"error: {dataset} line 1: a MultiPL-E record needs stop_tokens"
 
 
 def test_an_unknown_language_names_the_ones_that_run(tmp_path, capsys):

@@ -2,37 +2,28 @@
 
 from __future__ import annotations
 
-import json
-
 from bigcode_cli.errors import InputError
 from bigcode_cli.eval.executors import executor
 from bigcode_cli.eval.problem import Problem
-from bigcode_cli.text.textfile import read_text
+from bigcode_cli.text.json_lines import json_objects
 
 FIELDS = ("name", "language", "prompt", "tests", "stop_tokens")
 
 
 def read_multiple(path: str) -> list[Problem]:
     """The problems of a MultiPL-E file: one JSON object per line with FIELDS."""
-    lines = read_text(path).splitlines()  # the one rule for what is text
     problems, seen = [], set()
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            raise InputError(f"{path}:{number}: not a JSON object") from None
-        missing = [name for name in FIELDS if name not in record] if isinstance(record, dict) else list(FIELDS)
+    for number, record in json_objects(path):  # the one rule for what is text, one object per line
+        missing = [name for name in FIELDS if name not in record]
         if missing:
-            raise InputError(f"{path}:{number}: a MultiPL-E record needs {', '.join(missing)}")
+            raise InputError(f"{path} line {number}: a MultiPL-E record needs {', '.join(missing)}")
         stops = record["stop_tokens"]
         if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
-            raise InputError(f"{path}:{number}: stop_tokens must be a list of non-empty strings")
+            raise InputError(f"{path} line {number}: stop_tokens must be a list of non-empty strings")
         if not all(isinstance(record[name], str) for name in ("name", "prompt", "tests", "language")):
-            raise InputError(f"{path}:{number}: name, language, prompt and tests must be strings")
+            raise InputError(f"{path} line {number}: name, language, prompt and tests must be strings")
         if record["name"] in seen:
-            raise InputError(f"{path}:{number}: the name {record['name']!r} is used twice")
+            raise InputError(f"{path} line {number}: the name {record['name']!r} is used twice")
         seen.add(record["name"])
         language = executor(record["language"]).language
         problems.append(Problem(record["name"], language, record["prompt"], "\n" + record["tests"], tuple(stops)))

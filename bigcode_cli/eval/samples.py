@@ -9,24 +9,15 @@ from collections.abc import Iterable
 from typing import Any
 
 from bigcode_cli.errors import InputError, UsageError
-from bigcode_cli.text.textfile import read_text
+from bigcode_cli.text.json_lines import json_objects
 
 
-def _records(path: str, what: str) -> list[tuple[int, dict[str, Any]]]:
+def _records(path: str) -> list[tuple[int, dict[str, Any]]]:
     """(line number, object) of each complete line; a last line without its newline was cut off and is skipped."""
-    text = read_text(path)  # the one rule for what is text (binary, not UTF-8, missing, a directory)
-    lines = text.split("\n")
     found = []
-    for number, line in enumerate(lines[:-1], 1):  # lines[-1] is "" or an unfinished line
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            raise InputError(f"{path}:{number}: not a JSON object") from None
-        if not isinstance(record, dict) or not isinstance(record.get("task_id"), str) \
-                or not isinstance(record.get("completion"), str):
-            raise InputError(f"{path}:{number}: a sample needs a string task_id and a string completion")
+    for number, record in json_objects(path, complete_lines_only=True):  # a last line without "\n" was cut off
+        if not isinstance(record.get("task_id"), str) or not isinstance(record.get("completion"), str):
+            raise InputError(f"{path} line {number}: a sample needs a string task_id and a string completion")
         found.append((number, record))
     return found
 
@@ -35,9 +26,9 @@ def read_completions(path: str, known: Iterable[str]) -> dict[str, list[str]]:
     """The completions of a samples file by task_id, in file order (`{"task_id": ..., "completion": ...}` lines)."""
     known_ids = set(known)
     by_task: dict[str, list[str]] = defaultdict(list)
-    for number, record in _records(path, "--completions"):
+    for number, record in _records(path):
         if record["task_id"] not in known_ids:
-            raise InputError(f"{path}:{number}: unknown task_id {record['task_id']!r} for this task")
+            raise InputError(f"{path} line {number}: unknown task_id {record['task_id']!r} for this task")
         by_task[record["task_id"]].append(record["completion"])
     if not by_task:
         raise InputError(f"--completions {path} is empty: no samples in it")
@@ -54,7 +45,7 @@ class OutputFile:
         if os.path.exists(path):
             if not resume:
                 raise UsageError(f"--output {path} exists: add --resume to go on with it, or choose another file")
-            self.previous = [record for _, record in _records(path, "--output")]
+            self.previous = [record for _, record in _records(path)]
             self._drop_unfinished_line()
         self._file = open(path, "a", encoding="utf-8")
 

@@ -7,7 +7,6 @@ Formats: classify `{"text", "label"}` or `{"text", "labels": [...]}` (multi-labe
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,20 +31,12 @@ class Example:
 
 def read_jsonl(path: Path) -> list[tuple[int, dict]]:
     """(line number, object) for each non-blank line; a bad line is an InputError naming it."""
-    from bigcode_cli.text.textfile import read_text
+    from bigcode_cli.text.json_lines import json_objects
 
-    lines = read_text(str(path)).splitlines()  # one-line errors: missing, directory, binary, not UTF-8
-    out = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path} line {number}: bad JSON ({exc.msg})") from None
-        if not isinstance(data, dict) or not isinstance(data.get("text"), str) or not data["text"]:
+    out = json_objects(str(path))  # one-line errors: missing, directory, binary, not UTF-8, bad JSON
+    for number, data in out:
+        if not isinstance(data.get("text"), str) or not data["text"]:
             raise InputError(f"{path} line {number}: each record needs a non-empty string \"text\"")
-        out.append((number, data))
     if not out:
         raise InputError(f"{path} has no records")
     return out

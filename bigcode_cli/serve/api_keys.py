@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import stat
 from typing import Callable, Iterable
 
@@ -20,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bigcode_cli.errors import InputError
 from bigcode_cli.serve.errors import ApiError, error_response
+from bigcode_cli.text.textfile import read_file
 
 PUBLIC_PATHS = ("/health",)
 MAX_KEY_FILE_BYTES = 1024 * 1024
@@ -41,22 +41,8 @@ def _check_key(key: bytes, where: str) -> bytes:
 def read_key_file(path: str, warn: Callable[[str], None] | None = None) -> list[bytes]:
     """The keys in a file, one per line (surrounding whitespace and blank lines skipped); an InputError for a
     file that holds none."""
-    try:
-        with open(path, "rb") as handle:
-            info = os.fstat(handle.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise InputError(f"--api-key-file {path}: not a regular file")
-            data = handle.read(MAX_KEY_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise InputError(f"--api-key-file {path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"--api-key-file {path} is a directory; give a file with one key per line") from None
-    except PermissionError:
-        raise InputError(f"--api-key-file {path}: permission denied") from None
-    except OSError as exc:
-        raise InputError(f"--api-key-file {path}: cannot read it ({exc.strerror or exc})") from None
-    if len(data) > MAX_KEY_FILE_BYTES:
-        raise InputError(f"--api-key-file {path} is larger than {MAX_KEY_FILE_BYTES} bytes: it should hold keys only")
+    data, info = read_file(path, f"--api-key-file {path}", hint="give a file with one key per line",
+                           regular_only=True, limit=MAX_KEY_FILE_BYTES)
     keys = [_check_key(line.strip(), f"--api-key-file {path} line {number}")
             for number, line in enumerate(data.split(b"\n"), 1) if line.strip()]
     if not keys:

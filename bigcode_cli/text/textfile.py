@@ -64,6 +64,31 @@ def decode_text(data: bytes, name: str) -> str:
         raise InputError(f"{name} is not valid UTF-8 (bad byte at line {exc.line}); convert it to UTF-8 first") from None
 
 
+def read_file(path: str, name: str | None = None, *, hint: str = "give a file", regular_only: bool = False,
+              limit: int | None = None) -> tuple[bytes, os.stat_result]:
+    """The bytes of the file at `path` and its status (from the open file, so they describe what was read),
+    or an InputError that names it (`name`, default the path) for every way that can fail. `regular_only`
+    refuses pipes and devices; `limit` refuses a file larger than that many bytes."""
+    name = name or path
+    try:
+        with open(path, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if regular_only and not stat.S_ISREG(info.st_mode):
+                raise InputError(f"{name}: not a regular file")
+            data = handle.read() if limit is None else handle.read(limit + 1)
+    except FileNotFoundError:
+        raise InputError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{name} is a directory; {hint}") from None
+    except PermissionError:
+        raise InputError(f"{name}: permission denied") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {name}: {exc.strerror or exc}") from None
+    if limit is not None and len(data) > limit:
+        raise InputError(f"{name} is larger than {limit} bytes")
+    return data, info
+
+
 def read_text(path: str) -> str:
     """The text of a file, or of stdin for `-`, with one-line errors for every way that can fail."""
     if path == "-":
@@ -72,17 +97,7 @@ def read_text(path: str) -> str:
         except (OSError, ValueError, AttributeError):
             raise InputError("cannot read standard input (it is closed)") from None
         return decode_text(data, "standard input")
-    file = Path(path)
-    try:
-        data = file.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path} is a directory; give a file") from None
-    except PermissionError:
-        raise InputError(f"{path}: permission denied") from None
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    data, _ = read_file(path)
     return decode_text(data, path)
 
 
