@@ -4,7 +4,9 @@ torch is not thread-safe for one model, so every request becomes a `Job` run on 
 `parallel` jobs run at once with continuous batching (generation/batch.py): a queued job joins the
 running batch before the next step (its prompt is prefilled in chunks between the others' steps), each
 step makes one token for every running job in one pass over the weights, and a job leaves as soon as it
-ends, freeing its slot for the next queued one. A full queue refuses new jobs at once (503). A job whose
+ends, freeing its slot for the next queued one. A job's prompt is tokenized and fitted on a preparing thread
+before it enters the queue (a multi-MB prompt takes seconds to tokenize), so neither the event loop nor the
+running batch waits for it. A full queue refuses new jobs at once (503). A job whose
 client went away is skipped if still queued and leaves at the next step if running; `max_predict_ms`
 stops it at the first token past its deadline. The thread blocks on the queue when idle: no polling
 (after a large request it waits TRIM_AFTER_IDLE_S first, then gives the freed memory back: serve.memory).
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import queue
 import sys
+from concurrent.futures import ThreadPoolExecutor
 import threading
 import time
 from dataclasses import dataclass, field
@@ -97,6 +100,15 @@ class JobResult:
 
 
 @dataclass
+class _Prepared:
+    """A job whose prompt is tokenized and whose generation is made, waiting in the queue for a slot."""
+
+    job: Job
+    prompt: Any  # generation.completion.Prompt
+    decoding: Any  # generation.loop.Decoding, not yet run
+
+
+@dataclass
 class _Running:
     """A job in the batch: what its result reports besides the generation."""
 
@@ -114,12 +126,17 @@ class EngineWorker:
                  parallel: int = DEFAULT_PARALLEL, fim_order: str = "auto", log: Callable[[str], None] | None = None,
                  hide: Callable[[str], str] | None = None) -> None:
         self._load = load
-        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._queue: queue.Queue[_Prepared | None] = queue.Queue()
         self.queue_size = max(1, queue_size)
-        self._held = 0  # jobs submitted and not ended, queued or running: at most parallel + queue_size
+        self._held = 0  # jobs submitted and not ended, preparing, queued or running: at most parallel + queue_size
+        self._preparing = 0  # jobs submitted whose prompt is still being tokenized
         self._held_lock = threading.Lock()
         self._cache_ram_mib = cache_ram_mib
         self.parallel = max(1, parallel)
+        # one thread per job the worker may hold, so a small prompt never waits behind a large one's tokenizing
+        # (the tokenizer releases the GIL); threads start when first needed
+        self._preparer = ThreadPoolExecutor(self.parallel + self.queue_size, thread_name_prefix="bigcode-prompt")
+        self._enqueue_lock = threading.Lock()  # a prepared job enters the queue before stop()'s end mark, or never
         self._fim_order = fim_order
         self._log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self._stopping = threading.Event()
@@ -152,7 +169,8 @@ class EngineWorker:
             raise NotReady("the server is shutting down")
 
     def submit(self, job: Job) -> None:
-        """Queue a job, or raise NotReady / ServerBusy at once."""
+        """Take a job (its prompt is prepared on a preparing thread, then it is queued), or raise NotReady /
+        ServerBusy at once."""
         self.check_ready()
         # counted with the running jobs, not by the queue alone: a job the worker has not yet taken into a
         # free slot (it does between steps) must not make the next request look like one too many
@@ -160,7 +178,13 @@ class EngineWorker:
             if self._held >= self.parallel + self.queue_size:
                 raise ServerBusy(f"the server is busy: {self.queue_size} requests are already waiting")
             self._held += 1
-        self._queue.put_nowait(job)
+            self._preparing += 1
+        try:
+            self._preparer.submit(self._prepare_job, job)
+        except RuntimeError:  # stop() shut the preparing threads down since check_ready()
+            self._left_preparing()
+            self._ended()
+            raise NotReady("the server is shutting down") from None
 
     def decode(self, ids: list[int]) -> str:
         """Token ids as text, control tokens spelled out (the tokenizer is thread-safe for this)."""
@@ -180,21 +204,23 @@ class EngineWorker:
 
     @property
     def waiting(self) -> int:
-        """Jobs queued, not running."""
-        return self._queue.qsize()
+        """Jobs taken and not running: their prompt being prepared, or queued for a slot."""
+        return self._preparing + self._queue.qsize()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the running job at its next token, drop queued ones, and end the thread."""
-        self._stopping.set()
+        with self._enqueue_lock:
+            self._stopping.set()
         while True:
             try:
-                job = self._queue.get_nowait()
+                waiting = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if job is not None:
-                job.cancel()
-                job.emit("error", NotReady("the server is shutting down"))
+            if waiting is not None:
+                waiting.job.cancel()
+                waiting.job.emit("error", NotReady("the server is shutting down"))
         self._queue.put_nowait(None)
+        self._preparer.shutdown(wait=False)  # a job still being prepared is refused when it is ready (_prepare_job)
         if self._thread is not None and self.state != "loading":  # a load cannot be stopped midway: not waited for
             self._thread.join(timeout)
 
@@ -202,6 +228,32 @@ class EngineWorker:
     def alive(self) -> bool:
         """Whether the thread still runs: a load in progress, or a job that did not stop in time."""
         return self._thread is not None and self._thread.is_alive()
+
+    # -- the preparing threads ------------------------------------------------------------------------
+
+    def _prepare_job(self, job: Job) -> None:
+        """Tokenize and fit the job's prompt and make its generation, then queue it (or answer its error)."""
+        prepared = None
+        try:
+            if not job.cancelled.is_set():  # a client gone already: nothing to prepare
+                prepared = _Prepared(job, *self._decoding(job))
+        except Exception as exc:  # noqa: BLE001 - reported to its client; the server lives on
+            self._left_preparing()
+            self._ended()  # before the answer: a client that sends its next request at once finds the place free
+            self._fail(job, exc)
+            return
+        with self._enqueue_lock:
+            self._left_preparing()
+            if prepared is not None and not self._stopping.is_set():
+                self._queue.put_nowait(prepared)
+                return
+        self._ended()
+        if prepared is not None:
+            job.emit("error", NotReady("the server is shutting down"))
+
+    def _left_preparing(self) -> None:
+        with self._held_lock:
+            self._preparing -= 1
 
     # -- the thread --------------------------------------------------------------------------------
 
@@ -232,24 +284,24 @@ class EngineWorker:
             while len(batch) < self.parallel:
                 try:
                     if len(batch):  # others are running: take only what already waits
-                        job = self._queue.get_nowait()
+                        waiting = self._queue.get_nowait()
                     elif trim_when_idle:  # idle after a large request: only until it is time to give memory back
-                        job = self._queue.get(timeout=TRIM_AFTER_IDLE_S)
+                        waiting = self._queue.get(timeout=TRIM_AFTER_IDLE_S)
                     else:  # idle: block
-                        job = self._queue.get()
+                        waiting = self._queue.get()
                 except queue.Empty:
                     if not len(batch) and trim_when_idle:
                         release_free_memory()
                         trim_when_idle = False
                     break
-                if job is None:
+                if waiting is None:
                     ended = True
                     break
-                if job.cancelled.is_set():
+                trim_when_idle = trim_when_idle or waiting.job.size >= LARGE_REQUEST
+                if waiting.job.cancelled.is_set():
                     self._ended()
                     continue
-                trim_when_idle = trim_when_idle or job.size >= LARGE_REQUEST
-                self._start(job, batch, running)
+                self._start(waiting, batch, running)
             self._advance(batch, running)
         while len(batch):  # stopping: every job left stops before its next token
             self._advance(batch, running)
@@ -280,15 +332,10 @@ class EngineWorker:
         with self._held_lock:
             self._held -= 1
 
-    def _start(self, job: Job, batch: Any, running: dict[int, _Running]) -> None:
-        """The job's prompt and generation, joined to the batch (or its error reported)."""
+    def _start(self, waiting: _Prepared, batch: Any, running: dict[int, _Running]) -> None:
+        """A prepared job's generation, joined to the batch."""
+        job, prompt, decoding = waiting.job, waiting.prompt, waiting.decoding
         queued_ms = (time.perf_counter() - job.queued_at) * 1000
-        try:
-            prompt, decoding = self._decoding(job)
-        except Exception as exc:  # noqa: BLE001 - reported to its client; the worker lives on
-            self._ended()  # before the answer: a client that sends its next request at once finds the place free
-            self._fail(job, exc)
-            return
         taken = {entry.slot for entry in running.values()}
         slot = next(i for i in range(self.parallel) if i not in taken)
         running[id(decoding)] = _Running(job, prompt, queued_ms, slot, decoding)
@@ -331,7 +378,7 @@ class EngineWorker:
         return should_stop
 
     def _decoding(self, job: Job) -> tuple[Any, Any]:
-        """The job's Prompt and its Decoding, not yet run."""
+        """The job's Prompt and its Decoding, not yet run (on a preparing thread: tokenizing touches no model)."""
         from dataclasses import replace
 
         from bigcode_cli.generation.completion import start_completion, start_ids, start_text

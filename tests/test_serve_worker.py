@@ -1,0 +1,139 @@
+"""The serve worker (serve/worker.py) in-process: a job's prompt is tokenized on a preparing thread, never on
+the worker's thread, so the running batch keeps making tokens while a large prompt is tokenized; the place a
+job holds is free again before its client hears the answer."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from checkpoints import save_lm_with_tokenizer
+
+from bigcode_cli.generation.completion import CompletionSettings
+from bigcode_cli.generation.sampling import SamplingParams
+from bigcode_cli.serve.worker import EngineWorker, Job, ServerBusy
+from bigcode_cli.store.loader import open_model
+
+WAIT = 30  # seconds any one wait may take on a busy machine
+MARK = "# tokenizing this one takes as long as the test says\n"
+
+
+class Events:
+    """What a job emitted, from the worker's threads, readable from the test's."""
+
+    def __init__(self) -> None:
+        self.texts = 0
+        self.ended: list[tuple[str, object]] = []
+        self.changed = threading.Condition()
+
+    def emit(self, kind: str, payload: object) -> None:
+        with self.changed:
+            if kind == "text":
+                self.texts += 1
+            else:
+                self.ended.append((kind, payload))
+            self.changed.notify_all()
+
+    def wait(self, check, what: str) -> None:
+        with self.changed:
+            assert self.changed.wait_for(check, WAIT), f"never happened: {what}"
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    # a random model: it does not stop early, so a long job really runs on
+    path = save_lm_with_tokenizer(tmp_path_factory.mktemp("lm") / "lm", n_positions=1024, n_embd=64, n_layer=2,
+                                  n_head=4)
+    return open_model(str(path), "causal-lm")
+
+
+@pytest.fixture
+def worker(loaded):
+    engine = EngineWorker(lambda: loaded, parallel=2, queue_size=1, log=lambda line: None)
+    engine.start()
+    assert engine.loaded_event.wait(WAIT) and engine.state == "ready"
+    yield engine
+    engine.stop()
+    assert not engine.alive
+
+
+def job(events: Events, prompt: str, kind: str = "continue", new_tokens: int = 600) -> Job:
+    settings = CompletionSettings(max_new_tokens=new_tokens, sampling=SamplingParams(temperature=0), block=False)
+    return Job(kind, settings, events.emit, prefix=prompt, suffix="\n" if kind == "fim" else "", use_cache=False)
+
+
+def test_a_prompt_is_tokenized_off_the_worker_thread_while_the_batch_runs_on(worker, loaded, monkeypatch):
+    tokenizer = loaded.tokenizer
+    encode = tokenizer.encode
+    entered, release = threading.Event(), threading.Event()
+    where: list[str] = []
+
+    def slow_encode(text: str) -> list[int]:
+        if MARK in text:  # a prompt of many MB: it holds its thread until the test lets it go
+            where.append(threading.current_thread().name)
+            entered.set()
+            release.wait(WAIT)
+        return encode(text)
+
+    monkeypatch.setattr(tokenizer, "encode", slow_encode)
+    running, large = Events(), Events()
+    worker.submit(job(running, "def f(x):\n    return"))
+    running.wait(lambda: running.texts >= 3, "the first job generating")
+    worker.submit(job(large, MARK + "x = 1\n", kind="fim", new_tokens=4))
+    try:
+        assert entered.wait(WAIT)
+        before = running.texts
+        running.wait(lambda: running.texts >= before + 10, "tokens made while another prompt is tokenized")
+        assert worker.waiting == 1 and worker.running == 1  # taken, not yet queued: /health counts it waiting
+    finally:
+        release.set()
+    large.wait(lambda: large.ended, "the large job answered")
+    assert large.ended[0][0] == "done"
+    assert where and all(name.startswith("bigcode-prompt") for name in where)
+
+
+def test_a_failed_preparation_frees_its_place_before_the_answer(worker, loaded, monkeypatch):
+    def broken(text: str) -> list[int]:
+        raise RuntimeError("the tokenizer broke")
+
+    monkeypatch.setattr(loaded.tokenizer, "encode", broken)
+    for _ in range(5):  # a client that retries at once, with every place but one taken, is never refused
+        events = Events()
+        worker.submit(job(events, "y = 2\n", new_tokens=2))
+        events.wait(lambda: events.ended, "the error")
+        assert events.ended[0][0] == "error" and "tokenizer broke" in str(events.ended[0][1])
+    assert worker.waiting == 0
+    held = [Events() for _ in range(3)]  # parallel 2 + queue 1: every place taken by jobs that fail at once
+    for events in held:
+        worker.submit(job(events, "z = 3\n", new_tokens=2))
+    for events in held:
+        events.wait(lambda: events.ended, "the error")
+    assert worker.waiting == 0 and worker.running == 0
+
+
+def test_jobs_beyond_the_places_are_refused_while_prompts_are_being_tokenized(worker, loaded, monkeypatch):
+    encode = loaded.tokenizer.encode
+    release = threading.Event()
+
+    def held(text: str) -> list[int]:
+        release.wait(WAIT)
+        return encode(text)
+
+    monkeypatch.setattr(loaded.tokenizer, "encode", held)
+    jobs = [Events() for _ in range(3)]
+    try:
+        for events in jobs:
+            worker.submit(job(events, "w = 4\n", new_tokens=2))
+        with pytest.raises(ServerBusy):
+            worker.submit(job(Events(), "w = 5\n", new_tokens=2))
+        assert worker.waiting == 3
+    finally:
+        release.set()
+    for events in jobs:
+        events.wait(lambda: events.ended, "the answer")
+        assert events.ended[0][0] == "done"
+    deadline = time.monotonic() + WAIT
+    while (worker.waiting or worker.running) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert worker.waiting == 0 and worker.running == 0
