@@ -288,13 +288,6 @@ def test_health_is_503_while_loading_then_200(checkpoint):
         socket.create_connection(("127.0.0.1", port), timeout=2)
 
 
-def rss_mb(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status").read().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_large_requests_give_their_memory_back(server):
     # issue 20: ten 4 MB prompts left a server at ~1 GB for good. Not timed: a memory bound, with margin.
@@ -304,7 +297,7 @@ def test_large_requests_give_their_memory_back(server):
     big = line * (3_800_000 // len(line))  # with JSON escapes and the suffix, just under the 4 MiB limit
     assert post(server, "/completion", {"prompt": "x", "n_predict": 1}).status_code == 200
     wait_idle(server)
-    before = rss_mb(server.process.pid)
+    before = server.rss_mb()
     for path, body in (("/completion", {"prompt": big}), ("/v1/completions", {"prompt": big, "model": "m"}),
                        ("/infill", {"input_prefix": big, "input_suffix": big[:50_000]})):
         length = {"max_tokens": 1} if path.startswith("/v1/") else {"n_predict": 1}
@@ -314,7 +307,7 @@ def test_large_requests_give_their_memory_back(server):
         assert truncated
     wait_idle(server)
     time.sleep(1.5)  # the worker gives memory back 0.5 s after its last large request
-    grown = rss_mb(server.process.pid) - before
+    grown = server.rss_mb() - before
     assert grown < 120, f"the server kept {grown:.0f} MB after three 4 MB requests"
 
 
