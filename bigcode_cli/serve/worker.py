@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 # slots when --parallel is not given: four editors (or one editor's requests and its prefetches) at once,
 # while every row's cache and logits stay small; see the README's serve section for the measurement
 DEFAULT_PARALLEL = 4
+# threads tokenizing prompts at most: a few large prompts at once still leave one for a small prompt
+PREPARING_THREADS = 8
 
 JobKind = Literal["fim", "continue", "text", "ids"]
 # emit(event, payload) is called from the worker thread; the app hands events over to its event loop
@@ -133,9 +135,10 @@ class EngineWorker:
         self._held_lock = threading.Lock()
         self._cache_ram_mib = cache_ram_mib
         self.parallel = max(1, parallel)
-        # one thread per job the worker may hold, so a small prompt never waits behind a large one's tokenizing
-        # (the tokenizer releases the GIL); threads start when first needed
-        self._preparer = ThreadPoolExecutor(self.parallel + self.queue_size, thread_name_prefix="bigcode-prompt")
+        # a thread per job the worker may hold (up to PREPARING_THREADS), so a small prompt does not wait behind a
+        # large one's tokenizing (the tokenizer releases the GIL); threads start when first needed
+        self._preparer = ThreadPoolExecutor(min(self.parallel + self.queue_size, PREPARING_THREADS),
+                                            thread_name_prefix="bigcode-prompt")
         self._enqueue_lock = threading.Lock()  # a prepared job enters the queue before stop()'s end mark, or never
         self._fim_order = fim_order
         self._log = log or (lambda line: print(line, file=sys.stderr, flush=True))
