@@ -137,3 +137,23 @@ def test_jobs_beyond_the_places_are_refused_while_prompts_are_being_tokenized(wo
     while (worker.waiting or worker.running) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert worker.waiting == 0 and worker.running == 0
+
+
+def test_context_from_other_files_is_tokenized_only_while_it_can_fit(loaded, monkeypatch):
+    from bigcode_cli.serve.prompt import extra_context_ids
+
+    tokenizer = loaded.tokenizer
+    chunks = [("huge.py", "x = 1\n" * 500_000), ("b.py", "def b():\n    return 2\n"), ("", ""),
+              ("c.py", "import os\n" * 3)]
+    # what the chunks make: the last ones that fit, whole, each after a file separator, in their order
+    separator = tokenizer.token_to_id("<file_sep>")
+    lead = tokenizer.encode("\n") if separator is None else [separator]  # a vocabulary without one: a newline
+    pieces = [lead + tokenizer.encode(f"{name}\n{text}") for name, text in chunks[1:] if name]
+    assert extra_context_ids(tokenizer, chunks, 200) == pieces[0] + pieces[1]
+    assert extra_context_ids(tokenizer, chunks, len(pieces[1])) == pieces[1]  # b.py does not fit beside it
+    assert extra_context_ids(tokenizer, chunks, len(pieces[1]) - 1) == []
+    encode = tokenizer.encode
+    seen: list[int] = []
+    monkeypatch.setattr(tokenizer, "encode", lambda text: seen.append(len(text)) or encode(text))
+    extra_context_ids(tokenizer, chunks, 200)
+    assert max(seen) < 1000  # the 3 MB chunk, which 200 tokens cannot hold, was never tokenized
