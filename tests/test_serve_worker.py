@@ -157,3 +157,24 @@ def test_context_from_other_files_is_tokenized_only_while_it_can_fit(loaded, mon
     monkeypatch.setattr(tokenizer, "encode", lambda text: seen.append(len(text)) or encode(text))
     extra_context_ids(tokenizer, chunks, 200)
     assert max(seen) < 1000  # the 3 MB chunk, which 200 tokens cannot hold, was never tokenized
+
+
+def test_a_job_still_being_prepared_when_the_server_stops_is_answered(worker, loaded, monkeypatch):
+    encode = loaded.tokenizer.encode
+    entered, release = threading.Event(), threading.Event()
+
+    def held(text: str) -> list[int]:
+        entered.set()
+        release.wait(WAIT)
+        return encode(text)
+
+    monkeypatch.setattr(loaded.tokenizer, "encode", held)
+    events = Events()
+    worker.submit(job(events, "v = 6\n", new_tokens=2))
+    assert entered.wait(WAIT)
+    worker.stop()  # the worker's thread ends while the job is still being tokenized
+    assert not worker.alive
+    release.set()
+    events.wait(lambda: events.ended, "an answer, not silence")
+    kind, error = events.ended[0]
+    assert kind == "error" and "shutting down" in str(error)
