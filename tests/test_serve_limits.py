@@ -119,6 +119,26 @@ def test_a_full_queue_answers_503_at_once(server):
     wait_idle(server)
 
 
+def test_a_request_whose_client_left_while_it_waited_frees_its_place_at_once(server):
+    # an editor cancels its request at every keystroke: requests whose clients left while they waited for the busy
+    # slot must not hold the only queue place until the slot is free, refusing the one request still wanted
+    body = {"prompt": "def f(x):", "n_predict": LONG, "temperature": 0, "stream": True}
+    with httpx.Client(timeout=60, headers=AUTH) as running:
+        with running.stream("POST", server.url + "/completion", json=body) as first:
+            lines = first.iter_lines()  # kept: a dropped iterator would close the stream
+            while not next(lines).startswith("data: "):  # wait until it is generating
+                pass
+            for keystroke in range(3):
+                with pytest.raises(httpx.ReadTimeout):  # taken (a refusal would answer at once), then given up
+                    post(server, "/completion", {"prompt": f"x = {keystroke}", "n_predict": 4}, timeout=1.0)
+                deadline = time.monotonic() + 10
+                while server.health()[1].get("requests_waiting") != 0 and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                assert server.health()[1] == {**server.health()[1], "requests_waiting": 0, "slots_processing": 1}
+            next(lines)  # the first request ran on meanwhile
+    wait_idle(server)
+
+
 def test_the_api_key_is_required_except_for_health(server):
     assert server.health()[0] == 200
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}, {"Authorization": f"Bearer {KEY}x"}):

@@ -178,3 +178,28 @@ def test_a_job_still_being_prepared_when_the_server_stops_is_answered(worker, lo
     events.wait(lambda: events.ended, "an answer, not silence")
     kind, error = events.ended[0]
     assert kind == "error" and "shutting down" in str(error)
+
+
+def test_a_waiting_job_withdrawn_by_its_client_frees_its_place_at_once(loaded):
+    engine = EngineWorker(lambda: loaded, parallel=1, queue_size=1, log=lambda line: None)
+    engine.start()
+    try:
+        assert engine.loaded_event.wait(WAIT) and engine.state == "ready"
+        running = Events()
+        engine.submit(job(running, "def g(y):\n", new_tokens=1000))
+        running.wait(lambda: running.texts >= 2, "the slot busy")
+        for _ in range(3):  # keystrokes: each request withdrawn while it waits, the next one sent at once
+            events = Events()
+            waiting = job(events, "u = 7\n", new_tokens=2)
+            engine.submit(waiting)
+            assert engine.waiting == 1
+            engine.cancel(waiting)
+            assert engine.waiting == 0
+        last = Events()
+        engine.submit(job(last, "u = 8\n", new_tokens=2))
+        with pytest.raises(ServerBusy):  # the bound still holds for jobs that are wanted
+            engine.submit(job(Events(), "u = 9\n", new_tokens=2))
+        assert running.texts > 0 and not running.ended
+    finally:
+        engine.stop()
+    assert not engine.alive

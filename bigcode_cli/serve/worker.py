@@ -39,6 +39,9 @@ DEFAULT_PARALLEL = 4
 PREPARING_THREADS = 8
 
 JobKind = Literal["fim", "continue", "text", "ids"]
+# where a job stands in the worker: not yet taken, holding a place while its prompt is prepared or it is queued,
+# in a slot, or out (ended, or withdrawn by its client while it waited)
+JobState = Literal["new", "waiting", "running", "out"]
 # emit(event, payload) is called from the worker thread; the app hands events over to its event loop
 Emit = Callable[[str, Any], None]
 
@@ -75,9 +78,11 @@ class Job:
     key_digest: str = ""  # SHA-256 of the client's Authorization header: its API key's partition, never the key
     cancelled: threading.Event = field(default_factory=threading.Event)
     queued_at: float = field(default_factory=time.perf_counter)
+    state: JobState = "new"  # changed by the worker, under its lock
 
     def cancel(self) -> None:
-        """Stop this job at its next token (or skip it if it has not started)."""
+        """Stop this job at its next token (or skip it if it has not started); EngineWorker.cancel also frees
+        the place of a job that has not started."""
         self.cancelled.set()
 
     @property
@@ -130,9 +135,9 @@ class EngineWorker:
         self._load = load
         self._queue: queue.Queue[_Prepared | None] = queue.Queue()
         self.queue_size = max(1, queue_size)
-        self._held = 0  # jobs submitted and not ended, preparing, queued or running: at most parallel + queue_size
-        self._preparing = 0  # jobs submitted whose prompt is still being tokenized
-        self._held_lock = threading.Lock()
+        self._held = 0  # jobs "waiting" or "running": at most parallel + queue_size
+        self._waiting = 0  # jobs "waiting": their prompt being prepared, or queued for a slot
+        self._held_lock = threading.Lock()  # guards both counts and every job's state
         self._cache_ram_mib = cache_ram_mib
         self.parallel = max(1, parallel)
         # a thread per job the worker may hold (up to PREPARING_THREADS), so a small prompt does not wait behind a
@@ -181,13 +186,21 @@ class EngineWorker:
             if self._held >= self.parallel + self.queue_size:
                 raise ServerBusy(f"the server is busy: {self.queue_size} requests are already waiting")
             self._held += 1
-            self._preparing += 1
+            self._waiting += 1
+            job.state = "waiting"
         try:
             self._preparer.submit(self._prepare_job, job)
         except RuntimeError:  # stop() shut the preparing threads down since check_ready()
-            self._left_preparing()
-            self._ended()
+            self._ended(job)
             raise NotReady("the server is shutting down") from None
+
+    def cancel(self, job: Job) -> None:
+        """The client left: stop the job at its next token, and if it is still waiting free its place now (an
+        editor cancels a request at every keystroke: dead requests must not fill the queue)."""
+        job.cancel()
+        with self._held_lock:
+            if job.state == "waiting":
+                self._leave(job)
 
     def decode(self, ids: list[int]) -> str:
         """Token ids as text, control tokens spelled out (the tokenizer is thread-safe for this)."""
@@ -208,7 +221,7 @@ class EngineWorker:
     @property
     def waiting(self) -> int:
         """Jobs taken and not running: their prompt being prepared, or queued for a slot."""
-        return self._preparing + self._queue.qsize()
+        return self._waiting
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the running job at its next token, drop queued ones, and end the thread."""
@@ -241,22 +254,16 @@ class EngineWorker:
             if not job.cancelled.is_set():  # a client gone already: nothing to prepare
                 prepared = _Prepared(job, *self._decoding(job))
         except Exception as exc:  # noqa: BLE001 - reported to its client; the server lives on
-            self._left_preparing()
-            self._ended()  # before the answer: a client that sends its next request at once finds the place free
+            self._ended(job)  # before the answer: a client that sends its next request at once finds the place free
             self._fail(job, exc)
             return
         with self._enqueue_lock:
-            self._left_preparing()
             if prepared is not None and not self._stopping.is_set():
-                self._queue.put_nowait(prepared)
+                self._queue.put_nowait(prepared)  # (if withdrawn meanwhile, the worker skips it)
                 return
-        self._ended()
+        self._ended(job)
         if prepared is not None:
             job.emit("error", NotReady("the server is shutting down"))
-
-    def _left_preparing(self) -> None:
-        with self._held_lock:
-            self._preparing -= 1
 
     # -- the thread --------------------------------------------------------------------------------
 
@@ -301,8 +308,7 @@ class EngineWorker:
                     ended = True
                     break
                 trim_when_idle = trim_when_idle or waiting.job.size >= LARGE_REQUEST
-                if waiting.job.cancelled.is_set():
-                    self._ended()
+                if not self._take(waiting.job):
                     continue
                 self._start(waiting, batch, running)
             self._advance(batch, running)
@@ -316,24 +322,45 @@ class EngineWorker:
                 decoding.interrupt()  # gone while its prompt was still being fed: no more chunks for it
 
         def failed(decoding: Any, exc: Exception) -> None:
-            self._ended()
-            self._fail(running.pop(id(decoding)).job, exc)
+            job = running.pop(id(decoding)).job
+            self._ended(job)
+            self._fail(job, exc)
 
         finished = batch.advance(failed) if len(batch) else []
         self.running = len(batch)
         for decoding in finished:
-            self._ended()
             entry = running.pop(id(decoding))
+            self._ended(entry.job)
             try:
                 self._report(decoding, entry)
             except Exception as exc:  # noqa: BLE001 - a bug in finishing one job: that job fails, the worker lives on
                 self._fail(entry.job, exc)
         self._publish(running)
 
-    def _ended(self) -> None:
-        """A submitted job left the worker: its place (slot or queue) is free for the next request."""
+    def _take(self, job: Job) -> bool:
+        """Whether a queued job goes into a slot: not if its client left meanwhile (its place is freed)."""
         with self._held_lock:
-            self._held -= 1
+            if job.cancelled.is_set() or job.state != "waiting":
+                if job.state == "waiting":
+                    self._leave(job)
+                return False
+            job.state = "running"
+            self._waiting -= 1
+            return True
+
+    def _ended(self, job: Job) -> None:
+        """A job left the worker: its place (slot or queue) is free for the next request (once: it may have
+        been withdrawn already)."""
+        with self._held_lock:
+            if job.state in ("waiting", "running"):
+                self._leave(job)
+
+    def _leave(self, job: Job) -> None:
+        """Free the job's place; under the lock."""
+        self._held -= 1
+        if job.state == "waiting":
+            self._waiting -= 1
+        job.state = "out"
 
     def _start(self, waiting: _Prepared, batch: Any, running: dict[int, _Running]) -> None:
         """A prepared job's generation, joined to the batch."""
