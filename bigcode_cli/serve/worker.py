@@ -6,8 +6,9 @@ running batch before the next step (its prompt is prefilled in chunks between th
 step makes one token for every running job in one pass over the weights, and a job leaves as soon as it
 ends, freeing its slot for the next queued one. A job's prompt is tokenized and fitted on a preparing thread
 before it enters the queue (a multi-MB prompt takes seconds to tokenize), so neither the event loop nor the
-running batch waits for it. A full queue refuses new jobs at once (503). A job whose
-client went away is skipped if still queued and leaves at the next step if running; `max_predict_ms`
+running batch waits for it. Slots plus queue bound the jobs held: beyond, a new job is refused at once (503).
+A job whose client went away gives its place back at once if still waiting and leaves at the next step if
+running; `max_predict_ms`
 stops it at the first token past its deadline. The thread blocks on the queue when idle: no polling
 (after a large request it waits TRIM_AFTER_IDLE_S first, then gives the freed memory back: serve.memory).
 """
@@ -16,9 +17,9 @@ from __future__ import annotations
 
 import queue
 import sys
-from concurrent.futures import ThreadPoolExecutor
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
