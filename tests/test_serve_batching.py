@@ -167,46 +167,58 @@ def test_a_seeded_sample_draws_from_its_own_seed_in_company(random_lm):
     assert together[0]["content"] != together[1]["content"]
 
 
-def test_a_stream_and_health_go_on_while_a_multi_mb_prompt_is_tokenized(random_lm):
-    # issue 21: a 4 MB prompt stopped the server, /health included; fitting it to the context (about a second of
-    # tokenizing here) ran on the worker's thread, stalling every running slot
+def test_a_stream_and_health_go_on_while_multi_mb_prompts_are_tokenized(random_lm):
+    # issue 21: a 4 MB prompt stopped the server, /health included. Fitting one to this context is about a second
+    # of tokenizing; on the worker's thread the two below stalled every running slot for two seconds and more.
     line = "def scale(values, factor):\n    return [v * factor for v in values]\n"
     half = line * (1_900_000 // len(line))  # a prefix and a suffix: the body just under the 4 MiB limit
-    big = {"input_prefix": half, "input_suffix": half, "n_predict": 1, "temperature": 0, "cache_prompt": False}
-    done: list[int] = []
+    big = {"input_prefix": half, "input_suffix": half, "n_predict": 1, "temperature": 0, "cache_prompt": False,
+           "stream": True}
+    statuses: list[int] = []
     slowest_health = [0.0]
+    joined = threading.Event()  # both large requests are in slots: read and tokenized
 
     def send() -> None:
-        done.append(httpx.post(random_lm.url + "/infill", json=big, timeout=TIMEOUT).status_code)
+        with httpx.Client(timeout=TIMEOUT) as client:
+            with client.stream("POST", random_lm.url + "/infill", json=big) as response:
+                statuses.append(response.status_code)
+                joined.wait(TIMEOUT)  # then leave: the server stops feeding its prompt
 
     def poll_health() -> None:
-        while not done:
+        while not joined.is_set():
             started = time.monotonic()
-            assert random_lm.health()[0] == 200
+            status, health = random_lm.health()
+            assert status == 200
             slowest_health[0] = max(slowest_health[0], time.monotonic() - started)
+            if health["slots_processing"] == 3:
+                joined.set()
             time.sleep(0.02)
 
     body = {**LONG, "prompt": "def f(x):\n", "n_predict": 6000, "stream": True}
-    gaps: list[float] = []
-    with httpx.Client(timeout=TIMEOUT) as client:
-        with client.stream("POST", random_lm.url + "/completion", json=body) as response:
-            events = stream_events(response)
-            next(events)
-            sender, poller = threading.Thread(target=send), threading.Thread(target=poll_health)
-            sender.start()
-            poller.start()
-            last = time.monotonic()
-            for event in events:  # until the large request is answered: it was tokenized, prefilled and decoded
-                now = time.monotonic()
-                gaps.append(now - last)
-                last = now
-                assert not event["stop"], "the stream ended before the large request did"
-                if done:
-                    break
-    sender.join(TIMEOUT)
-    poller.join(TIMEOUT)
-    assert done == [200]
+    gaps: list[float] = []  # between the stream's events while the large requests were read and tokenized
+    senders = [threading.Thread(target=send) for _ in range(2)]
+    poller = threading.Thread(target=poll_health)
+    try:
+        with httpx.Client(timeout=TIMEOUT) as client:
+            with client.stream("POST", random_lm.url + "/completion", json=body) as response:
+                events = stream_events(response)
+                next(events)
+                last = time.monotonic()
+                for thread in [*senders, poller]:
+                    thread.start()
+                for event in events:
+                    now = time.monotonic()
+                    gaps.append(now - last)
+                    last = now
+                    assert not event["stop"], "the stream ended before the large requests joined"
+                    if joined.is_set():
+                        break
+    finally:
+        joined.set()
+        for thread in [*senders, poller]:
+            thread.join(TIMEOUT)
+    assert statuses == [200, 200]
     assert len(gaps) > 20
-    assert max(gaps) < 0.5, f"the stream stalled {max(gaps):.2f} s beside a large prompt"
-    assert slowest_health[0] < 0.5, f"/health took {slowest_health[0]:.2f} s beside a large prompt"
+    assert max(gaps) < 1.0, f"the stream stalled {max(gaps):.2f} s while large prompts were tokenized"
+    assert slowest_health[0] < 1.0, f"/health took {slowest_health[0]:.2f} s beside large prompts"
     wait_health(random_lm, lambda health: health["slots_processing"] == 0 and health["requests_waiting"] == 0)
