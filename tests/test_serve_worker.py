@@ -203,3 +203,45 @@ def test_a_waiting_job_withdrawn_by_its_client_frees_its_place_at_once(loaded):
     finally:
         engine.stop()
     assert not engine.alive
+
+
+def test_a_running_job_withdrawn_by_its_client_frees_its_place_before_its_slot(loaded, monkeypatch):
+    runner = loaded.runner
+    step = runner.step
+    paused, resume = threading.Event(), threading.Event()
+
+    def held_step(rows, last_only=False):
+        if pause_next:
+            paused.set()
+            resume.wait(WAIT)  # the worker's thread inside a step: it cannot notice the client left yet
+        return step(rows, last_only)
+
+    pause_next = False
+    monkeypatch.setattr(runner, "step", held_step)
+    engine = EngineWorker(lambda: loaded, parallel=1, queue_size=1, log=lambda line: None)
+    engine.start()
+    try:
+        assert engine.loaded_event.wait(WAIT) and engine.state == "ready"
+        first = Events()
+        running = job(first, "def h(z):\n", new_tokens=1000)
+        engine.submit(running)
+        first.wait(lambda: first.texts >= 2, "the slot busy")
+        pause_next = True
+        assert paused.wait(WAIT)
+        engine.cancel(running)  # the editor cancels and sends its next request at once
+        again = [Events(), Events()]
+        for events in again:  # the slot (when the step ends) and the queue place are both free for them
+            engine.submit(job(events, "t = 1\n", new_tokens=2))
+        with pytest.raises(ServerBusy):
+            engine.submit(job(Events(), "t = 2\n", new_tokens=2))
+        pause_next = False
+        resume.set()
+        for events in again:
+            events.wait(lambda: events.ended, "the answer")
+            assert events.ended[0][0] == "done"
+        first.wait(lambda: first.ended, "the withdrawn job's end")
+        assert engine.waiting == 0
+    finally:
+        resume.set()
+        engine.stop()
+    assert not engine.alive

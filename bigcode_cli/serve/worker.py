@@ -196,11 +196,12 @@ class EngineWorker:
             raise NotReady("the server is shutting down") from None
 
     def cancel(self, job: Job) -> None:
-        """The client left: stop the job at its next token, and if it is still waiting free its place now (an
-        editor cancels a request at every keystroke: dead requests must not fill the queue)."""
+        """The client left: stop the job at its next token and free its place now, not when the worker gets to it
+        (an editor cancels its request at every keystroke and sends the next at once: dead requests must not
+        fill the queue). A running job still holds its slot until the next step; a new job waits for it."""
         job.cancel()
         with self._held_lock:
-            if job.state == "waiting":
+            if job.state in ("waiting", "running"):
                 self._leave(job)
 
     def decode(self, ids: list[int]) -> str:
