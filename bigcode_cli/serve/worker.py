@@ -7,9 +7,8 @@ step makes one token for every running job in one pass over the weights, and a j
 ends, freeing its slot for the next queued one. A job's prompt is tokenized and fitted on a preparing thread
 before it enters the queue (a multi-MB prompt takes seconds to tokenize), so neither the event loop nor the
 running batch waits for it. Slots plus queue bound the jobs held: beyond, a new job is refused at once (503).
-A job whose client went away gives its place back at once if still waiting and leaves at the next step if
-running; `max_predict_ms`
-stops it at the first token past its deadline. The thread blocks on the queue when idle: no polling
+A job whose client went away gives its place back at once, and leaves its slot at the next step if running;
+`max_predict_ms` stops it at the first token past its deadline. The thread blocks on the queue when idle: no polling
 (after a large request it waits TRIM_AFTER_IDLE_S first, then gives the freed memory back: serve.memory).
 """
 
@@ -41,7 +40,7 @@ PREPARING_THREADS = 8
 
 JobKind = Literal["fim", "continue", "text", "ids"]
 # where a job stands in the worker: not yet taken, holding a place while its prompt is prepared or it is queued,
-# in a slot, or out (ended, or withdrawn by its client while it waited)
+# in a slot, or out (ended, or withdrawn by its client)
 JobState = Literal["new", "waiting", "running", "out"]
 # emit(event, payload) is called from the worker thread; the app hands events over to its event loop
 Emit = Callable[[str, Any], None]
@@ -83,7 +82,7 @@ class Job:
 
     def cancel(self) -> None:
         """Stop this job at its next token (or skip it if it has not started); EngineWorker.cancel also frees
-        the place of a job that has not started."""
+        its place at once."""
         self.cancelled.set()
 
     @property
