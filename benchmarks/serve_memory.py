@@ -25,6 +25,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from bigcode_cli.serve.memory import resident_mb
+
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = ROOT / "bigcode_cli" / "bundled" / "bigcode-tiny"
 BODY_LIMIT = 4 * 1024 * 1024  # the server's MAX_BODY_BYTES
@@ -35,14 +37,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process in MB (VmRSS from /proc)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 def big_source(limit: int) -> str:
@@ -109,7 +103,7 @@ def main() -> None:
             wait_healthy(url, server)
             post(url + path, body(args.route, "def warm_up():\n"))
             time.sleep(0.5)
-            readings = {"ready": rss_mb(server.pid), "after": []}
+            readings = {"ready": resident_mb(server.pid), "after": []}
             print(f"{len(json.dumps(body(args.route, text))) / 1e6:.2f} MB bodies to {path}; "
                   f"RSS ready: {readings['ready']:.0f} MB", flush=True)
             for i in range(args.requests):
@@ -117,12 +111,12 @@ def main() -> None:
                 reply = post(url + path, body(args.route, text))
                 took = time.perf_counter() - started
                 time.sleep(0.2)
-                readings["after"].append(rss_mb(server.pid))
+                readings["after"].append(resident_mb(server.pid))
                 truncated = reply.get("truncated", "?")
                 print(f"request {i + 1}: {took:.1f} s, truncated {truncated}, RSS {readings['after'][-1]:.0f} MB",
                       flush=True)
             time.sleep(args.idle)
-            readings["idle"] = rss_mb(server.pid)
+            readings["idle"] = resident_mb(server.pid)
             print(f"RSS after {args.idle:.0f} s idle: {readings['idle']:.0f} MB "
                   f"(peak after a request {max(readings['after']):.0f} MB)")
         finally:

@@ -1,4 +1,5 @@
-"""A real `bigcode serve` subprocess on a free loopback port, for the server tests; never left running."""
+"""A real `bigcode serve` subprocess on a free loopback port, for the server tests; never left running. Also
+what several server tests ask of one: waiting for /health, reading /metrics and streamed events."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from bigcode_cli.serve.memory import resident_mb
 
 
 def free_port() -> int:
@@ -51,6 +55,10 @@ class ServerProcess:
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
+    def rss_mb(self) -> float:
+        """The server's resident memory now, in MB (Linux /proc)."""
+        return resident_mb(self.process.pid)
+
     def log(self) -> str:
         """What the server wrote to stderr so far."""
         return self.log_path.read_text()
@@ -89,3 +97,54 @@ class ServerProcess:
                 self.process.wait(10)
         self._log.close()
         return self.process.returncode
+
+
+def start_server(home: Path, args: list[str]) -> Iterator[ServerProcess]:
+    """A module fixture's body: a ready server with `args`, stopped when the fixture ends."""
+    process = ServerProcess(args, home)
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+def wait_health(server: ServerProcess, check: Callable[[dict], bool], timeout: float = 30) -> dict:
+    """Poll /health until `check(body)` holds (fail after `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, body = server.health()
+        if status == 200 and check(body):
+            return body
+        time.sleep(0.02)
+    raise AssertionError(f"/health never got there: {server.health()}")
+
+
+def stream_events(response: Any) -> Iterator[dict]:
+    """The JSON events of a server-sent event stream (an httpx streaming response)."""
+    for line in response.iter_lines():
+        if line.startswith("data: ") and line != "data: [DONE]":
+            yield json.loads(line.removeprefix("data: "))
+
+
+def metrics(server: ServerProcess, headers: dict[str, str] | None = None) -> dict[str, int]:
+    """GET /metrics, checked to be Prometheus text with HELP and TYPE for every sample, as {name: value}."""
+    import re
+
+    request = urllib.request.Request(server.url + "/metrics", headers=headers or {})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+        text = response.read().decode()
+    values, helped, typed = {}, set(), {}
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            helped.add(line.split()[2])
+        elif line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            typed[name] = kind
+        else:
+            name, value = line.split(" ")
+            assert re.fullmatch(r"bigcode_[a-z_]+", name) and name in helped and name in typed, line
+            assert name.endswith("_total") == (typed[name] == "counter"), line
+            values[name] = int(value)
+    return values

@@ -282,3 +282,21 @@ def test_splice_leaves_other_joins_alone(prefix, completion, suffix):
 
 def test_splice_at_the_end_of_the_file_keeps_the_final_newline():
     assert splice("def f():\n    ", "\n    return 1\n", "") == ("def f():\n", "    return 1\n", "")
+
+
+def test_fitting_a_long_text_takes_memory_linear_in_its_length(tokenizer):
+    # a 4 MB prompt for an 8192-token context is cut to ~0.25M characters a side before fitting; every tail of
+    # that, made at once to be searched, was half a GB (each fitting request, on a server's preparing threads)
+    import tracemalloc
+
+    prefix = numbered(4000) + "    x = "
+    suffix = "\n" + numbered(4000, 5000)
+    budget = len(tokenizer.encode(prefix)) // 3
+    tracemalloc.start()
+    try:
+        fitted = fit_fim(tokenizer, prefix, suffix, budget)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert fitted.truncated and prefix.endswith(fitted.prefix) and suffix.startswith(fitted.suffix)
+    assert peak < 40 * (len(prefix) + len(suffix)), f"{peak / 1e6:.0f} MB to fit {len(prefix) + len(suffix)} characters"

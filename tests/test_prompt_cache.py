@@ -140,6 +140,19 @@ def test_bytes_never_exceed_the_bound_and_the_least_recently_used_goes_first(mod
     assert len(off) == 0 and _claimed(off, first + [1]) == 0
 
 
+def test_a_request_too_large_for_the_cache_leaves_its_cached_prefix_alone(model):
+    runner, tokenizer = model.runner, model.tokenizer
+    short = _prompt(tokenizer, "def gamma(items):\n    return sorted(items)\n")
+    longer = short + _prompt(tokenizer, "print(gamma([3, 1, 2]))\n", blocks=6)
+    probe = PromptCache(runner)
+    _release(runner, probe, short)
+    cache = PromptCache(runner, max_bytes=probe.bytes + probe.bytes // 2)  # room for `short`, not for `longer`
+    _release(runner, cache, short)
+    _release(runner, cache, longer)  # a long conversation going on past the cache's size
+    assert len(cache) == 1 and cache.bytes == probe.bytes
+    assert _claimed(cache, longer) == len(short)  # the prefix is still there to reuse
+
+
 def test_the_transformers_engine_reuses_through_the_same_protocol():
     reference = open_model(None, "causal-lm", engine="transformers")
     runner, tokenizer = reference.runner, reference.tokenizer

@@ -36,6 +36,8 @@ SHAPES = {
     1: [(5, 1)],
     3: [(9, 2), (3, 1), (6, 3)],
     5: [(4, 3), (11, 1), (2, 2), (7, 1), (2, 3)],  # prompts of 2+: one token would be prefilled by the kernel
+    # a whole tile of rows and an odd tail, 1..4 new tokens (a speculative step's drafts)
+    7: [(3, 4), (10, 1), (5, 2), (2, 3), (8, 1), (4, 4), (6, 2)],
 }
 
 
@@ -88,9 +90,10 @@ def test_a_step_of_rows_equals_transformers_fp32(checkpoints, case, rows):
     assert (got - _transformers(checkpoints[case], sequences)).abs().max().item() <= FP32_TOL
 
 
+@pytest.mark.parametrize("rows", [5, 7])
 @pytest.mark.parametrize("case", ["mqa", "mha-odd", "mqa-7-heads-of-72"])
-def test_a_step_of_rows_in_bf16_is_within_transformers_own_bf16_error(checkpoints, case):
-    sequences = _sequences(SHAPES[5], seed=7)
+def test_a_step_of_rows_in_bf16_is_within_transformers_own_bf16_error(checkpoints, case, rows):
+    sequences = _sequences(SHAPES[rows], seed=7)
     exact = _transformers(checkpoints[case], sequences)
     theirs = _transformers(checkpoints[case], sequences, dtype="bfloat16")
     runner = engine.load(checkpoints[case], "causal-lm", dtype="bfloat16", device="cpu")
@@ -99,10 +102,11 @@ def test_a_step_of_rows_in_bf16_is_within_transformers_own_bf16_error(checkpoint
     assert (ours - exact).abs().max().item() <= 1.5 * (theirs - exact).abs().max().item() + 1e-3
 
 
+@pytest.mark.parametrize("rows", [5, 7])
 @pytest.mark.parametrize("case", ["mqa", "mha", "mqa-odd"])
 @pytest.mark.parametrize("dtype", ["int8", "int4"])
-def test_a_quantized_step_of_rows_equals_the_dequantized_reference(checkpoints, case, dtype):
-    sequences = _sequences(SHAPES[5], seed=11)
+def test_a_quantized_step_of_rows_equals_the_dequantized_reference(checkpoints, case, dtype, rows):
+    sequences = _sequences(SHAPES[rows], seed=11)
     runner = engine.load(checkpoints[case], "causal-lm", dtype=dtype, device="cpu")
     assert runner.decode_path == "kernel"
     got = _step(runner, sequences)
@@ -198,7 +202,7 @@ def _cpu_has(feature: str | None) -> bool:
 def test_every_build_steps_rows_like_transformers_and_alike_in_any_company(checkpoints, tmp_path, monkeypatch, build):
     """Other builds of the same step: fp32 as transformers, the other formats as this CPU's own build (checked
     against their references above), and every row alike alone and among others."""
-    sequences = _sequences(SHAPES[5], seed=29)
+    sequences = _sequences(SHAPES[7], seed=29)
     dtypes = ("float32", "bfloat16", "int8", "int4")
     native = {dtype: _step(engine.load(checkpoints["mqa-odd"], "causal-lm", dtype=dtype, device="cpu"), sequences)
               for dtype in dtypes}
@@ -213,5 +217,6 @@ def test_every_build_steps_rows_like_transformers_and_alike_in_any_company(check
         if dtype == "float32":
             assert (together - expected).abs().max().item() <= FP32_TOL
         assert (together - native[dtype]).abs().max().item() <= 1e-4
-        assert torch.equal(_step(runner, sequences[2:3]), together[4:6])
+        assert torch.equal(_step(runner, sequences[2:3]), together[5:7])  # the third row: 4 + 1 tokens before it
+        assert torch.equal(_step(runner, sequences[5:7]), together[11:17])  # the last two rows
     assert len(list(kernels_dir().glob("decode_step-*"))) == 1

@@ -13,7 +13,7 @@ pytest.importorskip("starlette")
 httpx = pytest.importorskip("httpx")
 
 from checkpoints import save_lm_with_tokenizer  # noqa: E402
-from serve_process import ServerProcess  # noqa: E402
+from serve_process import ServerProcess, start_server, stream_events, wait_health  # noqa: E402
 
 TIMEOUT = 120  # seconds any one request may take on a busy machine
 
@@ -24,6 +24,11 @@ REQUESTS = [
     ("/infill", {"input_prefix": "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, x):\n",
                  "input_suffix": "\n    def pop(self):\n        return self.items.pop()\n"}),
     ("/completion", {"prompt": "def fibonacci(n):\n    \"\"\"The n-th Fibonacci number.\"\"\"\n"}),
+    ("/infill", {"input_prefix": "import json\n\n\ndef load(path):\n    with open(path) as f:\n        ",
+                 "input_suffix": "\n\n\nconfig = load('settings.json')\n"}),
+    ("/completion", {"prompt": "def is_prime(n):\n    if n < 2:\n        return False\n"}),
+    ("/infill", {"input_prefix": "def mean(values):\n    total = ", "input_suffix": "\n    return total / len(values)\n"}),
+    ("/completion", {"prompt": "# Sort a list of words by length\nwords = ['pear', 'fig', 'banana']\n"}),
 ]
 GREEDY = {"temperature": 0, "n_predict": 32, "cache_prompt": False, "stream": False}
 
@@ -63,38 +68,18 @@ def all_at_once(server: ServerProcess, requests: list[tuple[str, dict]]) -> list
     return replies  # type: ignore[return-value]
 
 
-def wait_health(server: ServerProcess, check, timeout: float = 30) -> dict:
-    """Poll /health until `check(body)` holds (fail after `timeout` seconds)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status, body = server.health()
-        if status == 200 and check(body):
-            return body
-        time.sleep(0.02)
-    raise AssertionError(f"/health never got there: {server.health()}")
-
-
-def start_server(home, args: list[str]):
-    process = ServerProcess(args, home)
-    try:
-        process.wait_ready()
-        yield process
-    finally:
-        process.stop()
-
-
 @pytest.fixture(scope="module", params=["float32", "int8"])
 def bundled(request, tmp_path_factory):
-    yield from start_server(tmp_path_factory.mktemp("serve_home"), ["--dtype", request.param, "--parallel", "4"])
+    yield from start_server(tmp_path_factory.mktemp("serve_home"), ["--dtype", request.param, "--parallel", "8"])
 
 
-@pytest.mark.parametrize("together", [1, 2, 4])
+@pytest.mark.parametrize("together", [1, 2, 4, 8])
 def test_greedy_output_is_the_same_alone_and_in_company(bundled, together):
     alone = [answer(post(bundled, path, {**body, **GREEDY})) for path, body in REQUESTS[:together]]
     assert any(tokens > 4 for _, tokens, _ in alone)  # something was generated to compare
     replies = all_at_once(bundled, [(path, {**body, **GREEDY}) for path, body in REQUESTS[:together]])
     assert [answer(reply) for reply in replies] == alone
-    wait_health(bundled, lambda body: body["slots_processing"] == 0 and body["slots_idle"] == 4)
+    wait_health(bundled, lambda body: body["slots_processing"] == 0 and body["slots_idle"] == 8)
 
 
 # a random model with a long context: it never stops early, so requests surely overlap
@@ -103,16 +88,11 @@ LONG = {"temperature": 0, "n_predict": 300, "cache_prompt": False}
 
 @pytest.fixture(scope="module")
 def random_lm(tmp_path_factory):
-    checkpoint = save_lm_with_tokenizer(tmp_path_factory.mktemp("lm") / "lm", n_positions=1024, n_embd=64,
+    # StarCoder's 8192-token context: fitting a multi-MB FIM prompt to it tokenizes ~0.25M characters a side, many times
+    checkpoint = save_lm_with_tokenizer(tmp_path_factory.mktemp("lm") / "lm", n_positions=8192, n_embd=64,
                                         n_layer=2, n_head=4)
     yield from start_server(tmp_path_factory.mktemp("serve_home"),
                             ["--model", str(checkpoint), "--parallel", "3", "--queue", "1"])
-
-
-def stream_events(response) -> "iter[dict]":
-    for line in response.iter_lines():
-        if line.startswith("data: "):
-            yield json.loads(line.removeprefix("data: "))
 
 
 def test_a_request_joining_mid_run_changes_nothing(random_lm):
@@ -185,3 +165,60 @@ def test_a_seeded_sample_draws_from_its_own_seed_in_company(random_lm):
     together = all_at_once(random_lm, [("/completion", sampled), ("/completion", other)])
     assert answer(together[0]) == alone
     assert together[0]["content"] != together[1]["content"]
+
+
+def test_a_stream_and_health_go_on_while_multi_mb_prompts_are_tokenized(random_lm):
+    # issue 21: a 4 MB prompt stopped the server, /health included. Fitting one to this context is about a second
+    # of tokenizing; on the worker's thread the two below stalled every running slot for two seconds and more.
+    line = "def scale(values, factor):\n    return [v * factor for v in values]\n"
+    half = line * (1_900_000 // len(line))  # a prefix and a suffix: the body just under the 4 MiB limit
+    big = {"input_prefix": half, "input_suffix": half, "n_predict": 1, "temperature": 0, "cache_prompt": False,
+           "stream": True}
+    statuses: list[int] = []
+    slowest_health = [0.0]
+    joined = threading.Event()  # both large requests are in slots: read and tokenized
+
+    def send() -> None:
+        with httpx.Client(timeout=TIMEOUT) as client:
+            with client.stream("POST", random_lm.url + "/infill", json=big) as response:
+                statuses.append(response.status_code)
+                joined.wait(TIMEOUT)  # then leave: the server stops feeding its prompt
+
+    def poll_health() -> None:
+        while not joined.is_set():
+            started = time.monotonic()
+            status, health = random_lm.health()
+            assert status == 200
+            slowest_health[0] = max(slowest_health[0], time.monotonic() - started)
+            if health["slots_processing"] == 3:
+                joined.set()
+            time.sleep(0.02)
+
+    body = {**LONG, "prompt": "def f(x):\n", "n_predict": 6000, "stream": True}
+    gaps: list[float] = []  # between the stream's events while the large requests were read and tokenized
+    senders = [threading.Thread(target=send) for _ in range(2)]
+    poller = threading.Thread(target=poll_health)
+    try:
+        with httpx.Client(timeout=TIMEOUT) as client:
+            with client.stream("POST", random_lm.url + "/completion", json=body) as response:
+                events = stream_events(response)
+                next(events)
+                last = time.monotonic()
+                for thread in [*senders, poller]:
+                    thread.start()
+                for event in events:
+                    now = time.monotonic()
+                    gaps.append(now - last)
+                    last = now
+                    assert not event["stop"], "the stream ended before the large requests joined"
+                    if joined.is_set():
+                        break
+    finally:
+        joined.set()
+        for thread in [*senders, poller]:
+            thread.join(TIMEOUT)
+    assert statuses == [200, 200]
+    assert len(gaps) > 20
+    assert max(gaps) < 1.0, f"the stream stalled {max(gaps):.2f} s while large prompts were tokenized"
+    assert slowest_health[0] < 1.0, f"/health took {slowest_health[0]:.2f} s beside large prompts"
+    wait_health(random_lm, lambda health: health["slots_processing"] == 0 and health["requests_waiting"] == 0)

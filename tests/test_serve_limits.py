@@ -119,6 +119,26 @@ def test_a_full_queue_answers_503_at_once(server):
     wait_idle(server)
 
 
+def test_a_request_whose_client_left_while_it_waited_frees_its_place_at_once(server):
+    # an editor cancels its request at every keystroke: requests whose clients left while they waited for the busy
+    # slot must not hold the only queue place until the slot is free, refusing the one request still wanted
+    body = {"prompt": "def f(x):", "n_predict": LONG, "temperature": 0, "stream": True}
+    with httpx.Client(timeout=60, headers=AUTH) as running:
+        with running.stream("POST", server.url + "/completion", json=body) as first:
+            lines = first.iter_lines()  # kept: a dropped iterator would close the stream
+            while not next(lines).startswith("data: "):  # wait until it is generating
+                pass
+            for keystroke in range(3):
+                with pytest.raises(httpx.ReadTimeout):  # taken (a refusal would answer at once), then given up
+                    post(server, "/completion", {"prompt": f"x = {keystroke}", "n_predict": 4}, timeout=1.0)
+                deadline = time.monotonic() + 10
+                while server.health()[1].get("requests_waiting") != 0 and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                assert server.health()[1] == {**server.health()[1], "requests_waiting": 0, "slots_processing": 1}
+            next(lines)  # the first request ran on meanwhile
+    wait_idle(server)
+
+
 def test_the_api_key_is_required_except_for_health(server):
     assert server.health()[0] == 200
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}, {"Authorization": f"Bearer {KEY}x"}):
@@ -288,13 +308,6 @@ def test_health_is_503_while_loading_then_200(checkpoint):
         socket.create_connection(("127.0.0.1", port), timeout=2)
 
 
-def rss_mb(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status").read().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_large_requests_give_their_memory_back(server):
     # issue 20: ten 4 MB prompts left a server at ~1 GB for good. Not timed: a memory bound, with margin.
@@ -304,7 +317,7 @@ def test_large_requests_give_their_memory_back(server):
     big = line * (3_800_000 // len(line))  # with JSON escapes and the suffix, just under the 4 MiB limit
     assert post(server, "/completion", {"prompt": "x", "n_predict": 1}).status_code == 200
     wait_idle(server)
-    before = rss_mb(server.process.pid)
+    before = server.rss_mb()
     for path, body in (("/completion", {"prompt": big}), ("/v1/completions", {"prompt": big, "model": "m"}),
                        ("/infill", {"input_prefix": big, "input_suffix": big[:50_000]})):
         length = {"max_tokens": 1} if path.startswith("/v1/") else {"n_predict": 1}
@@ -314,7 +327,7 @@ def test_large_requests_give_their_memory_back(server):
         assert truncated
     wait_idle(server)
     time.sleep(1.5)  # the worker gives memory back 0.5 s after its last large request
-    grown = rss_mb(server.process.pid) - before
+    grown = server.rss_mb() - before
     assert grown < 120, f"the server kept {grown:.0f} MB after three 4 MB requests"
 
 

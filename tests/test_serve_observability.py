@@ -4,7 +4,6 @@ llm.nvim, llm-vscode): on a real server with an API key, on a free loopback port
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 
@@ -15,6 +14,7 @@ httpx = pytest.importorskip("httpx")
 
 from checkpoints import save_lm_with_tokenizer  # noqa: E402
 from serve_process import ServerProcess  # noqa: E402
+from serve_process import metrics as read_metrics  # noqa: E402
 
 from bigcode_cli.serve.counters import ServeCounters, Slot  # noqa: E402
 
@@ -38,23 +38,7 @@ def server(tmp_path_factory):
 
 
 def metrics(server: ServerProcess) -> dict[str, int]:
-    """GET /metrics, checked to be Prometheus text with HELP and TYPE for every sample, as {name: value}."""
-    reply = httpx.get(server.url + "/metrics", headers=KEY, timeout=TIMEOUT)
-    assert reply.status_code == 200
-    assert reply.headers["content-type"].startswith("text/plain; version=0.0.4")
-    values, helped, typed = {}, set(), {}
-    for line in reply.text.splitlines():
-        if line.startswith("# HELP "):
-            helped.add(line.split()[2])
-        elif line.startswith("# TYPE "):
-            _, _, name, kind = line.split()
-            typed[name] = kind
-        else:
-            name, value = line.split(" ")
-            assert re.fullmatch(r"bigcode_[a-z_]+", name) and name in helped and name in typed, line
-            assert name.endswith("_total") == (typed[name] == "counter"), line
-            values[name] = int(value)
-    return values
+    return read_metrics(server, KEY)
 
 
 def slots(server: ServerProcess) -> list[dict]:

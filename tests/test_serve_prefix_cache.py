@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("starlette")
 httpx = pytest.importorskip("httpx")
 
-from serve_process import ServerProcess  # noqa: E402
+from serve_process import start_server  # noqa: E402
 
 KEY_A, KEY_B = "key-of-alice", "key-of-bob"
 PROMPT = '''import json
@@ -34,12 +34,7 @@ def server(tmp_path_factory):
     keys = home / "keys"
     keys.write_text(f"{KEY_A}\n{KEY_B}\n")
     keys.chmod(0o600)
-    process = ServerProcess(["--api-key-file", str(keys), "--parallel", "2", "--cache-ram", "64"], home)
-    try:
-        process.wait_ready()
-        yield process
-    finally:
-        process.stop()
+    yield from start_server(home, ["--api-key-file", str(keys), "--parallel", "2", "--cache-ram", "64"])
 
 
 def complete(server, key: str, prompt: str, route: str = "/completion", **fields) -> dict:

@@ -219,3 +219,39 @@ def test_text_with_a_lone_surrogate_is_an_input_error(starcoder, text):
         with pytest.raises(InputError, match=r"not valid Unicode: a lone surrogate \(U\+D[89A-F][0-9A-F]{2}\)"):
             encode(text)
     assert starcoder.encode("caf\u00e9 \U0001f600") == starcoder.encode("café 😀")  # real non-ASCII text is fine
+
+
+def test_a_long_text_is_tokenized_while_other_threads_run(starcoder, starcoder_dir):
+    # a server tokenizes a multi-MB prompt on one thread while its event loop and its model's thread go on:
+    # tokenizers' plain encode held the GIL, leaving them 6-10% of their pace for the second it took
+    import threading
+    import time
+
+    def pace(seconds: float) -> float:
+        """Loop turns per second of this thread, alone."""
+        turns, end = 0, time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            turns += 1
+        return turns / seconds
+
+    text = "".join(f"entry_{i} = build({i}, 'long text')\n" for i in range(12000))  # not yet in any BPE cache
+    alone = pace(0.3)
+    done, ids, took = threading.Event(), [], []
+
+    def tokenize() -> None:
+        started = time.perf_counter()
+        ids.append(starcoder.encode(text))
+        took.append(time.perf_counter() - started)
+        done.set()
+
+    worker = threading.Thread(target=tokenize)
+    worker.start()
+    turns = 0
+    while not done.is_set():
+        turns += 1
+    worker.join()
+    import tokenizers
+
+    plain = tokenizers.Tokenizer.from_file(str(starcoder_dir / "tokenizer.json"))
+    assert ids[0] == plain.encode(text, add_special_tokens=False).ids  # the same ids as tokenizers' own encode
+    assert turns / took[0] > 0.4 * alone, f"this thread ran at {turns / took[0] / alone:.0%} of its pace meanwhile"

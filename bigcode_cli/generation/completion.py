@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 # with every one (and the C decode kernel takes at most 8 rows a step), so more is a second run, not a bigger one
 MAX_SAMPLES = 8
 # no byte-level BPE token covers more characters than this, so longer text cannot fit the budget anyway
-_MAX_CHARS_PER_TOKEN = 32
+MAX_CHARS_PER_TOKEN = 32
 
 
 @dataclass
@@ -81,7 +81,7 @@ class Completion:
 
 
 def _trim_prefix(text: str, budget: int) -> str:
-    limit = budget * _MAX_CHARS_PER_TOKEN
+    limit = budget * MAX_CHARS_PER_TOKEN
     if len(text) <= limit:
         return text
     cut = text.find("\n", len(text) - limit)
@@ -89,7 +89,7 @@ def _trim_prefix(text: str, budget: int) -> str:
 
 
 def _trim_suffix(text: str, budget: int) -> str:
-    limit = budget * _MAX_CHARS_PER_TOKEN
+    limit = budget * MAX_CHARS_PER_TOKEN
     if len(text) <= limit:
         return text
     cut = text.rfind("\n", 0, limit)

@@ -140,37 +140,38 @@ def fit_fim(tokenizer: Tokenizer, prefix: str, suffix: str, budget_tokens: int) 
     return Fitted(kept_prefix, kept_suffix, True)
 
 
-def _first_fitting(candidates: Sequence[str], budget: int, count: Callable[[str], int]) -> int | None:
-    """Index of the first candidate within budget; candidates run from longest to shortest."""
-    low, high = 0, len(candidates)
+def _first_fitting(n: int, candidate: Callable[[int], str], budget: int, count: Callable[[str], int]) -> int | None:
+    """Index of the first of `n` candidates within budget; candidate(i) runs from longest to shortest and is
+    made only when counted (all of a long text's tails at once would take memory quadratic in its length)."""
+    low, high = 0, n
     while low < high:
         mid = (low + high) // 2
-        if count(candidates[mid]) <= budget:
+        if count(candidate(mid)) <= budget:
             high = mid
         else:
             low = mid + 1
-    return low if low < len(candidates) else None
+    return low if low < n else None
 
 
 def _keep_end(text: str, budget: int, count: Callable[[str], int]) -> str:
     """The longest tail of `text` within budget that starts at a line start (mid-line only if it must)."""
     starts = [0] + [m.end() for m in re.finditer("\n", text)]
-    found = _first_fitting([text[s:] for s in starts], budget, count)
+    found = _first_fitting(len(starts), lambda i: text[starts[i]:], budget, count)
     if found is not None:
         return text[starts[found]:]
     last = starts[-1]
-    found = _first_fitting([text[s:] for s in range(last, len(text) + 1)], budget, count)
+    found = _first_fitting(len(text) + 1 - last, lambda i: text[last + i:], budget, count)
     return text[last + found:] if found is not None else ""
 
 
 def _keep_start(text: str, budget: int, count: Callable[[str], int]) -> str:
     """The longest head of `text` within budget that ends at a line end (mid-line only if it must)."""
     ends = sorted({m.end() for m in re.finditer("\n", text)} | {len(text)}, reverse=True)
-    found = _first_fitting([text[:e] for e in ends], budget, count)
+    found = _first_fitting(len(ends), lambda i: text[: ends[i]], budget, count)
     if found is not None:
         return text[: ends[found]]
     first = ends[-1]
-    found = _first_fitting([text[:e] for e in range(first, -1, -1)], budget, count)
+    found = _first_fitting(first + 1, lambda i: text[: first - i], budget, count)
     return text[: first - found] if found is not None else ""
 
 

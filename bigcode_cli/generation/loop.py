@@ -186,6 +186,7 @@ class Decoding:
         import torch
 
         if not self._claimed:
+            self.started = time.perf_counter()  # made ahead of time (serve prepares prompts early): the prefill starts now
             capacity = len(self.prompt_ids) + self.max_new_tokens
             if self.prompt_cache is not None:
                 self._kept = self.prompt_cache.claim(self.prompt_ids, capacity)

@@ -105,14 +105,14 @@ class PromptCache:
         if entry is not None and shared == len(held):  # an entry already holds all of it
             self._entries.move_to_end(entry)
             return
+        copy = cache.copy_prefix(len(held))
+        entry = _Entry(partition, held, copy, copy.nbytes)
+        if entry.nbytes > self.max_bytes:
+            return  # larger than the whole cache: the shorter prefixes it holds stay
         for key in _block_keys(partition, held):  # entries that are a prefix of this one are no longer needed
             for other in list(self._index.get(key, ())):
                 if len(other.ids) <= len(held) and held[: len(other.ids)] == other.ids:
                     self._remove(other)
-        copy = cache.copy_prefix(len(held))
-        entry = _Entry(partition, held, copy, copy.nbytes)
-        if entry.nbytes > self.max_bytes:
-            return
         entry.keys = list(_block_keys(partition, held))
         for key in entry.keys:
             self._index.setdefault(key, {})[entry] = None

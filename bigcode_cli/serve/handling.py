@@ -165,6 +165,7 @@ class Running:
 
     def __init__(self, worker: EngineWorker, request: Request, make_job: Callable[[Callable[[str, Any], None]], Job]):
         worker.check_ready()
+        self.worker = worker
         self.dtype = worker.dtype
         self.channel = JobChannel(request.receive)
         try:
@@ -181,7 +182,7 @@ class Running:
             while True:
                 kind, payload = await self.channel.next()
                 if kind == "gone":
-                    self.job.cancel()
+                    self.worker.cancel(self.job)
                     return
                 if kind == "error":
                     raise user_error(payload)
@@ -189,7 +190,7 @@ class Running:
                 if kind == "done":
                     return
         finally:
-            self.job.cancel()  # a no-op once done; stops the generation if the response was abandoned
+            self.worker.cancel(self.job)  # a no-op once done; stops the generation if the response was abandoned
             self.channel.close()
 
     async def result(self) -> Any:

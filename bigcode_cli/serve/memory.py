@@ -27,6 +27,15 @@ def _malloc_trim() -> Any:
         return None
 
 
+def resident_mb(pid: int) -> float:
+    """A process's resident memory in MB (VmRSS from Linux's /proc): what serve's memory bounds are measured by."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise OSError(f"no VmRSS for process {pid}")
+
+
 def release_free_memory() -> bool:
     """Return the C heap's free pages to the system; False where the C library cannot."""
     trim = _malloc_trim()

@@ -31,7 +31,8 @@ def metrics_text(worker: EngineWorker) -> str:
     totals = worker.counters.totals()
     return "".join([
         _metric("requests_running", "gauge", "Requests in the batch (prefilling or decoding).", worker.running),
-        _metric("requests_queued", "gauge", "Requests waiting for a free slot.", worker.waiting),
+        _metric("requests_queued", "gauge", "Requests waiting for a free slot (their prompts being tokenized, or queued).",
+                worker.waiting),
         _metric("requests_finished_total", "counter", "Requests that finished (including stopped ones).",
                 totals.requests_finished),
         _metric("prompt_tokens_total", "counter", "Prompt tokens evaluated by the model.",

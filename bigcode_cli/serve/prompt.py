@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
+from bigcode_cli.generation.completion import MAX_CHARS_PER_TOKEN
+
 if TYPE_CHECKING:
     from bigcode_cli.text.tokenizer import Tokenizer
 
@@ -16,19 +18,23 @@ FILE_SEPARATOR = "<file_sep>"
 
 
 def extra_context_ids(tokenizer: Tokenizer, chunks: Sequence[tuple[str, str]], budget: int) -> list[int]:
-    """The ids of the chunks that fit `budget` tokens, keeping the last ones (the most recent) whole."""
+    """The ids of the chunks that fit `budget` tokens, keeping the last ones (the most recent) whole.
+
+    Chunks are tokenized from the last one back and only while they can still fit: a chunk with more characters
+    than the budget left could cover is not tokenized at all (megabytes of context cost nothing)."""
     if not chunks or budget <= 0:
         return []
     separator = tokenizer.token_to_id(FILE_SEPARATOR)
-    pieces: list[list[int]] = []
-    for filename, text in chunks:
-        if not text and not filename:
-            continue
-        body = tokenizer.encode(f"{filename}\n{text}" if filename else text)
-        pieces.append(([separator] if separator is not None else tokenizer.encode("\n")) + body)
+    lead = [separator] if separator is not None else tokenizer.encode("\n")
     kept: list[list[int]] = []
     used = 0
-    for piece in reversed(pieces):
+    for filename, text in reversed(chunks):
+        if not text and not filename:
+            continue
+        body = f"{filename}\n{text}" if filename else text
+        if len(body) > (budget - used - len(lead)) * MAX_CHARS_PER_TOKEN:
+            break  # more tokens than are left, whatever they turn out to be
+        piece = lead + tokenizer.encode(body)
         if used + len(piece) > budget:
             break
         kept.append(piece)

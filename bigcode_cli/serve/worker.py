@@ -4,9 +4,11 @@ torch is not thread-safe for one model, so every request becomes a `Job` run on 
 `parallel` jobs run at once with continuous batching (generation/batch.py): a queued job joins the
 running batch before the next step (its prompt is prefilled in chunks between the others' steps), each
 step makes one token for every running job in one pass over the weights, and a job leaves as soon as it
-ends, freeing its slot for the next queued one. A full queue refuses new jobs at once (503). A job whose
-client went away is skipped if still queued and leaves at the next step if running; `max_predict_ms`
-stops it at the first token past its deadline. The thread blocks on the queue when idle: no polling
+ends, freeing its slot for the next queued one. A job's prompt is tokenized and fitted on a preparing thread
+before it enters the queue (a multi-MB prompt takes seconds to tokenize), so neither the event loop nor the
+running batch waits for it. Slots plus queue bound the jobs held: beyond, a new job is refused at once (503).
+A job whose client went away gives its place back at once, and leaves its slot at the next step if running;
+`max_predict_ms` stops it at the first token past its deadline. The thread blocks on the queue when idle: no polling
 (after a large request it waits TRIM_AFTER_IDLE_S first, then gives the freed memory back: serve.memory).
 """
 
@@ -16,6 +18,7 @@ import queue
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
@@ -32,8 +35,13 @@ if TYPE_CHECKING:
 # slots when --parallel is not given: four editors (or one editor's requests and its prefetches) at once,
 # while every row's cache and logits stay small; see the README's serve section for the measurement
 DEFAULT_PARALLEL = 4
+# threads tokenizing prompts at most: a few large prompts at once still leave one for a small prompt
+PREPARING_THREADS = 8
 
 JobKind = Literal["fim", "continue", "text", "ids"]
+# where a job stands in the worker: not yet taken, holding a place while its prompt is prepared or it is queued,
+# in a slot, or out (ended, or withdrawn by its client)
+JobState = Literal["new", "waiting", "running", "out"]
 # emit(event, payload) is called from the worker thread; the app hands events over to its event loop
 Emit = Callable[[str, Any], None]
 
@@ -70,9 +78,11 @@ class Job:
     key_digest: str = ""  # SHA-256 of the client's Authorization header: its API key's partition, never the key
     cancelled: threading.Event = field(default_factory=threading.Event)
     queued_at: float = field(default_factory=time.perf_counter)
+    state: JobState = "new"  # changed by the worker, under its lock
 
     def cancel(self) -> None:
-        """Stop this job at its next token (or skip it if it has not started)."""
+        """Stop this job at its next token (or skip it if it has not started); EngineWorker.cancel also frees
+        its place at once."""
         self.cancelled.set()
 
     @property
@@ -97,6 +107,15 @@ class JobResult:
 
 
 @dataclass
+class _Prepared:
+    """A job whose prompt is tokenized and whose generation is made, waiting in the queue for a slot."""
+
+    job: Job
+    prompt: Any  # generation.completion.Prompt
+    decoding: Any  # generation.loop.Decoding, not yet run
+
+
+@dataclass
 class _Running:
     """A job in the batch: what its result reports besides the generation."""
 
@@ -114,12 +133,18 @@ class EngineWorker:
                  parallel: int = DEFAULT_PARALLEL, fim_order: str = "auto", log: Callable[[str], None] | None = None,
                  hide: Callable[[str], str] | None = None) -> None:
         self._load = load
-        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._queue: queue.Queue[_Prepared | None] = queue.Queue()
         self.queue_size = max(1, queue_size)
-        self._held = 0  # jobs submitted and not ended, queued or running: at most parallel + queue_size
-        self._held_lock = threading.Lock()
+        self._held = 0  # jobs "waiting" or "running": at most parallel + queue_size
+        self._waiting = 0  # jobs "waiting": their prompt being prepared, or queued for a slot
+        self._held_lock = threading.Lock()  # guards both counts and every job's state
         self._cache_ram_mib = cache_ram_mib
         self.parallel = max(1, parallel)
+        # a thread per job the worker may hold (up to PREPARING_THREADS), so a small prompt does not wait behind a
+        # large one's tokenizing (the tokenizer releases the GIL); threads start when first needed
+        self._preparer = ThreadPoolExecutor(min(self.parallel + self.queue_size, PREPARING_THREADS),
+                                            thread_name_prefix="bigcode-prompt")
+        self._enqueue_lock = threading.Lock()  # a prepared job enters the queue before stop()'s end mark, or never
         self._fim_order = fim_order
         self._log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self._stopping = threading.Event()
@@ -152,7 +177,8 @@ class EngineWorker:
             raise NotReady("the server is shutting down")
 
     def submit(self, job: Job) -> None:
-        """Queue a job, or raise NotReady / ServerBusy at once."""
+        """Take a job (its prompt is prepared on a preparing thread, then it is queued), or raise NotReady /
+        ServerBusy at once."""
         self.check_ready()
         # counted with the running jobs, not by the queue alone: a job the worker has not yet taken into a
         # free slot (it does between steps) must not make the next request look like one too many
@@ -160,7 +186,22 @@ class EngineWorker:
             if self._held >= self.parallel + self.queue_size:
                 raise ServerBusy(f"the server is busy: {self.queue_size} requests are already waiting")
             self._held += 1
-        self._queue.put_nowait(job)
+            self._waiting += 1
+            job.state = "waiting"
+        try:
+            self._preparer.submit(self._prepare_job, job)
+        except RuntimeError:  # stop() shut the preparing threads down since check_ready()
+            self._ended(job)
+            raise NotReady("the server is shutting down") from None
+
+    def cancel(self, job: Job) -> None:
+        """The client left: stop the job at its next token and free its place now, not when the worker gets to it
+        (an editor cancels its request at every keystroke and sends the next at once: dead requests must not
+        fill the queue). A running job still holds its slot until the next step; a new job waits for it."""
+        job.cancel()
+        with self._held_lock:
+            if job.state in ("waiting", "running"):
+                self._leave(job)
 
     def decode(self, ids: list[int]) -> str:
         """Token ids as text, control tokens spelled out (the tokenizer is thread-safe for this)."""
@@ -180,21 +221,23 @@ class EngineWorker:
 
     @property
     def waiting(self) -> int:
-        """Jobs queued, not running."""
-        return self._queue.qsize()
+        """Jobs taken and not running: their prompt being prepared, or queued for a slot."""
+        return self._waiting
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the running job at its next token, drop queued ones, and end the thread."""
-        self._stopping.set()
+        with self._enqueue_lock:
+            self._stopping.set()
         while True:
             try:
-                job = self._queue.get_nowait()
+                waiting = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if job is not None:
-                job.cancel()
-                job.emit("error", NotReady("the server is shutting down"))
+            if waiting is not None:
+                waiting.job.cancel()
+                waiting.job.emit("error", NotReady("the server is shutting down"))
         self._queue.put_nowait(None)
+        self._preparer.shutdown(wait=False)  # a job still being prepared is refused when it is ready (_prepare_job)
         if self._thread is not None and self.state != "loading":  # a load cannot be stopped midway: not waited for
             self._thread.join(timeout)
 
@@ -202,6 +245,26 @@ class EngineWorker:
     def alive(self) -> bool:
         """Whether the thread still runs: a load in progress, or a job that did not stop in time."""
         return self._thread is not None and self._thread.is_alive()
+
+    # -- the preparing threads ------------------------------------------------------------------------
+
+    def _prepare_job(self, job: Job) -> None:
+        """Tokenize and fit the job's prompt and make its generation, then queue it (or answer its error)."""
+        prepared = None
+        try:
+            if not job.cancelled.is_set():  # a client gone already: nothing to prepare
+                prepared = _Prepared(job, *self._decoding(job))
+        except Exception as exc:  # noqa: BLE001 - reported to its client; the server lives on
+            self._ended(job)  # before the answer: a client that sends its next request at once finds the place free
+            self._fail(job, exc)
+            return
+        with self._enqueue_lock:
+            if prepared is not None and not self._stopping.is_set():
+                self._queue.put_nowait(prepared)  # (if withdrawn meanwhile, the worker skips it)
+                return
+        self._ended(job)
+        if prepared is not None:
+            job.emit("error", NotReady("the server is shutting down"))
 
     # -- the thread --------------------------------------------------------------------------------
 
@@ -232,24 +295,23 @@ class EngineWorker:
             while len(batch) < self.parallel:
                 try:
                     if len(batch):  # others are running: take only what already waits
-                        job = self._queue.get_nowait()
+                        waiting = self._queue.get_nowait()
                     elif trim_when_idle:  # idle after a large request: only until it is time to give memory back
-                        job = self._queue.get(timeout=TRIM_AFTER_IDLE_S)
+                        waiting = self._queue.get(timeout=TRIM_AFTER_IDLE_S)
                     else:  # idle: block
-                        job = self._queue.get()
+                        waiting = self._queue.get()
                 except queue.Empty:
                     if not len(batch) and trim_when_idle:
                         release_free_memory()
                         trim_when_idle = False
                     break
-                if job is None:
+                if waiting is None:
                     ended = True
                     break
-                if job.cancelled.is_set():
-                    self._ended()
+                trim_when_idle = trim_when_idle or waiting.job.size >= LARGE_REQUEST
+                if not self._take(waiting.job):
                     continue
-                trim_when_idle = trim_when_idle or job.size >= LARGE_REQUEST
-                self._start(job, batch, running)
+                self._start(waiting, batch, running)
             self._advance(batch, running)
         while len(batch):  # stopping: every job left stops before its next token
             self._advance(batch, running)
@@ -261,34 +323,50 @@ class EngineWorker:
                 decoding.interrupt()  # gone while its prompt was still being fed: no more chunks for it
 
         def failed(decoding: Any, exc: Exception) -> None:
-            self._ended()
-            self._fail(running.pop(id(decoding)).job, exc)
+            job = running.pop(id(decoding)).job
+            self._ended(job)
+            self._fail(job, exc)
 
         finished = batch.advance(failed) if len(batch) else []
         self.running = len(batch)
         for decoding in finished:
-            self._ended()
             entry = running.pop(id(decoding))
+            self._ended(entry.job)
             try:
                 self._report(decoding, entry)
             except Exception as exc:  # noqa: BLE001 - a bug in finishing one job: that job fails, the worker lives on
                 self._fail(entry.job, exc)
         self._publish(running)
 
-    def _ended(self) -> None:
-        """A submitted job left the worker: its place (slot or queue) is free for the next request."""
+    def _take(self, job: Job) -> bool:
+        """Whether a queued job goes into a slot: not if its client left meanwhile (its place is freed)."""
         with self._held_lock:
-            self._held -= 1
+            if job.cancelled.is_set() or job.state != "waiting":
+                if job.state == "waiting":
+                    self._leave(job)
+                return False
+            job.state = "running"
+            self._waiting -= 1
+            return True
 
-    def _start(self, job: Job, batch: Any, running: dict[int, _Running]) -> None:
-        """The job's prompt and generation, joined to the batch (or its error reported)."""
+    def _ended(self, job: Job) -> None:
+        """A job left the worker: its place (slot or queue) is free for the next request (once: it may have
+        been withdrawn already)."""
+        with self._held_lock:
+            if job.state in ("waiting", "running"):
+                self._leave(job)
+
+    def _leave(self, job: Job) -> None:
+        """Free the job's place; under the lock."""
+        self._held -= 1
+        if job.state == "waiting":
+            self._waiting -= 1
+        job.state = "out"
+
+    def _start(self, waiting: _Prepared, batch: Any, running: dict[int, _Running]) -> None:
+        """A prepared job's generation, joined to the batch."""
+        job, prompt, decoding = waiting.job, waiting.prompt, waiting.decoding
         queued_ms = (time.perf_counter() - job.queued_at) * 1000
-        try:
-            prompt, decoding = self._decoding(job)
-        except Exception as exc:  # noqa: BLE001 - reported to its client; the worker lives on
-            self._ended()  # before the answer: a client that sends its next request at once finds the place free
-            self._fail(job, exc)
-            return
         taken = {entry.slot for entry in running.values()}
         slot = next(i for i in range(self.parallel) if i not in taken)
         running[id(decoding)] = _Running(job, prompt, queued_ms, slot, decoding)
@@ -331,7 +409,7 @@ class EngineWorker:
         return should_stop
 
     def _decoding(self, job: Job) -> tuple[Any, Any]:
-        """The job's Prompt and its Decoding, not yet run."""
+        """The job's Prompt and its Decoding, not yet run (on a preparing thread: tokenizing touches no model)."""
         from dataclasses import replace
 
         from bigcode_cli.generation.completion import start_completion, start_ids, start_text
