@@ -215,6 +215,22 @@ def test_seeded_samples_with_speculation_are_reproducible(checkpoints):
     assert other.samples[0].token_ids != first.samples[0].token_ids
 
 
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_one_seeded_sample_is_the_same_with_and_without_speculation(dtype):
+    """Each token is the draw one-at-a-time decoding makes, from the same random numbers: drafts change nothing."""
+    loaded = open_model(None, "causal-lm", dtype=dtype)
+    accepted = 0
+    for seed, params in enumerate([SamplingParams(temperature=0.2, seed=1), SamplingParams(temperature=0.8, seed=2),
+                                   SamplingParams(temperature=0.5, top_k=5, top_p=0.9, repetition_penalty=1.2,
+                                                  seed=3)]):
+        ids = loaded.tokenizer.encode(STACKS)
+        off = _run(loaded.runner, loaded.tokenizer, ids, "off", params=params, max_new_tokens=64)
+        on = _run(loaded.runner, loaded.tokenizer, ids, "ngram", params=params, max_new_tokens=64)
+        _same(on, off)
+        accepted += on.draft_accepted
+    assert accepted > 0
+
+
 # -- the acceptance rule at temperature > 0 ----------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from bigcode_cli.choices import FIM_ORDERS, SPECULATE_CHOICES, FimOrder, listed
+from bigcode_cli.choices import FIM_ORDERS, SPECULATE_CHOICES, SPECULATE_DEFAULT, FimOrder, listed
 from bigcode_cli.errors import UsageError
 from bigcode_cli.generation.fim import FIM_OVERHEAD, Mode, check_lines, clean_completion, fim_prompt_ids, fit_fim, fit_left
 from bigcode_cli.generation.loop import Decoding, Generation, OnText, ShouldStop
@@ -40,7 +40,7 @@ class CompletionSettings:
     block: bool = True
     order: FimOrder = "psm"
     min_indent: int = 0  # lines after the first indented less end the completion (llama.cpp's n_indent)
-    speculate: str = SPECULATE_CHOICES[0]  # "ngram": verify drafts from the request's own tokens; "off"
+    speculate: str = SPECULATE_DEFAULT  # "ngram": verify drafts from the request's own tokens; "off"
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:

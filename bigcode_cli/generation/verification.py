@@ -1,15 +1,18 @@
 """Verifying a draft: which of the drafted tokens a sample keeps, and the token it chooses after them.
 
 A row fed its last token and k drafted ones gets k + 1 rows of logits: row j scores the token after
-draft token j (row 0: after the last chosen token). Going along the draft:
-- greedy: a drafted token is accepted while it is the argmax, exactly the token decoding one at a time
-  would choose; the first that is not is replaced by the argmax, and a fully accepted draft is followed by
-  the argmax of its last row (the bonus token). The output is token for token the non-speculative one.
-- sampling: the draft is a point mass q on token x, so the speculative-sampling rule (accept with
-  probability min(1, p(x) / q(x)), else draw from max(0, p - q) renormalized) becomes: accept x with
-  probability p(x), else draw from p with x removed. p is exactly the distribution the sampler draws from
-  (repetition penalty over the tokens so far, temperature, top-k, top-p), so every output token has
-  distribution p: the output distribution is the non-speculative one.
+draft token j (row 0: after the last chosen token). Going along the draft, the sample chooses its token
+from row j exactly as it would without speculation (argmax, or a draw from the sampler's distribution p
+with its own generator); a drafted token is accepted when it is that choice, and the first choice that
+differs from the draft (or the one after a fully accepted draft) ends the run. Every token made is
+therefore the token one-at-a-time decoding makes from the same logits and the same random draws:
+greedy output is unchanged, and a seeded sample is too (one sample per prompt; several samples draw
+their tokens in another order, from the same distributions).
+
+For a draft that is a point mass on x this is the speculative-sampling rule (accept with probability
+min(1, p(x) / q(x)) = p(x), else draw from p with x removed, renormalized): the choice equals x with
+probability p(x), and otherwise is distributed as p without x. So the output distribution is exactly
+the non-speculative one; tests/test_speculation.py checks it with a chi-square test.
 """
 
 from __future__ import annotations
@@ -43,19 +46,10 @@ def verify(logits: torch.Tensor, draft: Sequence[int], seen: Sequence[int], para
         scores = penalized_scores(logits[j : j + 1], past, params)  # (1, V)
         if params.greedy:
             chosen = int(scores.argmax(dim=-1).item())
-            if j < len(draft) and chosen == draft[j]:
-                history.append(chosen)
-                continue
-            return [*draft[:j], chosen], j
-        probs = sampling_probs(scores, params)[0]  # (V,)
-        if j < len(draft):
-            x = draft[j]
-            u = torch.rand((), generator=generator, device=probs.device)
-            if u.item() < probs[x].item():
-                history.append(x)
-                continue
-            probs = probs.clone()
-            probs[x] = 0  # rejected: the rest of p, renormalized by multinomial
-        chosen = int(probs.multinomial(num_samples=1, generator=generator).item())
+        else:  # the draw next_tokens makes for one row: the same random numbers from the same generator
+            chosen = int(sampling_probs(scores, params).multinomial(num_samples=1, generator=generator).item())
+        if j < len(draft) and chosen == draft[j]:
+            history.append(chosen)
+            continue
         return [*draft[:j], chosen], j
     raise AssertionError("unreachable: the last row always chooses")
