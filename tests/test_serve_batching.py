@@ -105,8 +105,10 @@ LONG = {"temperature": 0, "n_predict": 300, "cache_prompt": False}
 def random_lm(tmp_path_factory):
     checkpoint = save_lm_with_tokenizer(tmp_path_factory.mktemp("lm") / "lm", n_positions=1024, n_embd=64,
                                         n_layer=2, n_head=4)
+    # without speculation: these tests need generations that outlast others, and this random model's output
+    # repeats, which n-gram drafts make many times faster (tests/test_speculate_options.py batches speculation)
     yield from start_server(tmp_path_factory.mktemp("serve_home"),
-                            ["--model", str(checkpoint), "--parallel", "3", "--queue", "1"])
+                            ["--model", str(checkpoint), "--parallel", "3", "--queue", "1", "--speculate", "off"])
 
 
 def stream_events(response) -> "iter[dict]":
