@@ -329,7 +329,8 @@ class Decoding:
             rows = logits[start : start + len(draft) + 1]  # (1 + draft, V)
             start += len(draft) + 1
             before = len(sample.token_ids)
-            made, accepted = verify(rows, draft, self.prompt_ids + sample.token_ids, self.params, self.generator)
+            seen = self.prompt_ids + sample.token_ids if self.params.repetition_penalty != 1.0 else ()
+            made, accepted = verify(rows, draft, seen, self.params, self.generator)
             if draft:
                 self._policies[index].judged(len(draft), accepted)
                 self.result.draft_tokens += len(draft)

@@ -70,9 +70,12 @@ class NgramDrafter:
         self._indexed = max(self._indexed, end + 1)
 
 
-def best_length(rate: float, step_cost: float = STEP_COST, longest: int = MAX_DRAFT) -> int:
+def best_length(rate: float, step_cost: float | None = None, longest: int | None = None) -> int:
     """The draft length that makes the most tokens per unit of step time when each drafted token is accepted
-    with probability `rate` (given the ones before it were): 0 when drafting does not pay."""
+    with probability `rate` (given the ones before it were): 0 when drafting does not pay. step_cost and
+    longest: STEP_COST and MAX_DRAFT unless given."""
+    step_cost = STEP_COST if step_cost is None else step_cost
+    longest = MAX_DRAFT if longest is None else longest
     best, best_yield = 0, 1.0
     made, p = 1.0, 1.0  # expected tokens a step makes (the one chosen after the accepted run included)
     for k in range(1, longest + 1):

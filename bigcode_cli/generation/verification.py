@@ -30,7 +30,8 @@ def verify(logits: torch.Tensor, draft: Sequence[int], seen: Sequence[int], para
     """The tokens a sample makes from one verify step, and how many drafted tokens they begin with.
 
     logits (len(draft) + 1, V): the step's rows for the last chosen token and each drafted one. seen: the
-    prompt and the tokens chosen so far (the repetition penalty's history; accepted drafted tokens join it).
+    prompt and the tokens chosen so far (the repetition penalty's history, read only with a penalty; accepted
+    drafted tokens join it).
     """
     import torch
 
