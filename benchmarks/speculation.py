@@ -9,7 +9,7 @@ Traces (prompts from the standard library's textwrap.py and string.py, NEW token
 - retype: a window of the file followed by the header of a function in it, written again: the completion
   re-types text present in the prompt (a function copied to start a variant, a test mirroring it). Greedy.
 - fresh: a window of the file ending at a function header that is not in it, continued by sampling
-  (temperature 1.0, one seed per prompt): text that does not repeat. Sampling draws the same random numbers
+  (temperature 1.0, no top-k or top-p, one seed per prompt): text that does not repeat. Sampling draws the same random numbers
   with and without speculation, so both runs make the same tokens and do the same work.
 Acceptance needs a model that copies from its context: that is the bundled model (trained); on random
 weights (no copying) acceptance means nothing, so this script measures the bundled model only.
@@ -97,7 +97,7 @@ def run_ours(args: argparse.Namespace, prompts: dict[str, list[str]]) -> dict:
             for repeat in range(args.repeats):
                 for i, text in enumerate(texts):
                     params = SamplingParams(temperature=0) if trace == "retype" else SamplingParams(temperature=1.0,
-                                                                                                    seed=i)
+                                                                                                    top_p=1.0, seed=i)
                     ids = tokenizer.encode(text)
                     made = {}
                     order = ("off", "ngram") if (repeat + i) % 2 == 0 else ("ngram", "off")
@@ -147,7 +147,7 @@ def run_llama(args: argparse.Namespace, prompts: dict[str, list[str]], work: Pat
             for repeat in range(args.repeats):
                 for i, text in enumerate(texts):
                     body = {"prompt": text, "n_predict": args.new_tokens, "ignore_eos": True, "cache_prompt": False,
-                            "temperature": 0 if trace == "retype" else 1.0, "seed": i}
+                            "temperature": 0 if trace == "retype" else 1.0, "top_k": 0, "top_p": 1.0, "seed": i}
                     order = kinds if (repeat + i) % 2 == 0 else kinds[::-1]
                     got = {}
                     for kind in order:
