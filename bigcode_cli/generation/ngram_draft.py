@@ -15,8 +15,8 @@ from typing import Sequence
 MAX_NGRAM = 4
 MIN_NGRAM = 1
 MAX_DRAFT = 8  # tokens; past this a step's cost grows faster than the tokens a good draft adds (README)
-# one more token in a decode step, as a fraction of a one-token step: measured with benchmarks/speculation.py
-# on the bundled model on a 2-core Xeon (1 + STEP_COST * k for a k-token draft); larger models, whose steps
+# one more token in a decode step, as a fraction of a one-token step (1 + STEP_COST * k for a k-token draft):
+# measured on the bundled model on a 2-core Xeon, 0.15-0.25 (README "Speculation"); larger models, whose steps
 # are a read of their weights, pay less, so drafting by this rule errs on the side of drafting too little
 STEP_COST = 0.25
 # acceptance is an average over recent draft positions, older ones weighing DECAY as much per position
