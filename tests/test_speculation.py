@@ -309,3 +309,18 @@ def test_the_statistical_test_catches_a_wrong_acceptance_rule(three_rows):
 
     first, second = _p_values(keeps_the_rejected_token, three_rows)
     assert min(first, second) < 1e-6
+
+
+@pytest.mark.parametrize("engine_name", ["native", "transformers"])
+def test_in_pytorch_speculation_gives_the_same_greedy_tokens_here(checkpoints, monkeypatch, engine_name):
+    """Without the kernel a k-token forward is another matrix product than k one-token ones: equal up to float
+    rounding, so a near-tie could in principle go the other way; on these checkpoints it never does."""
+    monkeypatch.setenv("BIGCODE_CPU_KERNEL", "0")
+    runner = engine.load(checkpoints["mha"], "causal-lm", engine=engine_name, dtype="float32", device="cpu")
+    assert runner.decode_path == "torch"
+    tokenizer = Tokenizer.from_dir(checkpoints["mha"])
+    ids = tokenizer.encode(PLAIN)
+    off = _run(runner, tokenizer, ids, "off", ignore_eos=True)
+    on = _run(runner, tokenizer, ids, "ngram", ignore_eos=True)
+    _same(on, off)
+    assert on.draft_accepted > 0

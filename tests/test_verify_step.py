@@ -118,3 +118,27 @@ def test_a_cache_is_never_truncated_beyond_its_length(checkpoints, engine_name):
     with pytest.raises(ValueError, match="cannot truncate"):
         cache.truncate(len(PROMPT) + 1)
     assert cache.length == len(PROMPT)
+
+
+@needs_kernel
+@pytest.mark.parametrize("build", ["portable", "avx2", "avx512-without-vnni-bf16"])
+def test_every_build_rolls_back_to_the_one_token_steps_bit_for_bit(checkpoints, tmp_path, monkeypatch, build):
+    from test_row_step import BUILDS, _cpu_has
+
+    flags, feature = BUILDS[build]
+    if not _cpu_has(feature):
+        pytest.skip(f"this CPU runs no {feature} code")
+    monkeypatch.setenv("BIGCODE_KERNEL_DIR", str(tmp_path))
+    monkeypatch.setattr(kernel_build, "_loaded", {})
+    monkeypatch.setattr(kernel_build, "_flag_sets", lambda: [[*flags, *kernel_build._PORTABLE]])
+    for dtype in ("float32", "bfloat16", "int8", "int4"):
+        runner = engine.load(checkpoints["mqa"], "causal-lm", dtype=dtype, device="cpu")
+        assert runner.decode_path == "kernel"
+        with torch.inference_mode():
+            single, expected = _one_by_one(runner, FED[: ACCEPTED + 1])
+            cache = _prefilled(runner)
+            verified = runner.step([RowTokens(cache, FED)])
+            cache.truncate(len(PROMPT) + ACCEPTED + 1)
+        assert torch.equal(verified[: ACCEPTED + 1], single), dtype
+        end = expected.length
+        assert all(torch.equal(_bits(a[:, :end]), _bits(b[:, :end])) for a, b in zip(cache.layers, expected.layers))
