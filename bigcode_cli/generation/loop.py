@@ -319,10 +319,7 @@ class Decoding:
 
         if self.stop_if_asked():
             return
-        if self.first:
-            self.result.prefill_s = time.perf_counter() - self.started
-            self.decode_started = time.perf_counter()
-            self.first = False
+        self._first_token_chosen()
         start, keep = 0, []
         for index, draft in zip(self._active, self._drafts or [[]] * len(self._active)):
             sample = self.samples[index]
@@ -348,8 +345,9 @@ class Decoding:
         self.finished = not keep
 
     def _emit(self, index: int, tokens: Sequence[int]) -> bool:
-        """Give sample `index` its next tokens in order, as decoding one at a time would; whether it runs on
-        (an end-of-text id, a stop string, the edit rule or max_new_tokens end it, and drop the tokens after)."""
+        """Give sample `index` its next tokens in order; whether it runs on (an end-of-text id, a stop string, the
+        edit rule or max_new_tokens end it, and the tokens after are dropped: a speculating sample ends exactly
+        where one-token decoding ends)."""
         sample = self.samples[index]
         for token in tokens:
             if token in self.stop_ids:
@@ -371,21 +369,8 @@ class Decoding:
             return
         chosen = next_tokens(self._logits, self._seen, self.params, self.generator)  # (rows,)
         ids = chosen.tolist()
-        if self.first:
-            self.result.prefill_s = time.perf_counter() - self.started
-            self.decode_started = time.perf_counter()
-            self.first = False
-        keep_rows = []
-        for row, (index, token) in enumerate(zip(self._active, ids)):
-            sample = self.samples[index]
-            if token in self.stop_ids:
-                sample.stop_reason = "eos"
-                continue
-            sample.token_ids.append(token)
-            if self.streams[index].push(token):
-                sample.stop_reason = "stop"
-                continue
-            keep_rows.append(row)
+        self._first_token_chosen()
+        keep_rows = [row for row, (index, token) in enumerate(zip(self._active, ids)) if self._emit(index, [token])]
         if not keep_rows:
             self._active = []
             self.finished = True
@@ -398,8 +383,13 @@ class Decoding:
             self._active = [self._active[r] for r in keep_rows]
         if self._seen is not None:
             self._seen = torch.cat([self._seen, chosen.unsqueeze(1)], dim=1)
-        if len(self.samples[self._active[0]].token_ids) >= self.max_new_tokens:
-            self.finished = True
+
+    def _first_token_chosen(self) -> None:
+        """The prefill ends, and the decode time starts, when the first token is chosen."""
+        if self.first:
+            self.result.prefill_s = time.perf_counter() - self.started
+            self.decode_started = time.perf_counter()
+            self.first = False
 
 
 def generate(runner: Runner, tokenizer: Tokenizer | None, prompt_ids: Sequence[int], *, max_new_tokens: int,
