@@ -53,6 +53,12 @@ FIM_ORDERS: tuple[str, ...] = get_args(FimOrder)
 # `bigcode serve --fim-order`: auto = spm where the model has FIM tokens
 SERVE_FIM_ORDERS = (AUTO, *FIM_ORDERS)
 
+# `--speculate`: n-gram drafts from the request's own tokens verified in each decode step, or none; the first
+# is the default (chosen by benchmarks/speculation.py, README "Speculation")
+Speculate = Literal["ngram", "off"]
+SPECULATE_CHOICES: tuple[str, ...] = get_args(Speculate)
+SPECULATE_DEFAULT = SPECULATE_CHOICES[0]
+
 # `bigcode eval TASK`: HumanEval, its single- and multi-line infilling variants, a MultiPL-E file (--dataset)
 EVAL_TASKS = ("humaneval", "humaneval-infill-single", "humaneval-infill-multi", "multipl-e")
 

@@ -48,7 +48,7 @@ def test_json_object_has_the_documented_fields(capsys, lm, source):
     assert record["stop_reason"] in ("eos", "length", "stop")
     # "length" exactly when every one of the 12 tokens asked for was made
     assert (record["stop_reason"] == "length") == (record["new_tokens"] == 12), record
-    assert set(record["timings"]) == {"load_s", "prefill_s", "decode_s", "tokens_per_s"}
+    assert set(record["timings"]) == {"load_s", "prefill_s", "decode_s", "tokens_per_s", "draft_n", "draft_n_accepted"}
 
 
 def test_streamed_text_equals_json_text(capsys, lm, source):

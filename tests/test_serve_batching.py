@@ -91,8 +91,10 @@ def random_lm(tmp_path_factory):
     # StarCoder's 8192-token context: fitting a multi-MB FIM prompt to it tokenizes ~0.25M characters a side, many times
     checkpoint = save_lm_with_tokenizer(tmp_path_factory.mktemp("lm") / "lm", n_positions=8192, n_embd=64,
                                         n_layer=2, n_head=4)
+    # without speculation: these tests need generations that outlast others, and this random model's output
+    # repeats, which n-gram drafts make many times faster (tests/test_speculate_options.py batches speculation)
     yield from start_server(tmp_path_factory.mktemp("serve_home"),
-                            ["--model", str(checkpoint), "--parallel", "3", "--queue", "1"])
+                            ["--model", str(checkpoint), "--parallel", "3", "--queue", "1", "--speculate", "off"])
 
 
 def test_a_request_joining_mid_run_changes_nothing(random_lm):

@@ -1,7 +1,7 @@
 """Continuous batching: many generations (`Decoding`s) advanced together, one pass over the weights a step.
 
 Each `advance()` feeds one prefill chunk of one joining generation, then runs ONE `Runner.step` over the
-rows of every generation that is decoding, and hands back the ones that finished. A generation joins
+rows of every generation that is decoding (a speculating one's rows carry their drafts), and hands back the ones that finished. A generation joins
 with `add()` between advances and leaves as soon as it finishes or is stopped, freeing its place. A long
 prompt is cut into chunks, so it holds the others back by one chunk per step, not by its whole prefill.
 Each row is computed alone in the step (Runner.step's batch invariance), and a prefill chunk is cut at
@@ -58,17 +58,18 @@ class Batch:
             if decoding:
                 rows = [m.rows() for m in decoding]
                 try:
-                    logits = self.runner.step([row for group in rows for row in group], last_only=True)  # (R, V)
+                    logits = self.runner.step([row for group in rows for row in group])  # (tokens of the rows, V)
                 except Exception as exc:  # noqa: BLE001
                     self._fail(decoding, exc, on_error)
                 else:
                     start = 0
                     for member, group in zip(decoding, rows):
+                        count = sum(len(row.tokens) for row in group)  # one, or one plus a draft, per row
                         try:
-                            member.accept(logits[start : start + len(group)])
+                            member.accept(logits[start : start + count])
                         except Exception as exc:  # noqa: BLE001
                             self._fail([member], exc, on_error)
-                        start += len(group)
+                        start += count
         finished = [m for m in self.members if m.finished]
         self.members = [m for m in self.members if not m.finished]
         return finished

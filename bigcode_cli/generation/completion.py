@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from bigcode_cli.choices import FIM_ORDERS, FimOrder, listed
+from bigcode_cli.choices import FIM_ORDERS, SPECULATE_CHOICES, SPECULATE_DEFAULT, FimOrder, listed
 from bigcode_cli.errors import UsageError
 from bigcode_cli.generation.fim import FIM_OVERHEAD, Mode, check_lines, clean_completion, fim_prompt_ids, fit_fim, fit_left
 from bigcode_cli.generation.loop import Decoding, Generation, OnText, ShouldStop
@@ -40,6 +40,7 @@ class CompletionSettings:
     block: bool = True
     order: FimOrder = "psm"
     min_indent: int = 0  # lines after the first indented less end the completion (llama.cpp's n_indent)
+    speculate: str = SPECULATE_DEFAULT  # "ngram": verify drafts from the request's own tokens; "off"
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -53,6 +54,8 @@ class CompletionSettings:
         check_stops(self.stops)
         if self.order not in FIM_ORDERS:
             raise UsageError(f"--fim-order must be {listed(FIM_ORDERS)}, got {self.order!r}")
+        if self.speculate not in SPECULATE_CHOICES:
+            raise UsageError(f"--speculate must be {listed(SPECULATE_CHOICES)}, got {self.speculate!r}")
 
 
 @dataclass
@@ -160,7 +163,7 @@ def start_completion(runner: Runner, tokenizer: Tokenizer, prefix: str, suffix: 
         runner, tokenizer, prompt.ids, max_new_tokens=prompt.max_new_tokens, params=settings.sampling,
         stops=settings.stops, num_samples=settings.num_samples,
         edit=_cleaner(prompt.prefix, prompt.suffix, settings), on_text=on_text,
-        prompt_cache=prompt_cache, should_stop=should_stop,
+        prompt_cache=prompt_cache, should_stop=should_stop, speculate=settings.speculate,
     )
     return prompt, decoding
 
@@ -220,7 +223,7 @@ def start_ids(runner: Runner, tokenizer: Tokenizer, ids: Sequence[int], settings
     decoding = Decoding(
         runner, tokenizer, prompt.ids, max_new_tokens=max_new_tokens, params=settings.sampling,
         stops=settings.stops, num_samples=settings.num_samples, on_text=on_text,
-        prompt_cache=prompt_cache, should_stop=should_stop,
+        prompt_cache=prompt_cache, should_stop=should_stop, speculate=settings.speculate,
     )
     return prompt, decoding
 

@@ -49,6 +49,8 @@ class Generation:
     decode_s: float = 0.0
     interrupted: bool = False  # Ctrl-C, or should_stop() said so
     cached_tokens: int = 0  # prompt tokens whose keys and values came from a prompt cache, not prefilled
+    draft_tokens: int = 0  # tokens drafted by n-gram speculation and verified (llama.cpp's draft_n)
+    draft_accepted: int = 0  # of them, those accepted (draft_n_accepted)
 
     @property
     def new_tokens(self) -> int:
@@ -138,7 +140,8 @@ class Decoding:
     def __init__(self, runner: Runner, tokenizer: Tokenizer | None, prompt_ids: Sequence[int], *,
                  max_new_tokens: int, params: SamplingParams, stops: Sequence[str] = (), num_samples: int = 1,
                  edit: Edit | None = None, on_text: OnText | None = None, ignore_eos: bool = False,
-                 prompt_cache: PromptCache | None = None, should_stop: ShouldStop | None = None) -> None:
+                 prompt_cache: PromptCache | None = None, should_stop: ShouldStop | None = None,
+                 speculate: str = "off") -> None:
         if not prompt_ids:
             eos = tokenizer.eos_id if tokenizer is not None else runner.config.eos_token_id
             if eos is None:
@@ -169,6 +172,10 @@ class Decoding:
         self._logits: Any = None  # (rows, V) of the next choice
         self._seen: Any = None  # (rows, T) prompt + tokens so far, for the repetition penalty
         self._active: list[int] = []  # sample index of each row
+        self.speculate = speculate != "off"  # n-gram drafts, verified in the step (see generation/verification.py)
+        self._drafters: list[Any] = []  # sample i's NgramDrafter
+        self._policies: list[Any] = []  # sample i's DraftPolicy
+        self._drafts: list[list[int]] = []  # the drafted tokens of each row of the last rows()
 
     @property
     def prefilling(self) -> bool:
@@ -210,16 +217,32 @@ class Decoding:
             prompt = torch.tensor([self.prompt_ids], dtype=torch.long, device=self.runner.device)
             self._seen = prompt.expand(n, -1)
         self._active = list(range(n))
+        if self.speculate:
+            from bigcode_cli.generation import ngram_draft
+
+            drafter = ngram_draft.NgramDrafter(self.prompt_ids)
+            self._drafters = [drafter] + [drafter.copy() for _ in range(n - 1)]
+            self._policies = [ngram_draft.DraftPolicy() for _ in range(n)]
+            self._drafts = [[] for _ in range(n)]
+            self._verify(logits.expand(n, -1) if n > 1 else logits)
+            return
         self._choose()
 
     def rows(self) -> list[RowTokens]:
-        """The rows of the next step: each running sample's cache and its last token."""
+        """The rows of the next step: each running sample's cache, its last token and (speculating) a draft."""
         from bigcode_cli.model.runner import RowTokens
 
-        return [RowTokens(self._caches[i], [self.samples[i].token_ids[-1]]) for i in self._active]
+        if not self.speculate:
+            return [RowTokens(self._caches[i], [self.samples[i].token_ids[-1]]) for i in self._active]
+        self._drafts = [self._draft(i) for i in self._active]
+        return [RowTokens(self._caches[i], [self.samples[i].token_ids[-1], *draft])
+                for i, draft in zip(self._active, self._drafts)]
 
     def accept(self, logits: Any) -> None:
-        """Take the step's logits of `rows()` ((rows, V)) and choose the next tokens."""
+        """Take the step's logits of the tokens of `rows()` ((their count, V)) and choose the next tokens."""
+        if self.speculate:
+            self._verify(logits)
+            return
         self._logits = logits
         self._choose()
 
@@ -244,7 +267,7 @@ class Decoding:
                 self.prefill()
                 settings.enter_context(self.runner.decoding(self.num_samples))
                 while self.decoding:
-                    self.accept(self.runner.step(self.rows(), last_only=True))  # (rows, V)
+                    self.accept(self.runner.step(self.rows()))  # (tokens of the rows, V)
             except KeyboardInterrupt:
                 self.result.interrupted = True
             finally:
@@ -278,6 +301,67 @@ class Decoding:
                 sample.text = stream.kept
         return self.result
 
+    def _draft(self, index: int) -> list[int]:
+        """The tokens sample `index` drafts for the next step: what its policy asks, within what may still be made."""
+        policy = self._policies[index]
+        room = self.max_new_tokens - len(self.samples[index].token_ids) - 1  # the step also chooses one more
+        k = min(policy.length(), room)
+        if k < 1:
+            return []
+        draft = self._drafters[index].draft(k)
+        if not draft:
+            policy.unused()
+        return draft
+
+    def _verify(self, logits: Any) -> None:
+        """Judge each row's draft against its logits ((1 + draft, V) per row, rows in order), emit the tokens each
+        sample makes, and roll every cache back to the tokens kept."""
+        from bigcode_cli.generation.verification import verify
+
+        if self.stop_if_asked():
+            return
+        self._first_token_chosen()
+        start, keep = 0, []
+        for index, draft in zip(self._active, self._drafts or [[]] * len(self._active)):
+            sample = self.samples[index]
+            rows = logits[start : start + len(draft) + 1]  # (1 + draft, V)
+            start += len(draft) + 1
+            before = len(sample.token_ids)
+            seen = self.prompt_ids + sample.token_ids if self.params.repetition_penalty != 1.0 else ()
+            made, accepted = verify(rows, draft, seen, self.params, self.generator)
+            if draft:
+                self._policies[index].judged(len(draft), accepted)
+                self.result.draft_tokens += len(draft)
+                self.result.draft_accepted += accepted
+            running = self._emit(index, made)
+            kept = len(sample.token_ids) - before
+            self._drafters[index].extend(sample.token_ids[before:])
+            if draft:
+                # the cache keeps the last chosen token and the accepted drafted tokens the sample kept
+                self._caches[index].truncate(len(self.prompt_ids) + before + min(kept, accepted))
+            if running:
+                keep.append(index)
+        self._drafts = []
+        self._active = keep
+        self.finished = not keep
+
+    def _emit(self, index: int, tokens: Sequence[int]) -> bool:
+        """Give sample `index` its next tokens in order; whether it runs on (an end-of-text id, a stop string, the
+        edit rule or max_new_tokens end it, and the tokens after are dropped: a speculating sample ends exactly
+        where one-token decoding ends)."""
+        sample = self.samples[index]
+        for token in tokens:
+            if token in self.stop_ids:
+                sample.stop_reason = "eos"
+                return False
+            sample.token_ids.append(token)
+            if self.streams[index].push(token):
+                sample.stop_reason = "stop"
+                return False
+            if len(sample.token_ids) >= self.max_new_tokens:
+                return False
+        return True
+
     def _choose(self) -> None:
         """Choose the next token of every running sample from `_logits`; finish when none runs on."""
         import torch
@@ -286,21 +370,8 @@ class Decoding:
             return
         chosen = next_tokens(self._logits, self._seen, self.params, self.generator)  # (rows,)
         ids = chosen.tolist()
-        if self.first:
-            self.result.prefill_s = time.perf_counter() - self.started
-            self.decode_started = time.perf_counter()
-            self.first = False
-        keep_rows = []
-        for row, (index, token) in enumerate(zip(self._active, ids)):
-            sample = self.samples[index]
-            if token in self.stop_ids:
-                sample.stop_reason = "eos"
-                continue
-            sample.token_ids.append(token)
-            if self.streams[index].push(token):
-                sample.stop_reason = "stop"
-                continue
-            keep_rows.append(row)
+        self._first_token_chosen()
+        keep_rows = [row for row, (index, token) in enumerate(zip(self._active, ids)) if self._emit(index, [token])]
         if not keep_rows:
             self._active = []
             self.finished = True
@@ -313,14 +384,19 @@ class Decoding:
             self._active = [self._active[r] for r in keep_rows]
         if self._seen is not None:
             self._seen = torch.cat([self._seen, chosen.unsqueeze(1)], dim=1)
-        if len(self.samples[self._active[0]].token_ids) >= self.max_new_tokens:
-            self.finished = True
+
+    def _first_token_chosen(self) -> None:
+        """The prefill ends, and the decode time starts, when the first token is chosen."""
+        if self.first:
+            self.result.prefill_s = time.perf_counter() - self.started
+            self.decode_started = time.perf_counter()
+            self.first = False
 
 
 def generate(runner: Runner, tokenizer: Tokenizer | None, prompt_ids: Sequence[int], *, max_new_tokens: int,
              params: SamplingParams, stops: Sequence[str] = (), num_samples: int = 1, edit: Edit | None = None,
              on_text: OnText | None = None, ignore_eos: bool = False, prompt_cache: PromptCache | None = None,
-             should_stop: ShouldStop | None = None) -> Generation:
+             should_stop: ShouldStop | None = None, speculate: str = "off") -> Generation:
     """Generate up to `max_new_tokens` for each of `num_samples` samples of one prompt.
 
     The prompt plus max_new_tokens must fit the model's context (callers truncate first).
@@ -329,8 +405,10 @@ def generate(runner: Runner, tokenizer: Tokenizer | None, prompt_ids: Sequence[i
     ignore_eos: an end-of-text token does not end a sample, so every sample makes exactly max_new_tokens
     (benchmarks). Without a tokenizer no text is made, only token ids, and the config's eos_token_id ends a sample.
     With a `prompt_cache`, only the prompt tokens after the longest prefix it already holds are prefilled,
-    and the cache keeps this prompt (and sample 0's tokens) afterwards.
+    and the cache keeps this prompt (and sample 0's tokens) afterwards. speculate "ngram": each step also
+    verifies tokens drafted from the prompt and output so far (same output at temperature 0, same
+    distribution when sampling).
     """
     return Decoding(runner, tokenizer, prompt_ids, max_new_tokens=max_new_tokens, params=params, stops=stops,
                     num_samples=num_samples, edit=edit, on_text=on_text, ignore_eos=ignore_eos,
-                    prompt_cache=prompt_cache, should_stop=should_stop).run()
+                    prompt_cache=prompt_cache, should_stop=should_stop, speculate=speculate).run()

@@ -115,18 +115,31 @@ def apply_top_p(scores: torch.Tensor, top_p: float) -> torch.Tensor:
     return scores.masked_fill(drop, -math.inf)
 
 
-def next_tokens(logits: torch.Tensor, generated_ids: torch.Tensor | None, params: SamplingParams,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-    """Pick one token per row from the last-position logits."""
+def penalized_scores(logits: torch.Tensor, generated_ids: torch.Tensor | None, params: SamplingParams) -> torch.Tensor:
+    """The float32 scores the next token is chosen from: the logits after the repetition penalty (greedy takes
+    their argmax)."""
     # logits (B, V); generated_ids (B, T): prompt + generated so far, for the repetition penalty
     scores = logits.float()
     if generated_ids is not None:
         scores = apply_repetition_penalty(scores, generated_ids.to(scores.device).long(), params.repetition_penalty)
-    if params.greedy:
-        return scores.argmax(dim=-1)  # (B,)
+    return scores
+
+
+def sampling_probs(scores: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """The distribution (B, V) a sampled token is drawn from: penalized scores after temperature, top-k, top-p."""
     # softmax does not change with the shift; the best score becomes 0 / temperature = 0, never inf or NaN
     scores = apply_temperature(scores - scores.amax(dim=-1, keepdim=True), params.temperature)
     scores = apply_top_k(scores, params.top_k)
     scores = apply_top_p(scores, params.top_p)
-    probs = scores.softmax(dim=-1)
+    return scores.softmax(dim=-1)
+
+
+def next_tokens(logits: torch.Tensor, generated_ids: torch.Tensor | None, params: SamplingParams,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Pick one token per row from the last-position logits."""
+    # logits (B, V); generated_ids (B, T): prompt + generated so far, for the repetition penalty
+    scores = penalized_scores(logits, generated_ids, params)
+    if params.greedy:
+        return scores.argmax(dim=-1)  # (B,)
+    probs = sampling_probs(scores, params)
     return probs.multinomial(num_samples=1, generator=generator).squeeze(1)  # (B,)

@@ -100,6 +100,13 @@ class KVCache:
             into[:1, :n].copy_(layer[:1, :n])
         self.length = n
 
+    def truncate(self, n: int) -> None:
+        """Forget every position from n on; its length becomes n. Positions are written by index before
+        they are read, so the forgotten ones are simply written again by the next tokens."""
+        if not 0 <= n <= self.length:
+            raise ValueError(f"cannot truncate a cache of {self.length} positions to {n}")
+        self.length = n
+
 
 class Packing(NamedTuple):
     """Front-aligned rows (see front_aligned) held as their real tokens only: (N, ...) between the attentions,

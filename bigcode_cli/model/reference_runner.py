@@ -63,6 +63,11 @@ class TransformersCache:
         self.cache = copy.deepcopy(source.cache)
         self._keep(n)
 
+    def truncate(self, n: int) -> None:
+        if not 0 <= n <= self.length:
+            raise ValueError(f"cannot truncate a cache of {self.length} positions to {n}")
+        self._keep(n)
+
     def _keep(self, n: int) -> None:
         # crop(-k) drops the last k positions in every transformers version (5.x refuses a positive length)
         if self.length > n:

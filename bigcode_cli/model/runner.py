@@ -56,6 +56,10 @@ class Cache(Protocol):
         length becomes n."""
         ...
 
+    def truncate(self, n: int) -> None:
+        """Forget every position from n on (a rejected draft); its length becomes n (n <= length)."""
+        ...
+
 
 class RowTokens(NamedTuple):
     """One sequence's part of a `Runner.step`: its own one-row cache and the 1..k new tokens it gets there."""

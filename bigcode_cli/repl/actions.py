@@ -7,7 +7,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from bigcode_cli.choices import ATTENTION_CHOICES, DEVICE_CHOICES, DTYPE_CHOICES, FIM_ORDERS, listed
+from bigcode_cli.choices import (
+    ATTENTION_CHOICES,
+    DEVICE_CHOICES,
+    DTYPE_CHOICES,
+    FIM_ORDERS,
+    SPECULATE_CHOICES,
+    listed,
+)
 from bigcode_cli.errors import InputError
 from bigcode_cli.repl.slash import SlashRegistry
 from bigcode_cli.tasks import MODES
@@ -50,10 +57,13 @@ def _switch(key: str, value: str) -> bool:
     raise InputError(f"{key} takes on or off, got {value!r}")
 
 
-def _order(key: str, value: str) -> str:
-    if value.lower() not in FIM_ORDERS:
-        raise InputError(f"{key} takes {listed(FIM_ORDERS)}, got {value!r}")
-    return value.lower()
+def _one_of(choices: tuple[str, ...]) -> Callable[[str, str], str]:
+    def parse(key: str, value: str) -> str:
+        if value.lower() not in choices:
+            raise InputError(f"{key} takes {listed(choices)}, got {value!r}")
+        return value.lower()
+
+    return parse
 
 
 _int = _number(int, "a whole number")
@@ -70,10 +80,11 @@ SETTINGS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "num_samples": ("settings", _int),
     "lines": ("settings", _optional(_int)),
     "block": ("settings", _switch),
-    "order": ("settings", _order),
+    "order": ("settings", _one_of(FIM_ORDERS)),
+    "speculate": ("settings", _one_of(SPECULATE_CHOICES)),
 }
 _KEY_ALIASES = {"fim_order": "order", "max_tokens": "max_new_tokens", "n": "num_samples"}
-_VALUE_HINTS = {"block": ("on", "off"), "order": FIM_ORDERS, "lines": ("none", "1"), "seed": ("none",),
+_VALUE_HINTS = {"block": ("on", "off"), "order": FIM_ORDERS, "speculate": SPECULATE_CHOICES, "lines": ("none", "1"), "seed": ("none",),
                 "temperature": ("0", "0.2", "0.8")}
 
 

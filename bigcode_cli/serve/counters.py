@@ -21,6 +21,8 @@ class Totals:
     prompt_tokens_evaluated: int = 0  # prompt tokens run through the model
     prompt_tokens_cached: int = 0  # prompt tokens reused from the prompt cache instead
     generated_tokens: int = 0
+    draft_tokens: int = 0  # tokens drafted by n-gram speculation and verified
+    draft_accepted: int = 0  # of them, those accepted
 
 
 @dataclass(frozen=True)
@@ -41,12 +43,14 @@ class ServeCounters:
         self._totals = Totals()
         self.slots: tuple[Slot, ...] = tuple(Slot(i, "idle") for i in range(parallel))
 
-    def finished(self, *, prompt_tokens: int, cached_tokens: int, generated_tokens: int) -> None:
+    def finished(self, *, prompt_tokens: int, cached_tokens: int, generated_tokens: int, draft_tokens: int = 0,
+                 draft_accepted: int = 0) -> None:
         """Count one finished request."""
         with self._lock:
             t = self._totals
             self._totals = Totals(t.requests_finished + 1, t.prompt_tokens_evaluated + prompt_tokens - cached_tokens,
-                                  t.prompt_tokens_cached + cached_tokens, t.generated_tokens + generated_tokens)
+                                  t.prompt_tokens_cached + cached_tokens, t.generated_tokens + generated_tokens,
+                                  t.draft_tokens + draft_tokens, t.draft_accepted + draft_accepted)
 
     def totals(self) -> Totals:
         """The counters now."""

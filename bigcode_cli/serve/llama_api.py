@@ -56,7 +56,7 @@ def infill_job(body: InfillRequest, config: ServeConfig, emit: Any) -> Job:
     extra = [(chunk.filename, chunk.text) for chunk in body.input_extra]
     return Job("fim", settings, emit, prefix=body.input_prefix + body.prompt, suffix=body.input_suffix, extra=extra,
                warm_only=warm, use_cache=body.cache_prompt, max_predict_ms=_deadline(body),
-               cache_salt=body.cache_salt or "")
+               cache_salt=body.cache_salt or "", speculate=body.speculate)
 
 
 def completion_job(body: LlamaRequest, config: ServeConfig, emit: Any) -> Job:
@@ -64,9 +64,9 @@ def completion_job(body: LlamaRequest, config: ServeConfig, emit: Any) -> Job:
     settings, warm = _settings(body, config, fim=False)
     if isinstance(body.prompt, list):
         return Job("ids", settings, emit, ids=list(body.prompt), warm_only=warm, use_cache=body.cache_prompt,
-                   max_predict_ms=_deadline(body), cache_salt=body.cache_salt or "")
+                   max_predict_ms=_deadline(body), cache_salt=body.cache_salt or "", speculate=body.speculate)
     return Job("text", settings, emit, prefix=body.prompt, warm_only=warm, use_cache=body.cache_prompt,
-               max_predict_ms=_deadline(body), cache_salt=body.cache_salt or "")
+               max_predict_ms=_deadline(body), cache_salt=body.cache_salt or "", speculate=body.speculate)
 
 
 def final_response(result: JobResult, config: ServeConfig) -> dict[str, Any]:

@@ -59,7 +59,7 @@ def _job(body: CompletionRequest, config: ServeConfig, emit: Any) -> Job:
                                    lines=options.lines, block=options.block)
     kind = "fim" if fim else ("ids" if ids else "continue" if options.mode == "continue" else "text")
     return Job(kind, settings, emit, prefix=str(prompt), suffix=body.suffix or "", ids=ids, warm_only=max_tokens == 0,
-               fim_order=options.fim_order, cache_salt=body.cache_salt or "")
+               fim_order=options.fim_order, cache_salt=body.cache_salt or "", speculate=body.speculate)
 
 
 def details(result: JobResult, tokenizer_decode: Any, dtype: str) -> dict[str, Any]:
@@ -75,6 +75,8 @@ def details(result: JobResult, tokenizer_decode: Any, dtype: str) -> dict[str, A
         "prefill_s": generation.prefill_s,
         "decode_s": generation.decode_s,
         "tokens_per_s": generation.tokens_per_s,
+        "draft_n": generation.draft_tokens,
+        "draft_n_accepted": generation.draft_accepted,
         "interrupted": generation.interrupted,
         "samples": [{"stop_reason": s.stop_reason, "new_tokens": len(s.token_ids)} for s in generation.samples],
     }

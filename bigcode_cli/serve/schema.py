@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
-from bigcode_cli.choices import FimOrder
+from bigcode_cli.choices import FimOrder, Speculate
 from bigcode_cli.errors import InputError
 from bigcode_cli.generation.completion import MAX_SAMPLES
 from bigcode_cli.generation.fim import Mode
@@ -55,6 +55,8 @@ class _Body(BaseModel):
 class _Request(_Body):
     # the request's own prompt-cache partition (vLLM's name): reuse only between requests with the same salt
     cache_salt: Optional[Annotated[StrictStr, Field(max_length=MAX_CACHE_SALT_CHARS)]] = None
+    # n-gram speculation for this request ("ngram" | "off"); absent: the server's --speculate
+    speculate: Optional[Speculate] = None
 
     @field_validator("temperature", "top_p", "repetition_penalty", "repeat_penalty", check_fields=False)
     @classmethod

@@ -81,7 +81,7 @@ def serve(*, model: str | None, engine: str = "native", attn: str = "auto", devi
           api_keys: Sequence[bytes] = (), allowed_hosts: tuple[str, ...] = (), allowed_origins: tuple[str, ...] = (),
           alias: str | None = None, queue_size: int = 4, cache_ram_mib: int | None = None, parallel: int | None = None,
           fim_order: str = "auto", limits: ConnectionLimits = ConnectionLimits(),
-          log: Callable[[str], None] | None = None) -> None:
+          log: Callable[[str], None] | None = None, speculate: str | None = None) -> None:
     """Serve a model until interrupted; raises BigCodeError for what the user can fix.
 
     `api_keys`: the keys as bytes (serve.api_keys); `allowed_hosts`/`allowed_origins` as serve.hosts parses them;
@@ -115,7 +115,8 @@ def serve(*, model: str | None, engine: str = "native", attn: str = "auto", devi
     worker = EngineWorker(load, queue_size=queue_size,
                           cache_ram_mib=DEFAULT_CACHE_RAM_MIB if cache_ram_mib is None else cache_ram_mib,
                           parallel=DEFAULT_PARALLEL if parallel is None else parallel, fim_order=fim_order, log=say,
-                          hide=path_hider(resolved.name, resolved.path, name))
+                          hide=path_hider(resolved.name, resolved.path, name),
+                          **({"speculate": speculate} if speculate else {}))
     config = ServeConfig(model_name=name, api_keys=keys, hosts=HostPolicy(host, address[0], allowed_hosts),
                          origins=allowed_origins, worker=worker, body_timeout=limits.timeout)
     app = create_app(worker, config)
@@ -135,7 +136,8 @@ def serve(*, model: str | None, engine: str = "native", attn: str = "auto", devi
         if worker.state == "ready" and worker.loaded is not None:
             runner = worker.loaded.runner
             say(f"model loaded in {time.perf_counter() - started:.1f} s ({runner.engine}, {runner.device.type}, "
-                f"{runner.dtype_name}, fill-in-the-middle order {worker.fim_order}); ready")
+                f"{runner.dtype_name}, fill-in-the-middle order {worker.fim_order}, speculation {worker.speculate}); "
+                "ready")
         else:
             server.should_exit = True
 

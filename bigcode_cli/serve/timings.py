@@ -25,4 +25,6 @@ def timings(result: JobResult) -> dict[str, Any]:
         "predicted_per_token_ms": round(predicted_ms / predicted_n, 3) if predicted_n else 0.0,
         "predicted_per_second": round(predicted_n / predicted_ms * 1000, 2) if predicted_ms > 0 else 0.0,
         "queued_ms": round(result.queued_ms, 3),
+        "draft_n": generation.draft_tokens,  # tokens drafted by n-gram speculation, and of them those accepted
+        "draft_n_accepted": generation.draft_accepted,
     }

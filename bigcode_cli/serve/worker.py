@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
-from bigcode_cli.choices import FIM_ORDERS
+from bigcode_cli.choices import FIM_ORDERS, SPECULATE_DEFAULT
 from bigcode_cli.errors import BigCodeError
 from bigcode_cli.generation.prompt_cache import DEFAULT_CACHE_RAM_MIB
 from bigcode_cli.serve.counters import ServeCounters, Slot
@@ -75,6 +75,7 @@ class Job:
     max_predict_ms: float | None = None
     fim_order: str | None = None
     cache_salt: str = ""  # the request's own prompt-cache partition (vLLM's `cache_salt`)
+    speculate: str | None = None  # "ngram" | "off"; None: the server's
     key_digest: str = ""  # SHA-256 of the client's Authorization header: its API key's partition, never the key
     cancelled: threading.Event = field(default_factory=threading.Event)
     queued_at: float = field(default_factory=time.perf_counter)
@@ -131,7 +132,7 @@ class EngineWorker:
 
     def __init__(self, load: Callable[[], LoadedModel], *, queue_size: int = 4, cache_ram_mib: int = DEFAULT_CACHE_RAM_MIB,
                  parallel: int = DEFAULT_PARALLEL, fim_order: str = "auto", log: Callable[[str], None] | None = None,
-                 hide: Callable[[str], str] | None = None) -> None:
+                 hide: Callable[[str], str] | None = None, speculate: str = SPECULATE_DEFAULT) -> None:
         self._load = load
         self._queue: queue.Queue[_Prepared | None] = queue.Queue()
         self.queue_size = max(1, queue_size)
@@ -146,6 +147,7 @@ class EngineWorker:
                                             thread_name_prefix="bigcode-prompt")
         self._enqueue_lock = threading.Lock()  # a prepared job enters the queue before stop()'s end mark, or never
         self._fim_order = fim_order
+        self.speculate = speculate  # what a request that does not say gets
         self._log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -417,7 +419,8 @@ class EngineWorker:
 
         assert self.loaded is not None
         runner, tokenizer = self.loaded.runner, self.loaded.tokenizer
-        settings = replace(job.settings, order=job.fim_order or self.fim_order)  # type: ignore[arg-type]
+        settings = replace(job.settings, order=job.fim_order or self.fim_order,  # type: ignore[arg-type]
+                           speculate=job.speculate or self.speculate)
         cache = self.prompt_cache.partition(job.cache_partition) if job.use_cache else None
         on_text = None if job.warm_only else (lambda index, text: job.emit("text", (index, text)))
         if job.kind in ("fim", "continue"):
@@ -447,13 +450,15 @@ class EngineWorker:
         job = entry.job
         generation = decoding.finish()
         self.counters.finished(prompt_tokens=generation.prompt_tokens, cached_tokens=generation.cached_tokens,
-                               generated_tokens=generation.new_tokens)
+                               generated_tokens=generation.new_tokens, draft_tokens=generation.draft_tokens,
+                               draft_accepted=generation.draft_accepted)
         gone = " (stopped: client gone)" if job.cancelled.is_set() else ""
         job.emit("done", JobResult(Completion(entry.prompt, generation), entry.queued_ms, generation.prompt_tokens,
                                    generation.cached_tokens))
         self._log(f"{job.kind}: {generation.prompt_tokens} prompt tokens ({generation.cached_tokens} cached), "
                   f"{generation.new_tokens} new, prefill {generation.prefill_s * 1000:.1f} ms, "
-                  f"decode {generation.decode_s * 1000:.1f} ms{gone}")
+                  f"decode {generation.decode_s * 1000:.1f} ms, {generation.draft_accepted}/{generation.draft_tokens} "
+                  f"drafted accepted{gone}")
 
 
 def _bad_ids(vocab_size: int) -> BigCodeError:

@@ -52,6 +52,8 @@ class CompletionResult:
     tokens_per_s: float
     interrupted: bool = False  # Ctrl-C stopped the generation
     notice: str | None = None  # a note for stderr once the streamed text has ended
+    draft_tokens: int = 0  # tokens drafted by --speculate ngram and verified
+    draft_accepted: int = 0  # of them, those accepted
 
     @property
     def texts(self) -> list[str]:

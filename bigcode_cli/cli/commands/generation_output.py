@@ -22,6 +22,8 @@ def completion_records(result: CompletionResult) -> list[dict[str, Any]]:
         "prefill_s": round(result.prefill_s, 4),
         "decode_s": round(result.decode_s, 4),
         "tokens_per_s": round(result.tokens_per_s, 2),
+        "draft_n": result.draft_tokens,  # llama.cpp's names: drafted tokens, and those accepted
+        "draft_n_accepted": result.draft_accepted,
     }
     return [
         {

@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 
 def make_settings(*, max_new_tokens: int, temperature: float, top_k: int, top_p: float, repetition_penalty: float,
                   seed: int | None, stop: list[str] | None, num_samples: int, lines: int | None, block: bool,
-                  fim_order: str = "psm") -> CompletionSettings:
-    """Validated generation settings from command-line options (fim_order: a FimOrder member or its value)."""
+                  fim_order: str = "psm", speculate: str | None = None) -> CompletionSettings:
+    """Validated generation settings from command-line options (fim_order, speculate: Enum members or values;
+    speculate None: the default)."""
     from bigcode_cli.generation.completion import CompletionSettings
     from bigcode_cli.generation.sampling import SamplingParams
 
@@ -26,7 +27,8 @@ def make_settings(*, max_new_tokens: int, temperature: float, top_k: int, top_p:
                               repetition_penalty=repetition_penalty, seed=seed)
     return CompletionSettings(max_new_tokens=max_new_tokens, sampling=sampling, stops=list(stop or []),
                               num_samples=num_samples, lines=lines, block=block,
-                              order=getattr(fim_order, "value", fim_order))  # type: ignore[arg-type]
+                              order=getattr(fim_order, "value", fim_order),  # type: ignore[arg-type]
+                              **({"speculate": getattr(speculate, "value", speculate)} if speculate else {}))
 
 
 def check_output_flags(*, json_out: bool, in_place: bool = False, diff: bool = False, num_samples: int = 1,
@@ -79,7 +81,8 @@ class LocalCompleter:
             mode=result.prompt.mode, prompt=loaded.tokenizer.decode(result.prompt.ids, skip_special_tokens=False),
             prompt_tokens=generation.prompt_tokens, truncated=result.prompt.truncated,
             dtype=loaded.runner.dtype_name, load_s=load_s, prefill_s=generation.prefill_s,
-            decode_s=generation.decode_s, tokens_per_s=generation.tokens_per_s, interrupted=generation.interrupted)
+            decode_s=generation.decode_s, tokens_per_s=generation.tokens_per_s, interrupted=generation.interrupted,
+            draft_tokens=generation.draft_tokens, draft_accepted=generation.draft_accepted)
 
 
 def run_completion(completer: Completer, request: CompletionRequest, *, json_out: bool, filename: str | None = None,

@@ -17,6 +17,7 @@ import functools
 import inspect
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
+from bigcode_cli.choices import SPECULATE_DEFAULT
 from bigcode_cli.cli.commands import options as o
 from bigcode_cli.terminal.model_choice import ModelChoice
 
@@ -98,6 +99,7 @@ def generation(*, max_new_tokens: int = 128, block: bool = True, fim: bool = Tru
         option("num_samples", o.NumSamplesOpt, 1),
         option("lines", o.LinesOpt, None),
         option("block", o.BlockOpt, block),
+        option("speculate", o.SpeculateOpt, o.Speculate(SPECULATE_DEFAULT)),
     ]
     if fim:
         parameters.append(option("fim_order", o.FimOrderOpt, o.FimOrder.psm))

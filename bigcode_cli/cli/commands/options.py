@@ -23,6 +23,7 @@ Attn = choice_enum("Attn", choices.ATTENTION_CHOICES)
 Device = choice_enum("Device", choices.DEVICE_CHOICES)
 Dtype = choice_enum("Dtype", choices.DTYPE_CHOICES)
 FimOrder = choice_enum("FimOrder", choices.FIM_ORDERS)
+Speculate = choice_enum("Speculate", choices.SPECULATE_CHOICES)
 
 
 def model_names() -> list[str]:
@@ -75,6 +76,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object per
 LinesOpt = Annotated[Optional[int], typer.Option("--lines", help="Keep at most this many lines (1 = single-line mode).", min=1, show_default=False)]
 BlockOpt = Annotated[bool, typer.Option("--block/--no-block", help="Stop at the end of the current block.")]
 FimOrderOpt = Annotated[FimOrder, typer.Option("--fim-order", help="Fill-in-the-middle prompt order: psm or spm.")]
+SpeculateOpt = Annotated[Speculate, typer.Option(
+    "--speculate", help="ngram: draft tokens from the prompt and the output so far and verify them in one step "
+                        "(same output at temperature 0, same distribution when sampling); off: one token a step.")]
 ServerOpt = Annotated[Optional[str], typer.Option("--server", help="Ask a running `bigcode serve` at this URL "
                                                   "instead of loading a model (default: $BIGCODE_SERVER).",
                                                   show_default=False)]

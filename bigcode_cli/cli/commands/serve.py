@@ -8,9 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from bigcode_cli.choices import SERVE_FIM_ORDERS
+from bigcode_cli.choices import SERVE_FIM_ORDERS, SPECULATE_DEFAULT
 from bigcode_cli.cli.commands.option_groups import MODEL, with_options
-from bigcode_cli.cli.commands.options import choice_enum
+from bigcode_cli.cli.commands.options import Speculate, SpeculateOpt, choice_enum
 from bigcode_cli.serve.limits import ConnectionLimits
 from bigcode_cli.serve.worker import DEFAULT_CACHE_RAM_MIB, DEFAULT_PARALLEL
 from bigcode_cli.terminal.model_choice import ModelChoice
@@ -70,6 +70,7 @@ def serve(
     cache_ram: CacheRamOpt = DEFAULT_CACHE_RAM_MIB,
     parallel: ParallelOpt = DEFAULT_PARALLEL,
     fim_order: FimOrderOpt = ServeFimOrder.auto,
+    speculate: SpeculateOpt = Speculate(SPECULATE_DEFAULT),
     max_connections: MaxConnectionsOpt = ConnectionLimits.max_connections,
     timeout: TimeoutOpt = ConnectionLimits.timeout,
     choice: ModelChoice = MODEL,
@@ -104,7 +105,7 @@ def serve(
     run_server(model=choice.model, engine=choice.engine, attn=choice.attn, device=choice.device, dtype=choice.dtype,
                offline=choice.offline, host=host, port=port, api_keys=keys, allowed_hosts=hosts,
                allowed_origins=origins, alias=alias, queue_size=queue, cache_ram_mib=cache_ram,
-               parallel=parallel, fim_order=fim_order.value,
+               parallel=parallel, fim_order=fim_order.value, speculate=speculate.value,
                limits=ConnectionLimits(max_connections=max_connections, timeout=timeout))
 
 

@@ -44,7 +44,7 @@ def request_body(prefix: str, suffix: str, mode: str, settings: CompletionSettin
         "model": "bigcode", "prompt": prefix, "max_tokens": settings.max_new_tokens,
         "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k,
         "repetition_penalty": sampling.repetition_penalty, "seed": sampling.seed, "stop": list(settings.stops),
-        "n": settings.num_samples, "stream": stream,
+        "n": settings.num_samples, "stream": stream, "speculate": settings.speculate,
         "bigcode": {"mode": mode, "lines": settings.lines, "block": settings.block, "fim_order": settings.order,
                     "details": True},
     }
@@ -146,7 +146,7 @@ class RemoteCompleter:
             mode=details["mode"], prompt=details["prompt"], prompt_tokens=details["prompt_tokens"],
             truncated=details["truncated"], dtype=details.get("dtype") or None, load_s=0.0,
             prefill_s=details["prefill_s"], decode_s=details["decode_s"], tokens_per_s=details["tokens_per_s"],
-            notice=notice)
+            notice=notice, draft_tokens=details.get("draft_n", 0), draft_accepted=details.get("draft_n_accepted", 0))
 
 
 def completion_texts(url: str, body: dict[str, Any]) -> list[str]:

@@ -1,0 +1,132 @@
+"""Drafts for n-gram speculation: guesses of the next tokens taken from the request's own tokens.
+
+Code repeats itself: a completion re-types the suffix after the cursor, an identifier, a call or a block
+of the prompt, or the model falls into repeating its own output. `NgramDrafter` looks up the longest
+n-gram (MAX_NGRAM tokens down to MIN_NGRAM) that ends the sequence and also occurs earlier in it, and
+drafts the tokens that followed its most recent earlier occurrence. `DraftPolicy` decides how many to
+draft from how often drafts were accepted, and stops drafting where they keep failing (trying again now
+and then), so text that does not repeat pays for few rejected tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+MAX_NGRAM = 4
+MIN_NGRAM = 1
+MAX_DRAFT = 8  # tokens; past this a step's cost grows faster than the tokens a good draft adds (README)
+# one more token in a decode step, as a fraction of a one-token step (1 + STEP_COST * k for a k-token draft):
+# measured on the bundled model on a 2-core Xeon, 0.15-0.25 (README "Speculation"); larger models, whose steps
+# are a read of their weights, pay less, so drafting by this rule errs on the side of drafting too little
+STEP_COST = 0.25
+# acceptance is an average over recent draft positions, older ones weighing DECAY as much per position
+DECAY = 0.9
+# with drafting off, one token is drafted after this many steps, doubling (up to PROBE_MAX) while such
+# probes fail: a one-token probe costs STEP_COST, so at most STEP_COST / PROBE_MAX of a step when nothing repeats
+PROBE_MIN = 4
+PROBE_MAX = 64
+
+
+class NgramDrafter:
+    """The tokens of one sequence (prompt, then output) and an index of where each n-gram last occurred."""
+
+    def __init__(self, ids: Sequence[int]) -> None:
+        self.ids = list(ids)
+        # n -> n-gram -> the index just after its most recent occurrence that has a token after it
+        self._after: dict[int, dict[tuple[int, ...], int]] = {n: {} for n in range(MIN_NGRAM, MAX_NGRAM + 1)}
+        self._indexed = 0  # n-grams ending before this index are in `_after`
+
+    def copy(self) -> NgramDrafter:
+        """An independent drafter of the same tokens (one per sample of a prompt)."""
+        twin = NgramDrafter.__new__(NgramDrafter)
+        twin.ids = list(self.ids)
+        twin._after = {n: dict(index) for n, index in self._after.items()}
+        twin._indexed = self._indexed
+        return twin
+
+    def extend(self, tokens: Sequence[int]) -> None:
+        """Tokens appended to the sequence."""
+        self.ids.extend(tokens)
+
+    def draft(self, k: int) -> list[int]:
+        """Up to k tokens that followed the latest earlier occurrence of the longest n-gram ending the sequence."""
+        if k < 1:
+            return []
+        self._catch_up()
+        ids = self.ids
+        for n in range(min(MAX_NGRAM, len(ids)), MIN_NGRAM - 1, -1):
+            after = self._after[n].get(tuple(ids[len(ids) - n :]))
+            if after is not None:
+                return ids[after : after + k]
+        return []
+
+    def _catch_up(self) -> None:
+        # index the n-grams ending at every position that now has a token after it (the last one has none)
+        ids, end = self.ids, len(self.ids) - 1
+        for stop in range(max(self._indexed, MIN_NGRAM), end + 1):
+            for n, index in self._after.items():
+                if stop >= n:
+                    index[tuple(ids[stop - n : stop])] = stop
+        self._indexed = max(self._indexed, end + 1)
+
+
+def best_length(rate: float, step_cost: float | None = None, longest: int | None = None) -> int:
+    """The draft length that makes the most tokens per unit of step time when each drafted token is accepted
+    with probability `rate` (given the ones before it were): 0 when drafting does not pay. step_cost and
+    longest: STEP_COST and MAX_DRAFT unless given."""
+    step_cost = STEP_COST if step_cost is None else step_cost
+    longest = MAX_DRAFT if longest is None else longest
+    best, best_yield = 0, 1.0
+    made, p = 1.0, 1.0  # expected tokens a step makes (the one chosen after the accepted run included)
+    for k in range(1, longest + 1):
+        p *= rate
+        made += p
+        value = made / (1 + step_cost * k)
+        if value > best_yield:
+            best, best_yield = k, value
+    return best
+
+
+class DraftPolicy:
+    """How many tokens one sample drafts next, adapting to how often its drafts were accepted."""
+
+    def __init__(self) -> None:
+        self.hits = 1.0  # accepted draft positions (a prior of one in two)
+        self.trials = 2.0  # draft positions judged: accepted ones, and the first rejected one of each draft
+        self._idle = 0  # steps without a draft since drafting was last off
+        self._probe_every = PROBE_MIN
+        self._probing = False
+
+    @property
+    def rate(self) -> float:
+        """The recent share of judged draft positions that were accepted."""
+        return self.hits / self.trials
+
+    def length(self) -> int:
+        """Tokens to draft for the next step (0: none)."""
+        k = best_length(self.rate)
+        self._probing = False
+        if k > 0:
+            return k
+        self._idle += 1
+        if self._idle < self._probe_every:
+            return 0
+        self._probing = True
+        return 1
+
+    def unused(self) -> None:
+        """The drafter had nothing to draft for the length asked: the step was an ordinary one."""
+        if self._probing:
+            self._idle = self._probe_every  # probe again at the next step that can draft
+
+    def judged(self, drafted: int, accepted: int) -> None:
+        """A draft of `drafted` tokens had its first `accepted` accepted."""
+        rejected = 1 if accepted < drafted else 0
+        for _ in range(accepted + rejected):
+            self.hits *= DECAY
+            self.trials *= DECAY
+        self.hits += accepted
+        self.trials += accepted + rejected
+        if self._probing:
+            self._idle = 0
+            self._probe_every = PROBE_MIN if accepted else min(2 * self._probe_every, PROBE_MAX)

@@ -1,0 +1,144 @@
+"""The verify step of speculation: a row fed its last token plus k drafted tokens in one step, then rolled
+back (Cache.truncate) to the tokens that were accepted.
+
+What makes greedy speculation exactly lossless: in the C kernel a token is computed the same however many
+tokens its step holds, so the logits of a k-token step and the cache after rolling back its rejected
+suffix are, bit for bit, those of decoding the accepted tokens one at a time. In PyTorch (no kernel, or
+the transformers engine) a k-token forward is a different matrix product than k one-token ones: equal
+within float rounding, and the rollback leaves a cache that continues like transformers' own.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from checkpoints import save_checkpoint
+
+from bigcode_cli.kernels import build as kernel_build
+from bigcode_cli.model import engine
+from bigcode_cli.model.runner import RowTokens
+
+needs_kernel = pytest.mark.skipif(kernel_build.find_compiler() is None, reason="no C compiler to build the kernel")
+
+FP32_TOL = 1e-4
+PROMPT = [5, 17, 33, 8, 61, 2, 44, 9, 70]
+FED = [12, 40, 3, 88, 51, 19, 7, 66]  # the last chosen token, then 7 drafted ones
+ACCEPTED = 3  # of the drafted tokens: the cache keeps the last chosen token and these
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("verify")
+    return {"mqa": save_checkpoint(root / "mqa", n_layer=3, multi_query=True),
+            "mha": save_checkpoint(root / "mha", n_layer=3, multi_query=False, n_embd=40)}
+
+
+def _prefilled(runner, capacity: int = 32):
+    cache = runner.new_cache(1, capacity)
+    runner(torch.tensor([PROMPT]), cache=cache)
+    return cache
+
+
+def _one_by_one(runner, tokens):
+    """The logits (len(tokens), V) and cache of feeding `tokens` one step each after the prompt."""
+    cache = _prefilled(runner)
+    logits = torch.cat([runner.step([RowTokens(cache, [t])]) for t in tokens])
+    return logits, cache
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.view(torch.int16 if t.element_size() == 2 else torch.int32)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8", "int4"])
+@pytest.mark.parametrize("case", ["mqa", "mha"])
+def test_a_rolled_back_draft_leaves_the_cache_of_the_accepted_tokens_bit_for_bit(checkpoints, case, dtype):
+    runner = engine.load(checkpoints[case], "causal-lm", dtype=dtype, device="cpu")
+    assert runner.decode_path == "kernel"
+    with torch.inference_mode():
+        single, expected = _one_by_one(runner, FED[: ACCEPTED + 1])
+        cache = _prefilled(runner)
+        verified = runner.step([RowTokens(cache, FED)])  # (8, V): one logit row per fed token
+        assert verified.shape[0] == len(FED) and cache.length == len(PROMPT) + len(FED)
+        cache.truncate(len(PROMPT) + ACCEPTED + 1)
+        assert cache.length == expected.length
+        # the logits of the accepted positions are those of one-token steps, bit for bit
+        assert torch.equal(verified[: ACCEPTED + 1], single)
+        end = expected.length
+        for ours, theirs in zip(cache.layers, expected.layers):
+            assert torch.equal(_bits(ours[:, :end]), _bits(theirs[:, :end]))
+        # and decoding goes on from the rolled-back cache as from the other: the rejected keys are overwritten
+        after = [FED[ACCEPTED + 1] + 1, 25]
+        assert torch.equal(runner.step([RowTokens(cache, after)]), runner.step([RowTokens(expected, after)]))
+
+
+@pytest.mark.parametrize("kernel", [pytest.param(True, marks=needs_kernel), False])
+@pytest.mark.parametrize("case", ["mqa", "mha"])
+def test_a_verify_step_equals_transformers_on_the_same_positions(checkpoints, case, kernel, monkeypatch):
+    if not kernel:
+        monkeypatch.setenv("BIGCODE_CPU_KERNEL", "0")
+    runner = engine.load(checkpoints[case], "causal-lm", dtype="float32", device="cpu")
+    assert runner.decode_path == ("kernel" if kernel else "torch")
+    reference = engine.load(checkpoints[case], "causal-lm", engine="transformers", attn="eager", dtype="float32",
+                            device="cpu")
+    with torch.inference_mode():
+        cache = _prefilled(runner)
+        verified = runner.step([RowTokens(cache, FED)])
+        cache.truncate(len(PROMPT) + ACCEPTED + 1)
+        after = [99 - 3, 21]
+        continued = runner.step([RowTokens(cache, after)])
+        whole = PROMPT + FED
+        kept = PROMPT + FED[: ACCEPTED + 1] + after
+        theirs = reference(torch.tensor([whole]))[0, len(PROMPT):].float()
+        theirs_after = reference(torch.tensor([kept]))[0, -len(after):].float()
+    assert (verified - theirs).abs().max().item() <= FP32_TOL
+    assert (continued - theirs_after).abs().max().item() <= FP32_TOL
+
+
+def test_the_transformers_cache_rolls_back_too(checkpoints):
+    reference = engine.load(checkpoints["mqa"], "causal-lm", engine="transformers", attn="eager", dtype="float32",
+                            device="cpu")
+    with torch.inference_mode():
+        cache = _prefilled(reference)
+        reference.step([RowTokens(cache, FED)])
+        cache.truncate(len(PROMPT) + ACCEPTED + 1)
+        assert cache.length == len(PROMPT) + ACCEPTED + 1
+        after = [42, 21]
+        continued = reference.step([RowTokens(cache, after)])
+        fresh = reference(torch.tensor([PROMPT + FED[: ACCEPTED + 1] + after]))[0, -len(after):].float()
+    assert (continued - fresh).abs().max().item() <= FP32_TOL
+
+
+@pytest.mark.parametrize("engine_name", ["native", "transformers"])
+def test_a_cache_is_never_truncated_beyond_its_length(checkpoints, engine_name):
+    runner = engine.load(checkpoints["mqa"], "causal-lm", engine=engine_name, dtype="float32", device="cpu")
+    with torch.inference_mode():
+        cache = _prefilled(runner)
+    with pytest.raises(ValueError, match="cannot truncate"):
+        cache.truncate(len(PROMPT) + 1)
+    assert cache.length == len(PROMPT)
+
+
+@needs_kernel
+@pytest.mark.parametrize("build", ["portable", "avx2", "avx512-without-vnni-bf16"])
+def test_every_build_rolls_back_to_the_one_token_steps_bit_for_bit(checkpoints, tmp_path, monkeypatch, build):
+    from test_row_step import BUILDS, _cpu_has
+
+    flags, feature = BUILDS[build]
+    if not _cpu_has(feature):
+        pytest.skip(f"this CPU runs no {feature} code")
+    monkeypatch.setenv("BIGCODE_KERNEL_DIR", str(tmp_path))
+    monkeypatch.setattr(kernel_build, "_loaded", {})
+    monkeypatch.setattr(kernel_build, "_flag_sets", lambda: [[*flags, *kernel_build._PORTABLE]])
+    for dtype in ("float32", "bfloat16", "int8", "int4"):
+        runner = engine.load(checkpoints["mqa"], "causal-lm", dtype=dtype, device="cpu")
+        assert runner.decode_path == "kernel"
+        with torch.inference_mode():
+            single, expected = _one_by_one(runner, FED[: ACCEPTED + 1])
+            cache = _prefilled(runner)
+            verified = runner.step([RowTokens(cache, FED)])
+            cache.truncate(len(PROMPT) + ACCEPTED + 1)
+        assert torch.equal(verified[: ACCEPTED + 1], single), dtype
+        end = expected.length
+        assert all(torch.equal(_bits(a[:, :end]), _bits(b[:, :end])) for a, b in zip(cache.layers, expected.layers))
