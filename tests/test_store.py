@@ -408,10 +408,12 @@ def test_verify_catches_a_changed_bundled_model(store_env, capsys):
     assert err.endswith("replace it with a reinstall of bigcode-cli\n")
 
 
-def test_the_bundled_recipe_records_what_verify_checks(lm_dir, tmp_path, capsys):
+def test_the_bundled_recipe_records_what_verify_checks(lm_dir, tmp_path, capsys, monkeypatch):
     import importlib.util
     import subprocess
     import sys
+
+    monkeypatch.syspath_prepend(str(SCRIPTS))  # train_lm.py imports its sibling fim_training.py
 
     shipped = tmp_path / "bundled" / "shipped"
     subprocess.run([sys.executable, str(SCRIPTS / "ship.py"), str(lm_dir), str(shipped)], check=True,

@@ -34,6 +34,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import zipfile
 from collections import defaultdict
@@ -45,7 +46,8 @@ DOWNLOADS = DATA / "downloads"
 CORPUS = DATA / "corpus"
 
 STDLIB = Path("/root/.pyenv/versions/3.11.7/lib/python3.11")
-SITE_PACKAGES = Path("/work/venv/lib/python3.11/site-packages")
+# The packages of the interpreter that runs this script (the project's virtualenv).
+SITE_PACKAGES = Path(sysconfig.get_paths()["purelib"])
 
 DEB_PACKAGES = [
     # Go

@@ -3,23 +3,28 @@
 #   bash scripts/bundled/make_bundled.sh            # everything
 #   STEP=langid bash scripts/bundled/make_bundled.sh  # one step: data | lm | langid | secrets | eval
 # A GPU makes the LM step much faster: DEVICE=cuda MINUTES=10 bash scripts/bundled/make_bundled.sh
+# The tokenizer is the shipped one (the models' ids depend on it): RETRAIN_TOKENIZER=1 trains a new one.
+# The LM continues from the shipped bigcode-tiny (INIT=, empty, trains from scratch), one thread by default.
 set -euo pipefail
 PY=${PY:-python}
 DEVICE=${DEVICE:-cpu}
-MINUTES=${MINUTES:-85}
+MINUTES=${MINUTES:-60}
+THREADS=${THREADS:-1}
+INIT=${INIT-bigcode_cli/bundled/bigcode-tiny}
 BUNDLED=bigcode_cli/bundled
 step() { [ -z "${STEP:-}" ] || [ "${STEP}" = "$1" ]; }
 
 if step data; then
   $PY scripts/bundled/corpus.py --fetch
-  $PY scripts/bundled/tokenizer.py
+  [ "${RETRAIN_TOKENIZER:-0}" = 1 ] && $PY scripts/bundled/tokenizer.py
   $PY scripts/bundled/pretokenize.py
   $PY scripts/bundled/langid_data.py
   $PY scripts/bundled/secrets_data.py
 fi
 if step lm; then
-  # resumable: rerunning continues from runs/lm/state.pt
-  $PY scripts/bundled/train_lm.py --device "$DEVICE" --minutes "$MINUTES" $([ "$DEVICE" = cpu ] && echo --bf16)
+  # resumable: rerunning continues from runs/lm/state.pt; bf16 autocast where the hardware has it
+  $PY scripts/bundled/train_lm.py --device "$DEVICE" --minutes "$MINUTES" --threads "$THREADS" \
+      --length 512 --batch 8 --lr 1.5e-3 --warmup 100 ${INIT:+--init "$INIT"}
 fi
 if step langid; then
   # a CPU-sized share of the (shuffled) training data: 5,400 snippets, ~600 per language

@@ -6,9 +6,10 @@ Command (from the repository root, after corpus.py and tokenizer.py)::
 
 Writes to ``data/lm/``:
 
-- ``train.bin``: numpy uint16, every file of the Python train split plus a seeded sample of
-  ``--other-mb`` MB (default 0.5) of each other language's train split, in a seeded random file
-  order; each file's tokens are followed by ``<|endoftext|>`` (id 0), nothing before it.
+- ``train.bin``: numpy uint16, every file of the Python train split plus a seeded sample of each
+  other language's train split, weighted towards the languages users complete: ``TRAIN_MB`` below
+  (JavaScript, then Java, Go, Rust, C, shell), ``--other-mb`` MB (default 0.5) for the rest; in a
+  seeded random file order; each file's tokens are followed by ``<|endoftext|>`` (id 0), nothing before it.
 - ``heldout.bin``: the same for the Python held-out files (plus ``--heldout-other-mb`` MB of
   each other language, default 0), in manifest order.
 - ``heldout_files.jsonl``: one record per held-out file in ``heldout.bin`` order:
@@ -37,14 +38,18 @@ CORPUS = REPO / "data" / "corpus"
 OUT = REPO / "data" / "lm"
 TOKENIZER = REPO / "bigcode_cli" / "bundled" / "bigcode-tiny" / "tokenizer.json"
 EOT_ID = 0
+# MB of each language's train split that go into train.bin after all of Python (a language with less takes what
+# it has); every other language gets --other-mb.
+TRAIN_MB = {"javascript": 8.0, "java": 6.0, "go": 6.0, "rust": 6.0, "c": 6.0, "shell": 2.0}
 
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def choose(records: list[dict], split: str, other_bytes: int, rng: random.Random) -> list[dict]:
-    """All Python files of a split plus up to other_bytes of each other language."""
+def choose(records: list[dict], split: str, other_bytes: int, rng: random.Random,
+           lang_bytes: dict[str, int] | None = None) -> list[dict]:
+    """All Python files of a split plus up to lang_bytes[lang] (default other_bytes) of each other language."""
     by_lang: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         if r["split"] == split:
@@ -53,9 +58,9 @@ def choose(records: list[dict], split: str, other_bytes: int, rng: random.Random
     for lang in sorted(by_lang):
         files = by_lang[lang]
         rng.shuffle(files)
-        total = 0
+        total, cap = 0, (lang_bytes or {}).get(lang, other_bytes)
         for r in files:
-            if total >= other_bytes:
+            if total >= cap:
                 break
             chosen.append(r)
             total += r["bytes"]
@@ -93,7 +98,8 @@ def main() -> None:
     with open(CORPUS / "manifest.jsonl") as f:
         records = [json.loads(line) for line in f]
     rng = random.Random(args.seed)
-    train = choose(records, "train", int(args.other_mb * 1e6), rng)
+    train = choose(records, "train", int(args.other_mb * 1e6), rng,
+                   {lang: int(mb * 1e6) for lang, mb in TRAIN_MB.items()})
     rng.shuffle(train)
     heldout = choose(records, "heldout", int(args.heldout_other_mb * 1e6), rng)
     OUT.mkdir(parents=True, exist_ok=True)
