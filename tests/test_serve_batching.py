@@ -3,7 +3,6 @@ make alone, whoever joins or leaves mid-run; slots plus queue bound what the ser
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 

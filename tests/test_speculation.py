@@ -297,7 +297,7 @@ def test_the_statistical_test_catches_a_wrong_acceptance_rule(three_rows):
     """Resampling from p without taking the rejected token out over-weights it: the test above must see that."""
 
     def keeps_the_rejected_token(logits, draft, seen, params, generator):
-        made, accepted = [], 0
+        made: list[int] = []
         for j in range(len(draft) + 1):
             p = _distribution(logits[j], list(seen) + made, params)
             if j < len(draft) and torch.rand((), generator=generator).item() < p[draft[j]].item():
