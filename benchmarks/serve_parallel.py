@@ -23,18 +23,11 @@ import sys
 import threading
 import time
 
-from serve_session import free_port, post, wait_healthy
+from server_process import cpu_seconds, free_port, post, wait_healthy
 
 PROMPTS = ["def quicksort(items):\n", "class LinkedList:\n    def __init__(self):\n", "import json\n\n\ndef load(path):\n",
            "def is_prime(n):\n", "for line in open('data.txt'):\n", "def parse_args(argv):\n",
            "class Matrix:\n", "def merge(a, b):\n"]
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time process `pid` has used so far, all its threads, user and system (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def clients_round(url: str, clients: int, requests: int, n_predict: int) -> tuple[int, float]:

@@ -76,8 +76,9 @@ class _Stream:
     """The text pipeline of one sample: ids -> UTF-8 safe text -> stop strings -> edit rule -> callback."""
 
     def __init__(self, index: int, tokenizer: Tokenizer | None, stops: Sequence[str], edit: Edit | None,
-                 on_text: OnText | None) -> None:
+                 on_text: OnText | None, edit_ends: bool = True) -> None:
         self.index = index
+        self.edit_ends = edit_ends  # whether the edit rule's "finished" ends the sample (not with ignore_eos)
         self.decoder = tokenizer.stream_decoder() if tokenizer is not None else _NoText()
         self.stops = StopMatcher(stops)
         self.edit = edit
@@ -89,7 +90,7 @@ class _Stream:
     def push(self, token_id: int) -> bool:
         """Feed one id; True when the sample must end (stop string or edit rule)."""
         piece, stopped = self.stops.push(self.decoder.push(token_id))
-        return self._advance(piece, final=False) or stopped
+        return (self._advance(piece, final=False) and self.edit_ends) or stopped
 
     def finish(self) -> None:
         """Release held text at the end of the sample."""
@@ -152,7 +153,7 @@ class Decoding:
         self.prompt_cache = prompt_cache
         self.should_stop = should_stop
         self.generator = make_generator(params, runner.device)
-        self.streams = [_Stream(i, tokenizer, stops, edit, on_text) for i in range(num_samples)]
+        self.streams = [_Stream(i, tokenizer, stops, edit, on_text, edit_ends=not ignore_eos) for i in range(num_samples)]
         self.samples = [Sample() for _ in range(num_samples)]
         self.stop_ids = _stop_ids(runner, tokenizer, ignore_eos)
         self.result = Generation(self.samples, len(self.prompt_ids))
@@ -325,8 +326,9 @@ def generate(runner: Runner, tokenizer: Tokenizer | None, prompt_ids: Sequence[i
     The prompt plus max_new_tokens must fit the model's context (callers truncate first).
     Ctrl-C, or `should_stop()` returning True before a token, stops generation and returns what was
     produced, with `interrupted` set.
-    ignore_eos: an end-of-text token does not end a sample, so every sample makes exactly max_new_tokens
-    (benchmarks). Without a tokenizer no text is made, only token ids, and the config's eos_token_id ends a sample.
+    ignore_eos: neither an end-of-text token nor the `edit` rule ends a sample (its text is still edited), so
+    without stop strings every sample makes exactly max_new_tokens (benchmarks: equal work on random weights).
+    Without a tokenizer no text is made, only token ids, and the config's eos_token_id ends a sample.
     With a `prompt_cache`, only the prompt tokens after the longest prefix it already holds are prefilled,
     and the cache keeps this prompt (and sample 0's tokens) afterwards.
     """
