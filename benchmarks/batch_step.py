@@ -32,6 +32,7 @@ import time
 
 import torch
 from quant_speed import LLAMA, LLAMA_TYPES, SHAPES, checkpoint, gguf, prompt_ids
+from server_process import cpu_name
 
 from bigcode_cli.bench import interleave
 from bigcode_cli.model.runner import RowTokens
@@ -120,7 +121,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     dtypes = args.dtype or list(LLAMA_TYPES)
     rows = sorted(set(args.rows or ROWS))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", file=sys.stderr)
+    print(f"{cpu_name()}; torch {torch.__version__}, {torch.get_num_threads()} threads; load average "
+          f"{os.getloadavg()[0]:.2f} (1 min) at the start", file=sys.stderr)
     times, theirs = measure(args.shape, dtypes, rows, args.prompt, args.steps, args.rounds, CLOCKS[args.clock],
                             args.llama_steps if args.llama else 0)
     print(f"load average {os.getloadavg()[0]:.2f} (1 min) at the end", file=sys.stderr)

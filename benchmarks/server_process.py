@@ -78,6 +78,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
+def cpu_name() -> str:
+    """The CPU's model name and whether it has AVX-512 and AMX (what the kernels' speed depends on)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    features = [f for f in ("avx512f", "avx512_vnni", "avx512_bf16", "amx_int8") if f in flags]
+    return f"{name} ({', '.join(features) or 'no AVX-512'}), {os.cpu_count()} CPUs"
+
+
 def start_bigcode(port: int, *options: str, log: IO | int = subprocess.DEVNULL,
                   env: dict[str, str] | None = None) -> tuple[str, subprocess.Popen]:
     """`bigcode serve --port PORT OPTIONS...` from this Python: (its URL, the process)."""
