@@ -10,7 +10,7 @@ its own cache holding a P-token prompt (default 128); each timed step is put bac
 reset) so every repetition is the same step. A round runs every (dtype, R) once, A B A B ...; per setting
 the median over rounds of the median step of `--steps` steps. llama.cpp (`--llama`, needs
 /work/shared/anchors/build_llama.sh's build in $LLAMA_ANCHOR): `llama-batched-bench -t 2 -npp P -ntg N
--npl 1,2,...` on the same weights (GGUF f32, bf16, q8_0, q4_0), its decode time per step (T_TG / TG) for
+-npl 1,2,...` (as many threads as ours) on the same weights (GGUF f32, bf16, q8_0, q4_0), its decode time per step (T_TG / TG) for
 each number of parallel sequences; it runs inside the same rounds, after ours for each dtype, so both see
 the same machine (A B A B), and its numbers are medians over the rounds too.
 
@@ -80,16 +80,17 @@ def measure(shape: str, dtypes: list[str], rows: list[int], prompt_len: int, ste
         if llama_new_tokens:
             gguf(shape, dtype)  # converted before the rounds start
             tasks[("llama", dtype)] = (lambda d: lambda: {str(r): s for r, s in llama_steps(
-                shape, d, rows, prompt_len, llama_new_tokens).items()})(dtype)
+                shape, d, rows, prompt_len, llama_new_tokens, torch.get_num_threads()).items()})(dtype)
     med = interleave(tasks, rounds)
     ours_s = {key: m["s"] for key, m in med.items() if key[0] != "llama"}
     theirs = {(key[1], int(r)): s for key, m in med.items() if key[0] == "llama" for r, s in m.items()}
     return ours_s, theirs
 
 
-def llama_steps(shape: str, dtype: str, rows: list[int], prompt_len: int, new_tokens: int) -> dict[int, float]:
+def llama_steps(shape: str, dtype: str, rows: list[int], prompt_len: int, new_tokens: int,
+                threads: int = 2) -> dict[int, float]:
     """llama-batched-bench's decode seconds per step for each number of parallel sequences."""
-    done = subprocess.run([str(LLAMA / "bin" / "llama-batched-bench"), "-m", str(gguf(shape, dtype)), "-t", "2",
+    done = subprocess.run([str(LLAMA / "bin" / "llama-batched-bench"), "-m", str(gguf(shape, dtype)), "-t", str(threads),
                            "-c", str((prompt_len + new_tokens) * max(rows) + 64), "-npp", str(prompt_len), "-ntg",
                            str(new_tokens), "-npl", ",".join(map(str, rows))],
                           capture_output=True, text=True, check=True)

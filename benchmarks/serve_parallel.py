@@ -104,6 +104,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--gap", type=float, default=0.0, help="seconds of pause before each request")
     parser.add_argument("--window", help="lines before,after the cursor (default 256,64; 48,16 for bundled)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="threads of each server (ours: OMP_NUM_THREADS; llama-server: -t); 1 on a crowded machine, "
+                             "where llama.cpp's spinning threads lose most when descheduled")
     parser.add_argument("--llama", type=Path, default=Path("/tmp/llama-anchor"), help="build_llama.sh's output")
     parser.add_argument("--no-llama", action="store_true", help="bigcode serve alone")
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("BIGCODE_BENCH_DIR", "/tmp/bigcode-bench")))
@@ -118,7 +121,8 @@ def main() -> None:
     servers = {}
     try:
         servers[OURS] = start_bigcode(free_port(), "--model", str(ckpt), "--dtype", args.dtype, "--parallel",
-                                      str(slots), "--queue", str(slots), log=open(logs / "bigcode.log", "w"))
+                                      str(slots), "--queue", str(slots), log=open(logs / "bigcode.log", "w"),
+                                      env=dict(os.environ, NO_COLOR="1", OMP_NUM_THREADS=str(args.threads)))
         binary = args.llama / "bin" / "llama-server"
         if not args.no_llama:
             if not binary.exists():
@@ -126,7 +130,7 @@ def main() -> None:
             context = json.loads((ckpt / "config.json").read_text())["n_positions"]
             servers[LLAMA_SERVER] = start_llama_server(binary, gguf(ckpt, args.work, args.llama, args.dtype),
                                                        free_port(), context * slots, "-np", str(slots),
-                                                       log=open(logs / "llama-server.log", "w"))
+                                                       threads=args.threads, log=open(logs / "llama-server.log", "w"))
         for url, process in servers.values():
             wait_healthy(url, process)
             post(url + "/infill", {"input_prefix": "def warm_up():\n", "input_suffix": "\n", "n_predict": 4,
@@ -151,6 +155,7 @@ def main() -> None:
     base = args.editors[0]
     report = {"model": args.model, "dtype": args.dtype, "llama_type": LLAMA_TYPES[args.dtype], "slots": slots,
               "requests_per_editor": args.requests, "n_predict": args.n_predict, "gap_s": args.gap,
+              "threads": args.threads,
               "window_lines": list(window), "rounds": args.rounds,
               "cpu": cpu_name(), "load_average_1min_end": os.getloadavg()[0],
               "rows": []}

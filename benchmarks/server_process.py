@@ -95,10 +95,11 @@ def start_bigcode(port: int, *options: str, log: IO | int = subprocess.DEVNULL,
     return f"http://127.0.0.1:{port}", process
 
 
-def start_llama_server(binary: Path, model: Path, port: int, context: int, *options: str,
+def start_llama_server(binary: Path, model: Path, port: int, context: int, *options: str, threads: int = 2,
                        log: IO | int = subprocess.DEVNULL) -> tuple[str, subprocess.Popen]:
-    """llama-server on `model` (GGUF) with 2 threads and a `context`-token window: (its URL, the process)."""
-    process = subprocess.Popen([str(binary), "-m", str(model), "--port", str(port), "--host", "127.0.0.1", "-t", "2",
+    """llama-server on `model` (GGUF) with `threads` threads and a `context`-token window: (its URL, the process)."""
+    process = subprocess.Popen([str(binary), "-m", str(model), "--port", str(port), "--host", "127.0.0.1",
+                                "-t", str(threads),
                                 "-c", str(context), "-b", str(min(2048, context)), "-ub", str(min(512, context)),
                                 *options], stdout=subprocess.DEVNULL, stderr=log)
     return f"http://127.0.0.1:{port}", process
