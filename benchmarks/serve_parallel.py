@@ -15,10 +15,12 @@ one's answer came (--gap adds a pause before each). Every editor's text is its o
 in the file becomes `text_<round>_<editor>`, so no server reuses another editor's (or an earlier round's)
 prompt, and each editor's first request prefills its whole window while the later ones reuse their own.
 
-Equal work: every request says `"ignore_eos": true` and sends no `n_indent`, so both servers make exactly
-n_predict (16) tokens per request (llama-server otherwise stops after about one token on random weights, and
-ours ends a fill-in-the-middle completion at the end of its block); the report gives the tokens each server
-made. A round's aggregate is the tokens all its editors received over its wall time (and over the server
+Equal work: every request says `"ignore_eos": true` and sends neither `n_indent` nor llama.vim's sampler list
+(with its "infill" sampler llama-server still stops after one token on random weights, ignore_eos or not;
+greedy decoding is the same without it), so both servers make exactly n_predict (16) tokens per request
+(ours would otherwise end a fill-in-the-middle completion at the end of its block); the report gives the
+tokens each server made. `--llama-spm` starts llama-server with `--spm-infill`, so that, like ours (SPM),
+it re-evaluates only the typed end of each prompt instead of the whole suffix (its default PSM layout). A round's aggregate is the tokens all its editors received over its wall time (and over the server
 process's CPU seconds, steadier on a busy machine); an editor's p50/p95 are over its own requests, and the
 report gives the worst editor's. Medians over rounds. The machine is shared and noisy: read the ratios.
 """
@@ -48,7 +50,8 @@ def editor_bodies(requests: int, window: tuple[int, int], n_predict: int, tag: s
         renamed = [line.replace("text", f"text_{tag}") for line in lines]
         col = len(lines[row][:col].replace("text", f"text_{tag}"))
         body = llama_vim_body(renamed, row, col, window, n_predict)
-        body.pop("n_indent")
+        for field in ("n_indent", "samplers"):  # both end llama-server's generation whatever ignore_eos says
+            body.pop(field)
         body["ignore_eos"] = True
         bodies.append(body)
     return bodies
@@ -109,6 +112,7 @@ def main() -> None:
                              "where llama.cpp's spinning threads lose most when descheduled")
     parser.add_argument("--llama", type=Path, default=Path("/tmp/llama-anchor"), help="build_llama.sh's output")
     parser.add_argument("--no-llama", action="store_true", help="bigcode serve alone")
+    parser.add_argument("--llama-spm", action="store_true", help="llama-server --spm-infill (default: its PSM)")
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("BIGCODE_BENCH_DIR", "/tmp/bigcode-bench")))
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -130,6 +134,7 @@ def main() -> None:
             context = json.loads((ckpt / "config.json").read_text())["n_positions"]
             servers[LLAMA_SERVER] = start_llama_server(binary, gguf(ckpt, args.work, args.llama, args.dtype),
                                                        free_port(), context * slots, "-np", str(slots),
+                                                       *(["--spm-infill"] if args.llama_spm else []),
                                                        threads=args.threads, log=open(logs / "llama-server.log", "w"))
         for url, process in servers.values():
             wait_healthy(url, process)
@@ -155,7 +160,7 @@ def main() -> None:
     base = args.editors[0]
     report = {"model": args.model, "dtype": args.dtype, "llama_type": LLAMA_TYPES[args.dtype], "slots": slots,
               "requests_per_editor": args.requests, "n_predict": args.n_predict, "gap_s": args.gap,
-              "threads": args.threads,
+              "threads": args.threads, "llama_layout": "spm" if args.llama_spm else "psm",
               "window_lines": list(window), "rounds": args.rounds,
               "cpu": cpu_name(), "load_average_1min_end": os.getloadavg()[0],
               "rows": []}
