@@ -13,7 +13,9 @@ every other round) and then for every server in turn (likewise reversed: A B, B 
 once; each sends the trace's --requests `/infill` requests one after another, the next as soon as the last
 one's answer came (--gap adds a pause before each). Every editor's text is its own: each identifier `text`
 in the file becomes `text_<round>_<editor>`, so no server reuses another editor's (or an earlier round's)
-prompt, and each editor's first request prefills its whole window while the later ones reuse their own.
+prompt. Before the timed part, every editor's first request is sent once with `n_predict: 0` (llama.vim
+warms the server's cache so when a file is opened), so the timed requests are those of an editor typing:
+a few new prompt tokens each and 16 generated ones.
 
 Equal work: every request says `"ignore_eos": true` and sends neither `n_indent` nor llama.vim's sampler list
 (with its "infill" sampler llama-server still stops after one token on random weights, ignore_eos or not;
@@ -63,11 +65,22 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def at_once(work, count: int) -> None:
+    """work(i) for i < count, each on its own thread, until all have returned."""
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def team_round(url: str, pid: int, editors: list[list[dict]], gap: float) -> dict:
-    """All editors at once, each its requests in turn: aggregate tokens/s, per CPU second, worst p50/p95."""
+    """All editors at once, each its requests in turn: aggregate tokens/s, per CPU second, worst p50/p95.
+    First, untimed, every editor's window is prefilled (llama.vim's `n_predict: 0` request on opening a file)."""
     latencies: list[list[float]] = [[] for _ in editors]
     tokens = [0] * len(editors)
     failures: list[str] = []
+    at_once(lambda index: post(url + "/infill", {**editors[index][0], "n_predict": 0}), len(editors))
 
     def editor(index: int) -> None:
         for body in editors[index]:
@@ -80,12 +93,8 @@ def team_round(url: str, pid: int, editors: list[list[dict]], gap: float) -> dic
             latencies[index].append(seconds)
             tokens[index] += reply["tokens_predicted"]
 
-    threads = [threading.Thread(target=editor, args=(i,)) for i in range(len(editors))]
     cpu_before, started = cpu_seconds(pid), time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    at_once(editor, len(editors))
     wall, cpu = time.perf_counter() - started, cpu_seconds(pid) - cpu_before
     if failures:
         raise SystemExit(failures[0])
