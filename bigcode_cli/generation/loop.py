@@ -28,6 +28,9 @@ OnText = Callable[[int, str], None]
 Edit = Callable[[str], "tuple[str, bool]"]
 # should_stop() -> True ends generation before the next token (a client gone, a deadline passed)
 ShouldStop = Callable[[], bool]
+# a prompt whose uncached rest is at most this many tokens is fed as one row of a Runner.step (the C kernel's
+# multi-token row) rather than by a forward of its own: with the prompt cache, what a keystroke leaves
+STEP_PREFILL = 16
 
 
 @dataclass
@@ -162,6 +165,7 @@ class Decoding:
         self.first = True  # no token chosen yet (Ctrl-C may land during the prefill)
         self.finished = False  # no more tokens: finish() makes the Generation
         self._claimed = False
+        self._rest_in_step = False  # the prompt's uncached rest goes in as a row of a step (prefill_row)
         self._released = False
         self._reported = False  # finish() made the texts
         self._kept: Any = None  # the one-row cache of the prompt (sample 0's own when there is one sample)
@@ -183,18 +187,13 @@ class Decoding:
 
     def prefill(self, chunk: int | None = None) -> None:
         """Feed the next `chunk` prompt tokens (all that are left for None); after the last one the first
-        token of every sample is chosen."""
+        token of every sample is chosen. A short rest (prefill_row) goes through Runner.step instead."""
+        row = self.prefill_row()
+        if row is not None:
+            self.accept_prefill(self.runner.step([row], last_only=True))  # (1, V)
+            return
         import torch
 
-        if not self._claimed:
-            capacity = len(self.prompt_ids) + self.max_new_tokens
-            if self.prompt_cache is not None:
-                self._kept = self.prompt_cache.claim(self.prompt_ids, capacity)
-                self.result.cached_tokens = self._kept.length
-            else:
-                self._kept = self.runner.new_cache(1, capacity)
-            self._claimed = True
-            self._written = self._kept.length if self._kept is not None else 0  # None: a runner that keeps no cache
         end = len(self.prompt_ids)
         if chunk is not None and self._kept is not None:
             end = min(end, self._written + max(1, chunk))
@@ -203,6 +202,43 @@ class Decoding:
         self._written = end
         if end < len(self.prompt_ids):
             return
+        self._prefilled(logits)
+
+    def prefill_row(self) -> RowTokens | None:
+        """The whole prefill as one row of a step, when the prompt cache left at most STEP_PREFILL tokens to feed
+        (an editor's keystroke): one more row of a pass over the weights instead of a pass of its own. Decided by
+        the prompt and the cache alone, so a generation feeds its prompt the same way alone or in a batch."""
+        from bigcode_cli.model.runner import RowTokens
+
+        self._claim()
+        if not self._rest_in_step or not self.prefilling:
+            return None
+        return RowTokens(self._kept, self.prompt_ids[self._written :])
+
+    def accept_prefill(self, logits: Any) -> None:
+        """Take the step's logits ((1, V)) of prefill_row()'s row: the prompt is in, the first tokens are chosen."""
+        self._written = len(self.prompt_ids)
+        self._prefilled(logits)
+
+    def _claim(self) -> None:
+        """The prompt's cache, once: from the prompt cache (its longest cached prefix already in) or new."""
+        if self._claimed:
+            return
+        capacity = len(self.prompt_ids) + self.max_new_tokens
+        if self.prompt_cache is not None:
+            self._kept = self.prompt_cache.claim(self.prompt_ids, capacity)
+            self.result.cached_tokens = self._kept.length
+        else:
+            self._kept = self.runner.new_cache(1, capacity)
+        self._claimed = True
+        self._written = self._kept.length if self._kept is not None else 0  # None: a runner that keeps no cache
+        rest = len(self.prompt_ids) - self._written
+        self._rest_in_step = self._kept is not None and self._written > 0 and 0 < rest <= STEP_PREFILL
+
+    def _prefilled(self, logits: Any) -> None:
+        """After the prompt's last token ((1, V) logits): one cache per sample, the first tokens chosen."""
+        import torch
+
         n = self.num_samples
         self._caches = self._kept.split(n) if self._kept is not None else [None] * n
         self._logits = logits.expand(n, -1) if n > 1 else logits
