@@ -103,3 +103,16 @@ def start_llama_server(binary: Path, model: Path, port: int, context: int, *opti
                                 "-c", str(context), "-b", str(min(2048, context)), "-ub", str(min(512, context)),
                                 *options], stdout=subprocess.DEVNULL, stderr=log)
     return f"http://127.0.0.1:{port}", process
+
+
+def main() -> None:
+    """Print this machine's CPU line as the serve and batch benchmarks report it."""
+    import argparse
+
+    argparse.ArgumentParser(description="The CPU line the serve and batch benchmarks report (helpers for them "
+                                        "live in this module).").parse_args()
+    print(cpu_name())
+
+
+if __name__ == "__main__":
+    main()
