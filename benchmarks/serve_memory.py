@@ -16,27 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import subprocess
-import sys
 import sysconfig
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-from bigcode_cli.serve.memory import resident_mb
+from server_process import free_port, post, rss_mb, start_bigcode, stop, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = ROOT / "bigcode_cli" / "bundled" / "bigcode-tiny"
 BODY_LIMIT = 4 * 1024 * 1024  # the server's MAX_BODY_BYTES
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def big_source(limit: int) -> str:
@@ -57,29 +46,6 @@ def body(route: str, text: str) -> dict:
     return {"model": "m", "prompt": text, "max_tokens": 4, "temperature": 0}
 
 
-def post(url: str, data: dict) -> dict:
-    """POST a JSON body; the JSON answer."""
-    request = urllib.request.Request(url, data=json.dumps(data).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=600) as response:
-        return json.loads(response.read())
-
-
-def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 600) -> None:
-    """Until /health answers 200."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the server exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("the server did not become ready")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=str(BUNDLED), help="checkpoint directory or name (default: bundled)")
@@ -92,40 +58,32 @@ def main() -> None:
 
     text = big_source(BODY_LIMIT)
     path = {"infill": "/infill", "completion": "/completion", "ids": "/completion", "v1": "/v1/completions"}[args.route]
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as home:
         env = dict(os.environ, BIGCODE_HOME=home, HF_HUB_OFFLINE="1", NO_COLOR="1")
         env.update(dict(item.split("=", 1) for item in args.env))
-        server = subprocess.Popen([sys.executable, "-m", "bigcode_cli", "serve", "--port", str(port),
-                                   "--model", args.model], env=env, stderr=subprocess.DEVNULL)
+        url, server = start_bigcode(free_port(), "--model", args.model, env=env)
         try:
             wait_healthy(url, server)
             post(url + path, body(args.route, "def warm_up():\n"))
             time.sleep(0.5)
-            readings = {"ready": resident_mb(server.pid), "after": []}
+            readings = {"ready": rss_mb(server.pid), "after": []}
             print(f"{len(json.dumps(body(args.route, text))) / 1e6:.2f} MB bodies to {path}; "
                   f"RSS ready: {readings['ready']:.0f} MB", flush=True)
             for i in range(args.requests):
                 started = time.perf_counter()
-                reply = post(url + path, body(args.route, text))
+                _, reply = post(url + path, body(args.route, text))
                 took = time.perf_counter() - started
                 time.sleep(0.2)
-                readings["after"].append(resident_mb(server.pid))
+                readings["after"].append(rss_mb(server.pid))
                 truncated = reply.get("truncated", "?")
                 print(f"request {i + 1}: {took:.1f} s, truncated {truncated}, RSS {readings['after'][-1]:.0f} MB",
                       flush=True)
             time.sleep(args.idle)
-            readings["idle"] = resident_mb(server.pid)
+            readings["idle"] = rss_mb(server.pid)
             print(f"RSS after {args.idle:.0f} s idle: {readings['idle']:.0f} MB "
                   f"(peak after a request {max(readings['after']):.0f} MB)")
         finally:
-            server.terminate()
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait(10)
+            stop(server, 30)
     if args.out:
         Path(args.out).write_text(json.dumps({"route": args.route, "env": args.env, **readings}, indent=2))
 

@@ -23,16 +23,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import sysconfig
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
+
+from server_process import free_port, post, start_bigcode, start_llama_server, stop, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = ROOT / "bigcode_cli" / "bundled" / "bigcode-tiny"
@@ -77,39 +76,6 @@ def llama_vim_body(lines: list[str], row: int, col: int, window: tuple[int, int]
         "top_k": 40, "top_p": 0.99, "temperature": 0, "stream": False, "samplers": ["top_k", "top_p", "infill"],
         "cache_prompt": True,
     }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def post(url: str, body: dict, timeout: float = 600) -> tuple[float, dict]:
-    data = json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    started = time.perf_counter()
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            reply = json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        raise SystemExit(f"{url}: HTTP {exc.code}: {exc.read()[:500].decode(errors='replace')}") from None
-    return time.perf_counter() - started, reply
-
-
-def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 600) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{url}: the server exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (OSError, urllib.error.HTTPError):
-            pass
-        time.sleep(0.25)
-    raise SystemExit(f"{url}: not healthy after {timeout} s")
 
 
 def checkpoint(name: str, work: Path) -> Path:
@@ -184,23 +150,17 @@ def main() -> None:
     servers: dict[str, tuple[str, subprocess.Popen]] = {}
     logs = tempfile.mkdtemp(prefix="serve-session-")
     try:
-        port = free_port()
-        servers["bigcode serve"] = (f"http://127.0.0.1:{port}", subprocess.Popen(
-            [sys.executable, "-m", "bigcode_cli", "serve", "--model", str(ckpt), "--port", str(port),
-             "--fim-order", args.fim_order, "--dtype", args.dtype],
-            stdout=subprocess.DEVNULL, stderr=open(Path(logs) / "bigcode.log", "w")))
+        servers["bigcode serve"] = start_bigcode(free_port(), "--model", str(ckpt), "--fim-order", args.fim_order,
+                                                 "--dtype", args.dtype, log=open(Path(logs) / "bigcode.log", "w"))
         binary = args.llama / "bin" / "llama-server"
         if binary.exists():
             model = gguf(ckpt, args.work, args.llama, args.dtype)
             context = json.loads((ckpt / "config.json").read_text())["n_positions"]
             variants = [("llama-server", [])] + ([("llama-server --spm-infill", ["--spm-infill"])] if args.llama_spm else [])
             for label, extra in variants:
-                port = free_port()
-                servers[label] = (f"http://127.0.0.1:{port}", subprocess.Popen(
-                    [str(binary), "-m", str(model), "--port", str(port), "--host", "127.0.0.1", "-t", "2",
-                     "-c", str(context), "-b", str(min(2048, context)), "-ub", str(min(512, context)),
-                     "--parallel", "1", *extra],
-                    stdout=subprocess.DEVNULL, stderr=open(Path(logs) / f"{label.replace(' ', '_')}.log", "w")))
+                servers[label] = start_llama_server(
+                    binary, model, free_port(), context, "--parallel", "1", *extra,
+                    log=open(Path(logs) / f"{label.replace(' ', '_')}.log", "w"))
         else:
             print(f"note: {binary} not found (build it with /work/shared/anchors/build_llama.sh); skipping llama-server",
                   file=sys.stderr)
@@ -220,12 +180,7 @@ def main() -> None:
                 results[name]["predicted_n"].append(reply["timings"]["predicted_n"])
     finally:
         for _, process in servers.values():
-            process.terminate()
-        for _, process in servers.values():
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop(process)
 
     report = {"model": args.model, "checkpoint": str(ckpt), "dtype": args.dtype, "requests": len(bodies),
               "gap_s": args.gap,

@@ -95,3 +95,50 @@ def test_a_stopped_generation_leaves_at_the_next_step_and_keeps_its_tokens(loade
     assert batch.advance(on_error=pytest.fail) == [leaving]
     generation = leaving.finish()
     assert generation.interrupted and len(generation.samples[0].token_ids) == 4 and len(batch) == 1
+
+
+class CountingRunner:
+    """A runner that counts the forwards of its own (prefill) it is asked for; steps pass through."""
+
+    def __init__(self, runner) -> None:
+        self.runner = runner
+        self.forwards = 0
+
+    def __call__(self, *args, **kwargs):
+        self.forwards += 1
+        return self.runner(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.runner, name)
+
+
+def test_a_keystroke_prefill_is_one_more_row_of_the_step_and_makes_the_tokens_it_makes_alone(loaded):
+    from bigcode_cli.generation.prompt_cache import PromptCache
+
+    runner, tokenizer = loaded
+    base = tokenizer.encode("import os\n" * 12)
+    typed = base + tokenizer.encode("x = 1")  # what an editor sends after a keystroke: the cached prompt and a bit
+
+    def keystroke(counting: CountingRunner) -> Decoding:
+        cache = PromptCache(runner)
+        Decoding(runner, tokenizer, base, max_new_tokens=1, params=GREEDY, prompt_cache=cache).run()  # the window
+        return Decoding(counting, tokenizer, typed, max_new_tokens=12, params=GREEDY, ignore_eos=True,
+                        prompt_cache=cache)
+
+    alone_runner = CountingRunner(runner)
+    alone = keystroke(alone_runner)
+    alone.run()
+    crowd_runner = CountingRunner(runner)
+    joining, running = keystroke(crowd_runner), decoding(loaded, PROMPTS[0])
+    batch = Batch(crowd_runner)
+    batch.add(running)
+    batch.advance(on_error=pytest.fail)  # the running one's prefill (a forward of its own: nothing cached)
+    batch.add(joining)
+    before = (crowd_runner.forwards, len(running.samples[0].token_ids))
+    batch.advance(on_error=pytest.fail)
+    assert joining.result.cached_tokens == len(base) and 0 < len(typed) - len(base) <= 16
+    assert crowd_runner.forwards == before[0]  # no pass over the weights of its own ...
+    assert joining.decoding and len(running.samples[0].token_ids) == before[1] + 1  # ... a row of the others' step
+    assert alone_runner.forwards == 0
+    run(crowd_runner, [(0, joining)])
+    assert tokens(joining) == tokens(alone)

@@ -158,6 +158,19 @@ def test_n_indent_ends_the_infill_before_a_shallower_line(server):
     assert free["content"].startswith(bounded["content"].rstrip())
 
 
+def test_ignore_eos_makes_exactly_n_predict_tokens_and_keeps_the_cleaned_text(server):
+    # llama.cpp's ignore_eos: benchmarks ask both servers for equal work; the cleaning that would have ended
+    # the completion (here n_indent) still cuts its text but no longer ends the generation
+    body = {"input_prefix": PREFIX, "input_suffix": "\n" + SUFFIX, "prompt": "", "n_predict": 48,
+            "temperature": 0, "cache_prompt": False, "n_indent": 100}
+    status, ended = curl(server.url + "/infill", body)
+    status_all, ignoring = curl(server.url + "/infill", {**body, "ignore_eos": True})
+    assert status == status_all == 200, (ended, ignoring)
+    assert ended["tokens_predicted"] < 48
+    assert ignoring["tokens_predicted"] == 48 and ignoring["stop_type"] == "limit"
+    assert ignoring["content"] == ended["content"]
+
+
 def test_openai_streaming_matches_the_whole_answer(client):
     whole = client.completions.create(model="x", prompt=PREFIX, max_tokens=20, temperature=0)
     pieces, reasons = [], []

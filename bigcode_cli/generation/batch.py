@@ -1,7 +1,10 @@
 """Continuous batching: many generations (`Decoding`s) advanced together, one pass over the weights a step.
 
 Each `advance()` feeds one prefill chunk of one joining generation, then runs ONE `Runner.step` over the
-rows of every generation that is decoding (a speculating one's rows carry their drafts), and hands back the ones that finished. A generation joins
+rows of every generation that is decoding (a speculating one's rows carry their drafts), and hands back the
+ones that finished. A joining generation whose prompt cache left only a few tokens to feed (a keystroke:
+Decoding.prefill_row) is fed as one more row of that step instead of by a pass over the weights of its own.
+A generation joins
 with `add()` between advances and leaves as soon as it finishes or is stopped, freeing its place. A long
 prompt is cut into chunks, so it holds the others back by one chunk per step, not by its whole prefill.
 Each row is computed alone in the step (Runner.step's batch invariance), and a prefill chunk is cut at
@@ -49,14 +52,21 @@ class Batch:
                 if member.decoding:  # a client gone or a deadline passed: leave before spending a step on it
                     member.stop_if_asked()
             joining = next((m for m in self.members if m.prefilling), None)
+            tail = None
             if joining is not None:
                 try:
-                    joining.prefill(self.prefill_chunk)
+                    tail = joining.prefill_row()
+                    if tail is None:
+                        joining.prefill(self.prefill_chunk)
                 except Exception as exc:  # noqa: BLE001 - that generation fails, the others go on
+                    tail = None
                     self._fail([joining], exc, on_error)
             decoding = [m for m in self.members if m.decoding]
+            rows = [m.rows() for m in decoding]
+            if tail is not None:  # a keystroke's few uncached tokens: one more row of this step
+                decoding.append(joining)
+                rows.append([tail])
             if decoding:
-                rows = [m.rows() for m in decoding]
                 try:
                     logits = self.runner.step([row for group in rows for row in group])  # (tokens of the rows, V)
                 except Exception as exc:  # noqa: BLE001
@@ -66,7 +76,10 @@ class Batch:
                     for member, group in zip(decoding, rows):
                         count = sum(len(row.tokens) for row in group)  # one, or one plus a draft, per row
                         try:
-                            member.accept(logits[start : start + count])
+                            if member.prefilling:  # the prompt's rest: its last token's logits choose
+                                member.accept_prefill(logits[start + count - 1 : start + count])
+                            else:
+                                member.accept(logits[start : start + count])
                         except Exception as exc:  # noqa: BLE001
                             self._fail([member], exc, on_error)
                         start += count

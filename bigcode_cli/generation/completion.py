@@ -41,6 +41,9 @@ class CompletionSettings:
     order: FimOrder = "psm"
     min_indent: int = 0  # lines after the first indented less end the completion (llama.cpp's n_indent)
     speculate: str = SPECULATE_DEFAULT  # "ngram": verify drafts from the request's own tokens; "off"
+    # every sample makes exactly max_new_tokens (llama.cpp's ignore_eos, for benchmarks): neither an end-of-text
+    # token nor the cleaning rule ends it (the text is still cleaned); stop strings still do
+    ignore_eos: bool = False
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -162,7 +165,7 @@ def start_completion(runner: Runner, tokenizer: Tokenizer, prefix: str, suffix: 
     decoding = Decoding(
         runner, tokenizer, prompt.ids, max_new_tokens=prompt.max_new_tokens, params=settings.sampling,
         stops=settings.stops, num_samples=settings.num_samples,
-        edit=_cleaner(prompt.prefix, prompt.suffix, settings), on_text=on_text,
+        edit=_cleaner(prompt.prefix, prompt.suffix, settings), on_text=on_text, ignore_eos=settings.ignore_eos,
         prompt_cache=prompt_cache, should_stop=should_stop, speculate=settings.speculate,
     )
     return prompt, decoding
@@ -222,7 +225,7 @@ def start_ids(runner: Runner, tokenizer: Tokenizer, ids: Sequence[int], settings
     prompt = Prompt(kept, "continue", "", "", cut, max_new_tokens)
     decoding = Decoding(
         runner, tokenizer, prompt.ids, max_new_tokens=max_new_tokens, params=settings.sampling,
-        stops=settings.stops, num_samples=settings.num_samples, on_text=on_text,
+        stops=settings.stops, num_samples=settings.num_samples, on_text=on_text, ignore_eos=settings.ignore_eos,
         prompt_cache=prompt_cache, should_stop=should_stop, speculate=settings.speculate,
     )
     return prompt, decoding

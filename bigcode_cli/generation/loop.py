@@ -28,6 +28,9 @@ OnText = Callable[[int, str], None]
 Edit = Callable[[str], "tuple[str, bool]"]
 # should_stop() -> True ends generation before the next token (a client gone, a deadline passed)
 ShouldStop = Callable[[], bool]
+# a prompt whose uncached rest is at most this many tokens is fed as one row of a Runner.step (the C kernel's
+# multi-token row) rather than by a forward of its own: with the prompt cache, what a keystroke leaves
+STEP_PREFILL = 16
 
 
 @dataclass
@@ -78,8 +81,9 @@ class _Stream:
     """The text pipeline of one sample: ids -> UTF-8 safe text -> stop strings -> edit rule -> callback."""
 
     def __init__(self, index: int, tokenizer: Tokenizer | None, stops: Sequence[str], edit: Edit | None,
-                 on_text: OnText | None) -> None:
+                 on_text: OnText | None, edit_ends: bool = True) -> None:
         self.index = index
+        self.edit_ends = edit_ends  # whether the edit rule's "finished" ends the sample (not with ignore_eos)
         self.decoder = tokenizer.stream_decoder() if tokenizer is not None else _NoText()
         self.stops = StopMatcher(stops)
         self.edit = edit
@@ -91,7 +95,7 @@ class _Stream:
     def push(self, token_id: int) -> bool:
         """Feed one id; True when the sample must end (stop string or edit rule)."""
         piece, stopped = self.stops.push(self.decoder.push(token_id))
-        return self._advance(piece, final=False) or stopped
+        return (self._advance(piece, final=False) and self.edit_ends) or stopped
 
     def finish(self) -> None:
         """Release held text at the end of the sample."""
@@ -155,7 +159,7 @@ class Decoding:
         self.prompt_cache = prompt_cache
         self.should_stop = should_stop
         self.generator = make_generator(params, runner.device)
-        self.streams = [_Stream(i, tokenizer, stops, edit, on_text) for i in range(num_samples)]
+        self.streams = [_Stream(i, tokenizer, stops, edit, on_text, edit_ends=not ignore_eos) for i in range(num_samples)]
         self.samples = [Sample() for _ in range(num_samples)]
         self.stop_ids = _stop_ids(runner, tokenizer, ignore_eos)
         self.result = Generation(self.samples, len(self.prompt_ids))
@@ -164,6 +168,7 @@ class Decoding:
         self.first = True  # no token chosen yet (Ctrl-C may land during the prefill)
         self.finished = False  # no more tokens: finish() makes the Generation
         self._claimed = False
+        self._rest_in_step = False  # the prompt's uncached rest goes in as a row of a step (prefill_row)
         self._released = False
         self._reported = False  # finish() made the texts
         self._kept: Any = None  # the one-row cache of the prompt (sample 0's own when there is one sample)
@@ -189,19 +194,13 @@ class Decoding:
 
     def prefill(self, chunk: int | None = None) -> None:
         """Feed the next `chunk` prompt tokens (all that are left for None); after the last one the first
-        token of every sample is chosen."""
+        token of every sample is chosen. A short rest (prefill_row) goes through Runner.step instead."""
+        row = self.prefill_row()
+        if row is not None:
+            self.accept_prefill(self.runner.step([row], last_only=True))  # (1, V)
+            return
         import torch
 
-        if not self._claimed:
-            self.started = time.perf_counter()  # made ahead of time (serve prepares prompts early): the prefill starts now
-            capacity = len(self.prompt_ids) + self.max_new_tokens
-            if self.prompt_cache is not None:
-                self._kept = self.prompt_cache.claim(self.prompt_ids, capacity)
-                self.result.cached_tokens = self._kept.length
-            else:
-                self._kept = self.runner.new_cache(1, capacity)
-            self._claimed = True
-            self._written = self._kept.length if self._kept is not None else 0  # None: a runner that keeps no cache
         end = len(self.prompt_ids)
         if chunk is not None and self._kept is not None:
             end = min(end, self._written + max(1, chunk))
@@ -210,6 +209,44 @@ class Decoding:
         self._written = end
         if end < len(self.prompt_ids):
             return
+        self._prefilled(logits)
+
+    def prefill_row(self) -> RowTokens | None:
+        """The whole prefill as one row of a step, when the prompt cache left at most STEP_PREFILL tokens to feed
+        (an editor's keystroke): one more row of a pass over the weights instead of a pass of its own. Decided by
+        the prompt and the cache alone, so a generation feeds its prompt the same way alone or in a batch."""
+        from bigcode_cli.model.runner import RowTokens
+
+        self._claim()
+        if not self._rest_in_step or not self.prefilling:
+            return None
+        return RowTokens(self._kept, self.prompt_ids[self._written :])
+
+    def accept_prefill(self, logits: Any) -> None:
+        """Take the step's logits ((1, V)) of prefill_row()'s row: the prompt is in, the first tokens are chosen."""
+        self._written = len(self.prompt_ids)
+        self._prefilled(logits)
+
+    def _claim(self) -> None:
+        """The prompt's cache, once: from the prompt cache (its longest cached prefix already in) or new."""
+        if self._claimed:
+            return
+        self.started = time.perf_counter()  # made ahead of time (serve prepares prompts early): the prefill starts now
+        capacity = len(self.prompt_ids) + self.max_new_tokens
+        if self.prompt_cache is not None:
+            self._kept = self.prompt_cache.claim(self.prompt_ids, capacity)
+            self.result.cached_tokens = self._kept.length
+        else:
+            self._kept = self.runner.new_cache(1, capacity)
+        self._claimed = True
+        self._written = self._kept.length if self._kept is not None else 0  # None: a runner that keeps no cache
+        rest = len(self.prompt_ids) - self._written
+        self._rest_in_step = self._kept is not None and self._written > 0 and 0 < rest <= STEP_PREFILL
+
+    def _prefilled(self, logits: Any) -> None:
+        """After the prompt's last token ((1, V) logits): one cache per sample, the first tokens chosen."""
+        import torch
+
         n = self.num_samples
         self._caches = self._kept.split(n) if self._kept is not None else [None] * n
         self._logits = logits.expand(n, -1) if n > 1 else logits
@@ -402,8 +439,9 @@ def generate(runner: Runner, tokenizer: Tokenizer | None, prompt_ids: Sequence[i
     The prompt plus max_new_tokens must fit the model's context (callers truncate first).
     Ctrl-C, or `should_stop()` returning True before a token, stops generation and returns what was
     produced, with `interrupted` set.
-    ignore_eos: an end-of-text token does not end a sample, so every sample makes exactly max_new_tokens
-    (benchmarks). Without a tokenizer no text is made, only token ids, and the config's eos_token_id ends a sample.
+    ignore_eos: neither an end-of-text token nor the `edit` rule ends a sample (its text is still edited), so
+    without stop strings every sample makes exactly max_new_tokens (benchmarks: equal work on random weights).
+    Without a tokenizer no text is made, only token ids, and the config's eos_token_id ends a sample.
     With a `prompt_cache`, only the prompt tokens after the longest prefix it already holds are prefilled,
     and the cache keeps this prompt (and sample 0's tokens) afterwards. speculate "ngram": each step also
     verifies tokens drafted from the prompt and output so far (same output at temperature 0, same

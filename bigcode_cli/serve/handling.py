@@ -138,7 +138,7 @@ def check_max_tokens(value: int, context: int, name: str) -> None:
 def completion_settings(*, max_new_tokens: int, fim: bool, temperature: float | None, top_k: int | None,
                         top_p: float | None, repetition_penalty: float | None, seed: int | None, stops: list[str],
                         num_samples: int = 1, lines: int | None = None, block: bool | None = None,
-                        min_indent: int = 0) -> Any:
+                        min_indent: int = 0, ignore_eos: bool = False) -> Any:
     """CompletionSettings for a request; unset fields keep the CLI's defaults. FIM requests are cleaned
     like `bigcode infill` (stop at the end of the block), plain continuations are not, like `bigcode generate`."""
     from bigcode_cli.generation.completion import CompletionSettings
@@ -154,7 +154,7 @@ def completion_settings(*, max_new_tokens: int, fim: bool, temperature: float | 
     )
     return CompletionSettings(max_new_tokens=max(1, max_new_tokens), sampling=sampling, stops=list(stops or []),
                               num_samples=num_samples, lines=lines, block=fim if block is None else block,
-                              min_indent=max(0, min_indent))
+                              min_indent=max(0, min_indent), ignore_eos=ignore_eos)
 
 
 # -- running a job ---------------------------------------------------------------------------------

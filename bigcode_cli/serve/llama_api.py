@@ -42,7 +42,7 @@ def _settings(body: LlamaRequest, config: ServeConfig, fim: bool) -> tuple[Any, 
     settings = completion_settings(max_new_tokens=n_predict, fim=fim, temperature=body.temperature, top_k=body.top_k,
                                    top_p=top_p, repetition_penalty=body.repeat_penalty,
                                    seed=None if body.seed is None or body.seed < 0 else body.seed,
-                                   stops=body.stop or [], min_indent=body.n_indent)
+                                   stops=body.stop or [], min_indent=body.n_indent, ignore_eos=body.ignore_eos)
     return settings, n_predict == 0
 
 

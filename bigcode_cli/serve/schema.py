@@ -129,6 +129,7 @@ class LlamaRequest(_Request):
     cache_prompt: StrictBool = True
     t_max_predict_ms: Optional[StrictInt] = None  # <= 0: no limit
     n_indent: StrictInt = 0  # > 0: a later line indented by fewer spaces or tabs ends the completion
+    ignore_eos: StrictBool = False  # make exactly n_predict tokens (stop strings still end it): benchmarks
     response_fields: Optional[list[StrictStr]] = None
 
 

@@ -32,8 +32,9 @@ if TYPE_CHECKING:
     from bigcode_cli.generation.completion import Completion, CompletionSettings
     from bigcode_cli.store.loader import LoadedModel
 
-# slots when --parallel is not given: four editors (or one editor's requests and its prefetches) at once,
-# while every row's cache and logits stay small; see the README's serve section for the measurement
+# slots when --parallel is not given. Measured (benchmarks/serve_parallel.py, 116M shape in int8, editors typing
+# with ~1,600-token windows): 4 editors got 2.0x one editor's aggregate tokens/s with each editor's p50 at 1.95x
+# a lone editor's; 8 got only 14% more than 4 for 1.75x their latency. See the README's serve section.
 DEFAULT_PARALLEL = 4
 # threads tokenizing prompts at most: a few large prompts at once still leave one for a small prompt
 PREPARING_THREADS = 8
