@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from bigcode_cli.text.tokenizer import Tokenizer
 
 # samples of one prompt are rows of one batch, each with its own key/value cache and logits: memory grows
-# with every one (and the C decode kernel takes at most 8 rows a step), so more is a second run, not a bigger one
+# with every one, so more is a second run (seeded apart), not a bigger one
 MAX_SAMPLES = 8
 # no byte-level BPE token covers more characters than this, so longer text cannot fit the budget anyway
 MAX_CHARS_PER_TOKEN = 32
