@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("starlette")
 httpx = pytest.importorskip("httpx")
 
-from serve_process import start_server  # noqa: E402
+from serve_process import metrics, start_server  # noqa: E402
 
 KEY_A, KEY_B = "key-of-alice", "key-of-bob"
 PROMPT = '''import json
@@ -79,6 +79,22 @@ def test_never_across_cache_salts(server):
         assert first["timings"]["cache_n"] == 0
         assert complete(server, KEY_A, prompt, route, cache_salt=f"one {route}")["timings"]["prompt_n"] == 1
         assert complete(server, KEY_A, prompt, route, cache_salt=f"two {route}")["timings"]["cache_n"] == 0
+
+
+def test_tgi_requests_keep_to_their_cache_salt(server):
+    """TGI's /generate carries the salt in `parameters`; its response has no timings, so /metrics tells."""
+    headers = {"Authorization": f"Bearer {KEY_A}"}
+
+    def cached_by(salt: str) -> int:
+        before = metrics(server, headers)["bigcode_prompt_tokens_cached_total"]
+        body = {"inputs": PROMPT + "    # tgi\n", "parameters": {"max_new_tokens": 4, "cache_salt": salt}}
+        response = httpx.post(server.url + "/generate", json=body, headers=headers, timeout=120)
+        assert response.status_code == 200, response.text
+        return metrics(server, headers)["bigcode_prompt_tokens_cached_total"] - before
+
+    assert cached_by("tgi one") == 0
+    assert cached_by("tgi one") >= 40
+    assert cached_by("tgi two") == 0
 
 
 def test_greedy_completion_with_reuse_equals_one_without(server):

@@ -49,7 +49,7 @@ def generate_job(body: TgiRequest, config: ServeConfig, emit: Any) -> Job:
                                    temperature=(p.temperature or 1.0) if sampling else 0.0,
                                    top_k=p.top_k or 0, top_p=p.top_p or 1.0,
                                    repetition_penalty=p.repetition_penalty, seed=p.seed, stops=p.stop or [])
-    return Job("text", settings, emit, prefix=body.inputs, speculate=p.speculate)
+    return Job("text", settings, emit, prefix=body.inputs, cache_salt=p.cache_salt or "", speculate=p.speculate)
 
 
 def routes(worker: EngineWorker, config: ServeConfig) -> list[Route]:
