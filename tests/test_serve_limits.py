@@ -22,7 +22,8 @@ from serve_process import ServerProcess, free_port  # noqa: E402
 KEY = "s3cret-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 CONTEXT = 8192
-LONG = 6000  # tokens a cancelled generation would have run for
+LONG = 6000  # tokens a cancelled generation would have run for (one a step: these requests say "speculate": "off",
+# whose drafts would make a repeating generation end before the test is done with it)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def test_a_long_generation_really_runs_to_its_limit(server):
 
 
 def test_a_client_that_disconnects_mid_stream_stops_its_generation(server):
-    body = {"prompt": "def f(x):", "n_predict": LONG, "temperature": 0, "stream": True}
+    body = {"prompt": "def f(x):", "n_predict": LONG, "temperature": 0, "speculate": "off", "stream": True}
     with httpx.stream("POST", server.url + "/completion", json=body, headers=AUTH, timeout=60) as response:
         assert response.status_code == 200
         events = []
@@ -90,7 +91,7 @@ def test_a_client_that_disconnects_mid_stream_stops_its_generation(server):
 
 def test_t_max_predict_ms_bounds_generation_time(server):
     started = time.monotonic()
-    reply = post(server, "/completion", {"prompt": "def f(x):", "n_predict": LONG, "temperature": 0,
+    reply = post(server, "/completion", {"prompt": "def f(x):", "n_predict": LONG, "temperature": 0, "speculate": "off",
                                          "t_max_predict_ms": 200}).json()
     assert reply["stop_type"] == "limit" and 0 < reply["tokens_predicted"] < LONG
     assert reply["timings"]["predicted_ms"] < 200 + 1000  # the token running at the deadline finishes
@@ -98,7 +99,7 @@ def test_t_max_predict_ms_bounds_generation_time(server):
 
 
 def test_a_full_queue_answers_503_at_once(server):
-    body = {"prompt": "def f(x):", "n_predict": LONG, "temperature": 0, "stream": True}
+    body = {"prompt": "def f(x):", "n_predict": LONG, "temperature": 0, "speculate": "off", "stream": True}
     with httpx.Client(timeout=60, headers=AUTH) as running, httpx.Client(timeout=60, headers=AUTH) as waiting:
         with running.stream("POST", server.url + "/completion", json=body) as first:
             lines = first.iter_lines()  # kept: a dropped iterator would close the stream
@@ -122,7 +123,7 @@ def test_a_full_queue_answers_503_at_once(server):
 def test_a_request_whose_client_left_while_it_waited_frees_its_place_at_once(server):
     # an editor cancels its request at every keystroke: requests whose clients left while they waited for the busy
     # slot must not hold the only queue place until the slot is free, refusing the one request still wanted
-    body = {"prompt": "def f(x):", "n_predict": LONG, "temperature": 0, "stream": True}
+    body = {"prompt": "def f(x):", "n_predict": LONG, "temperature": 0, "speculate": "off", "stream": True}
     with httpx.Client(timeout=60, headers=AUTH) as running:
         with running.stream("POST", server.url + "/completion", json=body) as first:
             lines = first.iter_lines()  # kept: a dropped iterator would close the stream
