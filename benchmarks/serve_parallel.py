@@ -39,7 +39,7 @@ import threading
 import time
 from pathlib import Path
 
-from server_process import cpu_name, cpu_seconds, free_port, post, start_bigcode, start_llama_server, stop, wait_healthy
+from server_process import cpu_name, cpu_seconds, free_port, post, print_report, start_bigcode, start_llama_server, stop, wait_healthy
 from serve_session import LLAMA_TYPES, checkpoint, gguf, llama_vim_body, session
 
 OURS, LLAMA_SERVER = "bigcode serve", "llama-server"
@@ -186,10 +186,7 @@ def main() -> None:
             if name == OURS and (LLAMA_SERVER, count) in medians:
                 row["vs_llama_tok_s"] = round(m["tok_s"] / medians[(LLAMA_SERVER, count)]["tok_s"], 2)
             report["rows"].append(row)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    print_report(report, args.out)
 
 
 if __name__ == "__main__":

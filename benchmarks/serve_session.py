@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from server_process import free_port, post, start_bigcode, start_llama_server, stop, wait_healthy
+from server_process import free_port, post, print_report, start_bigcode, start_llama_server, stop, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = ROOT / "bigcode_cli" / "bundled" / "bigcode-tiny"
@@ -207,10 +207,7 @@ def main() -> None:
     if "bigcode complete --at (per call)" in report:
         report["ratios_p50"]["bigcode complete --at (per call)"] = round(
             report["bigcode complete --at (per call)"]["p50_ms"] / ours, 2)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    print_report(report, args.out)
 
 
 if __name__ == "__main__":

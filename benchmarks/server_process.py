@@ -65,6 +65,14 @@ def stop(process: subprocess.Popen, timeout: float = 20) -> None:
         process.wait(10)
 
 
+def print_report(report: dict, out: Path | None) -> None:
+    """A benchmark's JSON report on stdout, and into `out` when one is given."""
+    text = json.dumps(report, indent=2)
+    print(text)
+    if out:
+        out.write_text(text + "\n")
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time process `pid` has used so far, all its threads, user and system (Linux /proc)."""
     with open(f"/proc/{pid}/stat") as stat:

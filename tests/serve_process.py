@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -148,3 +149,28 @@ def metrics(server: ServerProcess, headers: dict[str, str] | None = None) -> dic
             assert name.endswith("_total") == (typed[name] == "counter"), line
             values[name] = int(value)
     return values
+
+
+def all_together(count: int, work: Callable[[int], Any], timeout: float) -> list[Any]:
+    """`work(i)` for i in range(count) on threads released together by one barrier; the results in order.
+    Fails if one is still running after `timeout` (plus the barrier's wait) and re-raises the first error."""
+    results: list[Any] = [RuntimeError("no result")] * count
+    barrier = threading.Barrier(count)
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait(timeout)
+            results[i] = work(i)
+        except BaseException as exc:  # noqa: BLE001 - reported below, in the caller's thread
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(2 * timeout)
+    assert not any(thread.is_alive() for thread in threads), "a client hung"
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results

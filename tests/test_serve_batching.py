@@ -12,7 +12,7 @@ pytest.importorskip("starlette")
 httpx = pytest.importorskip("httpx")
 
 from checkpoints import save_lm_with_tokenizer  # noqa: E402
-from serve_process import ServerProcess, start_server, stream_events, wait_health  # noqa: E402
+from serve_process import ServerProcess, all_together, start_server, stream_events, wait_health  # noqa: E402
 
 TIMEOUT = 120  # seconds any one request may take on a busy machine
 
@@ -45,26 +45,7 @@ def answer(reply: dict) -> tuple[str, int, str]:
 
 def all_at_once(server: ServerProcess, requests: list[tuple[str, dict]]) -> list[dict]:
     """The requests sent together (released by one barrier), their replies in order; every wait bounded."""
-    replies: list[dict | BaseException] = [RuntimeError("no reply")] * len(requests)
-    barrier = threading.Barrier(len(requests))
-
-    def send(i: int, path: str, body: dict) -> None:
-        try:
-            barrier.wait(TIMEOUT)
-            replies[i] = post(server, path, body)
-        except BaseException as exc:  # noqa: BLE001 - reported below, in the test's thread
-            replies[i] = exc
-
-    threads = [threading.Thread(target=send, args=(i, path, body)) for i, (path, body) in enumerate(requests)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(TIMEOUT + 10)
-    assert not any(thread.is_alive() for thread in threads), "a request hung"
-    for reply in replies:
-        if isinstance(reply, BaseException):
-            raise reply
-    return replies  # type: ignore[return-value]
+    return all_together(len(requests), lambda i: post(server, *requests[i]), TIMEOUT)
 
 
 @pytest.fixture(scope="module", params=["float32", "int8"])

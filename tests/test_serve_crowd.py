@@ -16,7 +16,7 @@ httpx = pytest.importorskip("httpx")
 openai = pytest.importorskip("openai")
 
 from checkpoints import save_lm_with_tokenizer  # noqa: E402
-from serve_process import metrics, start_server, stream_events, wait_health  # noqa: E402
+from serve_process import all_together, metrics, start_server, stream_events, wait_health  # noqa: E402
 
 TIMEOUT = 120  # seconds any one request may take on a busy machine
 CLIENTS = 32
@@ -77,26 +77,7 @@ def _client(server, round_: int, i: int) -> str:
 
 def _round(server, round_: int) -> list[str]:
     """CLIENTS clients released together; what each saw. Fails if one hangs or errs."""
-    seen: list[object] = [None] * CLIENTS
-    barrier = threading.Barrier(CLIENTS)
-
-    def run(i: int) -> None:
-        try:
-            barrier.wait(TIMEOUT)
-            seen[i] = _client(server, round_, i)
-        except BaseException as exc:  # noqa: BLE001 - reported below, in the test's thread
-            seen[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(CLIENTS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(TIMEOUT + 30)
-    assert not any(thread.is_alive() for thread in threads), "a client hung"
-    for outcome in seen:
-        if isinstance(outcome, BaseException):
-            raise outcome
-    return seen  # type: ignore[return-value]
+    return all_together(CLIENTS, lambda i: _client(server, round_, i), TIMEOUT)
 
 
 def _settled(server) -> dict[str, int]:
@@ -136,23 +117,16 @@ def test_clients_within_slots_plus_queue_are_never_refused(crowded):
     # next request the moment it has the answer to the last one.
     statuses: list[int] = []
     lock = threading.Lock()
-    barrier = threading.Barrier(CLIENTS)
 
     def client(i: int) -> None:
         with httpx.Client(timeout=TIMEOUT) as session:
-            barrier.wait(TIMEOUT)
             for n in range(4):
                 body = {"prompt": f"value_{i}_{n} = ", "n_predict": 1 + (i + n) % 6, "temperature": 0}
                 code = session.post(crowded.url + "/completion", json=body).status_code
                 with lock:
                     statuses.append(code)
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(TIMEOUT + 30)
-    assert not any(thread.is_alive() for thread in threads), "a client hung"
+    all_together(CLIENTS, client, TIMEOUT)
     assert len(statuses) == 4 * CLIENTS
     assert statuses.count(200) == len(statuses), f"{statuses.count(503)} of {len(statuses)} requests refused"
     _settled(crowded)

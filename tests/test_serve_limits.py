@@ -17,7 +17,7 @@ openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 
 from checkpoints import save_lm_with_tokenizer  # noqa: E402
-from serve_process import ServerProcess, free_port  # noqa: E402
+from serve_process import free_port, start_server  # noqa: E402
 
 KEY = "s3cret-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -35,13 +35,8 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, checkpoint):
     # one slot: the queue tests below count on one running request (test_serve_batching has the slots' own)
-    process = ServerProcess(["--model", str(checkpoint), "--api-key", KEY, "--queue", "1", "--parallel", "1"],
-                            tmp_path_factory.mktemp("serve_home"))
-    try:
-        process.wait_ready()
-        yield process
-    finally:
-        process.stop()
+    yield from start_server(tmp_path_factory.mktemp("serve_home"),
+                            ["--model", str(checkpoint), "--api-key", KEY, "--queue", "1", "--parallel", "1"])
 
 
 def post(server, path: str, body, headers=AUTH, timeout: float = 120) -> httpx.Response:

@@ -13,7 +13,7 @@ pytest.importorskip("starlette")
 httpx = pytest.importorskip("httpx")
 
 from checkpoints import save_lm_with_tokenizer  # noqa: E402
-from serve_process import ServerProcess  # noqa: E402
+from serve_process import ServerProcess, start_server  # noqa: E402
 from serve_process import metrics as read_metrics  # noqa: E402
 
 from bigcode_cli.serve.counters import ServeCounters, Slot  # noqa: E402
@@ -28,13 +28,8 @@ FIM = "<fim_prefix>def add(a, b):\n    return <fim_suffix>\n\nprint(add(1, 2))\n
 def server(tmp_path_factory):
     checkpoint = save_lm_with_tokenizer(tmp_path_factory.mktemp("lm") / "lm", n_positions=1024, n_embd=64,
                                         n_layer=2, n_head=4)
-    process = ServerProcess(["--model", str(checkpoint), "--parallel", "2", "--api-key", "team-key"],
-                            tmp_path_factory.mktemp("serve_home"))
-    try:
-        process.wait_ready()
-        yield process
-    finally:
-        process.stop()
+    yield from start_server(tmp_path_factory.mktemp("serve_home"),
+                            ["--model", str(checkpoint), "--parallel", "2", "--api-key", "team-key"])
 
 
 def metrics(server: ServerProcess) -> dict[str, int]:

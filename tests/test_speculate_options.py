@@ -83,15 +83,10 @@ def test_the_repl_sets_speculation(lm, capsys):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, lm):
     pytest.importorskip("starlette")
-    from serve_process import ServerProcess
+    from serve_process import start_server
 
-    process = ServerProcess(["--model", str(lm), "--parallel", "4", "--speculate", "off"],
-                            tmp_path_factory.mktemp("serve_home"))
-    try:
-        process.wait_ready()
-        yield process
-    finally:
-        process.stop()
+    yield from start_server(tmp_path_factory.mktemp("serve_home"),
+                            ["--model", str(lm), "--parallel", "4", "--speculate", "off"])
 
 
 def _post(server, path: str, body: dict) -> dict:

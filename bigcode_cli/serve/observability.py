@@ -29,6 +29,7 @@ def _metric(name: str, kind: str, help_text: str, value: int) -> str:
 def metrics_text(worker: EngineWorker) -> str:
     """The worker's gauges and counters in Prometheus text format."""
     totals = worker.counters.totals()
+    cache = worker.prompt_cache  # None until the model has loaded
     return "".join([
         _metric("requests_running", "gauge", "Requests in the batch (prefilling or decoding).", worker.running),
         _metric("requests_queued", "gauge", "Requests waiting for a free slot (their prompts being tokenized, or queued).",
@@ -45,19 +46,10 @@ def metrics_text(worker: EngineWorker) -> str:
         _metric("draft_tokens_accepted_total", "counter", "Drafted tokens accepted (each saved a decode step).",
                 totals.draft_accepted),
         _metric("prompt_cache_bytes", "gauge", "Bytes of key/value cache held by the shared prefix cache.",
-                _cache_bytes(worker)),
-        _metric("prompt_cache_entries", "gauge", "Cached prompts in the shared prefix cache.", _cache_entries(worker)),
+                cache.bytes if cache is not None else 0),
+        _metric("prompt_cache_entries", "gauge", "Cached prompts in the shared prefix cache.",
+                len(cache) if cache is not None else 0),
     ])
-
-
-def _cache_bytes(worker: EngineWorker) -> int:
-    cache = worker.prompt_cache  # None until the model has loaded
-    return cache.bytes if cache is not None else 0
-
-
-def _cache_entries(worker: EngineWorker) -> int:
-    cache = worker.prompt_cache
-    return len(cache) if cache is not None else 0
 
 
 def routes(worker: EngineWorker) -> list[Route]:
