@@ -22,34 +22,30 @@ PROMETHEUS_MEDIA_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PREFIX = "bigcode_"
 
 
-def _metric(name: str, kind: str, help_text: str, value: int) -> str:
-    return f"# HELP {PREFIX}{name} {help_text}\n# TYPE {PREFIX}{name} {kind}\n{PREFIX}{name} {value}\n"
-
-
 def metrics_text(worker: EngineWorker) -> str:
     """The worker's gauges and counters in Prometheus text format."""
     totals = worker.counters.totals()
     cache = worker.prompt_cache  # None until the model has loaded
-    return "".join([
-        _metric("requests_running", "gauge", "Requests in the batch (prefilling or decoding).", worker.running),
-        _metric("requests_queued", "gauge", "Requests waiting for a free slot (their prompts being tokenized, or queued).",
-                worker.waiting),
-        _metric("requests_finished_total", "counter", "Requests that finished (including stopped ones).",
-                totals.requests_finished),
-        _metric("prompt_tokens_total", "counter", "Prompt tokens evaluated by the model.",
-                totals.prompt_tokens_evaluated),
-        _metric("prompt_tokens_cached_total", "counter", "Prompt tokens reused from the prompt cache instead.",
-                totals.prompt_tokens_cached),
-        _metric("tokens_generated_total", "counter", "Tokens generated.", totals.generated_tokens),
-        _metric("draft_tokens_total", "counter", "Tokens drafted by n-gram speculation and verified.",
-                totals.draft_tokens),
-        _metric("draft_tokens_accepted_total", "counter", "Drafted tokens accepted (each saved a decode step).",
-                totals.draft_accepted),
-        _metric("prompt_cache_bytes", "gauge", "Bytes of key/value cache held by the shared prefix cache.",
-                cache.bytes if cache is not None else 0),
-        _metric("prompt_cache_entries", "gauge", "Cached prompts in the shared prefix cache.",
-                len(cache) if cache is not None else 0),
-    ])
+    samples = [  # (name, type, help, value)
+        ("requests_running", "gauge", "Requests in the batch (prefilling or decoding).", worker.running),
+        ("requests_queued", "gauge", "Requests waiting for a free slot (their prompts being tokenized, or queued).",
+         worker.waiting),
+        ("requests_finished_total", "counter", "Requests that finished (including stopped ones).",
+         totals.requests_finished),
+        ("prompt_tokens_total", "counter", "Prompt tokens evaluated by the model.", totals.prompt_tokens_evaluated),
+        ("prompt_tokens_cached_total", "counter", "Prompt tokens reused from the prompt cache instead.",
+         totals.prompt_tokens_cached),
+        ("tokens_generated_total", "counter", "Tokens generated.", totals.generated_tokens),
+        ("draft_tokens_total", "counter", "Tokens drafted by n-gram speculation and verified.", totals.draft_tokens),
+        ("draft_tokens_accepted_total", "counter", "Drafted tokens accepted (each saved a decode step).",
+         totals.draft_accepted),
+        ("prompt_cache_bytes", "gauge", "Bytes of key/value cache held by the shared prefix cache.",
+         cache.bytes if cache is not None else 0),
+        ("prompt_cache_entries", "gauge", "Cached prompts in the shared prefix cache.",
+         len(cache) if cache is not None else 0),
+    ]
+    return "".join(f"# HELP {PREFIX}{name} {help_text}\n# TYPE {PREFIX}{name} {kind}\n{PREFIX}{name} {value}\n"
+                   for name, kind, help_text, value in samples)
 
 
 def routes(worker: EngineWorker) -> list[Route]:
