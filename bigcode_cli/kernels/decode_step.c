@@ -138,12 +138,65 @@ static inline void round_inputs(const float *x, bf16_input *xr, long n) {
 }
 
 /* the sum of a vector's lanes as a tree (halving), not a chain of VW - 1 dependent additions */
+#if defined(__clang__)
+#define LANES(v, ...) __builtin_shufflevector(v, v, __VA_ARGS__)
+#define LANES2(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define LANES(v, ...) __builtin_shuffle(v, (vi){__VA_ARGS__})
+#define LANES2(a, b, ...) __builtin_shuffle(a, b, (vi){__VA_ARGS__})
+#endif
+
+/* The halving steps in registers: lane i of the result is lane i + w of v, for the lanes below w (the
+ * lanes above are don't-cares). Going through memory instead (store the vector, add its floats) stalled
+ * on every store forwarded to narrower loads: in a step of several tokens of a small model that was
+ * most of the matrix products' time (perf: bundled model, 8 tokens, float32). */
 static inline float hsum(vf v) {
-    float lanes[VW];
-    memcpy(lanes, &v, sizeof lanes);
-    for (int width = VW / 2; width > 0; width /= 2)
-        for (int i = 0; i < width; i++) lanes[i] += lanes[i + width];
-    return lanes[0];
+#if VW == 16
+    v += LANES(v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+    v += LANES(v, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3);
+    v += LANES(v, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1);
+    v += LANES(v, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0);
+#elif VW == 8
+    v += LANES(v, 4, 5, 6, 7, 0, 1, 2, 3);
+    v += LANES(v, 2, 3, 0, 1, 2, 3, 0, 1);
+    v += LANES(v, 1, 0, 1, 0, 1, 0, 1, 0);
+#else
+    v += LANES(v, 2, 3, 0, 1);
+    v += LANES(v, 1, 0, 1, 0);
+#endif
+    return v[0];
+}
+
+/* out[r] = hsum(v[r]) for r < NR <= 4, bit for bit, with the halving steps of four vectors shared: after
+ * the first step two vectors' halves fill one register, after the second four quarters do (a tile of
+ * token rows reduces its sums in about a third of the instructions of one hsum each) */
+static inline __attribute__((always_inline)) void hsum_rows(const vf *v, float *out, const int NR) {
+#if VW == 16 || VW == 8
+    if (NR == 1) {
+        out[0] = hsum(v[0]);
+        return;
+    }
+    const vf zero = {0}, a = v[0], b = v[1], c = NR > 2 ? v[2] : zero, d = NR > 3 ? v[3] : zero;
+#if VW == 16
+    const vf ab = LANES2(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+                  LANES2(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    const vf cd = LANES2(c, d, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+                  LANES2(c, d, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    vf q = LANES2(ab, cd, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27) +
+           LANES2(ab, cd, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+    q += LANES(q, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+    q += LANES(q, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+    for (int r = 0; r < NR; r++) out[r] = q[4 * r];
+#else
+    const vf ab = LANES2(a, b, 0, 1, 2, 3, 8, 9, 10, 11) + LANES2(a, b, 4, 5, 6, 7, 12, 13, 14, 15);
+    const vf cd = LANES2(c, d, 0, 1, 2, 3, 8, 9, 10, 11) + LANES2(c, d, 4, 5, 6, 7, 12, 13, 14, 15);
+    vf q = LANES2(ab, cd, 0, 1, 4, 5, 8, 9, 12, 13) + LANES2(ab, cd, 2, 3, 6, 7, 10, 11, 14, 15);
+    q += LANES(q, 1, 0, 3, 2, 5, 4, 7, 6);
+    for (int r = 0; r < NR; r++) out[r] = q[2 * r];
+#endif
+#else
+    for (int r = 0; r < NR; r++) out[r] = hsum(v[r]);
+#endif
 }
 
 /* element i of a row of `bf16 ? uint16 : float` values */
@@ -408,8 +461,6 @@ typedef struct {
     int B, mode, activation, rows_per_chunk, bf16;
 } Gemv;
 
-#include "float_dots.h"
-
 /* Ask for the weights PREFETCH_BYTES past the start of `row`, as many bytes as a row has, within the `left`
  * bytes from `row` to the end of the chunk: with two cores the hardware prefetchers alone leave the memory bus idle between rows
  * (measured, one 116m-shaped step's matrix products on an AVX2 AMD EPYC, 2 threads, means of 30: int8 12.2
@@ -420,6 +471,18 @@ typedef struct {
 static inline void prefetch_ahead(const char *row, long row_bytes, long left) {
     for (long at = PREFETCH_BYTES; at < PREFETCH_BYTES + row_bytes && at < left; at += 64) __builtin_prefetch(row + at);
 }
+
+/* The same ask spread over the products: the lines PREFETCH_BYTES past the `bytes` at `p` (which lie `done`
+ * bytes into the run that may be prefetched, `ahead` bytes long), asked for as the loop reaches them. A
+ * burst of a row's prefetches at its start filled the line buffers and stalled everything behind it
+ * (perf: a several-token step of the bundled model, float32, spent half its matrix time on them), where
+ * spread out they overlap the multiplications. */
+static inline __attribute__((always_inline)) void prefetch_lines(const char *p, int bytes, long done, long ahead) {
+    if (done + PREFETCH_BYTES + bytes > ahead) return;
+    for (int at = 0; at < bytes; at += 64) __builtin_prefetch(p + PREFETCH_BYTES + at);
+}
+
+#include "float_dots.h"
 
 /* y[b, o] for o in [r0, r1): dot(W[o], x[b]) (+ bias), then the output mode; the token rows in tiles that
  * share each weight load (float_dots.h) */
@@ -432,11 +495,10 @@ static void gemv_block(const Gemv *g, int r0, int r1) {
     for (int o = r0; o < r1; o++) {
         const float bias = L->b ? L->b[o] : 0.0f;
         const char *w = (const char *)L->w + (long)o * row_bytes;
-        prefetch_ahead(w, row_bytes, (long)(r1 - o) * row_bytes);
         for (int b0 = 0; b0 < g->B; b0 += DOT_TILE) { /* the row stays in L1 for the other tiles */
             const int nr = g->B - b0 < DOT_TILE ? g->B - b0 : DOT_TILE;
             float v[DOT_TILE];
-            dots_tile(w, g->bf16, (const char *)x + b0 * x_bytes, n, n, v, nr);
+            dots_tile(w, g->bf16, (const char *)x + b0 * x_bytes, n, n, v, b0 == 0 ? (long)(r1 - o) * row_bytes : 0, nr);
             for (int r = 0; r < nr; r++) {
                 float *y = g->y + (long)(b0 + r) * L->out + o;
                 *y = g->mode == OUT_ADD ? *y + v[r] + bias : v[r] + bias;
@@ -578,6 +640,22 @@ static inline __attribute__((always_inline)) void attend_block(const Attend *a, 
     }
 }
 
+/* The scores loop reads only the keys of each position, a short run followed by a skip over its values, and
+ * the hardware prefetchers alone left it waiting on memory most of the time (perf, 116m shape, int8, 8 rows
+ * of 1,600 positions: the key loads held ~70% of attention's cycles). So it asks for the keys and values
+ * KV_AHEAD bytes ahead, a line at a time between its multiplications (a burst of prefetches filled the
+ * line buffers and stalled as long as the loads had). kv_ahead_lines: how many lines of `count` elements
+ * from element `at`, moved KV_AHEAD bytes on, lie before element `end` (the row's cached length). */
+#ifndef KV_AHEAD
+#define KV_AHEAD 4096
+#endif
+static inline long kv_ahead_lines(long at, long count, long end, int bf16) {
+    const int size = bf16 ? 2 : 4;
+    long bytes = (end - at) * size - KV_AHEAD;
+    if (bytes > count * size) bytes = count * size;
+    return bytes > 0 ? (bytes + 63) / 64 : 0;
+}
+
 /* floats of one thread's scratch for attend_block_mq: qt (D, HW) and the scores (ATTEND_BLOCK, HW) */
 static inline long mq_scratch_floats(const Model *m) {
     const long HW = ((long)m->n_head + VW - 1) / VW * VW;
@@ -621,6 +699,7 @@ static inline __attribute__((always_inline)) void attend_block_mq(const Attend *
     const int HV = (H + VW - 1) / VW, HW = HV * VW; /* head vectors, lanes */
     const long stride = 2L * D, base = 0;
     const void *cache = a->cache[b];
+    const long ahead_end = (long)a->length[b] * stride; /* the row's cached elements, for kv_ahead_lines */
     const float *q = a->qkv + (long)b * qkv_out;
     float *qt = scratch, *sc = scratch + (long)D * HW; /* qt (D, HW); sc (n, HW) */
     for (int d = 0; d < D; d++) {
@@ -633,8 +712,12 @@ static inline __attribute__((always_inline)) void attend_block_mq(const Attend *
         int j = 0;
         for (; j + 4 <= n; j += 4) {
             const long at = base + (long)(s0 + j) * stride;
+            /* the group KV_AHEAD bytes ahead, one cache line per dimension while the lines last */
+            const long ahead = g == 0 ? kv_ahead_lines(at, 4 * stride, ahead_end, bf16) : 0;
+            const char *ahead_at = (const char *)cache + at * (bf16 ? 2 : 4) + KV_AHEAD;
             vf c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
             for (int d = 0; d < D; d++) {
+                if (d < ahead) __builtin_prefetch(ahead_at + 64L * d);
                 const vf q0 = load_f32(qt + (long)d * HW + g * VW);
                 const vf q1 = two ? load_f32(qt + (long)d * HW + (g + 1) * VW) : q0;
                 const float k0 = elem(cache, bf16, at + d), k1 = elem(cache, bf16, at + stride + d);

@@ -22,11 +22,12 @@
 
 /* out[r] = dot(w, x + r * xs) over n values, r < NR */
 static inline __attribute__((always_inline)) void dots_f32(const float *w, const float *x, long xs, int n,
-                                                           float *out, const int NR) {
+                                                           float *out, long ahead, const int NR) {
     vf a[DOT_TILE][4];
     for (int r = 0; r < NR; r++) a[r][0] = a[r][1] = a[r][2] = a[r][3] = (vf){0};
     int i = 0;
     for (; i + 4 * VW <= n; i += 4 * VW) {
+        prefetch_lines((const char *)(w + i), 4 * VW * 4, i * 4L, ahead);
         const vf w0 = load_f32(w + i), w1 = load_f32(w + i + VW), w2 = load_f32(w + i + 2 * VW);
         const vf w3 = load_f32(w + i + 3 * VW);
         for (int r = 0; r < NR; r++) {
@@ -41,10 +42,13 @@ static inline __attribute__((always_inline)) void dots_f32(const float *w, const
         const vf w0 = load_f32(w + i);
         for (int r = 0; r < NR; r++) a[r][0] += w0 * load_f32(x + r * xs + i);
     }
+    vf sums[DOT_TILE];
+    for (int r = 0; r < NR; r++) sums[r] = (a[r][0] + a[r][1]) + (a[r][2] + a[r][3]);
+    hsum_rows(sums, out, NR);
     for (int r = 0; r < NR; r++) {
         float tail = 0.0f;
         for (int j = i; j < n; j++) tail += w[j] * x[r * xs + j];
-        out[r] = hsum((a[r][0] + a[r][1]) + (a[r][2] + a[r][3])) + tail;
+        out[r] += tail;
     }
 }
 
@@ -52,11 +56,12 @@ static inline __attribute__((always_inline)) void dots_f32(const float *w, const
 /* bf16 pairs multiplied exactly and summed in fp32, 32 weights per instruction; the inputs are rounded to
  * bf16 (round_inputs), as in PyTorch's bfloat16 matmuls */
 static inline __attribute__((always_inline)) void dots_bf16(const uint16_t *w, const bf16_input *x, long xs, int n,
-                                                            float *out, const int NR) {
+                                                            float *out, long ahead, const int NR) {
     __m512 a[DOT_TILE][4];
     for (int r = 0; r < NR; r++) a[r][0] = a[r][1] = a[r][2] = a[r][3] = _mm512_setzero_ps();
     int i = 0;
     for (; i + 128 <= n; i += 128) {
+        prefetch_lines((const char *)(w + i), 256, i * 2L, ahead);
         const __m512bh w0 = (__m512bh)_mm512_loadu_si512(w + i), w1 = (__m512bh)_mm512_loadu_si512(w + i + 32);
         const __m512bh w2 = (__m512bh)_mm512_loadu_si512(w + i + 64), w3 = (__m512bh)_mm512_loadu_si512(w + i + 96);
         for (int r = 0; r < NR; r++) {
@@ -72,11 +77,13 @@ static inline __attribute__((always_inline)) void dots_bf16(const uint16_t *w, c
         for (int r = 0; r < NR; r++)
             a[r][0] = _mm512_dpbf16_ps(a[r][0], w0, (__m512bh)_mm512_loadu_si512(x + r * xs + i));
     }
+    vf sums[DOT_TILE];
+    for (int r = 0; r < NR; r++) sums[r] = (vf)_mm512_add_ps(_mm512_add_ps(a[r][0], a[r][1]), _mm512_add_ps(a[r][2], a[r][3]));
+    hsum_rows(sums, out, NR);
     for (int r = 0; r < NR; r++) {
         float tail = 0.0f;
         for (int j = i; j < n; j++) tail += bf16_to_f32(w[j]) * bf16_to_f32(x[r * xs + j]);
-        out[r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a[r][0], a[r][1]), _mm512_add_ps(a[r][2], a[r][3]))) +
-                 tail;
+        out[r] += tail;
     }
 }
 #elif defined(BF16_SPLIT)
@@ -89,12 +96,13 @@ static inline vf lanes_as_f32(vu u) {
 /* the same products without bf16 instructions: the weights widened to fp32 (exactly) by shift and mask,
  * times the inputs already rounded to bf16, held as fp32 in split order (round_inputs); fp32 sums */
 static inline __attribute__((always_inline)) void dots_bf16(const uint16_t *w, const bf16_input *x, long xs, int n,
-                                                            float *out, const int NR) {
+                                                            float *out, long ahead, const int NR) {
     vf a[DOT_TILE][4];
     for (int r = 0; r < NR; r++) a[r][0] = a[r][1] = a[r][2] = a[r][3] = (vf){0};
     const vu high = (vu){0} + 0xffff0000u;
     int i = 0;
     for (; i + 4 * VW <= n; i += 4 * VW) {
+        prefetch_lines((const char *)(w + i), 4 * VW * 2, i * 2L, ahead);
         vu u0, u1;
         memcpy(&u0, w + i, sizeof u0);
         memcpy(&u1, w + i + 2 * VW, sizeof u1);
@@ -117,21 +125,25 @@ static inline __attribute__((always_inline)) void dots_bf16(const uint16_t *w, c
             a[r][1] += w1 * load_f32(x + r * xs + i + VW);
         }
     }
+    vf sums[DOT_TILE];
+    for (int r = 0; r < NR; r++) sums[r] = (a[r][0] + a[r][1]) + (a[r][2] + a[r][3]);
+    hsum_rows(sums, out, NR);
     for (int r = 0; r < NR; r++) {
         float tail = 0.0f;
         for (int j = i; j < n; j++) tail += bf16_to_f32(w[j]) * x[r * xs + j];
-        out[r] = hsum((a[r][0] + a[r][1]) + (a[r][2] + a[r][3])) + tail;
+        out[r] += tail;
     }
 }
 #else
 /* the same products on other CPUs: the weights widened to fp32 (exactly) times the inputs already rounded
  * to bf16 and held as fp32, fp32 sums */
 static inline __attribute__((always_inline)) void dots_bf16(const uint16_t *w, const bf16_input *x, long xs, int n,
-                                                            float *out, const int NR) {
+                                                            float *out, long ahead, const int NR) {
     vf a[DOT_TILE][4];
     for (int r = 0; r < NR; r++) a[r][0] = a[r][1] = a[r][2] = a[r][3] = (vf){0};
     int i = 0;
     for (; i + 4 * VW <= n; i += 4 * VW) {
+        prefetch_lines((const char *)(w + i), 4 * VW * 2, i * 2L, ahead);
         const vf w0 = load_bf16(w + i), w1 = load_bf16(w + i + VW), w2 = load_bf16(w + i + 2 * VW);
         const vf w3 = load_bf16(w + i + 3 * VW);
         for (int r = 0; r < NR; r++) {
@@ -146,22 +158,26 @@ static inline __attribute__((always_inline)) void dots_bf16(const uint16_t *w, c
         const vf w0 = load_bf16(w + i);
         for (int r = 0; r < NR; r++) a[r][0] += w0 * load_f32(x + r * xs + i);
     }
+    vf sums[DOT_TILE];
+    for (int r = 0; r < NR; r++) sums[r] = (a[r][0] + a[r][1]) + (a[r][2] + a[r][3]);
+    hsum_rows(sums, out, NR);
     for (int r = 0; r < NR; r++) {
         float tail = 0.0f;
         for (int j = i; j < n; j++) tail += bf16_to_f32(w[j]) * x[r * xs + j];
-        out[r] = hsum((a[r][0] + a[r][1]) + (a[r][2] + a[r][3])) + tail;
+        out[r] += tail;
     }
 }
 #endif
 
-/* out[r] = dot(weight row, input row b0 + r) for r < nr <= DOT_TILE: the tile's size made a constant */
-static void dots_tile(const void *w, int bf16, const void *x, long xs, int n, float *out, int nr) {
+/* out[r] = dot(weight row, input row b0 + r) for r < nr <= DOT_TILE: the tile's size made a constant;
+ * `ahead`: the bytes from w that may be prefetched (prefetch_lines), 0 for none */
+static void dots_tile(const void *w, int bf16, const void *x, long xs, int n, float *out, long ahead, int nr) {
 #define DOTS_CASE(NR)                                                                                   \
     case NR:                                                                                            \
         if (bf16)                                                                                       \
-            dots_bf16((const uint16_t *)w, (const bf16_input *)x, xs, n, out, NR);                      \
+            dots_bf16((const uint16_t *)w, (const bf16_input *)x, xs, n, out, ahead, NR);                      \
         else                                                                                            \
-            dots_f32((const float *)w, (const float *)x, xs, n, out, NR);                               \
+            dots_f32((const float *)w, (const float *)x, xs, n, out, ahead, NR);                             \
         return;
     switch (nr) {
         DOTS_CASE(1)

@@ -232,10 +232,11 @@ static inline __attribute__((always_inline)) void quant_dots(const void *row, co
                                       acc0[r]);
     }
 #ifdef QUANT_VNNI512
-    for (int r = 0; r < NR; r++) {
-        out[r] = _mm512_reduce_add_ps(_mm512_add_ps(wide0[r], wide1[r]));
-        if (blocks % 8 != 0) out[r] += hsum256(_mm256_add_ps(acc0[r], acc1[r])); /* the blocks past the pairs */
-    }
+    vf sums[QUANT_TILE];
+    for (int r = 0; r < NR; r++) sums[r] = (vf)_mm512_add_ps(wide0[r], wide1[r]);
+    hsum_rows(sums, out, NR);
+    if (blocks % 8 != 0) /* the blocks past the pairs */
+        for (int r = 0; r < NR; r++) out[r] += hsum256(_mm256_add_ps(acc0[r], acc1[r]));
 #else
     for (int r = 0; r < NR; r++) out[r] = hsum256(_mm256_add_ps(acc0[r], acc1[r]));
 #endif
