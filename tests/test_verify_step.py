@@ -142,3 +142,32 @@ def test_every_build_rolls_back_to_the_one_token_steps_bit_for_bit(checkpoints, 
         assert torch.equal(verified[: ACCEPTED + 1], single), dtype
         end = expected.length
         assert all(torch.equal(_bits(a[:, :end]), _bits(b[:, :end])) for a, b in zip(cache.layers, expected.layers))
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
+def test_tokens_of_one_sequence_attend_together_as_each_would_alone(tmp_path, dtype):
+    """Multi-query attention takes consecutive tokens of one sequence together (their heads share the vector
+    lanes, 16 tokens at most with 4 heads): a group that straddles a block of 128 cached positions (some of
+    its tokens see none of the new block), more tokens than one group holds, and another sequence's row in
+    the same step change no token's logits or keys, bit for bit, against one token a step."""
+    path = save_checkpoint(tmp_path / "long", n_layer=2, n_head=4, multi_query=True, n_positions=192)
+    runner = engine.load(path, "causal-lm", dtype=dtype, device="cpu")
+    assert runner.decode_path == "kernel"
+    prompt = [(7 * i + 3) % 90 + 3 for i in range(124)]
+    fed = [(11 * i + 5) % 90 + 3 for i in range(21)]  # positions 124..144: across 128, two groups and a bit
+    other = [9, 4, 61]
+    with torch.inference_mode():
+        def prefilled(ids):
+            cache = runner.new_cache(1, 160)
+            runner(torch.tensor([ids]), cache=cache)
+            return cache
+
+        alone = prefilled(prompt)
+        single = torch.cat([runner.step([RowTokens(alone, [t])]) for t in fed])
+        together, neighbour = prefilled(prompt), prefilled(prompt[:50])
+        logits = runner.step([RowTokens(neighbour, other), RowTokens(together, fed)])
+        assert torch.equal(logits[len(other):], single)
+        assert torch.equal(logits[: len(other)], runner.step([RowTokens(prefilled(prompt[:50]), other)]))
+        for ours, theirs in zip(together.layers, alone.layers):
+            assert torch.equal(_bits(ours[:, : alone.length]), _bits(theirs[:, : alone.length]))

@@ -554,10 +554,12 @@ typedef struct {
     const float *qkv;           /* (T, attn.out): the step's token rows */
     void *const *cache;         /* (T,): the cache of this layer of each token's sequence */
     const int32_t *length;      /* (T,): positions each token attends, its own included (causal) */
-    const int32_t *first_chunk; /* (T + 1,): chunks of the tokens before each */
+    const int32_t *first_chunk; /* (units + 1,): chunks of the units (tokens; multi-query: groups) before each */
+    const int32_t *group_first; /* multi-query: (groups + 1,): the first token of each group (attend) */
     float *partial;             /* (T, H, blocks, 2 + D): max, sum, values */
     float *scores;              /* per thread: multi-query, mq_scratch_floats; else ATTEND_BLOCK scores */
     int T, blocks, head_groups; /* blocks: of the longest token (the stride of `partial`) */
+    int units;                  /* what first_chunk counts: T tokens, or (multi-query) the groups */
 } Attend;
 
 static inline __attribute__((always_inline)) vf load_kv(const void *base, long at, int bf16) {
@@ -656,9 +658,16 @@ static inline long kv_ahead_lines(long at, long count, long end, int bf16) {
     return bytes > 0 ? (bytes + 63) / 64 : 0;
 }
 
+/* Multi-query attention takes the new tokens of one sequence together (a verify step's draft, a prompt's
+ * rest fed as a row): they read the same keys and values, so their heads share the lanes, up to MQ_LANES
+ * of them (mq_group_tokens tokens), and each key is loaded once for all of them. */
+#define MQ_LANES 64
+
+static inline int mq_group_tokens(const Model *m) { return m->n_head >= MQ_LANES ? 1 : MQ_LANES / m->n_head; }
+
 /* floats of one thread's scratch for attend_block_mq: qt (D, HW) and the scores (ATTEND_BLOCK, HW) */
 static inline long mq_scratch_floats(const Model *m) {
-    const long HW = ((long)m->n_head + VW - 1) / VW * VW;
+    const long HW = ((long)mq_group_tokens(m) * m->n_head + VW - 1) / VW * VW;
     return ((long)m->head_dim + ATTEND_BLOCK) * HW;
 }
 
@@ -692,20 +701,26 @@ static inline __attribute__((always_inline)) void value_tile(const Attend *a, co
             memcpy(parts + (h0 + hh) * part_stride + 2 + (long)(v0 + k) * VW, &o[hh][k], sizeof(vf));
 }
 
-static inline __attribute__((always_inline)) void attend_block_mq(const Attend *a, int b, int s0, int s1,
+/* tokens b .. b + G - 1 of one sequence (positions one after another), block [s0, s1) of its cache: lane
+ * t * H + h is token b + t's head h. A lane sees exactly the sums it would see alone, in the same order
+ * (lanes never mix), and a position past a token's own length (a later token of the group) weighs exactly
+ * zero: so each token's result is bit for bit its result alone. */
+static inline __attribute__((always_inline)) void attend_block_mq(const Attend *a, int b, int G, int s0, int s1,
                                                                   float *scratch, int bf16) {
     const Model *m = a->m;
     const int H = m->n_head, D = m->head_dim, n = s1 - s0, qkv_out = m->layers[0].attn.out;
-    const int HV = (H + VW - 1) / VW, HW = HV * VW; /* head vectors, lanes */
+    const int Q = G * H, HV = (Q + VW - 1) / VW, HW = HV * VW; /* query lanes, their vectors, lanes padded */
     const long stride = 2L * D, base = 0;
     const void *cache = a->cache[b];
-    const long ahead_end = (long)a->length[b] * stride; /* the row's cached elements, for kv_ahead_lines */
-    const float *q = a->qkv + (long)b * qkv_out;
+    const long ahead_end = (long)a->length[b + G - 1] * stride; /* the cached elements, for kv_ahead_lines */
     float *qt = scratch, *sc = scratch + (long)D * HW; /* qt (D, HW); sc (n, HW) */
-    for (int d = 0; d < D; d++) {
-        for (int h = 0; h < H; h++) qt[(long)d * HW + h] = q[(long)h * D + d] * m->scale;
-        for (int h = H; h < HW; h++) qt[(long)d * HW + h] = 0.0f;
+    for (int t = 0; t < G; t++) {
+        const float *q = a->qkv + (long)(b + t) * qkv_out;
+        for (int d = 0; d < D; d++)
+            for (int h = 0; h < H; h++) qt[(long)d * HW + t * H + h] = q[(long)h * D + d] * m->scale;
     }
+    for (int d = 0; d < D; d++)
+        for (int l = Q; l < HW; l++) qt[(long)d * HW + l] = 0.0f;
     /* scores: four positions by up to two head vectors at a time, all in registers */
     for (int g = 0; g < HV; g += 2) {
         const int two = g + 1 < HV;
@@ -746,9 +761,17 @@ static inline __attribute__((always_inline)) void attend_block_mq(const Attend *
             if (two) memcpy(sc + (long)j * HW + (g + 1) * VW, &c1, sizeof c1);
         }
     }
+    /* positions a token of the group does not attend (its own length and on): score -inf, weight 0 below */
+    const int masked = s1 > a->length[b];
+    if (masked)
+        for (int j = a->length[b] - s0 > 0 ? a->length[b] - s0 : 0; j < n; j++)
+            for (int t = 0; t < G; t++)
+                if (s0 + j >= a->length[b + t])
+                    for (int h = 0; h < H; h++) sc[(long)j * HW + t * H + h] = -INFINITY;
     /* lane-wise softmax pieces over the block's positions: max, exp(score - max) in place, sum */
     const long part_stride = (long)a->blocks * (2L + D), block = s0 / ATTEND_BLOCK;
-    float *parts = a->partial + ((long)b * H * a->blocks + block) * (2L + D); /* head h's at + h * part_stride */
+    float *parts = a->partial + ((long)b * H * a->blocks + block) * (2L + D); /* lane l's at + l * part_stride */
+    const vf gone = (vf){0} - INFINITY;
     for (int v = 0; v < HV; v++) {
         vf best = load_f32(sc + v * VW), total = {0};
         for (int j = 1; j < n; j++) {
@@ -757,20 +780,22 @@ static inline __attribute__((always_inline)) void attend_block_mq(const Attend *
             best = (vf)(((vi)s & more) | ((vi)best & ~more));
         }
         for (int j = 0; j < n; j++) {
-            const vf e = vexp(load_f32(sc + (long)j * HW + v * VW) - best);
+            const vf s = load_f32(sc + (long)j * HW + v * VW);
+            vf e = vexp(s - best);
+            if (masked) e = (vf)((vi)e & ~(vi)(s == gone)); /* exactly 0, as if the position were not there */
             memcpy(sc + (long)j * HW + v * VW, &e, sizeof e);
             total += e;
         }
-        for (int l = 0; l < VW && v * VW + l < H; l++) {
+        for (int l = 0; l < VW && v * VW + l < Q; l++) {
             parts[(v * VW + l) * part_stride] = best[l];
             parts[(v * VW + l) * part_stride + 1] = total[l];
         }
     }
-    /* values: tiles of three heads by four value vectors in registers, narrower tiles at the edges,
+    /* values: tiles of three lanes by four value vectors in registers, narrower tiles at the edges,
      * dimensions past the last whole vector one by one */
     const int nvec = D / VW;
-    for (int h0 = 0; h0 < H; h0 += 3) {
-        const int nh = H - h0 < 3 ? H - h0 : 3;
+    for (int h0 = 0; h0 < Q; h0 += 3) {
+        const int nh = Q - h0 < 3 ? Q - h0 : 3;
         int v0 = 0;
         for (; v0 + 4 <= nvec; v0 += 4) {
             if (nh == 3)
@@ -794,23 +819,26 @@ static inline __attribute__((always_inline)) void attend_block_mq(const Attend *
 
 static void attend_chunk(const Job *job, int chunk, int thread) {
     const Attend *a = (const Attend *)job->args;
-    int lo = 0, hi = a->T - 1; /* the token whose chunks hold `chunk` */
+    int lo = 0, hi = a->units - 1; /* the unit whose chunks hold `chunk` */
     while (lo < hi) {
         const int mid = (lo + hi + 1) / 2;
         if (a->first_chunk[mid] <= chunk) lo = mid; else hi = mid - 1;
+    }
+    if (a->m->multi_query) { /* a group of tokens, one block of its longest token's positions */
+        const int b = a->group_first[lo], G = a->group_first[lo + 1] - b, length = a->length[b + G - 1];
+        const int s0 = (chunk - a->first_chunk[lo]) * ATTEND_BLOCK;
+        const int s1 = s0 + ATTEND_BLOCK < length ? s0 + ATTEND_BLOCK : length;
+        float *scratch = a->scores + (long)thread * mq_scratch_floats(a->m);
+        if (a->m->bf16)
+            attend_block_mq(a, b, G, s0, s1, scratch, 1);
+        else
+            attend_block_mq(a, b, G, s0, s1, scratch, 0);
+        return;
     }
     const int b = lo, length = a->length[b], blocks = (length + ATTEND_BLOCK - 1) / ATTEND_BLOCK;
     const int local = chunk - a->first_chunk[b], block = local % blocks, group = local / blocks;
     const int nh = a->m->n_head / a->head_groups, h0 = group * nh;
     const int s0 = block * ATTEND_BLOCK, s1 = s0 + ATTEND_BLOCK < length ? s0 + ATTEND_BLOCK : length;
-    if (a->m->multi_query) {
-        float *scratch = a->scores + (long)thread * mq_scratch_floats(a->m);
-        if (a->m->bf16)
-            attend_block_mq(a, b, s0, s1, scratch, 1);
-        else
-            attend_block_mq(a, b, s0, s1, scratch, 0);
-        return;
-    }
     float *scores = a->scores + (long)thread * nh * ATTEND_BLOCK;
     if (a->m->bf16)
         attend_block(a, b, h0, nh, s0, s1, scores, 1);
@@ -841,15 +869,30 @@ static void merge_blocks(const Attend *a, float *out) {
 }
 
 /* attention of T tokens, each over its own sequence's cache (`cache`, `length` per token); `first_chunk`
- * (T + 1 values) is scratch */
+ * and `group_first` (T + 1 values each) are scratch. Multi-query: consecutive tokens of one sequence go
+ * together (attend_block_mq), at most mq_group_tokens at a time; multi-head: every token's heads apart. */
 static void attend(const Model *m, const float *qkv, void *const *cache, const int32_t *length, int32_t *first_chunk,
-                   float *partial, float *scores, float *out, int T, int max_length) {
-    const int groups = m->multi_query ? 1 : m->n_head;
+                   int32_t *group_first, float *partial, float *scores, float *out, int T, int max_length) {
+    const int head_groups = m->multi_query ? 1 : m->n_head;
+    int units = 0;
     first_chunk[0] = 0;
-    for (int t = 0; t < T; t++) first_chunk[t + 1] = first_chunk[t] + groups * ((length[t] + ATTEND_BLOCK - 1) / ATTEND_BLOCK);
-    Attend a = {m, qkv, cache, length, first_chunk, partial, scores, T, (max_length + ATTEND_BLOCK - 1) / ATTEND_BLOCK,
-                groups};
-    run_job(attend_chunk, first_chunk[T], &a);
+    if (m->multi_query) {
+        const int most = mq_group_tokens(m);
+        for (int t = 0; t < T; units++) {
+            int G = 1;
+            while (t + G < T && G < most && cache[t + G] == cache[t] && length[t + G] == length[t] + G) G++;
+            group_first[units] = t;
+            first_chunk[units + 1] = first_chunk[units] + (length[t + G - 1] + ATTEND_BLOCK - 1) / ATTEND_BLOCK;
+            t += G;
+        }
+        group_first[units] = T;
+    } else {
+        for (; units < T; units++)
+            first_chunk[units + 1] = first_chunk[units] + head_groups * ((length[units] + ATTEND_BLOCK - 1) / ATTEND_BLOCK);
+    }
+    Attend a = {m, qkv, cache, length, first_chunk, group_first, partial, scores, T,
+                (max_length + ATTEND_BLOCK - 1) / ATTEND_BLOCK, head_groups, units};
+    run_job(attend_chunk, first_chunk[units], &a);
     merge_blocks(&a, out);
 }
 
@@ -888,7 +931,8 @@ typedef struct {
                          * the input's int8 blocks and scales (quant_scratch_size); else unused */
     float *partial;     /* (T, H, blocks, 2 + D): attention's per-block results */
     float *scores;      /* each thread's attention scratch (Attend.scores) */
-    int32_t *pos, *length, *first_chunk; /* (T,), (T,), (T + 1,): each token's position, attended length */
+    int32_t *pos, *length, *first_chunk, *group_first; /* (T,), (T,): each token's position, attended length;
+                                                         * (T + 1,) each: attend's scratch */
     void **cache;       /* (T,): the cache of the current layer of each token's sequence */
 } Buffers;
 void *bigcode_workspace_new(void) { return calloc(1, sizeof(Workspace)); }
@@ -901,7 +945,7 @@ void bigcode_workspace_free(void *workspace) {
 }
 
 #define BUFFER_ALIGN 64
-enum { N_BUFFERS = 12 };
+enum { N_BUFFERS = 13 };
 
 static size_t aligned_size(size_t n) { return (n + BUFFER_ALIGN - 1) / BUFFER_ALIGN * BUFFER_ALIGN; }
 
@@ -916,7 +960,7 @@ static int reserve(Workspace *ws, const Model *m, int B, int length, int threads
         m->bf16 ? rows * widest * sizeof(bf16_input) : model_is_quantized(m) ? quant_scratch_size(B, (int)widest) : 0,
         rows * H * blocks * (2 + D) * f,
         (size_t)threads * (m->multi_query ? (size_t)mq_scratch_floats(m) : ATTEND_BLOCK) * f,
-        rows * i32, rows * i32, (rows + 1) * i32, rows * sizeof(void *),
+        rows * i32, rows * i32, (rows + 1) * i32, (rows + 1) * i32, rows * sizeof(void *),
     };
     size_t total = 0;
     for (int i = 0; i < N_BUFFERS; i++) total += aligned_size(sizes[i]);
@@ -934,7 +978,7 @@ static int reserve(Workspace *ws, const Model *m, int B, int length, int threads
         at += aligned_size(sizes[i]);
     }
     *out = (Buffers){parts[0], parts[1], parts[2], parts[3], parts[4], parts[5],  parts[6],
-                     parts[7], parts[8], parts[9], parts[10], parts[11]};
+                     parts[7], parts[8], parts[9], parts[10], parts[11], parts[12]};
     return 0;
 }
 
@@ -1036,7 +1080,8 @@ static void decode_rows(const Model *m, const Buffers *buf, int R, const int32_t
         for (int t = 0; t < T; t++) layer_norm(x + (long)t * C, h + (long)t * C, C, L->ln1_w, L->ln1_b, m->eps);
         gemv(&L->attn, h, buf->xb, qkv, T, OUT_STORE, 0, m->bf16);
         write_cache(m, qkv, buf->cache, buf->pos, T); /* every new key first: a row's later tokens read them */
-        attend(m, qkv, buf->cache, buf->length, buf->first_chunk, buf->partial, buf->scores, att, T, longest);
+        attend(m, qkv, buf->cache, buf->length, buf->first_chunk, buf->group_first, buf->partial, buf->scores, att, T,
+               longest);
         gemv(&L->proj, att, buf->xb, x, T, OUT_ADD, 0, m->bf16);
         for (int t = 0; t < T; t++) layer_norm(x + (long)t * C, h + (long)t * C, C, L->ln2_w, L->ln2_b, m->eps);
         gemv(&L->fc, h, buf->xb, f, T, OUT_ACT, m->activation, m->bf16);
