@@ -123,6 +123,9 @@ def main() -> None:
     parser.add_argument("--no-llama", action="store_true", help="bigcode serve alone")
     parser.add_argument("--llama-spm", action="store_true", help="llama-server --spm-infill (default: its PSM)")
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("BIGCODE_BENCH_DIR", "/tmp/bigcode-bench")))
+    parser.add_argument("--speculate", choices=["off", "ngram"], default="off",
+                        help="ours: n-gram speculation (default off: llama-server does not speculate unless told, and on "
+                             "random weights drafts are accepted for reasons no user's text has)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     window = tuple(int(n) for n in args.window.split(",")) if args.window else \
@@ -134,7 +137,7 @@ def main() -> None:
     servers = {}
     try:
         servers[OURS] = start_bigcode(free_port(), "--model", str(ckpt), "--dtype", args.dtype, "--parallel",
-                                      str(slots), "--queue", str(slots), log=open(logs / "bigcode.log", "w"),
+                                      str(slots), "--queue", str(slots), "--speculate", args.speculate, log=open(logs / "bigcode.log", "w"),
                                       env=dict(os.environ, NO_COLOR="1", OMP_NUM_THREADS=str(args.threads)))
         binary = args.llama / "bin" / "llama-server"
         if not args.no_llama:
@@ -169,7 +172,7 @@ def main() -> None:
     base = args.editors[0]
     report = {"model": args.model, "dtype": args.dtype, "llama_type": LLAMA_TYPES[args.dtype], "slots": slots,
               "requests_per_editor": args.requests, "n_predict": args.n_predict, "gap_s": args.gap,
-              "threads": args.threads, "llama_layout": "spm" if args.llama_spm else "psm",
+              "threads": args.threads, "speculate": args.speculate, "llama_layout": "spm" if args.llama_spm else "psm",
               "window_lines": list(window), "rounds": args.rounds,
               "cpu": cpu_name(), "load_average_1min_end": os.getloadavg()[0],
               "rows": []}

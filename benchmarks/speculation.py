@@ -12,6 +12,10 @@ Traces (prompts from the standard library's textwrap.py and string.py, NEW token
 - fresh: a window of the file ending at a function header that is not in it, continued by sampling
   (temperature 1.0, no top-k or top-p, one seed per prompt): text that does not repeat. Sampling draws the same random numbers
   with and without speculation, so both runs make the same tokens and do the same work.
+- forced (ours only): the retype prompts, greedy, with every draft replaced by what the model is about to
+  write (its output without speculation, from an untimed run first): acceptance is 100% by construction, so
+  this measures the mechanism alone, what a step of 1 + k tokens buys when the drafts are right, on any
+  weights (llama-server has no such hook).
 Acceptance needs a model that copies from its context: that is the bundled model (trained). On random
 weights (--model 116m, tiny_starcoder's shape) acceptance means nothing: such a model soon repeats a few
 tokens over and over, so its drafts come from its own output and are nearly all accepted. That run measures
@@ -39,6 +43,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 SOURCES = ("textwrap.py", "string.py")
@@ -79,6 +84,35 @@ def _cpu() -> str:
     return "unknown CPU"
 
 
+@contextmanager
+def drafts_forced(continuation: list[int]):
+    """While inside, every NgramDrafter the decoding loop makes drafts `continuation`'s next tokens (the output
+    it is known to make) instead of looking up n-grams: the forced trace."""
+    from bigcode_cli.generation import ngram_draft
+
+    real = ngram_draft.NgramDrafter
+
+    class Forced(real):
+        def __init__(self, ids):
+            super().__init__(ids)
+            self.prompt_length = len(self.ids)
+
+        def copy(self):
+            twin = Forced(self.ids[: self.prompt_length])
+            twin.ids = list(self.ids)
+            return twin
+
+        def draft(self, k: int) -> list[int]:
+            made = len(self.ids) - self.prompt_length
+            return list(continuation[made : made + max(k, 0)])
+
+    ngram_draft.NgramDrafter = Forced
+    try:
+        yield
+    finally:
+        ngram_draft.NgramDrafter = real
+
+
 def run_ours(args: argparse.Namespace, prompts: dict[str, list[str]], ckpt: Path) -> dict:
     import torch
 
@@ -93,19 +127,24 @@ def run_ours(args: argparse.Namespace, prompts: dict[str, list[str]], ckpt: Path
     with torch.inference_mode():
         generate(runner, tokenizer, tokenizer.encode("def warm():\n"), max_new_tokens=8,
                  params=SamplingParams(temperature=0))
-        for trace, texts in prompts.items():
+        known = {}  # the forced trace's outputs without speculation, per prompt
+        for trace, texts in {**prompts, "forced": prompts["retype"]}.items():
             speeds = {"off": [], "ngram": []}
             ratios, drafted, accepted, same = [], 0, 0, True
             for repeat in range(args.repeats):
                 for i, text in enumerate(texts):
-                    params = SamplingParams(temperature=0) if trace == "retype" else SamplingParams(temperature=1.0,
-                                                                                                    top_p=1.0, seed=i)
+                    params = SamplingParams(temperature=1.0, top_p=1.0, seed=i) if trace == "fresh" else \
+                        SamplingParams(temperature=0)
                     ids = tokenizer.encode(text)
+                    if trace == "forced" and i not in known:
+                        known[i] = generate(runner, tokenizer, ids, max_new_tokens=args.new_tokens, params=params,
+                                            ignore_eos=True, speculate="off").samples[0].token_ids
                     made = {}
                     order = ("off", "ngram") if (repeat + i) % 2 == 0 else ("ngram", "off")
                     for mode in order:
-                        made[mode] = generate(runner, tokenizer, ids, max_new_tokens=args.new_tokens, params=params,
-                                              ignore_eos=True, speculate=mode)
+                        with drafts_forced(known[i]) if trace == "forced" and mode == "ngram" else nullcontext():
+                            made[mode] = generate(runner, tokenizer, ids, max_new_tokens=args.new_tokens,
+                                                  params=params, ignore_eos=True, speculate=mode)
                         speeds[mode].append(made[mode].tokens_per_s)
                     ratios.append(made["ngram"].tokens_per_s / made["off"].tokens_per_s)
                     same = same and made["ngram"].samples[0].token_ids == made["off"].samples[0].token_ids
