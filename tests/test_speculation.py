@@ -119,6 +119,8 @@ class _Oracle:
 class _Eager:
     """A DraftPolicy that always drafts the longest draft."""
 
+    probing = False
+
     def length(self) -> int:
         return ngram_draft.MAX_DRAFT
 

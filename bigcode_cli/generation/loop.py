@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from bigcode_cli.generation import ngram_draft
 from bigcode_cli.generation.sampling import SamplingParams, make_generator, next_tokens
 from bigcode_cli.generation.stopping import StopMatcher
 
@@ -255,8 +256,6 @@ class Decoding:
             self._seen = prompt.expand(n, -1)
         self._active = list(range(n))
         if self.speculate:
-            from bigcode_cli.generation import ngram_draft
-
             drafter = ngram_draft.NgramDrafter(self.prompt_ids)
             self._drafters = [drafter] + [drafter.copy() for _ in range(n - 1)]
             self._policies = [ngram_draft.DraftPolicy() for _ in range(n)]
@@ -339,16 +338,9 @@ class Decoding:
         return self.result
 
     def _draft(self, index: int) -> list[int]:
-        """The tokens sample `index` drafts for the next step: what its policy asks, within what may still be made."""
-        policy = self._policies[index]
+        """The tokens sample `index` drafts for the next step, within what may still be made."""
         room = self.max_new_tokens - len(self.samples[index].token_ids) - 1  # the step also chooses one more
-        k = min(policy.length(), room)
-        if k < 1:
-            return []
-        draft = self._drafters[index].draft(k)
-        if not draft:
-            policy.unused()
-        return draft
+        return ngram_draft.next_draft(self._drafters[index], self._policies[index], room)
 
     def _verify(self, logits: Any) -> None:
         """Judge each row's draft against its logits ((1 + draft, V) per row, rows in order), emit the tokens each

@@ -25,6 +25,10 @@ DECAY = 0.9
 # probes fail: a one-token probe costs STEP_COST, so at most STEP_COST / PROBE_MAX of a step when nothing repeats
 PROBE_MIN = 4
 PROBE_MAX = 64
+# a probe drafts only from a match of at least this many tokens: a lone repeated token or pair is weak evidence
+# that the text repeats, and on text that does not (benchmarks/speculation.py's fresh trace) most probes were
+# such matches, each a rejected token paid for
+PROBE_NGRAM = 3
 
 
 class NgramDrafter:
@@ -35,6 +39,7 @@ class NgramDrafter:
         # n -> n-gram -> the index just after its most recent occurrence that has a token after it
         self._after: dict[int, dict[tuple[int, ...], int]] = {n: {} for n in range(MIN_NGRAM, MAX_NGRAM + 1)}
         self._indexed = 0  # n-grams ending before this index are in `_after`
+        self.matched = 0  # tokens of the n-gram the last draft came from (0: none)
 
     def copy(self) -> NgramDrafter:
         """An independent drafter of the same tokens (one per sample of a prompt)."""
@@ -42,6 +47,7 @@ class NgramDrafter:
         twin.ids = list(self.ids)
         twin._after = {n: dict(index) for n, index in self._after.items()}
         twin._indexed = self._indexed
+        twin.matched = self.matched
         return twin
 
     def extend(self, tokens: Sequence[int]) -> None:
@@ -50,6 +56,7 @@ class NgramDrafter:
 
     def draft(self, k: int) -> list[int]:
         """Up to k tokens that followed the latest earlier occurrence of the longest n-gram ending the sequence."""
+        self.matched = 0
         if k < 1:
             return []
         self._catch_up()
@@ -57,6 +64,7 @@ class NgramDrafter:
         for n in range(min(MAX_NGRAM, len(ids)), MIN_NGRAM - 1, -1):
             after = self._after[n].get(tuple(ids[len(ids) - n :]))
             if after is not None:
+                self.matched = n
                 return ids[after : after + k]
         return []
 
@@ -114,6 +122,11 @@ class DraftPolicy:
         self._probing = True
         return 1
 
+    @property
+    def probing(self) -> bool:
+        """Whether the last length() asked for a probe (one token while drafting is off)."""
+        return self._probing
+
     def unused(self) -> None:
         """The drafter had nothing to draft for the length asked: the step was an ordinary one."""
         if self._probing:
@@ -130,3 +143,15 @@ class DraftPolicy:
         if self._probing:
             self._idle = 0
             self._probe_every = PROBE_MIN if accepted else min(2 * self._probe_every, PROBE_MAX)
+
+
+def next_draft(drafter: NgramDrafter, policy: DraftPolicy, room: int) -> list[int]:
+    """The draft of a sample's next step: as many tokens as its policy asks (at most `room`), from its drafter;
+    a probe only from a match of PROBE_NGRAM tokens or more (else none now, and a probe at the next step)."""
+    k = min(policy.length(), room)
+    draft = drafter.draft(k) if k > 0 else []
+    if draft and policy.probing and drafter.matched < PROBE_NGRAM:
+        draft = []
+    if k > 0 and not draft:
+        policy.unused()
+    return draft
