@@ -461,22 +461,18 @@ typedef struct {
     int B, mode, activation, rows_per_chunk, bf16;
 } Gemv;
 
-/* Ask for the weights PREFETCH_BYTES past the start of `row`, as many bytes as a row has, within the `left`
- * bytes from `row` to the end of the chunk: with two cores the hardware prefetchers alone leave the memory bus idle between rows
- * (measured, one 116m-shaped step's matrix products on an AVX2 AMD EPYC, 2 threads, means of 30: int8 12.2
- * -> 10.0 ms, int4 7.3 -> 6.0 ms; 2 and 4 KB did equally well, 1 KB less) */
+/* The weights are asked for PREFETCH_BYTES ahead of the products that read them: with two cores the hardware
+ * prefetchers alone leave the memory bus idle between rows (measured, one 116m-shaped step's matrix products
+ * on an AVX2 AMD EPYC, 2 threads, means of 30: int8 12.2 -> 10.0 ms, int4 7.3 -> 6.0 ms; 2 and 4 KB did
+ * equally well, 1 KB less). prefetch_lines asks for the lines PREFETCH_BYTES past the `bytes` at `p` (which
+ * lie `done` bytes into the run that may be prefetched, `ahead` bytes long), as the loop reaches them. Asking
+ * for a whole row's lines at its start instead filled the line buffers and stalled everything behind the
+ * burst (perf: a several-token step of the bundled model, float32, spent half its matrix time on them; 116m
+ * int8 on an Intel Xeon, one thread: one row 11.0 -> 10.5 ms, eight 19.8 -> 18.3 ms), where spread out they
+ * overlap the multiplications. */
 #ifndef PREFETCH_BYTES
 #define PREFETCH_BYTES 4096
 #endif
-static inline void prefetch_ahead(const char *row, long row_bytes, long left) {
-    for (long at = PREFETCH_BYTES; at < PREFETCH_BYTES + row_bytes && at < left; at += 64) __builtin_prefetch(row + at);
-}
-
-/* The same ask spread over the products: the lines PREFETCH_BYTES past the `bytes` at `p` (which lie `done`
- * bytes into the run that may be prefetched, `ahead` bytes long), asked for as the loop reaches them. A
- * burst of a row's prefetches at its start filled the line buffers and stalled everything behind it
- * (perf: a several-token step of the bundled model, float32, spent half its matrix time on them), where
- * spread out they overlap the multiplications. */
 static inline __attribute__((always_inline)) void prefetch_lines(const char *p, int bytes, long done, long ahead) {
     if (done + PREFETCH_BYTES + bytes > ahead) return;
     for (int at = 0; at < bytes; at += 64) __builtin_prefetch(p + PREFETCH_BYTES + at);

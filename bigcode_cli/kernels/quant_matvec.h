@@ -171,8 +171,9 @@ static inline __m512i pair_weights(const void *row, int quant, int blk, __m512i 
  * is (batch invariance, as float_dots.h); each block's weights prepared once for the tile */
 static inline __attribute__((always_inline)) void quant_dots(const void *row, const uint16_t *ws, int quant,
                                                              const int8_t *xq, const float *xd, const int32_t *xc,
-                                                             int blocks, float *out, const int NR) {
+                                                             int blocks, float *out, long ahead, const int NR) {
     const long qs = (long)blocks * QK, cs = (long)blocks * 8;
+    const int block_bytes = quant == QUANT_Q8 ? QK : QK / 2;
     __m256 acc0[QUANT_TILE], acc1[QUANT_TILE];
     for (int r = 0; r < NR; r++) acc0[r] = acc1[r] = _mm256_setzero_ps();
     float scale[QUANT_TILE][8] __attribute__((aligned(32)));
@@ -181,6 +182,7 @@ static inline __attribute__((always_inline)) void quant_dots(const void *row, co
     __m512 wide0[QUANT_TILE], wide1[QUANT_TILE];
     for (int r = 0; r < NR; r++) wide0[r] = wide1[r] = _mm512_setzero_ps();
     for (; blk + 8 <= blocks; blk += 8) { /* four pairs of blocks: a pair's scales spread over its 8 + 8 lanes */
+        prefetch_lines((const char *)row + (long)blk * block_bytes, 8 * block_bytes, (long)blk * block_bytes, ahead);
         const __m256 wd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(ws + blk)));
         __m512i w[4], init[4];
         for (int k = 0; k < 4; k++) w[k] = pair_weights(row, quant, blk + 2 * k, &init[k]);
@@ -206,6 +208,7 @@ static inline __attribute__((always_inline)) void quant_dots(const void *row, co
     }
 #endif
     for (; blk + 8 <= blocks; blk += 8) {
+        prefetch_lines((const char *)row + (long)blk * block_bytes, 8 * block_bytes, (long)blk * block_bytes, ahead);
         const __m256 wd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(ws + blk)));
         for (int r = 0; r < NR; r++) _mm256_store_ps(scale[r], _mm256_mul_ps(wd, _mm256_loadu_ps(xd + r * blocks + blk)));
         for (int k = 0; k < 8; k += 2) {
@@ -242,15 +245,15 @@ static inline __attribute__((always_inline)) void quant_dots(const void *row, co
 #endif
 }
 
-/* out[r] for r < nr <= QUANT_TILE: the tile's size and the format made constants */
+/* out[r] for r < nr <= QUANT_TILE: the tile's size and the format made constants; `ahead` as dots_tile's */
 static void quant_dots_tile(const void *row, const uint16_t *ws, int quant, const int8_t *xq, const float *xd,
-                            const int32_t *xc, int blocks, float *out, int nr) {
+                            const int32_t *xc, int blocks, float *out, long ahead, int nr) {
 #define QUANT_CASE(NR)                                                                                        \
     case NR:                                                                                                  \
         if (quant == QUANT_Q8)                                                                                \
-            quant_dots(row, ws, QUANT_Q8, xq, xd, xc, blocks, out, NR);                                       \
+            quant_dots(row, ws, QUANT_Q8, xq, xd, xc, blocks, out, ahead, NR);                                \
         else                                                                                                  \
-            quant_dots(row, ws, QUANT_Q4, xq, xd, xc, blocks, out, NR);                                       \
+            quant_dots(row, ws, QUANT_Q4, xq, xd, xc, blocks, out, ahead, NR);                                \
         return;
     switch (nr) {
         QUANT_CASE(1)
@@ -274,8 +277,8 @@ static inline int block_weight(const void *row, int quant, long i) { /* element 
 
 /* out[0]: the plain C loop, one token row at a time (the weight row stays in L1 for the next) */
 static void quant_dots_tile(const void *row, const uint16_t *ws, int quant, const int8_t *xq, const float *xd,
-                            const int32_t *xc, int blocks, float *out, int nr) {
-    (void)xc, (void)nr;
+                            const int32_t *xc, int blocks, float *out, long ahead, int nr) {
+    (void)xc, (void)nr, (void)ahead;
     float total = 0.0f;
     for (int blk = 0; blk < blocks; blk++) {
         int32_t sum = 0;
@@ -307,12 +310,11 @@ static void quant_gemv_chunk(const Job *job, int chunk, int thread) {
         const void *row = (const char *)L->w + (long)o * row_bytes;
         const uint16_t *ws = L->scales + (long)o * blocks;
         const float bias = L->b ? L->b[o] : 0.0f;
-        prefetch_ahead((const char *)row, row_bytes, (long)(r1 - o) * row_bytes);
         for (int b0 = 0; b0 < g->B; b0 += QUANT_TILE) { /* the row stays in L1 for the other tiles */
             const int nr = g->B - b0 < QUANT_TILE ? g->B - b0 : QUANT_TILE;
             float v[QUANT_TILE];
             quant_dots_tile(row, ws, quant, g->xq + (long)b0 * blocks * QK, g->xd + (long)b0 * blocks,
-                            g->xc + (long)b0 * blocks * 8, blocks, v, nr);
+                            g->xc + (long)b0 * blocks * 8, blocks, v, b0 == 0 ? (long)(r1 - o) * row_bytes : 0, nr);
             for (int r = 0; r < nr; r++) {
                 float *y = g->y + (long)(b0 + r) * L->out + o;
                 *y = g->mode == OUT_ADD ? *y + v[r] + bias : v[r] + bias;
