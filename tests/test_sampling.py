@@ -16,6 +16,7 @@ from bigcode_cli.generation.sampling import (
     apply_temperature,
     apply_top_k,
     apply_top_p,
+    best_ids,
     make_generator,
     next_tokens,
 )
@@ -190,3 +191,13 @@ def test_the_cli_generates_with_extreme_settings(capsys, extreme):
     assert code == 0 and "error" not in err, err
     if "--repetition-penalty" not in extreme:
         assert out == greedy  # a temperature too small for float32 is the greedy choice
+
+
+def test_best_ids_is_torchs_argmax_ties_and_nan_included():
+    scores = torch.randn(9, 300)
+    scores[1, 7] = scores[1, 200] = scores[1].max() + 1  # a tie: the first wins
+    scores[2, 40] = float("nan")  # a NaN counts as the largest, as in torch.argmax
+    scores[3] = float("-inf")
+    wide = torch.randn(4, 600)[:, ::2]  # not contiguous
+    for rows in (scores, wide, scores.to(torch.bfloat16)):
+        assert torch.equal(best_ids(rows), rows.argmax(dim=-1))

