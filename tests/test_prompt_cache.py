@@ -165,3 +165,25 @@ def test_the_transformers_engine_reuses_through_the_same_protocol():
     cached = generate(runner, tokenizer, typed, max_new_tokens=8, params=GREEDY, prompt_cache=cache)
     assert cached.cached_tokens >= len(ids) - 1
     assert [s.token_ids for s in cached.samples] == [s.token_ids for s in fresh.samples]
+
+
+def test_a_finished_cache_is_kept_whole_when_it_is_its_own_and_nearly_full(model):
+    """kept_prefix: the cache itself (no 10 MB copy per request of an editor-sized window) when nothing else
+    shares its memory and little lies past what it holds; a copy otherwise. The positions are the same."""
+    import torch
+
+    runner = model.runner
+    ids = list(range(5, 45))
+    with torch.inference_mode():
+        snug = runner.new_cache(1, len(ids) + 16)
+        runner(torch.tensor([ids]), cache=snug)
+        kept = snug.kept_prefix(len(ids) - 3)
+        assert kept is snug and kept.length == len(ids) - 3
+        roomy = runner.new_cache(1, len(ids) + 500)
+        runner(torch.tensor([ids]), cache=roomy)
+        copied = roomy.kept_prefix(len(ids))
+        assert copied is not roomy and copied.nbytes < roomy.nbytes
+        rows = roomy.split(2)
+        assert all(row.kept_prefix(len(ids)) is not row for row in rows)
+        for a, b in zip(copied.layers, snug.layers):
+            assert torch.equal(a[:, : len(ids) - 3], b[:, : len(ids) - 3])

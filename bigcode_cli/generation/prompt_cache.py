@@ -105,7 +105,7 @@ class PromptCache:
         if entry is not None and shared == len(held):  # an entry already holds all of it
             self._entries.move_to_end(entry)
             return
-        copy = cache.copy_prefix(len(held))
+        copy = cache.kept_prefix(len(held))
         entry = _Entry(partition, held, copy, copy.nbytes)
         if entry.nbytes > self.max_bytes:
             return  # larger than the whole cache: the shorter prefixes it holds stay

@@ -59,6 +59,9 @@ class TransformersCache:
         copied._keep(n)
         return copied
 
+    def kept_prefix(self, n: int) -> TransformersCache:
+        return self.copy_prefix(n)
+
     def load_prefix(self, source: TransformersCache, n: int) -> None:  # type: ignore[override]
         self.cache = copy.deepcopy(source.cache)
         self._keep(n)

@@ -51,6 +51,11 @@ class Cache(Protocol):
         """A new one-row cache holding a copy of this one-row cache's first n positions (room for n only)."""
         ...
 
+    def kept_prefix(self, n: int) -> Cache:
+        """This one-row cache's first n positions for keeping, by a caller done with the cache: the cache itself,
+        truncated to n, where nothing else shares its memory and little of it lies past n; else copy_prefix(n)."""
+        ...
+
     def load_prefix(self, source: Cache, n: int) -> None:
         """Make this one-row cache hold a copy of `source`'s first n positions (a cache of the same runner); its
         length becomes n."""
