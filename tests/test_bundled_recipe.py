@@ -10,29 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tokenizer_files import STARCODER_SPECIALS, save_tokenizer
+from tokenizer_files import CORPUS, STARCODER_SPECIALS, save_tokenizer
 
 from bigcode_cli.generation.completion import build_prompt
 from bigcode_cli.text.tokenizer import Tokenizer
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts" / "bundled"
-SOURCE = '''import os
-
-
-def fibonacci(n: int) -> int:
-    """Return the n-th Fibonacci number."""
-    if n < 2:
-        return n
-    return fibonacci(n - 1) + fibonacci(n - 2)
-
-
-class Stack:
-    def __init__(self):
-        self.items = []
-
-    def push(self, item):
-        self.items.append(item)
-'''
+# a Python file: the shared test corpus's Python part (functions, a class, a loop), after an import
+SOURCE = "import os\n\n\n" + CORPUS[: CORPUS.index("function add")]
 
 
 @pytest.fixture(scope="module")

@@ -187,3 +187,16 @@ def test_a_finished_cache_is_kept_whole_when_it_is_its_own_and_nearly_full(model
         assert all(row.kept_prefix(len(ids)) is not row for row in rows)
         for a, b in zip(copied.layers, snug.layers):
             assert torch.equal(a[:, : len(ids) - 3], b[:, : len(ids) - 3])
+
+
+def test_an_entry_that_a_later_one_extends_is_dropped_and_only_that_one(model):
+    runner, tokenizer = model.runner, model.tokenizer
+    cache = PromptCache(runner)
+    a = _prompt(tokenizer, "def alpha(x):\n    return x + 1\n")
+    sibling = a[: BLOCK + 3] + _prompt(tokenizer, "class Beta:\n    pass\n")  # shares a's first block only
+    _release(runner, cache, a)
+    _release(runner, cache, sibling)
+    _release(runner, cache, a + [7, 8, 9])  # a typed on: a is a prefix of it
+    assert len(cache) == 2  # the extension and the sibling
+    assert _claimed(cache, a + [7, 8, 9, 10]) == len(a) + 3
+    assert _claimed(cache, sibling + [4]) == len(sibling)

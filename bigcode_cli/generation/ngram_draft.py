@@ -16,8 +16,9 @@ MAX_NGRAM = 4
 MIN_NGRAM = 1
 MAX_DRAFT = 8  # tokens; past this a step's cost grows faster than the tokens a good draft adds (README)
 # one more token in a decode step, as a fraction of a one-token step (1 + STEP_COST * k for a k-token draft):
-# measured on the bundled model on a 2-core Xeon, 0.15-0.25 (README "Speculation"); larger models, whose steps
-# are a read of their weights, pay less, so drafting by this rule errs on the side of drafting too little
+# measured by benchmarks/step_overheads.py on a 2-core Xeon, the bundled model: 0.03-0.05 a token up to 4
+# tokens and 0.13 at 8 in float32, 0.3-0.34 in bfloat16; the 116M shape in int8 at 1,640 positions 0.1-0.13.
+# 0.25 errs towards short drafts; 0.08 and 0.15 gave the same speed on the retype trace (README "Speculation")
 STEP_COST = 0.25
 # acceptance is an average over recent draft positions, older ones weighing DECAY as much per position
 DECAY = 0.9
