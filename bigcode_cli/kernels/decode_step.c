@@ -76,6 +76,9 @@ typedef struct {
 
 /* ------------------------------------------------------------------ loads, stores, math */
 
+#define BUFFER_ALIGN 64
+static size_t aligned_size(size_t n) { return (n + BUFFER_ALIGN - 1) / BUFFER_ALIGN * BUFFER_ALIGN; }
+
 static inline vf load_f32(const float *p) {
     vf v;
     memcpy(&v, p, sizeof v);
@@ -457,6 +460,7 @@ typedef struct {
     const Linear *lin;
     const float *x;     /* (B, in) */
     const bf16_input *xr; /* x rounded to bf16, for bf16 weights */
+    const uint16_t *xp; /* bf16 weights on AMX tiles: x packed for them (amx_bf16.h); else NULL */
     float *y;           /* (B, out) */
     int B, mode, activation, rows_per_chunk, bf16;
 } Gemv;
@@ -480,9 +484,51 @@ static inline __attribute__((always_inline)) void prefetch_lines(const char *p, 
 
 #include "float_dots.h"
 
-/* y[b, o] for o in [r0, r1): dot(W[o], x[b]) (+ bias), then the output mode; the token rows in tiles that
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__) && defined(__linux__)
+#define AMX_BF16 1
+#include "amx_bf16.h"
+#endif
+
+/* y[b, o] (+= with OUT_ADD) = v + bias, the way every path writes its results */
+static inline void put_output(const Gemv *g, int b, int o, float v, float bias) {
+    float *y = g->y + (long)b * g->lin->out + o;
+    *y = g->mode == OUT_ADD ? *y + v + bias : v + bias;
+}
+
+static void dot_rows(const Gemv *g, int r0, int r1);
+
+/* y[b, o] for o in [r0, r1): dot(W[o], x[b]) (+ bias), then the output mode; whole groups of 16 weight
+ * rows on AMX tiles where this process uses them (amx_bf16.h), the others in tiles of token rows that
  * share each weight load (float_dots.h) */
 static void gemv_block(const Gemv *g, int r0, int r1) {
+    int o = r0;
+#ifdef AMX_BF16
+    if (g->xp) {
+        const Linear *L = g->lin;
+        const long row_bytes = (long)L->in * 2;
+        float c[AMX_ROWS * AMX_TOKENS] __attribute__((aligned(64)));
+        amx_configure();
+        for (; o + AMX_ROWS <= r1; o += AMX_ROWS) {
+            const uint16_t *w = (const uint16_t *)L->w + (long)o * L->in;
+            for (int b0 = 0; b0 < g->B; b0 += AMX_TOKENS) {
+                amx_rows_product(w, row_bytes, g->xp + (long)b0 * L->in, L->in / AMX_STEP, c,
+                                 b0 == 0 && o + 2 * AMX_ROWS <= L->out);
+                const int tokens = g->B - b0 < AMX_TOKENS ? g->B - b0 : AMX_TOKENS;
+                for (int r = 0; r < AMX_ROWS; r++) {
+                    const float bias = L->b ? L->b[o + r] : 0.0f;
+                    for (int t = 0; t < tokens; t++) put_output(g, b0 + t, o + r, c[r * AMX_TOKENS + t], bias);
+                }
+            }
+        }
+        _tile_release();
+    }
+#endif
+    dot_rows(g, o, r1);
+    if (g->mode == OUT_ACT)
+        for (int b = 0; b < g->B; b++) activate(g->y + (long)b * g->lin->out + r0, r1 - r0, g->activation);
+}
+
+static void dot_rows(const Gemv *g, int r0, int r1) {
     const Linear *L = g->lin;
     const int n = L->in;
     const long row_bytes = (long)n * (g->bf16 ? 2 : 4);
@@ -495,14 +541,9 @@ static void gemv_block(const Gemv *g, int r0, int r1) {
             const int nr = g->B - b0 < DOT_TILE ? g->B - b0 : DOT_TILE;
             float v[DOT_TILE];
             dots_tile(w, g->bf16, (const char *)x + b0 * x_bytes, n, n, v, b0 == 0 ? (long)(r1 - o) * row_bytes : 0, nr);
-            for (int r = 0; r < nr; r++) {
-                float *y = g->y + (long)(b0 + r) * L->out + o;
-                *y = g->mode == OUT_ADD ? *y + v[r] + bias : v[r] + bias;
-            }
+            for (int r = 0; r < nr; r++) put_output(g, b0 + r, o, v[r], bias);
         }
     }
-    if (g->mode == OUT_ACT)
-        for (int b = 0; b < g->B; b++) activate(g->y + (long)b * L->out + r0, r1 - r0, g->activation);
 }
 
 static void gemv_chunk(const Job *job, int chunk, int thread) {
@@ -531,8 +572,26 @@ static void gemv(const Linear *lin, const float *x, void *xb, float *y, int B, i
     bf16_input *xr = bf16 ? (bf16_input *)xb : NULL;
     if (bf16)
         for (int b = 0; b < B; b++) round_inputs(x + (long)b * lin->in, xr + (long)b * lin->in, lin->in);
-    Gemv g = {lin, x, xr, y, B, mode, activation, rows, bf16};
+    uint16_t *xp = NULL;
+#ifdef AMX_BF16
+    if (bf16 && lin->in % AMX_STEP == 0 && amx_usable()) { /* after xr in the scratch (bf16_scratch_size) */
+        xp = (uint16_t *)((char *)xb + aligned_size((size_t)B * lin->in * sizeof(bf16_input)));
+        amx_pack_inputs(x, B, lin->in, xp);
+        rows = (rows + AMX_ROWS - 1) / AMX_ROWS * AMX_ROWS; /* chunks of whole tile groups */
+    }
+#endif
+    Gemv g = {lin, x, xr, xp, y, B, mode, activation, rows, bf16};
     run_job(gemv_chunk, (lin->out + rows - 1) / rows, &g);
+}
+
+/* bytes of scratch a bf16 matvec of B rows of up to `widest` inputs needs: the inputs rounded to bf16 (xr),
+ * then, with AMX tiles, the same packed for them */
+static size_t bf16_scratch_size(int B, size_t widest) {
+    size_t size = aligned_size((size_t)B * widest * sizeof(bf16_input));
+#ifdef AMX_BF16
+    size += amx_packed_size(B, (long)widest);
+#endif
+    return size;
 }
 
 /* ------------------------------------------------------------------ attention */
@@ -940,10 +999,7 @@ void bigcode_workspace_free(void *workspace) {
     free(ws);
 }
 
-#define BUFFER_ALIGN 64
 enum { N_BUFFERS = 13 };
-
-static size_t aligned_size(size_t n) { return (n + BUFFER_ALIGN - 1) / BUFFER_ALIGN * BUFFER_ALIGN; }
 
 /* point `out` into the workspace, growing it first if this step needs more; 0, or -1 without memory */
 static int reserve(Workspace *ws, const Model *m, int B, int length, int threads, Buffers *out) {
@@ -953,7 +1009,7 @@ static int reserve(Workspace *ws, const Model *m, int B, int length, int threads
     const size_t f = sizeof(float);
     const size_t sizes[N_BUFFERS] = {
         rows * C * f, rows * C * f, rows * C * f, rows * (size_t)m->layers[0].attn.out * f, rows * (size_t)m->inner * f,
-        m->bf16 ? rows * widest * sizeof(bf16_input) : model_is_quantized(m) ? quant_scratch_size(B, (int)widest) : 0,
+        m->bf16 ? bf16_scratch_size(B, widest) : model_is_quantized(m) ? quant_scratch_size(B, (int)widest) : 0,
         rows * H * blocks * (2 + D) * f,
         (size_t)threads * (m->multi_query ? (size_t)mq_scratch_floats(m) : ATTEND_BLOCK) * f,
         rows * i32, rows * i32, (rows + 1) * i32, (rows + 1) * i32, rows * sizeof(void *),
