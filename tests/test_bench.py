@@ -21,6 +21,7 @@ from bigcode_cli.terminal.console import stdout_console
 from bigcode_cli.generation.loop import generate
 from bigcode_cli.generation.sampling import SamplingParams
 from bigcode_cli.model.config import GPTBigCodeConfig
+from bigcode_cli.model.step_costs import StepCosts
 from bigcode_cli.text.tokenizer import Tokenizer
 
 FAST = ("--rounds", "1", "--new-tokens", "4", "--prompt-tokens", "16")
@@ -206,6 +207,7 @@ class _EosRunner:
 
     device = torch.device("cpu")
     config = GPTBigCodeConfig(eos_token_id=0)
+    step_costs = StepCosts()
 
     def new_cache(self, batch: int, capacity: int) -> None:
         return None

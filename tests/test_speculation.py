@@ -121,6 +121,9 @@ class _Eager:
 
     probing = False
 
+    def __init__(self, costs=None) -> None:
+        pass
+
     def length(self) -> int:
         return ngram_draft.MAX_DRAFT
 

@@ -14,7 +14,10 @@ Not thread-safe: one owner (the serve worker's thread).
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Callable
+
+from bigcode_cli.model.step_costs import record_step
 
 if TYPE_CHECKING:
     from bigcode_cli.generation.loop import Decoding
@@ -61,6 +64,7 @@ class Batch:
                 except Exception as exc:  # noqa: BLE001 - that generation fails, the others go on
                     tail = None
                     self._fail([joining], exc, on_error)
+            began = time.perf_counter()
             decoding = [m for m in self.members if m.decoding]
             rows = [m.rows() for m in decoding]
             if tail is not None:  # a keystroke's few uncached tokens: one more row of this step
@@ -68,7 +72,8 @@ class Batch:
                 rows.append([tail])
             if decoding:
                 try:
-                    logits = self.runner.step([row for group in rows for row in group])  # (tokens of the rows, V)
+                    step_rows = [row for group in rows for row in group]
+                    logits = self.runner.step(step_rows)  # (tokens of the rows, V)
                 except Exception as exc:  # noqa: BLE001
                     self._fail(decoding, exc, on_error)
                 else:
@@ -83,6 +88,7 @@ class Batch:
                         except Exception as exc:  # noqa: BLE001
                             self._fail([member], exc, on_error)
                         start += count
+                    record_step(self.runner, step_rows, began)
         finished = [m for m in self.members if m.finished]
         self.members = [m for m in self.members if not m.finished]
         return finished

@@ -4,22 +4,31 @@ Code repeats itself: a completion re-types the suffix after the cursor, an ident
 of the prompt, or the model falls into repeating its own output. `NgramDrafter` looks up the longest
 n-gram (MAX_NGRAM tokens down to MIN_NGRAM) that ends the sequence and also occurs earlier in it, and
 drafts the tokens that followed its most recent earlier occurrence. `DraftPolicy` decides how many to
-draft from how often drafts were accepted, and stops drafting where they keep failing (trying again now
-and then), so text that does not repeat pays for few rejected tokens.
+draft from how often drafts were accepted and what a step of more tokens costs on this runner (measured:
+bigcode_cli.model.step_costs), and stops drafting where they keep failing (trying again now and then), so
+text that does not repeat pays for few rejected tokens.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
+
+if TYPE_CHECKING:
+    from bigcode_cli.model.step_costs import StepCosts
 
 MAX_NGRAM = 4
 MIN_NGRAM = 1
-MAX_DRAFT = 8  # tokens; past this a step's cost grows faster than the tokens a good draft adds (README)
-# one more token in a decode step, as a fraction of a one-token step (1 + STEP_COST * k for a k-token draft):
-# measured by benchmarks/step_overheads.py on a 2-core Xeon, the bundled model: 0.03-0.05 a token up to 4
-# tokens and 0.13 at 8 in float32, 0.3-0.34 in bfloat16; the 116M shape in int8 at 1,640 positions 0.1-0.13.
-# 0.25 errs towards short drafts; 0.08 and 0.15 gave the same speed on the retype trace (README "Speculation")
+MAX_DRAFT = 8  # tokens; past this the acceptance of the bundled model's drafts is near 0 (README "Speculation")
+# one more token in a decode step, as a fraction of a one-token step, until this runner's steps have been
+# measured (bigcode_cli.model.step_costs; then the measured costs decide): measured by
+# benchmarks/step_overheads.py on a 2-core Xeon, 0.03-0.05 a token up to 4 tokens and 0.13 at 8 for the bundled
+# model in float32, 0.04-0.07 in bfloat16 on AMX tiles, 0.3 without them; the 116M shape in int8 at 1,640
+# positions 0.1-0.13. 0.25 errs towards short drafts while nothing is known
 STEP_COST = 0.25
+# a draft is made only if it is expected to make this much more per unit of time than none: a measured cost
+# is a median of noisy steps, and with 0.03 a one-token draft was made at most steps of text that does not
+# repeat, each step measured as dear as a one-token one (benchmarks/speculation.py's fresh trace: 0.98x -> 0.94x)
+MIN_GAIN = 0.1
 # acceptance is an average over recent draft positions, older ones weighing DECAY as much per position
 DECAY = 0.9
 # with drafting off, one token is drafted after this many steps, doubling (up to PROBE_MAX) while such
@@ -79,18 +88,21 @@ class NgramDrafter:
         self._indexed = max(self._indexed, end + 1)
 
 
-def best_length(rate: float, step_cost: float | None = None, longest: int | None = None) -> int:
+def best_length(rate: float, step_cost: float | Callable[[int], float] | None = None, longest: int | None = None) -> int:
     """The draft length that makes the most tokens per unit of step time when each drafted token is accepted
-    with probability `rate` (given the ones before it were): 0 when drafting does not pay. step_cost and
-    longest: STEP_COST and MAX_DRAFT unless given."""
+    with probability `rate` (given the ones before it were): 0 when drafting does not pay. step_cost: what
+    one more token adds to a step, as a fraction of a one-token step, or a function of a step's token count
+    giving its cost relative to one token (StepCosts.relative); STEP_COST unless given. longest: MAX_DRAFT
+    unless given."""
     step_cost = STEP_COST if step_cost is None else step_cost
+    cost = step_cost if callable(step_cost) else (lambda tokens: 1.0 + step_cost * (tokens - 1))
     longest = MAX_DRAFT if longest is None else longest
-    best, best_yield = 0, 1.0
+    best, best_yield = 0, 1.0 + MIN_GAIN
     made, p = 1.0, 1.0  # expected tokens a step makes (the one chosen after the accepted run included)
     for k in range(1, longest + 1):
         p *= rate
         made += p
-        value = made / (1 + step_cost * k)
+        value = made / cost(1 + k)
         if value > best_yield:
             best, best_yield = k, value
     return best
@@ -99,7 +111,8 @@ def best_length(rate: float, step_cost: float | None = None, longest: int | None
 class DraftPolicy:
     """How many tokens one sample drafts next, adapting to how often its drafts were accepted."""
 
-    def __init__(self) -> None:
+    def __init__(self, costs: StepCosts | None = None) -> None:
+        self.costs = costs  # what the runner's steps of n tokens cost (None: STEP_COST a token)
         self.hits = 1.0  # accepted draft positions (a prior of one in two)
         self.trials = 2.0  # draft positions judged: accepted ones, and the first rejected one of each draft
         self._idle = 0  # steps without a draft since drafting was last off
@@ -113,7 +126,7 @@ class DraftPolicy:
 
     def length(self) -> int:
         """Tokens to draft for the next step (0: none)."""
-        k = best_length(self.rate)
+        k = best_length(self.rate, self._step_cost)
         self._probing = False
         if k > 0:
             return k
@@ -122,6 +135,9 @@ class DraftPolicy:
             return 0
         self._probing = True
         return 1
+
+    def _step_cost(self, tokens: int) -> float:
+        return self.costs.relative(tokens, STEP_COST) if self.costs is not None else 1.0 + STEP_COST * (tokens - 1)
 
     @property
     def probing(self) -> bool:

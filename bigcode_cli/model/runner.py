@@ -8,12 +8,13 @@ makes one. Services (generation, pipelines, bench) see only these protocols.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, Sequence, runtime_checkable
 
 import torch
 
 from bigcode_cli.model.config import GPTBigCodeConfig
+from bigcode_cli.model.step_costs import StepCosts
 
 
 @runtime_checkable
@@ -84,6 +85,7 @@ class Runner(Protocol):
     backend: str  # the attention backend in use (never "auto")
     device: torch.device
     dtype: torch.dtype
+    step_costs: StepCosts  # what its one-row steps of n tokens took (step_costs.timed_step records them)
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  cache: Cache | None = None, last_only: bool = False) -> torch.Tensor:
@@ -151,6 +153,7 @@ class RunnerBase:
     dtype: torch.dtype
     decode_reason: str | None = None  # see Runner.decode_reason
     quant: str | None = None  # "int8" | "int4" when the matrices hold quantized weights (dtype computes the rest)
+    step_costs: StepCosts = field(default_factory=StepCosts)  # see Runner.step_costs
 
     @property
     def dtype_name(self) -> str:

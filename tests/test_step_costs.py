@@ -1,0 +1,77 @@
+"""The measured price of a draft: StepCosts from recorded steps, and the draft length it leads to."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bigcode_cli.generation import ngram_draft
+from bigcode_cli.generation.ngram_draft import DraftPolicy, best_length
+from bigcode_cli.model.runner import RowTokens
+from bigcode_cli.model.step_costs import TRUSTED, StepCosts, record_step
+
+
+def _measured(costs: dict[int, float]) -> StepCosts:
+    """StepCosts that saw each count's steps take `costs[n]` seconds (its first step slow, as a cold one is)."""
+    measured = StepCosts()
+    for tokens, seconds in costs.items():
+        measured.record(tokens, 100 * seconds)  # the first step of a count is left out
+        for _ in range(TRUSTED):
+            measured.record(tokens, seconds)
+    return measured
+
+
+def test_nothing_measured_is_the_given_slope():
+    assert StepCosts().relative(4, 0.25) == pytest.approx(1.75)
+
+
+def test_a_measured_count_is_its_median_relative_to_one_token_and_a_cold_first_step_is_left_out():
+    costs = _measured({1: 1.0, 3: 1.2})
+    assert costs.relative(1, 0.25) == 1.0
+    assert costs.relative(3, 0.25) == pytest.approx(1.2)
+    assert costs.relative(2, 0.25) == pytest.approx(1.1)  # between two measured counts
+    assert costs.relative(5, 0.25) == pytest.approx(1.4)  # past the last, along the slope measured before it
+
+
+def test_a_count_is_believed_only_after_trusted_steps():
+    costs = _measured({1: 1.0})
+    costs.record(2, 9.0)
+    costs.record(2, 9.0)  # the first is left out: one measured step of 2 tokens
+    assert costs.relative(2, 0.25) == pytest.approx(1.25)
+
+
+def test_without_one_token_steps_their_cost_is_extrapolated_back():
+    costs = _measured({2: 1.1, 4: 1.3})  # 0.1 a token: one token would take 1.0
+    assert costs.relative(4, 0.25) == pytest.approx(1.3)
+    assert costs.relative(3, 0.25) == pytest.approx(1.2)
+
+
+def test_only_one_row_steps_on_a_cpu_are_recorded():
+    class Runner:
+        device = torch.device("cpu")
+        step_costs = StepCosts()
+
+    runner = Runner()
+    for _ in range(1 + TRUSTED):
+        record_step(runner, [RowTokens(None, [1, 2])], began=0.0)
+        record_step(runner, [RowTokens(None, [1]), RowTokens(None, [1])], began=0.0)
+    assert runner.step_costs._medians.keys() == {2}
+
+
+def test_cheap_steps_draft_longer_and_dear_ones_not_at_all():
+    cheap_steps, dear_steps = _measured({1: 1.0, 2: 1.02, 4: 1.06, 9: 1.3}), _measured({1: 1.0, 2: 1.7, 4: 3.1})
+    cheap, dear = (lambda n: cheap_steps.relative(n, 0.25)), (lambda n: dear_steps.relative(n, 0.25))
+    assert best_length(0.7, cheap) > best_length(0.7, 0.25) > 0
+    assert best_length(0.7, dear) == 0
+    # a draft must be expected to gain MIN_GAIN: at 5% acceptance a step as cheap as one token does not pay
+    assert best_length(0.05, lambda tokens: 1.0) == 0
+
+
+def test_the_policy_asks_the_runners_measured_costs():
+    cheap = _measured({1: 1.0, 2: 1.01, 3: 1.02, 4: 1.03, 9: 1.1})
+    measured, assumed = DraftPolicy(cheap), DraftPolicy()
+    for policy in (measured, assumed):
+        for _ in range(6):
+            policy.judged(4, 3)  # drafts mostly accepted
+    assert measured.length() > assumed.length() > 0
+    assert measured.length() <= ngram_draft.MAX_DRAFT
