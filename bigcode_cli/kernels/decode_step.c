@@ -18,7 +18,8 @@
  * and group of heads) claimed from an atomic counter by the calling thread and a small pool of workers. A worker that is
  * descheduled on a busy machine delays nothing: the caller simply claims the remaining chunks.
  *
- * Portable C11 with GCC/Clang vector extensions: the compiler maps them to AVX-512, AVX2 or NEON.
+ * Portable C11 with GCC/Clang vector extensions: the compiler maps them to AVX-512, AVX2 or NEON; bf16
+ * products use AMX tiles where the CPU has them and Linux hands them out (amx_tiles.h, amx_bf16.h).
  */
 
 #include <math.h>
@@ -484,9 +485,13 @@ static inline __attribute__((always_inline)) void prefetch_lines(const char *p, 
 
 #include "float_dots.h"
 
-#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__) && defined(__linux__)
+#if defined(__AMX_TILE__) && defined(__AVX512F__) && defined(__linux__)
+#define AMX_TILES 1
+#include "amx_tiles.h"
+#if defined(__AMX_BF16__) && defined(__AVX512BF16__)
 #define AMX_BF16 1
 #include "amx_bf16.h"
+#endif
 #endif
 
 /* y[b, o] (+= with OUT_ADD) = v + bias, the way every path writes its results */

@@ -1,0 +1,41 @@
+/* Intel's AMX tiles (Xeon 4th generation and later): whether this process may use them, and their
+ * configuration, for decode_step.c's tile products (amx_bf16.h, amx_int8.h; included there, once, where the
+ * compiler targets AMX).
+ *
+ * Linux hands out the tile registers only to a process that asks (arch_prctl ARCH_REQ_XCOMP_PERM). Where that
+ * fails (an older kernel, a hypervisor that hides them) or BIGCODE_AMX=0 is set, every product stays on the
+ * vector path. The decision is made once and holds for the life of the process: a format's products go
+ * one way for every step, which keeps each row's result the same alone or in company (batch invariance).
+ * Each run of tile products loads its configuration and releases the tiles after: other code on the same
+ * threads (PyTorch's oneDNN matmuls) uses and releases them too.
+ */
+
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define AMX_ROWS 16   /* weight rows (outputs) of a tile product */
+#define AMX_TOKENS 16 /* token rows of a tile product */
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} TileConfig;
+
+static _Atomic int amx_state; /* 0: not decided, 1: usable, -1: not */
+
+/* whether this process multiplies on tiles: decided at the first call, the same ever after */
+static int amx_usable(void) {
+    int state = atomic_load(&amx_state);
+    if (state == 0) {
+        const char *setting = getenv("BIGCODE_AMX");
+        int usable = !(setting && (strcmp(setting, "0") == 0 || strcmp(setting, "off") == 0));
+        if (usable) usable = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
+        int expected = 0;
+        atomic_compare_exchange_strong(&amx_state, &expected, usable ? 1 : -1);
+        state = atomic_load(&amx_state);
+    }
+    return state == 1;
+}
+
+static inline void amx_load_config(const TileConfig *config) { _tile_loadconfig(config); }
