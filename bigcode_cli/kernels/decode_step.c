@@ -1043,6 +1043,15 @@ static int reserve(Workspace *ws, const Model *m, int B, int length, int threads
 
 int bigcode_decode_abi(void) { return 4; }
 
+/* 1 when this process multiplies bf16 weights on AMX tiles (amx_tiles.h), else 0 */
+int bigcode_amx_tiles(void) {
+#ifdef AMX_BF16
+    return amx_usable();
+#else
+    return 0;
+#endif
+}
+
 #define MAX_STEP_ROWS 4096
 #define MAX_STEP_TOKENS 16384
 

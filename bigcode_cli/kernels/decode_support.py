@@ -54,3 +54,10 @@ def cpu_decode_summary(activation: str) -> str:
     """What would run a model's decode steps on a CPU here: "C kernel" or "PyTorch (reason)"."""
     problem = activation_problem(activation) or library_problem()
     return "C kernel" if problem is None else f"PyTorch ({problem})"
+
+
+def amx_tiles() -> bool:
+    """Whether the decode kernel multiplies bf16 weights on AMX tiles in this process (an Intel Xeon with
+    AMX whose kernel hands the tiles out, and BIGCODE_AMX not 0): decided once, for the process's life."""
+    lib = decode_library()
+    return lib is not None and bool(lib.bigcode_amx_tiles())

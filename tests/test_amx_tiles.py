@@ -1,0 +1,64 @@
+"""bf16 products on AMX tiles (decode_step.c's amx_bf16.h) against the vector path they replace.
+
+Where this CPU has AMX and Linux hands the tiles out, every bf16 step of this process runs on them (the other
+tests' bf16 steps included: their parity with transformers and their batch invariance hold on tiles). Here
+the same step runs once more in a process with BIGCODE_AMX=0 (the vector path) and the two must agree to
+float rounding, and BIGCODE_AMX=0 must really keep the tiles off.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from checkpoints import save_checkpoint
+
+from bigcode_cli.kernels import build as kernel_build
+from bigcode_cli.kernels.decode_support import amx_tiles
+
+pytestmark = pytest.mark.skipif(kernel_build.find_compiler() is None, reason="no C compiler to build the kernel")
+
+# a verify step of 5 tokens and two one-token rows, after prompts of 7, 3 and 12 tokens; 64 inputs a row (two
+# tile steps), 48 outputs of the attention (three groups of 16 rows) and a vocabulary of 97 (6 groups + 1 row)
+STEP = """
+import sys, torch
+from bigcode_cli.model import engine
+from bigcode_cli.model.runner import RowTokens
+from bigcode_cli.kernels.decode_support import amx_tiles
+runner = engine.load(sys.argv[1], "causal-lm", dtype="bfloat16", device="cpu")
+assert runner.decode_path == "kernel"
+g = torch.Generator().manual_seed(5)
+rows = []
+with torch.inference_mode():
+    for prompt, new in [(7, 5), (3, 1), (12, 1)]:
+        cache = runner.new_cache(1, prompt + new + 1)
+        runner(torch.randint(3, 97, (1, prompt), generator=g), cache=cache)
+        rows.append(RowTokens(cache, torch.randint(3, 97, (new,), generator=g).tolist()))
+    torch.save({"logits": runner.step(rows), "tiles": amx_tiles()}, sys.argv[2])
+"""
+
+
+def _step_in_a_process(checkpoint, out, amx: str) -> dict:
+    env = {**os.environ, "BIGCODE_AMX": amx}
+    subprocess.run([sys.executable, "-c", STEP, str(checkpoint), str(out)], env=env, check=True, timeout=300)
+    return torch.load(out)
+
+
+@pytest.mark.skipif(not amx_tiles(), reason="this CPU or kernel gives no AMX tiles")
+def test_a_step_on_tiles_agrees_with_the_vector_path(tmp_path):
+    checkpoint = save_checkpoint(tmp_path / "mqa", n_embd=64, n_head=4, n_layer=2, dtype=torch.bfloat16)
+    tiles = _step_in_a_process(checkpoint, tmp_path / "tiles.pt", "1")
+    vector = _step_in_a_process(checkpoint, tmp_path / "vector.pt", "0")
+    assert tiles["tiles"] and not vector["tiles"]
+    assert tiles["logits"].shape == (7, 97)
+    assert not torch.equal(tiles["logits"], vector["logits"])  # another order of the sums: it did run on tiles
+    # the same bf16 products, summed in another order (and subnormal inputs as 0): float rounding apart
+    assert (tiles["logits"] - vector["logits"]).abs().max().item() <= 1e-4 * vector["logits"].abs().max().item() + 1e-5
+
+
+def test_bigcode_amx_0_keeps_the_tiles_off(tmp_path):
+    checkpoint = save_checkpoint(tmp_path / "mqa", n_embd=64, n_head=4, n_layer=2, dtype=torch.bfloat16)
+    assert _step_in_a_process(checkpoint, tmp_path / "vector.pt", "0")["tiles"] is False
