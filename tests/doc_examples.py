@@ -40,8 +40,10 @@ FENCE = re.compile(r"^(?P<fence>```+)(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=fence)
 NOT_RUN = re.compile(r"<!-- not run: (?P<reason>.+?) -->[ \t]*\n\Z")
 EXIT = re.compile(r"^\[exit (\d+)\]$")
 
-# what changes from run to run or machine to machine, masked on both sides of a comparison
-_TIMING_KEYS = "load_s|prefill_s|decode_s|tokens_per_s|prefill_ms|prefill_tok_s|decode_tok_s|ratio"
+# what changes from run to run or machine to machine, masked on both sides of a comparison: timings, and the
+# numbers of drafted tokens (their length follows the measured cost of the runner's steps: model/step_costs.py)
+_TIMING_KEYS = ("load_s|prefill_s|decode_s|tokens_per_s|prefill_ms|prefill_tok_s|decode_tok_s|ratio"
+                "|draft_n|draft_n_accepted")
 MASKS = (
     (re.compile(rf'("(?:{_TIMING_KEYS})": )-?[0-9.e+-]+'), r"\1<n>"),  # --json timings, bench speeds
     (re.compile(r"\bin [0-9.]+s\b"), "in <n>s"),  # the REPL's "loaded ... in 0.2s"

@@ -16,6 +16,7 @@ NOT_OURS = {
     "megatron/data/gpt_dataset.py",  # Megatron-LM's FIM code, cited in generation/fim.py
     "python/stdlib/json/decoder.py",  # a corpus file's path, in scripts/bundled/corpus.py
     "OUT/gpu_check.md",  # the report benchmarks/gpu_check.py writes under $OUT
+    "sys/syscall.h",  # a system header, included by kernels/amx_tiles.h
 }
 
 

@@ -271,7 +271,8 @@ def test_the_local_and_the_remote_completer_return_the_same_result(server, monke
     assert isinstance(local, LocalCompleter) and isinstance(remote, RemoteCompleter)
     settings = make_settings(max_new_tokens=12, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0, seed=None,
                              stop=None, num_samples=2, lines=None, block=True, fim_order="spm")
-    untimed = dict(load_s=0.0, prefill_s=0.0, decode_s=0.0, tokens_per_s=0.0)
+    # timings, and the drafts: their length follows each runner's measured step costs (model/step_costs.py)
+    untimed = dict(load_s=0.0, prefill_s=0.0, decode_s=0.0, tokens_per_s=0.0, draft_tokens=0, draft_accepted=0)
     for request in (CompletionRequest(PREFIX, SUFFIX, "fim", settings),
                     CompletionRequest("def mean(", "", "continue", settings)):
         streamed = []
