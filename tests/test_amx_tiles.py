@@ -62,3 +62,14 @@ def test_a_step_on_tiles_agrees_with_the_vector_path(tmp_path):
 def test_bigcode_amx_0_keeps_the_tiles_off(tmp_path):
     checkpoint = save_checkpoint(tmp_path / "mqa", n_embd=64, n_head=4, n_layer=2, dtype=torch.bfloat16)
     assert _step_in_a_process(checkpoint, tmp_path / "vector.pt", "0")["tiles"] is False
+
+
+@pytest.mark.skipif(not amx_tiles(), reason="this CPU or kernel gives no AMX tiles")
+def test_the_decode_summary_says_when_bf16_runs_on_tiles(tmp_path):
+    from bigcode_cli.model import engine
+
+    checkpoint = save_checkpoint(tmp_path / "mqa", n_embd=64, n_head=4, n_layer=2)
+    assert engine.load(checkpoint, "causal-lm", dtype="bfloat16", device="cpu").decode_summary == \
+        "C kernel, bf16 on AMX tiles"
+    assert engine.load(checkpoint, "causal-lm", dtype="float32", device="cpu").decode_summary == "C kernel"
+    assert engine.load(checkpoint, "causal-lm", dtype="int8", device="cpu").decode_summary == "C kernel"

@@ -131,7 +131,8 @@ class Runner(Protocol):
 
     @property
     def decode_summary(self) -> str:
-        """What runs the decode steps, in words: "C kernel", or "PyTorch (why not the kernel)"."""
+        """What runs the decode steps, in words: "C kernel" ("C kernel, bf16 on AMX tiles" where they are used),
+        or "PyTorch (why not the kernel)"."""
         ...
 
     @property
@@ -181,7 +182,10 @@ class RunnerBase:
     def decode_summary(self) -> str:
         """See Runner.decode_summary."""
         if self.decode_path == "kernel":
-            return "C kernel"
+            from bigcode_cli.kernels.decode_support import amx_tiles
+
+            tiles = self.dtype == torch.bfloat16 and self.quant is None and amx_tiles()
+            return "C kernel, bf16 on AMX tiles" if tiles else "C kernel"
         return f"PyTorch ({self.decode_reason})" if self.decode_reason else "PyTorch"
 
     @property
