@@ -21,8 +21,9 @@ from bigcode_cli.kernels.decode_support import amx_tiles
 
 pytestmark = pytest.mark.skipif(kernel_build.find_compiler() is None, reason="no C compiler to build the kernel")
 
-# a verify step of 5 tokens and two one-token rows, after prompts of 7, 3 and 12 tokens; 64 inputs a row (two
-# tile steps), 48 outputs of the attention (three groups of 16 rows) and a vocabulary of 97 (6 groups + 1 row)
+# rows of 5, 1, 1 and 12 tokens (19: a whole group of 16 tokens and part of another) after prompts of 7, 3, 12
+# and 4 tokens; 96 inputs a row (3 tile steps: an odd count), attention's 144 outputs (9 groups of 16 rows)
+# and a vocabulary of 97 (6 groups and a row the vector path takes)
 STEP = """
 import sys, torch
 from bigcode_cli.model import engine
@@ -33,7 +34,7 @@ assert runner.decode_path == "kernel"
 g = torch.Generator().manual_seed(5)
 rows = []
 with torch.inference_mode():
-    for prompt, new in [(7, 5), (3, 1), (12, 1)]:
+    for prompt, new in [(7, 5), (3, 1), (12, 1), (4, 12)]:
         cache = runner.new_cache(1, prompt + new + 1)
         runner(torch.randint(3, 97, (1, prompt), generator=g), cache=cache)
         rows.append(RowTokens(cache, torch.randint(3, 97, (new,), generator=g).tolist()))
@@ -49,16 +50,17 @@ def _step_in_a_process(checkpoint, out, amx: str) -> dict:
 
 @pytest.mark.skipif(not amx_tiles(), reason="this CPU or kernel gives no AMX tiles")
 def test_a_step_on_tiles_agrees_with_the_vector_path(tmp_path):
-    checkpoint = save_checkpoint(tmp_path / "mqa", n_embd=64, n_head=4, n_layer=2, dtype=torch.bfloat16)
+    checkpoint = save_checkpoint(tmp_path / "mqa", n_embd=96, n_head=4, n_layer=2, dtype=torch.bfloat16)
     tiles = _step_in_a_process(checkpoint, tmp_path / "tiles.pt", "1")
     vector = _step_in_a_process(checkpoint, tmp_path / "vector.pt", "0")
     assert tiles["tiles"] and not vector["tiles"]
-    assert tiles["logits"].shape == (7, 97)
+    assert tiles["logits"].shape == (19, 97)
     assert not torch.equal(tiles["logits"], vector["logits"])  # another order of the sums: it did run on tiles
     # the same bf16 products, summed in another order (and subnormal inputs as 0): float rounding apart
     assert (tiles["logits"] - vector["logits"]).abs().max().item() <= 1e-4 * vector["logits"].abs().max().item() + 1e-5
 
 
+@pytest.mark.skipif(not amx_tiles(), reason="this CPU or kernel gives no AMX tiles: they are off anyway")
 def test_bigcode_amx_0_keeps_the_tiles_off(tmp_path):
     checkpoint = save_checkpoint(tmp_path / "mqa", n_embd=64, n_head=4, n_layer=2, dtype=torch.bfloat16)
     assert _step_in_a_process(checkpoint, tmp_path / "vector.pt", "0")["tiles"] is False

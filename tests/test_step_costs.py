@@ -7,8 +7,15 @@ import torch
 
 from bigcode_cli.generation import ngram_draft
 from bigcode_cli.generation.ngram_draft import DraftPolicy, best_length
+from bigcode_cli.model import step_costs
 from bigcode_cli.model.runner import RowTokens
-from bigcode_cli.model.step_costs import TRUSTED, StepCosts, record_step
+from bigcode_cli.model.step_costs import (
+    REFRESH,
+    STALE_S,
+    TRUSTED,
+    StepCosts,
+    record_step,
+)
 
 
 def _measured(costs: dict[int, float]) -> StepCosts:
@@ -46,16 +53,43 @@ def test_without_one_token_steps_their_cost_is_extrapolated_back():
     assert costs.relative(3, 0.25) == pytest.approx(1.2)
 
 
+def test_costs_never_fall_as_the_count_grows_nor_below_one_token():
+    costs = _measured({1: 1.0, 2: 0.9, 4: 1.2, 6: 1.1})  # noise: a 2-token step seemed cheaper than one token
+    assert [costs.relative(n, 0.25) for n in (2, 3, 4, 5, 6)] == pytest.approx([1.0, 1.1, 1.2, 1.2, 1.2])
+
+
+def test_a_count_not_measured_for_a_while_is_forgotten_and_measured_afresh(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(step_costs.time, "monotonic", lambda: clock[0])
+    costs = _measured({1: 1.0, 4: 3.0})  # 4 tokens measured dear once (a busy moment)
+    for _ in range(2 * REFRESH):  # one-token steps alone do not push it out
+        costs.record(1, 1.0)
+    assert costs.relative(4, 0.25) == pytest.approx(3.0)
+    clock[0] += STALE_S + 1
+    for _ in range(REFRESH):  # the medians are updated every REFRESH records
+        costs.record(1, 1.0)
+    assert costs.relative(4, 0.25) == pytest.approx(1.75)  # back to the prior: a draft of 3 may be tried again
+    for _ in range(TRUSTED):
+        costs.record(4, 1.1)
+    assert costs.relative(4, 0.25) == pytest.approx(1.1)  # the old samples gone, the new ones believed
+
+
 def test_only_one_row_steps_on_a_cpu_are_recorded():
     class Runner:
         device = torch.device("cpu")
         step_costs = StepCosts()
 
-    runner = Runner()
+    class GpuRunner(Runner):
+        device = torch.device("cuda")
+        step_costs = StepCosts()
+
+    runner, gpu = Runner(), GpuRunner()
     for _ in range(1 + TRUSTED):
         record_step(runner, [RowTokens(None, [1, 2])], began=0.0)
         record_step(runner, [RowTokens(None, [1]), RowTokens(None, [1])], began=0.0)
+        record_step(gpu, [RowTokens(None, [1, 2])], began=0.0)
     assert runner.step_costs._medians.keys() == {2}
+    assert gpu.step_costs._medians == {}
 
 
 def test_cheap_steps_draft_longer_and_dear_ones_not_at_all():

@@ -88,7 +88,8 @@ class Batch:
                         except Exception as exc:  # noqa: BLE001
                             self._fail([member], exc, on_error)
                         start += count
-                    record_step(self.runner, step_rows, began)
+                    if tail is None:  # a decoding turn, not a prompt's rest (cheaper: no drafts, one row of logits)
+                        record_step(self.runner, step_rows, began)
         finished = [m for m in self.members if m.finished]
         self.members = [m for m in self.members if not m.finished]
         return finished

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from bigcode_cli.generation import ngram_draft
 from bigcode_cli.generation.sampling import SamplingParams, make_generator, next_tokens
 from bigcode_cli.generation.stopping import StopMatcher
-from bigcode_cli.model.step_costs import record_step, timed_step
+from bigcode_cli.model.step_costs import record_step
 
 if TYPE_CHECKING:
     from bigcode_cli.generation.prompt_cache import PromptCache
@@ -199,7 +199,7 @@ class Decoding:
         token of every sample is chosen. A short rest (prefill_row) goes through Runner.step instead."""
         row = self.prefill_row()
         if row is not None:
-            self.accept_prefill(timed_step(self.runner, [row], last_only=True))  # (1, V)
+            self.accept_prefill(self.runner.step([row], last_only=True))  # (1, V)
             return
         import torch
 
@@ -259,7 +259,10 @@ class Decoding:
         if self.speculate:
             drafter = ngram_draft.NgramDrafter(self.prompt_ids)
             self._drafters = [drafter] + [drafter.copy() for _ in range(n - 1)]
-            self._policies = [ngram_draft.DraftPolicy(self.runner.step_costs) for _ in range(n)]
+            # one sample: drafts priced by the runner's measured steps; several: by the fixed prior, since their
+            # draft lengths set the order of their random draws, which must not depend on timing (seeded -n)
+            costs = self.runner.step_costs if n == 1 else None
+            self._policies = [ngram_draft.DraftPolicy(costs) for _ in range(n)]
             self._drafts = [[] for _ in range(n)]
             self._verify(logits.expand(n, -1) if n > 1 else logits)
             return

@@ -85,7 +85,7 @@ class Runner(Protocol):
     backend: str  # the attention backend in use (never "auto")
     device: torch.device
     dtype: torch.dtype
-    step_costs: StepCosts  # what its one-row steps of n tokens took (step_costs.timed_step records them)
+    step_costs: StepCosts  # what its one-row decoding turns of n tokens took (step_costs.record_step files them)
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  cache: Cache | None = None, last_only: bool = False) -> torch.Tensor:

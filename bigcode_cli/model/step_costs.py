@@ -4,8 +4,8 @@ A speculating row puts 1 + k tokens into one step (its last token and k drafted 
 tokens pay depends on how much dearer that step is than a one-token step. That is a property of the
 machine, the model and the build, and it varies widely (a 2-core Xeon, the bundled model: 8 tokens cost
 1.97x one token in float32, 1.47x in bfloat16 on AMX tiles, 3.45x in bfloat16 without them), so it is
-measured, not assumed: `timed_step` records the wall time of every one-row step under its token count, and
-`relative(n)` answers from the recent medians.
+measured, not assumed: the decoding loops (generation/loop.py, generation/batch.py) time each one-row
+decoding turn and `record_step` files it under its token count; `relative(n)` answers from the recent medians.
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ from collections import deque
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
-    import torch
-
     from bigcode_cli.model.runner import RowTokens, Runner
 
 WINDOW = 15  # recent steps kept per token count: the median of these is the cost
 TRUSTED = 3  # steps of a count measured before its median is believed (one slow step must not rule it out)
 REFRESH = 16  # records between two updates of the medians (a step's turn must not pay for them each time)
+STALE_S = 60.0  # seconds after which a count not measured since is forgotten: measured dear once (a busy
+# moment), it would never be chosen, so never measured again, in a server's or REPL's long life. Time, not a
+# number of steps: one-token steps (drafting off, or --speculate off) must not push the others out
 LARGEST = 32  # steps of more tokens are not recorded (prefill rows; no draft is that long)
 
 
@@ -35,6 +36,7 @@ class StepCosts:
         self._medians: dict[int, float] = {}  # of the counts measured TRUSTED times, kept up to date by record
         self._answers: dict[tuple[int, float], float] = {}  # relative()'s, until the medians change
         self._unused = 0  # records since the medians were updated
+        self._last: dict[int, float] = {}  # count -> when its latest step was recorded (time.monotonic)
 
     def record(self, tokens: int, seconds: float) -> None:
         """A one-row step of `tokens` tokens took `seconds`. The first step of each count is left out: it
@@ -44,11 +46,18 @@ class StepCosts:
         if tokens not in self._seen:
             self._seen.add(tokens)
             return
+        now = time.monotonic()
+        if now - self._last.get(tokens, now) > STALE_S:  # forgotten: measured afresh
+            self._seconds.pop(tokens, None)
+            self._medians.pop(tokens, None)
+            self._answers.clear()
+        self._last[tokens] = now
         recent = self._seconds.setdefault(tokens, deque(maxlen=WINDOW))
         recent.append(seconds)
         self._unused += 1
         if self._unused >= REFRESH or (len(recent) == TRUSTED and tokens not in self._medians):
-            self._medians = {n: statistics.median(times) for n, times in self._seconds.items() if len(times) >= TRUSTED}
+            self._medians = {n: statistics.median(times) for n, times in self._seconds.items()
+                             if len(times) >= TRUSTED and now - self._last[n] <= STALE_S}
             self._answers.clear()
             self._unused = 0
 
@@ -57,7 +66,8 @@ class StepCosts:
         interpolated between the nearest measured counts, or extrapolated along the slope measured next to
         it (at least 0.02 a token); `slope` a token while fewer than two counts were measured. Without a
         one-token step measured its cost is extrapolated back from the two smallest counts. A count is
-        measured once TRUSTED steps of it were recorded."""
+        measured once TRUSTED steps of it were recorded, and forgotten when STALE_S seconds passed without
+        one of it. Costs never fall as the count grows, nor below one token's."""
         answer = self._answers.get((tokens, slope))
         if answer is None:
             answer = self._answers[(tokens, slope)] = self._relative(tokens, slope)
@@ -73,7 +83,9 @@ class StepCosts:
             per_token = max(0.0, (known[n1] - known[n0]) / (n1 - n0))
             known[1] = max(known[n0] - per_token * (n0 - 1), known[n0] / (1.0 + slope * (n0 - 1)))
             counts = [1, *counts]
-        ratio = {n: known[n] / known[1] for n in counts}
+        ratio: dict[int, float] = {}
+        for n in counts:  # never below one token's, never below a smaller count's: noise must not make drafts free
+            ratio[n] = max(1.0, known[n] / known[1], *(ratio.values()))
         if tokens in ratio:
             return ratio[tokens]
         below = max((n for n in counts if n < tokens), default=1)
@@ -87,14 +99,6 @@ class StepCosts:
             previous = max(n for n in counts if n < below)
             rise = max(0.02, (ratio[below] - ratio[previous]) / (below - previous))
         return ratio[below] + rise * (tokens - below)
-
-
-def timed_step(runner: Runner, rows: Sequence[RowTokens], last_only: bool = False) -> torch.Tensor:
-    """runner.step(rows), the wall time of a one-row step recorded (record_step)."""
-    began = time.perf_counter()
-    logits = runner.step(rows, last_only=last_only)
-    record_step(runner, rows, began)
-    return logits
 
 
 def record_step(runner: Runner, rows: Sequence[RowTokens], began: float) -> None:
