@@ -109,3 +109,54 @@ def test_the_policy_asks_the_runners_measured_costs():
             policy.judged(4, 3)  # drafts mostly accepted
     assert measured.length() > assumed.length() > 0
     assert measured.length() <= ngram_draft.MAX_DRAFT
+
+
+def test_the_decoding_loops_record_one_row_turns_and_not_prompt_rows_or_crowds(tmp_path):
+    """generate() and serve's Batch file each one-row decoding turn under its token count, and neither a
+    several-row step (what a draft adds there depends on the others) nor a prompt's rest fed as a row."""
+    from checkpoints import save_checkpoint
+
+    from bigcode_cli.generation.batch import Batch
+    from bigcode_cli.generation.loop import Decoding, generate
+    from bigcode_cli.generation.prompt_cache import PromptCache
+    from bigcode_cli.generation.sampling import SamplingParams
+    from bigcode_cli.model import engine
+
+    runner = engine.load(save_checkpoint(tmp_path / "lm"), "causal-lm", device="cpu")
+    greedy = SamplingParams(temperature=0)
+    counted = []
+    runner.step_costs.record = lambda tokens, seconds: counted.append(tokens)
+    prompt = [5, 6, 7, 5, 6, 7, 5, 6]  # repeats: drafts of several tokens
+    made = generate(runner, None, prompt, max_new_tokens=12, params=greedy, ignore_eos=True, speculate="ngram")
+    assert made.draft_tokens > 0 and len(counted) > 0 and max(counted) > 1  # every turn, drafts included
+    assert sum(counted) == 12 - 1 + made.draft_tokens - made.draft_accepted  # each turn's tokens: no prefill row
+
+    counted.clear()
+    rows_per_step, tokens_per_row = [], []
+    step = runner.step
+
+    def counting_step(rows, **kwargs):
+        rows_per_step.append(len(rows))
+        tokens_per_row.extend(len(row.tokens) for row in rows)
+        return step(rows, **kwargs)
+
+    runner.step = counting_step
+    batch = Batch(runner)
+    for ids in ([9, 10, 11, 12], [13, 14, 15, 16]):
+        batch.add(Decoding(runner, None, ids, max_new_tokens=6, params=greedy, ignore_eos=True))
+    while batch.members:
+        batch.advance(lambda member, exc: pytest.fail(str(exc)))
+    assert 2 in rows_per_step  # the two decoded together
+    assert counted == [1] * rows_per_step.count(1)  # only the steps one of them had to itself
+    counted.clear()
+    tokens_per_row.clear()
+    cache = PromptCache(runner, max_bytes=1 << 20)
+    first = list(range(10, 30))  # 20 tokens: a whole block of the prompt cache
+    for prompt in (first, first + [40, 41]):  # the second: the cached prefix, then 2 tokens
+        alone = Batch(runner)
+        alone.add(Decoding(runner, None, prompt, max_new_tokens=6, params=greedy, ignore_eos=True, prompt_cache=cache))
+        while alone.members:
+            for done in alone.advance(lambda member, exc: pytest.fail(str(exc))):
+                done.finish()  # gives its cache to the prompt cache, as serve's worker does
+    assert max(tokens_per_row) > 1  # the second prompt's rest went in as a row of a step
+    assert counted == [1] * 10  # each run's 5 decoding turns after the first token; not the prompt's row

@@ -126,7 +126,8 @@ class DraftPolicy:
 
     def length(self) -> int:
         """Tokens to draft for the next step (0: none)."""
-        k = best_length(self.rate, self._step_cost)
+        measured = self.costs
+        k = best_length(self.rate, (lambda tokens: measured.relative(tokens, STEP_COST)) if measured else None)
         self._probing = False
         if k > 0:
             return k
@@ -135,9 +136,6 @@ class DraftPolicy:
             return 0
         self._probing = True
         return 1
-
-    def _step_cost(self, tokens: int) -> float:
-        return self.costs.relative(tokens, STEP_COST) if self.costs is not None else 1.0 + STEP_COST * (tokens - 1)
 
     @property
     def probing(self) -> bool:

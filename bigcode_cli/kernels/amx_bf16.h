@@ -19,7 +19,9 @@
  * (out % 16) go through float_dots.h, whatever the number of tokens; matrix products are cut into chunks of
  * whole groups.
  *
- * Measured (2-core Xeon with AMX, one thread, CPU time of a step, tiles against vdpbf16ps): the bundled model
+ * Measured (2-core Xeon with AMX, one thread, CPU time of a step of one row of k tokens, tiles against
+ * vdpbf16ps: `BIGCODE_AMX=1`, then `0`, `python benchmarks/step_overheads.py --model bundled|116m|1.1b --dtype
+ * bfloat16`, BIGCODE_BENCH_DIR set for the two shapes): the bundled model
  * 0.57 / 0.54 ms for one token, 0.68 / 0.94 for 4, 0.84 / 1.67 for 8; the 116M shape 17.2 / 22.9 ms for one,
  * 19.3 / 29.7 for 8; the 1.1B shape 156 / 229 ms for one, 163 / 327 for 8.
  */

@@ -3,7 +3,7 @@
  * compiler targets AMX).
  *
  * Linux hands out the tile registers only to a process that asks (arch_prctl ARCH_REQ_XCOMP_PERM). Where that
- * fails (an older kernel, a hypervisor that hides them) or BIGCODE_AMX=0 is set, every product stays on the
+ * fails (an older kernel, a hypervisor that hides them) or BIGCODE_AMX is 0 (false, no, off), every product stays on the
  * vector path. The decision is made once and holds for the life of the process: a format's products go
  * one way for every step, which keeps each row's result the same alone or in company (batch invariance).
  * Each run of tile products loads its configuration and releases the tiles after: other code on the same
@@ -24,12 +24,25 @@ typedef struct {
 
 static _Atomic int amx_state; /* 0: not decided, 1: usable, -1: not */
 
+/* whether an environment setting says no: 0, false, no or off, in any case, spaces around (as the Python side
+ * reads BIGCODE_CPU_KERNEL) */
+static int setting_is_off(const char *setting) {
+    if (!setting) return 0;
+    while (*setting == ' ' || *setting == '\t') setting++;
+    char word[8];
+    size_t n = 0;
+    for (; setting[n] && n < sizeof word - 1; n++) word[n] = (char)(setting[n] >= 'A' && setting[n] <= 'Z' ? setting[n] + 32 : setting[n]);
+    if (setting[n]) return 0; /* longer than any of the words */
+    while (n > 0 && (word[n - 1] == ' ' || word[n - 1] == '\t' || word[n - 1] == '\n')) n--;
+    word[n] = 0;
+    return strcmp(word, "0") == 0 || strcmp(word, "false") == 0 || strcmp(word, "no") == 0 || strcmp(word, "off") == 0;
+}
+
 /* whether this process multiplies on tiles: decided at the first call, the same ever after */
 static int amx_usable(void) {
     int state = atomic_load(&amx_state);
     if (state == 0) {
-        const char *setting = getenv("BIGCODE_AMX");
-        int usable = !(setting && (strcmp(setting, "0") == 0 || strcmp(setting, "off") == 0));
+        int usable = !setting_is_off(getenv("BIGCODE_AMX"));
         if (usable) usable = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
         int expected = 0;
         atomic_compare_exchange_strong(&amx_state, &expected, usable ? 1 : -1);
