@@ -22,8 +22,10 @@ pytestmark = pytest.mark.skipif(kernel_build.find_compiler() is None, reason="no
 
 
 @pytest.mark.parametrize("bits", [8, 4])
-@pytest.mark.parametrize("out_features, in_features", [(64, 64), (13, 40), (7, 1), (33, 97), (96, 3072)])
-@pytest.mark.parametrize("rows", [1, 3])
+# (48, 96): whole groups of 16 int8 rows over an odd number of blocks (q8_groups.h); 11 rows: more tokens than
+# one pass over a group takes
+@pytest.mark.parametrize("out_features, in_features", [(64, 64), (13, 40), (7, 1), (33, 97), (96, 3072), (48, 96)])
+@pytest.mark.parametrize("rows", [1, 3, 11])
 def test_matvec_equals_dequantize_then_matmul(bits, out_features, in_features, rows):
     g = torch.Generator().manual_seed(out_features * in_features + rows)
     w = torch.randn(out_features, in_features, generator=g) * 0.05
@@ -35,6 +37,18 @@ def test_matvec_equals_dequantize_then_matmul(bits, out_features, in_features, r
         # only the order of the float additions differs: a few float32 roundings of the row's magnitude
         scale = (quantized_input(x).abs() @ dequantize(layer.quantized, torch.float64).abs().T).max()
         assert (got - expected).abs().max().item() <= 1e-5 * scale.item() + 1e-6
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_a_rows_products_do_not_depend_on_the_other_rows(bits):
+    # batch invariance: one token alone, or among 2, 9 or 11 (int8: a group's one-token path, its several-token
+    # path, two passes over a group; rows 32-36 past the groups), gives the same bits
+    g = torch.Generator().manual_seed(5)
+    layer = QuantizedLinear(quantize(torch.randn(37, 160, generator=g) * 0.05, bits), 37, torch.randn(37, generator=g))
+    x = torch.randn(11, 160, generator=g)
+    alone = torch.cat([quantized_matvec(layer, x[i : i + 1]) for i in range(11)])
+    for count in (2, 9, 11):
+        assert torch.equal(quantized_matvec(layer, x[:count]), alone[:count]), count
 
 
 def test_matvec_without_bias_and_with_zero_input():

@@ -27,7 +27,25 @@ _DTYPES = {torch.float32: 0, torch.bfloat16: 1}
 
 class _Linear(ctypes.Structure):
     _fields_ = [("w", ctypes.c_void_p), ("b", ctypes.c_void_p), ("out", ctypes.c_int32), ("in_", ctypes.c_int32),
-                ("scales", ctypes.c_void_p), ("quant", ctypes.c_int32)]
+                ("scales", ctypes.c_void_p), ("quant", ctypes.c_int32), ("group_scales", ctypes.c_void_p)]
+
+
+def _group_scales(lib: ctypes.CDLL, module: torch.nn.Module) -> torch.Tensor | None:
+    """The scales of an int8 matrix's whole groups of rows in the order the kernel's lanes take them,
+    (groups, blocks, rows per group), where this build multiplies int8 weights a group of rows at a time
+    (q8_groups.h; 1/16 of the weights' bytes more), else None."""
+    group = lib.bigcode_q8_group_rows()
+    if module.bits != 8 or group == 0 or module.out_features < group:
+        return None
+    groups, blocks = module.out_features // group, module.scales.shape[1]
+    return module.scales[: groups * group].reshape(groups, group, blocks).transpose(1, 2).contiguous()
+
+
+def _quantized_linear(lib: ctypes.CDLL, module: torch.nn.Module, bias: int | None, raw) -> _Linear:
+    """The kernel's view of a QuantizedLinear: its packed blocks and fp16 scales read in place (model/quantize.py)."""
+    grouped = _group_scales(lib, module)
+    return _Linear(raw(module.qweight), bias, module.out_features, module.in_features, raw(module.scales),
+                   module.bits, raw(grouped) if grouped is not None else None)
 
 
 class _Layer(ctypes.Structure):
@@ -121,9 +139,8 @@ class CpuDecoder:
         return self._raw(tensor.detach().float().contiguous())
 
     def _linear(self, module: torch.nn.Module) -> _Linear:
-        if hasattr(module, "qweight"):  # a QuantizedLinear: packed blocks and their fp16 scales (model/quantize.py)
-            return _Linear(self._raw(module.qweight), self._f32(module.bias), module.out_features,
-                           module.in_features, self._raw(module.scales), module.bits)
+        if hasattr(module, "qweight"):
+            return _quantized_linear(self.lib, module, self._f32(module.bias), self._raw)
         out_features, in_features = module.weight.shape
         return _Linear(self._raw(module.weight.detach()), self._f32(module.bias), out_features, in_features)
 
@@ -255,7 +272,7 @@ def quantized_matvec(module: torch.nn.Module, x: torch.Tensor, threads: int = 1)
         return t.data_ptr()
 
     bias = raw(module.bias.detach().float().contiguous()) if module.bias is not None else None
-    linear = _Linear(raw(module.qweight), bias, module.out_features, module.in_features, raw(module.scales), module.bits)
+    linear = _quantized_linear(lib, module, bias, raw)
     x = x.detach().to(torch.float32).contiguous()
     y = torch.empty((x.shape[0], module.out_features), dtype=torch.float32)
     lib.bigcode_quant_matvec.restype = ctypes.c_int

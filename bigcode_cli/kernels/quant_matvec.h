@@ -298,6 +298,10 @@ typedef struct {
     int B, mode, activation, rows_per_chunk;
 } QuantGemv;
 
+#ifdef QUANT_VNNI512
+#include "q8_groups.h"
+#endif
+
 static void quant_gemv_chunk(const Job *job, int chunk, int thread) {
     (void)thread;
     const QuantGemv *g = (const QuantGemv *)job->args;
@@ -306,7 +310,12 @@ static void quant_gemv_chunk(const Job *job, int chunk, int thread) {
     const long row_bytes = quant_row_bytes(quant, L->in);
     int r0 = chunk * g->rows_per_chunk, r1 = r0 + g->rows_per_chunk;
     if (r1 > L->out) r1 = L->out;
-    for (int o = r0; o < r1; o++) {
+    int o = r0;
+#ifdef QUANT_VNNI512
+    if (quant == QUANT_Q8 && L->group_scales) /* whole groups of 16 rows (chunks start at one); the rest below */
+        for (; o + Q8_GROUP <= r1; o += Q8_GROUP) q8_group(g, o);
+#endif
+    for (; o < r1; o++) {
         const void *row = (const char *)L->w + (long)o * row_bytes;
         const uint16_t *ws = L->scales + (long)o * blocks;
         const float bias = L->b ? L->b[o] : 0.0f;
@@ -351,6 +360,9 @@ static void quant_gemv(const Linear *lin, const float *x, void *scratch, float *
 #ifdef QUANT_VNNI512
     if (lin->quant == QUANT_Q8) /* q + 128 as unsigned bytes (pair_weights) */
         for (long i = 0; i < (long)B * blocks * QK; i++) xq[i] = (int8_t)((uint8_t)xq[i] ^ 0x80u);
+#endif
+#ifdef QUANT_VNNI512
+    if (lin->quant == QUANT_Q8 && lin->group_scales) rows = (rows + Q8_GROUP - 1) / Q8_GROUP * Q8_GROUP; /* whole groups */
 #endif
     QuantGemv g = {lin, xq, xc, xd, y, B, mode, activation, rows};
     run_job(quant_gemv_chunk, (lin->out + rows - 1) / rows, &g);
