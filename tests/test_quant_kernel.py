@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(kernel_build.find_compiler() is None, reason="no
 
 
 @pytest.mark.parametrize("bits", [8, 4])
-# (48, 96): whole groups of 16 int8 rows over an odd number of blocks (q8_groups.h); 11 rows: more tokens than
+# (48, 96): whole groups of 16 rows over an odd number of blocks (quant_groups.h); 11 rows: more tokens than
 # one pass over a group takes
 @pytest.mark.parametrize("out_features, in_features", [(64, 64), (13, 40), (7, 1), (33, 97), (96, 3072), (48, 96)])
 @pytest.mark.parametrize("rows", [1, 3, 11])

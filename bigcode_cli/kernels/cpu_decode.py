@@ -31,11 +31,11 @@ class _Linear(ctypes.Structure):
 
 
 def _group_scales(lib: ctypes.CDLL, module: torch.nn.Module) -> torch.Tensor | None:
-    """The scales of an int8 matrix's whole groups of rows in the order the kernel's lanes take them,
-    (groups, blocks, rows per group), where this build multiplies int8 weights a group of rows at a time
-    (q8_groups.h; 1/16 of the weights' bytes more), else None."""
-    group = lib.bigcode_q8_group_rows()
-    if module.bits != 8 or group == 0 or module.out_features < group:
+    """The block scales of a quantized matrix's whole groups of rows in the order the kernel's lanes take them,
+    (groups, blocks, rows per group), where this build multiplies quantized weights a group of rows at a time
+    (quant_groups.h; 1/16 of an int8 matrix's bytes more, 1/8 of an int4 one's), else None."""
+    group = lib.bigcode_quant_group_rows()
+    if group == 0 or module.out_features < group:
         return None
     groups, blocks = module.out_features // group, module.scales.shape[1]
     return module.scales[: groups * group].reshape(groups, group, blocks).transpose(1, 2).contiguous()

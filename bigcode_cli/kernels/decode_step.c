@@ -56,8 +56,8 @@ typedef struct {
     int32_t out, in;
     const uint16_t *scales; /* quantized: (out, blocks) fp16 block scales; else NULL */
     int32_t quant;          /* QUANT_NONE (float32 or bf16, as the model), QUANT_Q8 or QUANT_Q4 */
-    const uint16_t *group_scales; /* int8 where bigcode_q8_group_rows() > 0: the scales of the whole groups of
-                                   * rows in lane order, (out / 16, blocks, 16) (q8_groups.h); else NULL */
+    const uint16_t *group_scales; /* quantized, where bigcode_quant_group_rows() > 0: the scales of the whole
+                                   * groups of rows in lane order, (out / 16, blocks, 16) (quant_groups.h); else NULL */
 } Linear;
 
 typedef struct {
@@ -1045,11 +1045,11 @@ static int reserve(Workspace *ws, const Model *m, int B, int length, int threads
 
 int bigcode_decode_abi(void) { return 5; }
 
-/* rows per group of q8_groups.h (int8 weights a group of rows at a time, Linear.group_scales), or 0 when
- * this build multiplies them a row at a time */
-int bigcode_q8_group_rows(void) {
+/* rows per group of quant_groups.h (quantized weights a group of rows at a time, Linear.group_scales), or 0
+ * when this build multiplies them a row at a time */
+int bigcode_quant_group_rows(void) {
 #ifdef QUANT_VNNI512
-    return Q8_GROUP;
+    return GROUP_ROWS;
 #else
     return 0;
 #endif

@@ -294,12 +294,13 @@ typedef struct {
     const int8_t *xq;  /* (B, blocks * 32) */
     const int32_t *xc; /* (B, blocks * 8) */
     const float *xd;   /* (B, blocks) */
+    const int32_t *xs; /* (B, blocks): -8 * each block's input sum, where 4-bit groups use it (quant_groups.h) */
     float *y;         /* (B, out) */
     int B, mode, activation, rows_per_chunk;
 } QuantGemv;
 
 #ifdef QUANT_VNNI512
-#include "q8_groups.h"
+#include "quant_groups.h"
 #endif
 
 static void quant_gemv_chunk(const Job *job, int chunk, int thread) {
@@ -312,8 +313,8 @@ static void quant_gemv_chunk(const Job *job, int chunk, int thread) {
     if (r1 > L->out) r1 = L->out;
     int o = r0;
 #ifdef QUANT_VNNI512
-    if (quant == QUANT_Q8 && L->group_scales) /* whole groups of 16 rows (chunks start at one); the rest below */
-        for (; o + Q8_GROUP <= r1; o += Q8_GROUP) q8_group(g, o);
+    if (L->group_scales) /* whole groups of 16 rows (chunks start at one); the matrix's last rows below */
+        for (; o + GROUP_ROWS <= r1; o += GROUP_ROWS) quant_group(g, o);
 #endif
     for (; o < r1; o++) {
         const void *row = (const char *)L->w + (long)o * row_bytes;
@@ -335,10 +336,11 @@ static void quant_gemv_chunk(const Job *job, int chunk, int thread) {
 }
 
 /* bytes of scratch a quantized matvec of B rows of up to `widest` inputs needs: the int8 blocks, their 4-bit
- * corrections (8 int32 each), then their fp32 scales (every part a multiple of 32 bytes but the last) */
+ * corrections (8 int32 each), their fp32 scales, and their sums for 4-bit groups (every part a multiple of
+ * 32 bytes but the last two) */
 static size_t quant_scratch_size(int B, int widest) {
     const size_t blocks = (size_t)(widest + QK - 1) / QK;
-    return (size_t)B * blocks * (QK + 8 * sizeof(int32_t) + sizeof(float));
+    return (size_t)B * blocks * (QK + 8 * sizeof(int32_t) + sizeof(float) + sizeof(int32_t));
 }
 
 static int model_is_quantized(const Model *m) {
@@ -354,6 +356,7 @@ static void quant_gemv(const Linear *lin, const float *x, void *scratch, float *
     int8_t *xq = (int8_t *)scratch;
     int32_t *xc = (int32_t *)(xq + (size_t)B * blocks * QK);
     float *xd = (float *)(xc + (size_t)B * blocks * 8);
+    int32_t *xs = (int32_t *)(xd + (size_t)B * blocks);
     for (int b = 0; b < B; b++)
         quantize_input(x + (long)b * lin->in, lin->in, xq + (long)b * blocks * QK, xd + (long)b * blocks,
                        xc + (long)b * blocks * 8);
@@ -362,9 +365,15 @@ static void quant_gemv(const Linear *lin, const float *x, void *scratch, float *
         for (long i = 0; i < (long)B * blocks * QK; i++) xq[i] = (int8_t)((uint8_t)xq[i] ^ 0x80u);
 #endif
 #ifdef QUANT_VNNI512
-    if (lin->quant == QUANT_Q8 && lin->group_scales) rows = (rows + Q8_GROUP - 1) / Q8_GROUP * Q8_GROUP; /* whole groups */
+    if (lin->group_scales) rows = (rows + GROUP_ROWS - 1) / GROUP_ROWS * GROUP_ROWS; /* chunks of whole groups */
+    if (lin->group_scales && lin->quant == QUANT_Q4) /* xc holds -8 * the sums of each block's groups of four */
+        for (long i = 0; i < (long)B * blocks; i++) {
+            int32_t total = 0;
+            for (int j = 0; j < 8; j++) total += xc[i * 8 + j];
+            xs[i] = total;
+        }
 #endif
-    QuantGemv g = {lin, xq, xc, xd, y, B, mode, activation, rows};
+    QuantGemv g = {lin, xq, xc, xd, xs, y, B, mode, activation, rows};
     run_job(quant_gemv_chunk, (lin->out + rows - 1) / rows, &g);
 }
 
