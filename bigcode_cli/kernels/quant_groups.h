@@ -1,28 +1,31 @@
 /* Block-quantized weights sixteen rows at a time, one row per 32-bit lane (512-bit VNNI builds), for
- * quant_matvec.h: 8-bit (q8_group) and 4-bit (q4_group) weights.
+ * quant_matvec.h: 8-bit (q8_group_tokens) and 4-bit (q4_group_tokens) weights, and one token of either
+ * (group_one); quant_group picks.
  *
  * Why: the row-at-a-time path (quant_dots) sums each row's products across the lanes, so every token pays,
  * per pair of blocks, a conversion, a scale permute and an FMA, and a horizontal sum per row at the end:
  * with eight tokens those float steps, not the weights' read, set the time (116m shape, one thread: an
- * 8-token step's products cost ~1.8x one token's). Here a block of 16 rows is turned so that lane r holds
- * row r: the eight 4-byte pieces of the block become eight vectors (a 16 x 8 transpose in registers), each
- * token's four input bytes are broadcast against them (eight vpdpbusd: the 16 rows' whole-block integer
- * sums, one per lane), and one conversion and one FMA per token apply the 16 rows' scales at once. The
- * transposed weights serve every token of the step, and the results land in the output's own order.
+ * 8-token step's products cost ~1.8x one token's in int8, ~3.2x in int4, whose nibbles were unpacked
+ * again for every tile of tokens). Here a block of 16 rows is turned so that lane r holds row r: the
+ * block's 4-byte pieces become vectors (a transpose in registers; 4-bit: then split into low and high
+ * nibbles), each token's four input bytes are broadcast against them (eight vpdpbusd: the 16 rows'
+ * whole-block integer sums, one per lane), and one conversion and one FMA per token apply the 16 rows'
+ * scales at once. The transposed weights serve every token of the step, and the results land in the
+ * output's own order.
  *
  * The weights stay in their row-major format (no second copy, the same file and PyTorch paths); only the
- * scales of the groups are kept again in lane order (Linear.group_scales: 1/16 of the weights' bytes). The
- * 16 rows are read as one sequential run, the next group's lines asked for while this one is multiplied
- * (16 rows read side by side with only the hardware prefetchers ran at half speed).
+ * scales of the groups are kept again in lane order (Linear.group_scales: 1/16 of an int8 matrix's bytes).
+ * The 16 rows are read as one sequential run, the next group's lines asked for while this one is
+ * multiplied (16 rows read side by side with only the hardware prefetchers ran at half speed).
  *
- * Measured, one thread, CPU time of a step of the 116m shape in int8 (Intel Xeon, AVX-512 VNNI; old path
- * then this one, interleaved, `python benchmarks/batch_step.py --shape 116m --dtype int8 --threads 1 --clock
- * cpu --prompt 128`): 1 token 9.8-10.6 -> 9.6-10.1 ms, 4 tokens 11.7-12.7 -> 12.1-12.7, 8 tokens 17.7-18.4
- * -> 14.4-15.0. A row's result does not depend on the other tokens of the step: its whole-block integer
- * sums are exact whichever path made them, and each block's are scaled into its sum the same way, in the
- * same order (group_scaled), so one token alone or among others gives the same bits (batch invariance). Which
- * rows come here depends only on the matrix (its whole groups of 16; the rest keep quant_dots), since
- * chunks are whole groups (quant_gemv). */
+ * Measured, one thread, CPU time of a step of the 116m shape (Intel Xeon, AVX-512 VNNI; old path then this
+ * one, interleaved, `python benchmarks/batch_step.py --shape 116m --dtype int8 --dtype int4 --threads 1
+ * --clock cpu --prompt 128`): int8 1 token 9.8-11.8 -> 9.6-10.8 ms, 8 tokens 17.7-20.0 -> 14.4-16.4;
+ * int4 1 token 6.0-6.1 -> 4.9-5.0, 8 tokens 19.8-20.0 -> 9.0-9.3. A row's result does not depend on the
+ * other tokens of the step: its whole-block integer sums are exact whichever path made them, and each
+ * block's are scaled into its sum the same way, in the same order (group_scaled), so one token alone or
+ * among others gives the same bits (batch invariance). Which rows come here depends only on the matrix
+ * (its whole groups of 16; the rest keep quant_dots), since chunks are whole groups (quant_gemv). */
 
 #define GROUP_ROWS 16
 #define GROUP_TOKENS 8 /* tokens per pass over a group: their sums and the transposed weights fit the registers */
