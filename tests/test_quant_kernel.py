@@ -51,6 +51,34 @@ def test_a_rows_products_do_not_depend_on_the_other_rows(bits):
         assert torch.equal(quantized_matvec(layer, x[:count]), alone[:count]), count
 
 
+def _cpu_flags() -> set[str]:
+    try:
+        for line in open("/proc/cpuinfo", errors="replace"):
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+@pytest.mark.skipif(not {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"} <= _cpu_flags(),
+                    reason="the groups of rows need AVX-512 VNNI")
+@pytest.mark.parametrize("bits", [8, 4])
+def test_a_cpu_with_avx512_vnni_multiplies_sixteen_rows_at_a_time(bits):
+    # the fast path is really taken here (else every test above would pass on the row-at-a-time path alone),
+    # with the scales of each group in lane order: group g, block k, lane r is row 16 g + r's scale of block k
+    from bigcode_cli.kernels.cpu_decode import _group_scales, _library
+
+    lib = _library()
+    assert lib.bigcode_quant_group_rows() == 16
+    layer = QuantizedLinear(quantize(torch.randn(37, 96), bits), 37, None)
+    grouped = _group_scales(lib, layer)
+    assert grouped.shape == (2, 3, 16)
+    for g, k, r in ((0, 0, 0), (0, 2, 15), (1, 1, 3), (1, 2, 15)):
+        assert grouped[g, k, r] == layer.scales[16 * g + r, k]
+    assert _group_scales(lib, QuantizedLinear(quantize(torch.randn(15, 96), bits), 15, None)) is None
+
+
 def test_matvec_without_bias_and_with_zero_input():
     layer = QuantizedLinear(quantize(torch.randn(5, 64), 8), 5, None)
     assert torch.equal(quantized_matvec(layer, torch.zeros(2, 64)), torch.zeros(2, 5))
