@@ -121,7 +121,7 @@ class _Eager:
 
     probing = False
 
-    def __init__(self, costs=None) -> None:
+    def __init__(self, costs=None, sampled=False) -> None:
         pass
 
     def length(self) -> int:

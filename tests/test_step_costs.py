@@ -85,11 +85,25 @@ def test_only_one_row_steps_on_a_cpu_are_recorded():
 
     runner, gpu = Runner(), GpuRunner()
     for _ in range(1 + TRUSTED):
-        record_step(runner, [RowTokens(None, [1, 2])], began=0.0)
-        record_step(runner, [RowTokens(None, [1]), RowTokens(None, [1])], began=0.0)
-        record_step(gpu, [RowTokens(None, [1, 2])], began=0.0)
-    assert runner.step_costs._medians.keys() == {2}
-    assert gpu.step_costs._medians == {}
+        record_step(runner, [RowTokens(None, [1, 2])], began=0.0, sampled=False)
+        record_step(runner, [RowTokens(None, [1]), RowTokens(None, [1])], began=0.0, sampled=False)
+        record_step(gpu, [RowTokens(None, [1, 2])], began=0.0, sampled=False)
+    assert runner.step_costs._curves[False]._medians.keys() == {2}
+    assert gpu.step_costs._curves[False]._medians == {}
+
+
+def test_greedy_and_sampled_turns_are_priced_apart():
+    # verifying a sampled draft is dearer (each drafted position's probabilities): a greedy generation after a
+    # sampled one must not inherit those prices, nor a sampled one the greedy prices
+    costs = StepCosts()
+    for sampled, two_tokens in ((False, 1.05), (True, 1.6)):
+        for tokens, seconds in ((1, 1.0), (2, two_tokens)):
+            for _ in range(1 + TRUSTED):
+                costs.record(tokens, seconds, sampled)
+    assert costs.relative(2, 0.25) == pytest.approx(1.05)
+    assert costs.relative(2, 0.25, sampled=True) == pytest.approx(1.6)
+    greedy, sampled = DraftPolicy(costs), DraftPolicy(costs, sampled=True)
+    assert greedy.length() > 0 and sampled.length() == 0  # at the prior acceptance of one in two
 
 
 def test_cheap_steps_draft_longer_and_dear_ones_not_at_all():
@@ -125,7 +139,7 @@ def test_the_decoding_loops_record_one_row_turns_and_not_prompt_rows_or_crowds(t
     runner = engine.load(save_checkpoint(tmp_path / "lm"), "causal-lm", device="cpu")
     greedy = SamplingParams(temperature=0)
     counted = []
-    runner.step_costs.record = lambda tokens, seconds: counted.append(tokens)
+    runner.step_costs.record = lambda tokens, seconds, sampled: counted.append(tokens)
     prompt = [5, 6, 7, 5, 6, 7, 5, 6]  # repeats: drafts of several tokens
     made = generate(runner, None, prompt, max_new_tokens=12, params=greedy, ignore_eos=True, speculate="ngram")
     assert made.draft_tokens > 0 and len(counted) > 0 and max(counted) > 1  # every turn, drafts included

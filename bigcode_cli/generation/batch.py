@@ -89,7 +89,7 @@ class Batch:
                             self._fail([member], exc, on_error)
                         start += count
                     if tail is None:  # a decoding turn, not a prompt's rest (cheaper: no drafts, one row of logits)
-                        record_step(self.runner, step_rows, began)
+                        record_step(self.runner, step_rows, began, sampled=not decoding[0].params.greedy)
         finished = [m for m in self.members if m.finished]
         self.members = [m for m in self.members if not m.finished]
         return finished

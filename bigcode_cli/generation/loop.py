@@ -262,7 +262,7 @@ class Decoding:
             # one sample: drafts priced by the runner's measured steps; several: by the fixed prior, since their
             # draft lengths set the order of their random draws, which must not depend on timing (seeded -n)
             costs = self.runner.step_costs if n == 1 else None
-            self._policies = [ngram_draft.DraftPolicy(costs) for _ in range(n)]
+            self._policies = [ngram_draft.DraftPolicy(costs, sampled=not self.params.greedy) for _ in range(n)]
             self._drafts = [[] for _ in range(n)]
             self._verify(logits.expand(n, -1) if n > 1 else logits)
             return
@@ -310,7 +310,7 @@ class Decoding:
                     began = time.perf_counter()
                     rows = self.rows()
                     self.accept(self.runner.step(rows))  # (tokens of the rows, V)
-                    record_step(self.runner, rows, began)
+                    record_step(self.runner, rows, began, sampled=not self.params.greedy)
             except KeyboardInterrupt:
                 self.result.interrupted = True
             finally:

@@ -111,8 +111,9 @@ def best_length(rate: float, step_cost: float | Callable[[int], float] | None = 
 class DraftPolicy:
     """How many tokens one sample drafts next, adapting to how often its drafts were accepted."""
 
-    def __init__(self, costs: StepCosts | None = None) -> None:
+    def __init__(self, costs: StepCosts | None = None, sampled: bool = False) -> None:
         self.costs = costs  # what the runner's steps of n tokens cost (None: STEP_COST a token)
+        self.sampled = sampled  # its sample's tokens are drawn (temperature > 0): priced by sampled turns
         self.hits = 1.0  # accepted draft positions (a prior of one in two)
         self.trials = 2.0  # draft positions judged: accepted ones, and the first rejected one of each draft
         self._idle = 0  # steps without a draft since drafting was last off
@@ -127,7 +128,8 @@ class DraftPolicy:
     def length(self) -> int:
         """Tokens to draft for the next step (0: none)."""
         measured = self.costs
-        k = best_length(self.rate, (lambda tokens: measured.relative(tokens, STEP_COST)) if measured else None)
+        k = best_length(self.rate, (lambda tokens: measured.relative(tokens, STEP_COST, self.sampled))
+                        if measured else None)
         self._probing = False
         if k > 0:
             return k

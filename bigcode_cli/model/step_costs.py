@@ -6,6 +6,9 @@ machine, the model and the build, and it varies widely (a 2-core Xeon, the bundl
 1.97x one token in float32, 1.47x in bfloat16 on AMX tiles, 3.45x in bfloat16 without them), so it is
 measured, not assumed: the decoding loops (generation/loop.py, generation/batch.py) time each one-row
 decoding turn and `record_step` files it under its token count; `relative(n)` answers from the recent medians.
+Greedy and sampled turns are kept apart: verifying a sampled draft computes every drafted position's
+probabilities, so its turns cost more (priced with them, a greedy generation after a sampled one drafted a
+third as much on the forced-copy trace of benchmarks/speculation.py, bfloat16: 0.97x instead of 4.9x).
 """
 
 from __future__ import annotations
@@ -21,14 +24,30 @@ if TYPE_CHECKING:
 WINDOW = 15  # recent steps kept per token count: the median of these is the cost
 TRUSTED = 3  # steps of a count measured before its median is believed (one slow step must not rule it out)
 REFRESH = 16  # records between two updates of the medians (a step's turn must not pay for them each time)
-STALE_S = 60.0  # seconds after which a count not measured since is forgotten: measured dear once (a busy
+STALE_S = 5.0  # seconds after which a count not measured since is forgotten: measured dear once (a busy
 # moment), it would never be chosen, so never measured again, in a server's or REPL's long life. Time, not a
 # number of steps: one-token steps (drafting off, or --speculate off) must not push the others out
 LARGEST = 32  # steps of more tokens are not recorded (prefill rows; no draft is that long)
 
 
 class StepCosts:
-    """Recent wall times of a runner's one-row steps, by their number of tokens."""
+    """Recent wall times of a runner's one-row decoding turns by their number of tokens, greedy and sampled
+    turns apart."""
+
+    def __init__(self) -> None:
+        self._curves = {False: _Curve(), True: _Curve()}
+
+    def record(self, tokens: int, seconds: float, sampled: bool = False) -> None:
+        """A one-row turn of `tokens` tokens (sampled: its tokens drawn at temperature > 0) took `seconds`."""
+        self._curves[sampled].record(tokens, seconds)
+
+    def relative(self, tokens: int, slope: float, sampled: bool = False) -> float:
+        """A turn of `tokens` tokens as a multiple of a one-token turn of the same kind (_Curve.relative)."""
+        return self._curves[sampled].relative(tokens, slope)
+
+
+class _Curve:
+    """Recent wall times of one kind of one-row turns, by their number of tokens."""
 
     def __init__(self) -> None:
         self._seconds: dict[int, deque[float]] = {}
@@ -101,10 +120,10 @@ class StepCosts:
         return ratio[below] + rise * (tokens - below)
 
 
-def record_step(runner: Runner, rows: Sequence[RowTokens], began: float) -> None:
-    """Record in runner.step_costs a step over `rows` that began at `began` (time.perf_counter) and is done:
-    a decoding loop times its whole turn (drafting, the step, verifying), what a drafted token really adds.
-    Steps of several rows are not recorded: what a drafted token adds to them depends on the others. Nor a
-    GPU's: its step returns before it is done."""
+def record_step(runner: Runner, rows: Sequence[RowTokens], began: float, sampled: bool) -> None:
+    """Record in runner.step_costs a step over `rows` that began at `began` (time.perf_counter) and is done,
+    of a generation that samples (`sampled`) or not: a decoding loop times its whole turn (drafting, the
+    step, verifying), what a drafted token really adds. Steps of several rows are not recorded: what a
+    drafted token adds to them depends on the others. Nor a GPU's: its step returns before it is done."""
     if len(rows) == 1 and runner.device.type == "cpu":
-        runner.step_costs.record(len(rows[0].tokens), time.perf_counter() - began)
+        runner.step_costs.record(len(rows[0].tokens), time.perf_counter() - began, sampled)
