@@ -21,7 +21,7 @@
  * Measured, one thread, CPU time of a step of the 116m shape (Intel Xeon, AVX-512 VNNI; old path then this
  * one, interleaved, `python benchmarks/batch_step.py --shape 116m --dtype int8 --dtype int4 --threads 1
  * --clock cpu --prompt 128`): int8 1 token 9.8-11.8 -> 9.6-10.8 ms, 8 tokens 17.7-20.0 -> 14.4-16.4;
- * int4 1 token 6.0-6.1 -> 4.9-5.0, 8 tokens 19.8-20.0 -> 9.0-9.3. A row's result does not depend on the
+ * int4 1 token 6.0-6.4 -> 4.9-5.0, 8 tokens 19.8-20.1 -> 9.0-10.0. A row's result does not depend on the
  * other tokens of the step: its whole-block integer sums are exact whichever path made them, and each
  * block's are scaled into its sum the same way, in the same order (group_scaled), so one token alone or
  * among others gives the same bits (batch invariance). Which rows come here depends only on the matrix
