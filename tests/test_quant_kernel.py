@@ -79,6 +79,21 @@ def test_a_cpu_with_avx512_vnni_multiplies_sixteen_rows_at_a_time(bits):
     assert _group_scales(lib, QuantizedLinear(quantize(torch.randn(15, 96), bits), 15, None)) is None
 
 
+def test_blocks_that_do_not_fit_the_layer_keep_the_kernel_away():
+    # a damaged quantized copy (a row or a scale short) must not send the kernel past the tensors' ends
+    from bigcode_cli.kernels.cpu_decode import _quantized_problem
+
+    for bits in (8, 4):
+        q = quantize(torch.randn(32, 96), bits)
+        assert _quantized_problem(QuantizedLinear(q, 32, None)) is None
+        short_rows = q._replace(qweight=q.qweight[:, :-1].contiguous())
+        short_scales = q._replace(scales=q.scales[:, :-1].contiguous())
+        fewer_rows = q._replace(qweight=q.qweight[:16].contiguous(), scales=q.scales[:16].contiguous())
+        for damaged in (QuantizedLinear(short_rows, 32, None), QuantizedLinear(short_scales, 32, None),
+                        QuantizedLinear(fewer_rows, 32, None)):
+            assert "do not fit" in _quantized_problem(damaged)
+
+
 def test_matvec_without_bias_and_with_zero_input():
     layer = QuantizedLinear(quantize(torch.randn(5, 64), 8), 5, None)
     assert torch.equal(quantized_matvec(layer, torch.zeros(2, 64)), torch.zeros(2, 5))

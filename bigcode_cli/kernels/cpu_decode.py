@@ -20,6 +20,7 @@ import torch
 
 from bigcode_cli.errors import BackendError
 from bigcode_cli.kernels.decode_support import ACTIVATIONS, activation_problem, decode_library, library_problem
+from bigcode_cli.model.quantize import BLOCK
 
 MAX_ROWS = 8  # beyond this a batched matrix product in PyTorch does better than row-by-row streaming
 _DTYPES = {torch.float32: 0, torch.bfloat16: 1}
@@ -223,6 +224,13 @@ def _quantized_problem(module: torch.nn.Module) -> str | None:
     tensors = (module.qweight, module.scales)
     if any(t.device.type != "cpu" or not t.is_contiguous() for t in tensors) or module.scales.dtype != torch.float16:
         return f"{type(module).__name__} is not held as contiguous CPU blocks with fp16 scales"
+    # the kernel reads every row's blocks and scales (and their groups of 16) by these sizes: a damaged copy must
+    # not send it past the tensors' ends
+    blocks = (module.in_features + BLOCK - 1) // BLOCK
+    rows = module.qweight.shape[0] if module.qweight.dim() == 2 else -1
+    if (module.qweight.dim() != 2 or module.qweight.shape[1] != blocks * BLOCK * module.bits // 8
+            or tuple(module.scales.shape) != (rows, blocks) or rows != getattr(module, "out_features", rows)):
+        return f"{type(module).__name__} blocks do not fit its {module.in_features} inputs (a damaged quantized copy?)"
     return None
 
 
