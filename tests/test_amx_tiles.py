@@ -63,7 +63,7 @@ def test_a_step_on_tiles_agrees_with_the_vector_path(tmp_path):
 @pytest.mark.skipif(not amx_tiles(), reason="this CPU or kernel gives no AMX tiles: they are off anyway")
 def test_bigcode_amx_off_keeps_the_tiles_off_as_bigcode_cpu_kernel_reads_its_words(tmp_path):
     checkpoint = save_checkpoint(tmp_path / "mqa", n_embd=64, n_head=4, n_layer=2, dtype=torch.bfloat16)
-    for word in ("0", " False ", "OFF"):
+    for word in ("0", " False ", "OFF", "off     ", "0\r", "no\n"):
         assert _step_in_a_process(checkpoint, tmp_path / "vector.pt", word)["tiles"] is False
     assert _step_in_a_process(checkpoint, tmp_path / "tiles.pt", "1")["tiles"] is True
 

@@ -139,11 +139,17 @@ def test_the_decoding_loops_record_one_row_turns_and_not_prompt_rows_or_crowds(t
     runner = engine.load(save_checkpoint(tmp_path / "lm"), "causal-lm", device="cpu")
     greedy = SamplingParams(temperature=0)
     counted = []
-    runner.step_costs.record = lambda tokens, seconds, sampled: counted.append(tokens)
+    kinds = []
+    runner.step_costs.record = lambda tokens, seconds, sampled: (counted.append(tokens), kinds.append(sampled))
     prompt = [5, 6, 7, 5, 6, 7, 5, 6]  # repeats: drafts of several tokens
     made = generate(runner, None, prompt, max_new_tokens=12, params=greedy, ignore_eos=True, speculate="ngram")
     assert made.draft_tokens > 0 and len(counted) > 0 and max(counted) > 1  # every turn, drafts included
     assert sum(counted) == 12 - 1 + made.draft_tokens - made.draft_accepted  # each turn's tokens: no prefill row
+    assert not any(kinds)  # greedy turns, filed as greedy
+    kinds.clear()
+    generate(runner, None, prompt, max_new_tokens=6, params=SamplingParams(temperature=0.7, seed=1), ignore_eos=True,
+             speculate="ngram")
+    assert kinds and all(kinds)  # sampled turns, filed as sampled
 
     counted.clear()
     rows_per_step, tokens_per_row = [], []
@@ -174,3 +180,35 @@ def test_the_decoding_loops_record_one_row_turns_and_not_prompt_rows_or_crowds(t
                 done.finish()  # gives its cache to the prompt cache, as serve's worker does
     assert max(tokens_per_row) > 1  # the second prompt's rest went in as a row of a step
     assert counted == [1] * 10  # each run's 5 decoding turns after the first token; not the prompt's row
+
+
+@pytest.mark.parametrize("kernel, samples, temperature, priced", [
+    ("1", 1, 0.0, "greedy"), ("1", 1, 0.7, "sampled"), ("1", 3, 0.7, None), ("0", 1, 0.0, None)])
+def test_which_generations_price_drafts_by_measured_steps(tmp_path, monkeypatch, kernel, samples, temperature, priced):
+    """One sample on the C kernel: its own kind's measured prices. Several samples (seeded draws in an order set
+    by draft lengths) and the PyTorch path (where draft lengths shape the float rounding) keep the fixed prior,
+    so that no text depends on timing."""
+    from checkpoints import save_checkpoint
+
+    from bigcode_cli.generation.loop import generate
+    from bigcode_cli.generation.sampling import SamplingParams
+    from bigcode_cli.model import engine
+
+    monkeypatch.setenv("BIGCODE_CPU_KERNEL", kernel)
+    runner = engine.load(save_checkpoint(tmp_path / "lm"), "causal-lm", device="cpu")
+    assert runner.decode_path == ("kernel" if kernel == "1" else "torch")
+    made = []
+
+    class Recording(DraftPolicy):
+        def __init__(self, costs=None, sampled=False):
+            super().__init__(costs, sampled)
+            made.append((costs, sampled))
+
+    monkeypatch.setattr(ngram_draft, "DraftPolicy", Recording)
+    generate(runner, None, [5, 6, 7, 5, 6, 7], max_new_tokens=4, params=SamplingParams(temperature=temperature, seed=3),
+             num_samples=samples, ignore_eos=True, speculate="ngram")
+    assert len(made) == samples
+    for costs, sampled in made:
+        assert (costs is runner.step_costs) == (priced is not None)
+        if priced:
+            assert sampled == (priced == "sampled")

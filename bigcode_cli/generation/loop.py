@@ -260,8 +260,11 @@ class Decoding:
             drafter = ngram_draft.NgramDrafter(self.prompt_ids)
             self._drafters = [drafter] + [drafter.copy() for _ in range(n - 1)]
             # one sample: drafts priced by the runner's measured steps; several: by the fixed prior, since their
-            # draft lengths set the order of their random draws, which must not depend on timing (seeded -n)
-            costs = self.runner.step_costs if n == 1 else None
+            # draft lengths set the order of their random draws, which must not depend on timing (seeded -n).
+            # Measured prices only where a step of several tokens gives the bits of one-token steps (the C
+            # kernel): on the PyTorch path the draft lengths shape the output's float rounding, so timing would
+            # make a run's text differ from the next run's
+            costs = self.runner.step_costs if n == 1 and self.runner.decode_path == "kernel" else None
             self._policies = [ngram_draft.DraftPolicy(costs, sampled=not self.params.greedy) for _ in range(n)]
             self._drafts = [[] for _ in range(n)]
             self._verify(logits.expand(n, -1) if n > 1 else logits)

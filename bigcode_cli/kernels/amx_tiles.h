@@ -1,6 +1,6 @@
 /* Intel's AMX tiles (Xeon 4th generation and later): whether this process may use them, and their
- * configuration, for decode_step.c's tile products (amx_bf16.h, amx_int8.h; included there, once, where the
- * compiler targets AMX).
+ * configuration, for decode_step.c's tile products (amx_bf16.h; included there, once, where the compiler
+ * targets AMX).
  *
  * Linux hands out the tile registers only to a process that asks (arch_prctl ARCH_REQ_XCOMP_PERM). Where that
  * fails (an older kernel, a hypervisor that hides them) or BIGCODE_AMX is 0 (false, no, off), every product stays on the
@@ -10,6 +10,7 @@
  * threads (PyTorch's oneDNN matmuls) uses and releases them too.
  */
 
+#include <immintrin.h> /* the tile intrinsics, whatever else the target has (decode_step.c includes it only for BF16) */
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -26,20 +27,22 @@ static _Atomic int amx_state; /* 0: not decided, 1: usable, -1: not */
 
 /* whether an environment setting says no: 0, false, no or off, in any case, spaces around (as the Python side
  * reads BIGCODE_CPU_KERNEL) */
+static int is_blank(char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+
 static int setting_is_off(const char *setting) {
     if (!setting) return 0;
-    while (*setting == ' ' || *setting == '\t') setting++;
-    char word[8];
+    while (is_blank(*setting)) setting++;
+    char word[64];
     size_t n = 0;
     for (; setting[n] && n < sizeof word - 1; n++) word[n] = (char)(setting[n] >= 'A' && setting[n] <= 'Z' ? setting[n] + 32 : setting[n]);
-    if (setting[n]) return 0; /* longer than any of the words */
-    while (n > 0 && (word[n - 1] == ' ' || word[n - 1] == '\t' || word[n - 1] == '\n')) n--;
+    if (setting[n]) return 0; /* longer than any of the words with any blanks a person would type */
+    while (n > 0 && is_blank(word[n - 1])) n--;
     word[n] = 0;
     return strcmp(word, "0") == 0 || strcmp(word, "false") == 0 || strcmp(word, "no") == 0 || strcmp(word, "off") == 0;
 }
 
 /* whether this process multiplies on tiles: decided at the first call, the same ever after */
-static int amx_usable(void) {
+static __attribute__((unused)) int amx_usable(void) {
     int state = atomic_load(&amx_state);
     if (state == 0) {
         int usable = !setting_is_off(getenv("BIGCODE_AMX"));

@@ -989,8 +989,9 @@ typedef struct {
 typedef struct {
     float *x, *h, *att; /* (T, C): residual stream, normalised input, attention output */
     float *qkv, *f;     /* (T, attn.out), (T, inner) */
-    void *xb;           /* bf16 weights: (T, widest matmul input) bf16_input values; quantized weights:
-                         * the input's int8 blocks and scales (quant_scratch_size); else unused */
+    void *xb;           /* bf16 weights: (T, widest matmul input) bf16_input values, then the inputs packed
+                         * for AMX tiles where they run (bf16_scratch_size); quantized weights: the input's
+                         * int8 blocks, sums and scales (quant_scratch_size); else unused */
     float *partial;     /* (T, H, blocks, 2 + D): attention's per-block results */
     float *scores;      /* each thread's attention scratch (Attend.scores) */
     int32_t *pos, *length, *first_chunk, *group_first; /* (T,), (T,): each token's position, attended length;

@@ -28,6 +28,13 @@
  * (its whole groups of 16; the rest keep quant_dots), since chunks are whole groups (quant_gemv). */
 
 #define GROUP_ROWS 16
+
+/* four input bytes from p broadcast to every 32-bit lane (read through memcpy: int8 storage, no aliasing doubt) */
+static inline __attribute__((always_inline)) __m512i four_bytes(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return _mm512_set1_epi32(v);
+}
 #define GROUP_TOKENS 8 /* tokens per pass over a group: their sums and the transposed weights fit the registers */
 
 /* the block's 32 bytes of rows w, w + stride, ... (16 rows): v[k] lane r = bytes 4k .. 4k + 3 of row r */
@@ -46,7 +53,8 @@ static inline __attribute__((always_inline)) void q8_transpose(const int8_t *w, 
         u[q + 2] = _mm512_unpacklo_epi64(t[q + 1], t[q + 3]);
         u[q + 3] = _mm512_unpackhi_epi64(t[q + 1], t[q + 3]);
     }
-    /* u[k] and u[k + 4] hold pieces k and k + 4 of rows 0-3 / 4-7 in alternate 128-bit lanes */
+    /* u[k] and u[k + 4] hold pieces k and k + 4 of rows 0-3 / 4-7 (128-bit lanes 0 and 1) and 8-11 / 12-15
+     * (lanes 2 and 3) in alternate lanes */
     const __m512i low = _mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0), high = _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2);
     for (int k = 0; k < 4; k++) {
         v[k] = _mm512_permutex2var_epi64(u[k], low, u[k + 4]);
@@ -96,11 +104,11 @@ static inline __attribute__((always_inline)) void q8_group_tokens(const QuantGem
         const __m512i start = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_add_epi32(i0, i1));
         const __m512 wd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(scales + (long)blk * GROUP_ROWS)));
         for (int t = 0; t < NT; t++) {
-            const int32_t *x = (const int32_t *)(xq + t * row_bytes + (long)blk * QK);
+            const int8_t *x = xq + t * row_bytes + (long)blk * QK;
             __m512i s0 = start, s1 = _mm512_setzero_si512();
             for (int j = 0; j < 8; j += 2) {
-                s0 = _mm512_dpbusd_epi32(s0, _mm512_set1_epi32(x[j]), v[j]);
-                s1 = _mm512_dpbusd_epi32(s1, _mm512_set1_epi32(x[j + 1]), v[j + 1]);
+                s0 = _mm512_dpbusd_epi32(s0, four_bytes(x + 4 * j), v[j]);
+                s1 = _mm512_dpbusd_epi32(s1, four_bytes(x + 4 * j + 4), v[j + 1]);
             }
             acc[t] = group_scaled(acc[t], _mm512_add_epi32(s0, s1), wd, xd[(long)t * blocks + blk]);
         }
@@ -232,11 +240,11 @@ static inline __attribute__((always_inline)) void q4_group_tokens(const QuantGem
         q4_transpose(w + (long)blk * (QK / 2), row_bytes, lo, hi);
         const __m512 wd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(scales + (long)blk * GROUP_ROWS)));
         for (int t = 0; t < NT; t++) {
-            const int32_t *x = (const int32_t *)(xq + t * x_bytes + (long)blk * QK);
+            const int8_t *x = xq + t * x_bytes + (long)blk * QK;
             __m512i s0 = _mm512_set1_epi32(xs[(long)t * blocks + blk]), s1 = _mm512_setzero_si512();
             for (int k = 0; k < 4; k++) {
-                s0 = _mm512_dpbusd_epi32(s0, lo[k], _mm512_set1_epi32(x[k]));
-                s1 = _mm512_dpbusd_epi32(s1, hi[k], _mm512_set1_epi32(x[4 + k]));
+                s0 = _mm512_dpbusd_epi32(s0, lo[k], four_bytes(x + 4 * k));
+                s1 = _mm512_dpbusd_epi32(s1, hi[k], four_bytes(x + 16 + 4 * k));
             }
             acc[t] = group_scaled(acc[t], _mm512_add_epi32(s0, s1), wd, xd[(long)t * blocks + blk]);
         }
