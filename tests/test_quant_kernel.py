@@ -83,6 +83,10 @@ def test_blocks_that_do_not_fit_the_layer_keep_the_kernel_away():
     # a damaged quantized copy (a row or a scale short) must not send the kernel past the tensors' ends
     from bigcode_cli.kernels.cpu_decode import _quantized_problem
 
+    from bigcode_cli.kernels import cpu_decode
+    from bigcode_cli.model import quantize as quantize_module
+
+    assert cpu_decode.BLOCK == quantize_module.BLOCK  # the kernel reads the blocks the quantizer writes
     for bits in (8, 4):
         q = quantize(torch.randn(32, 96), bits)
         assert _quantized_problem(QuantizedLinear(q, 32, None)) is None

@@ -20,8 +20,8 @@ import torch
 
 from bigcode_cli.errors import BackendError
 from bigcode_cli.kernels.decode_support import ACTIVATIONS, activation_problem, decode_library, library_problem
-from bigcode_cli.model.quantize import BLOCK
 
+BLOCK = 32  # values per quantized block, as the kernel reads them (QK in quant_matvec.h; model/quantize.py writes them)
 MAX_ROWS = 8  # beyond this a batched matrix product in PyTorch does better than row-by-row streaming
 _DTYPES = {torch.float32: 0, torch.bfloat16: 1}
 
