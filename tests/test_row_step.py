@@ -30,6 +30,8 @@ CASES = {
     "mha-odd": dict(multi_query=False, n_embd=40, tie=False),
     # 7 heads of 72 and wide rows: whole register tiles of rows and of heads, 2 blocks of 32 per product row
     "mqa-7-heads-of-72": dict(multi_query=True, n_head=7, n_embd=504),
+    # heads of 64: a bf16 cache takes the pair products of attend_bf16.h where the CPU has AVX-512 BF16
+    "mqa-heads-of-64": dict(multi_query=True, n_head=4, n_embd=256),
 }
 # (prompt length, new tokens) of each row: odd row counts, 1..3 tokens, every row at its own position
 SHAPES = {
@@ -91,7 +93,7 @@ def test_a_step_of_rows_equals_transformers_fp32(checkpoints, case, rows):
 
 
 @pytest.mark.parametrize("rows", [5, 7])
-@pytest.mark.parametrize("case", ["mqa", "mha-odd", "mqa-7-heads-of-72"])
+@pytest.mark.parametrize("case", ["mqa", "mha-odd", "mqa-7-heads-of-72", "mqa-heads-of-64"])
 def test_a_step_of_rows_in_bf16_is_within_transformers_own_bf16_error(checkpoints, case, rows):
     sequences = _sequences(SHAPES[rows], seed=7)
     exact = _transformers(checkpoints[case], sequences)
@@ -103,15 +105,17 @@ def test_a_step_of_rows_in_bf16_is_within_transformers_own_bf16_error(checkpoint
 
 
 @pytest.mark.parametrize("rows", [5, 7])
-@pytest.mark.parametrize("case", ["mqa", "mha", "mqa-odd"])
+@pytest.mark.parametrize("case", ["mqa", "mha", "mqa-odd", "mqa-heads-of-64"])
 @pytest.mark.parametrize("dtype", ["int8", "int4"])
 def test_a_quantized_step_of_rows_equals_the_dequantized_reference(checkpoints, case, dtype, rows):
+    """The matrices' math, with float32 caches on both sides (a bf16 cache's attention is checked below)."""
     sequences = _sequences(SHAPES[rows], seed=11)
-    runner = engine.load(checkpoints[case], "causal-lm", dtype=dtype, device="cpu")
+    runner = _with_float32_cache(engine.load(checkpoints[case], "causal-lm", dtype=dtype, device="cpu"))
     assert runner.decode_path == "kernel"
     got = _step(runner, sequences)
     reference = engine.load(checkpoints[case], "causal-lm", dtype=dtype, device="cpu")
-    reference.decoder = None  # PyTorch, with the kernel's quantized math in float64 for the step
+    # PyTorch, with the kernel's quantized math in float64 for the step
+    reference.decoder, reference.cache_dtype = None, None
     expected = _step(reference, sequences, before_step=use_reference_linears)
     # the same tolerance as the one-token steps (test_quant_kernel): an input within float rounding of an
     # int8 rounding boundary may land one level apart; wrong math moves a logit by ~1e-1
@@ -119,7 +123,7 @@ def test_a_quantized_step_of_rows_equals_the_dequantized_reference(checkpoints, 
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8", "int4"])
-@pytest.mark.parametrize("case", ["mqa", "mha-odd", "mqa-7-heads-of-72"])
+@pytest.mark.parametrize("case", ["mqa", "mha-odd", "mqa-7-heads-of-72", "mqa-heads-of-64"])
 def test_a_rows_logits_are_the_same_bits_alone_and_among_others(checkpoints, case, dtype):
     """Batch invariance: other rows (more, fewer, longer, at other positions) change nothing in a row."""
     runner = engine.load(checkpoints[case], "causal-lm", dtype=dtype, device="cpu")
@@ -148,6 +152,41 @@ def test_new_tokens_across_attention_blocks_equal_transformers(tmp_path):
     runner = engine.load(path, "causal-lm", dtype="float32", device="cpu")
     sequences = _sequences([(127, 3), (300, 2), (40, 1)], seed=19)
     assert (_step(runner, sequences) - _transformers(path, sequences)).abs().max().item() <= FP32_TOL
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "int8"])
+def test_bf16_caches_across_attention_blocks_are_within_transformers_own_bf16_error(tmp_path, dtype):
+    """A bf16 cache (a bf16 model's; a quantized model's where the kernel decodes) past 128 positions, heads of 64:
+    several blocks, new tokens straddling a boundary, blocks with an odd number of positions (the pair products
+    of attend_bf16.h pad the last pair); the error against float32 transformers stays within bf16's own."""
+    path = save_checkpoint(tmp_path / "long", n_layer=2, n_positions=512, multi_query=True, n_head=4, n_embd=256)
+    runner = engine.load(path, "causal-lm", dtype=dtype, device="cpu")
+    assert runner.decode_path == "kernel" and runner.new_cache(1, 4).layers[0].dtype == torch.bfloat16
+    sequences = _sequences([(127, 3), (300, 2), (40, 1), (255, 4)], seed=31)
+    exact = _transformers(path, sequences)
+    theirs = _transformers(path, sequences, dtype="bfloat16")
+    ours = _step(runner, sequences)
+    if dtype == "int8":  # its matrices' rounding comes on top: against our own int8 model with a float32 cache
+        exact = _step(_with_float32_cache(engine.load(path, "causal-lm", dtype=dtype, device="cpu")), sequences)
+    assert (ours - exact).abs().max().item() <= 1.5 * (theirs - _transformers(path, sequences)).abs().max().item() + 1e-3
+
+
+def _with_float32_cache(runner):
+    """The runner with float32 caches, its kernel reading them so."""
+    from bigcode_cli.kernels.cpu_decode import attach
+
+    runner.cache_dtype, runner.decoder = None, attach(runner.model)
+    return runner
+
+
+def test_quantized_models_keep_bf16_caches_only_where_the_kernel_decodes(checkpoints, monkeypatch):
+    runner = engine.load(checkpoints["mqa"], "causal-lm", dtype="int4", device="cpu")
+    assert runner.decode_path == "kernel" and runner.new_cache(1, 4).layers[0].dtype == torch.bfloat16
+    assert engine.load(checkpoints["mqa"], "causal-lm", dtype="float32", device="cpu").new_cache(1, 4).layers[0].dtype \
+        == torch.float32
+    monkeypatch.setenv("BIGCODE_CPU_KERNEL", "0")  # PyTorch decodes: nothing gained by converting the cache each step
+    runner = engine.load(checkpoints["mqa"], "causal-lm", dtype="int4", device="cpu")
+    assert runner.decode_path == "torch" and runner.new_cache(1, 4).layers[0].dtype == torch.float32
 
 
 def test_a_bad_row_is_refused_before_anything_is_written(checkpoints):

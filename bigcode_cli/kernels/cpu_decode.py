@@ -59,7 +59,7 @@ class _Model(ctypes.Structure):
     _fields_ = [("n_layer", ctypes.c_int32), ("n_embd", ctypes.c_int32), ("n_head", ctypes.c_int32),
                 ("head_dim", ctypes.c_int32), ("multi_query", ctypes.c_int32), ("inner", ctypes.c_int32),
                 ("vocab", ctypes.c_int32), ("n_positions", ctypes.c_int32), ("activation", ctypes.c_int32),
-                ("bf16", ctypes.c_int32), ("eps", ctypes.c_float), ("scale", ctypes.c_float),
+                ("bf16", ctypes.c_int32), ("kv_bf16", ctypes.c_int32), ("eps", ctypes.c_float), ("scale", ctypes.c_float),
                 ("wte", ctypes.c_void_p), ("wpe", ctypes.c_void_p), ("lnf_w", ctypes.c_void_p),
                 ("lnf_b", ctypes.c_void_p), ("lm_head", _Linear), ("layers", ctypes.POINTER(_Layer)),
                 ("wte_scales", ctypes.c_void_p), ("wte_quant", ctypes.c_int32)]
@@ -88,12 +88,16 @@ def _weight_problem(module: torch.nn.Module, dtype: torch.dtype) -> str | None:
 
 
 class CpuDecoder:
-    """One-token decode steps of a GPTBigCodeForCausalLM in the C kernel, reading the model's tensors."""
+    """One-token decode steps of a GPTBigCodeForCausalLM in the C kernel, reading the model's tensors; the caches
+    it reads and writes hold `cache_dtype` keys and values (float32 or bfloat16; default: the compute dtype)."""
 
-    def __init__(self, lib: ctypes.CDLL, model: torch.nn.Module) -> None:
+    def __init__(self, lib: ctypes.CDLL, model: torch.nn.Module, cache_dtype: torch.dtype | None = None) -> None:
         config = model.config
         self.lib = lib
         self.dtype = _compute_dtype(model)
+        self.cache_dtype = cache_dtype or self.dtype
+        if self.cache_dtype not in _DTYPES:
+            raise ValueError(f"the kernel keeps float32 or bfloat16 caches, not {self.cache_dtype}")
         self.n_layer = config.n_layer
         self.vocab = config.vocab_size
         self._keep: list[torch.Tensor] = []  # every tensor whose address the structs hold
@@ -113,7 +117,7 @@ class CpuDecoder:
             n_layer=config.n_layer, n_embd=config.n_embd, n_head=config.n_head, head_dim=config.head_dim,
             multi_query=int(config.multi_query), inner=config.inner_dim, vocab=config.vocab_size,
             n_positions=config.n_positions, activation=ACTIVATIONS[config.activation_function],
-            bf16=_DTYPES[self.dtype], eps=config.layer_norm_epsilon, scale=spec.scale,
+            bf16=_DTYPES[self.dtype], kv_bf16=_DTYPES[self.cache_dtype], eps=config.layer_norm_epsilon, scale=spec.scale,
             wte=self._raw(wte if wte is not None else t.wte.weight), wpe=self._raw(t.wpe.weight),
             wte_scales=wte_scales, wte_quant=wte_quant, lnf_w=self._f32(t.ln_f.weight),
             lnf_b=self._f32(t.ln_f.bias), lm_head=self._linear(model.lm_head),
@@ -153,7 +157,7 @@ class CpuDecoder:
         if not 1 <= rows <= MAX_ROWS or input_ids.device.type != "cpu" or cache.length >= cache.capacity:
             return False
         first = cache.layers[0]
-        return first.dtype == self.dtype and first.device.type == "cpu" and first.shape[0] == rows and all(
+        return first.dtype == self.cache_dtype and first.device.type == "cpu" and first.shape[0] == rows and all(
             layer.is_contiguous() for layer in cache.layers)
 
     def __call__(self, input_ids: torch.Tensor, cache) -> torch.Tensor:
@@ -174,7 +178,7 @@ class CpuDecoder:
             if not layers or len(layers) != self.n_layer or not isinstance(row.cache.length, int):
                 return False
             first = layers[0]
-            if first.shape[0] != 1 or first.dtype != self.dtype or first.device.type != "cpu":
+            if first.shape[0] != 1 or first.dtype != self.cache_dtype or first.device.type != "cpu":
                 return False
             if not all(layer.is_contiguous() for layer in layers):
                 return False
@@ -259,12 +263,13 @@ def refusal(model: torch.nn.Module) -> str | None:
     return library_problem()
 
 
-def attach(model: torch.nn.Module) -> CpuDecoder | None:
-    """A decoder for a causal LM held on the CPU in float32 or bfloat16, or None when the kernel cannot serve it."""
+def attach(model: torch.nn.Module, cache_dtype: torch.dtype | None = None) -> CpuDecoder | None:
+    """A decoder for a causal LM held on the CPU in float32 or bfloat16 (its caches in `cache_dtype`, by default
+    the same), or None when the kernel cannot serve it."""
     if refusal(model) is not None:
         return None
     lib = _library()
-    return CpuDecoder(lib, model) if lib is not None else None
+    return CpuDecoder(lib, model, cache_dtype) if lib is not None else None
 
 
 def quantized_matvec(module: torch.nn.Module, x: torch.Tensor, threads: int = 1) -> torch.Tensor:

@@ -196,6 +196,8 @@ class Attention(nn.Module):
             end = step.start + T
             cache[:, step.start : end] = kv
             kv = cache[:, :end]  # (B, S, 2D) | (B, S, H, 2D)
+            if kv.dtype != qkv.dtype:  # a cache kept narrower than the activations (KVCache.allocate)
+                kv = kv.to(qkv.dtype)
         key, value = kv[..., :D], kv[..., D:]
         if at is not None:
             query = _take(query, at)  # (B, 1, H, D)
