@@ -1078,6 +1078,16 @@ int bigcode_quant_group_rows(void) {
 #endif
 }
 
+/* 1 when this build's multi-query attention over bf16 caches takes bf16 pair products (attend_bf16.h; heads a
+ * multiple of 32 wide), else 0: then each bf16 key and value is widened to fp32 first */
+int bigcode_attention_bf16_pairs(void) {
+#ifdef ATTEND_BF16
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 /* 1 when this process multiplies bf16 weights on AMX tiles (amx_tiles.h), else 0 */
 int bigcode_amx_tiles(void) {
 #ifdef AMX_BF16

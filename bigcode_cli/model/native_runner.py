@@ -28,8 +28,8 @@ def _torch_threads(n: int):
         torch.set_num_threads(before)
 
 
-# The key/value cache of a quantized model whose steps the C kernel decodes: bf16 halves the bytes every step
-# reads per cached position (and a cache's memory). Measured on the bundled model, teacher-forced through the
+# The key/value cache of a quantized model whose steps the C kernel decodes with bf16 pair products
+# (cpu_decode.bf16_cache_pays): bf16 halves the bytes every step reads per cached position, and a cache's memory. Measured on the bundled model, teacher-forced through the
 # kernel over 900 tokens of textwrap.py (KL to the float32 model, float32 cache): int8 2.28e-4 -> 2.34e-4, int4
 # 2.47e-2 -> 2.48e-2, top-1 agreement unchanged within noise; float32 weights alone would move by 2e-6. The
 # matrices' own rounding is what a quantized model's user accepts; the cache adds 3% to it.
@@ -147,10 +147,13 @@ def load_quantized(path: Path, config: GPTBigCodeConfig, task: str, attn: str, d
         model = quantized_loading.quantize_checkpoint(path, config, bits, source=str(path))
     backend = resolve_backend(attn, device, torch.float32)
     model.set_backend(backend)
+    from bigcode_cli.kernels.cpu_decode import bf16_cache_pays
+
     reason = refusal(model)
-    decoder = attach(model, QUANTIZED_CACHE_DTYPE) if reason is None else None
+    cache_dtype = QUANTIZED_CACHE_DTYPE if reason is None and bf16_cache_pays(model) else None
+    decoder = attach(model, cache_dtype) if reason is None else None
     return NativeRunner(model, config, task, "native", backend.name, device, torch.float32, decode_reason=reason,
-                        quant=dtype_name, decoder=decoder, cache_dtype=QUANTIZED_CACHE_DTYPE if decoder else None)
+                        quant=dtype_name, decoder=decoder, cache_dtype=cache_dtype if decoder else None)
 
 
 def load_native(path: Path, config: GPTBigCodeConfig, task: str, attn: str, device: torch.device,
