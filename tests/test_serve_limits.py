@@ -28,8 +28,10 @@ LONG = 6000  # tokens a cancelled generation would have run for (one a step: the
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    return save_lm_with_tokenizer(tmp_path_factory.mktemp("long_lm") / "lm", n_positions=CONTEXT, n_embd=128,
-                                  n_layer=4, n_head=4)
+    # wide enough that LONG tokens take many seconds however fast the kernel gets: the queue tests below need the
+    # first request still running after three one-second keystrokes (n_embd 128 and 4 layers once ran out early)
+    return save_lm_with_tokenizer(tmp_path_factory.mktemp("long_lm") / "lm", n_positions=CONTEXT, n_embd=256,
+                                  n_layer=8, n_head=4)
 
 
 @pytest.fixture(scope="module")
