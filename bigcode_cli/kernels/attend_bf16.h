@@ -119,12 +119,7 @@ static void attend_block_mq_bf16(const Attend *a, int b, int G, int s0, int s1, 
         else
             score_pairs(cache, qt2, sc, D, HW, g, s0, n, ahead_end, 8, 1);
     }
-    const int masked = s1 > a->length[b];
-    if (masked)
-        for (int j = a->length[b] - s0 > 0 ? a->length[b] - s0 : 0; j < n; j++)
-            for (int t = 0; t < G; t++)
-                if (s0 + j >= a->length[b + t])
-                    for (int h = 0; h < H; h++) sc[(long)j * HW + t * H + h] = -INFINITY;
+    const int masked = mask_unattended(a, b, G, s0, s1, sc, HW);
     /* lane-wise max, exp(score - max) and their sum in position order; the weights rounded to bf16 and
      * paired by position (the pair's second past the block weighs 0), written over the rows already read */
     const long part_stride = (long)a->blocks * (2L + D), block = s0 / ATTEND_BLOCK;

@@ -810,6 +810,19 @@ static inline __attribute__((always_inline)) void score_rows(const void *cache, 
     }
 }
 
+/* positions of the block [s0, s1) a token of the group b .. b + G - 1 does not attend (its own length and
+ * on): score -inf in sc (n, HW), weight exactly 0 after the softmax; whether there were any */
+static int mask_unattended(const Attend *a, int b, int G, int s0, int s1, float *sc, int HW) {
+    const int H = a->m->n_head, n = s1 - s0;
+    const int masked = s1 > a->length[b];
+    if (masked)
+        for (int j = a->length[b] - s0 > 0 ? a->length[b] - s0 : 0; j < n; j++)
+            for (int t = 0; t < G; t++)
+                if (s0 + j >= a->length[b + t])
+                    for (int h = 0; h < H; h++) sc[(long)j * HW + t * H + h] = -INFINITY;
+    return masked;
+}
+
 /* tokens b .. b + G - 1 of one sequence (positions one after another), block [s0, s1) of its cache: lane
  * t * H + h is token b + t's head h. A lane sees exactly the sums it would see alone, in the same order
  * (lanes never mix), and a position past a token's own length (a later token of the group) weighs exactly
@@ -837,13 +850,7 @@ static inline __attribute__((always_inline)) void attend_block_mq(const Attend *
         else
             score_rows(cache, qt, sc, D, HW, g, s0, n, ahead_end, bf16, 8, 1);
     }
-    /* positions a token of the group does not attend (its own length and on): score -inf, weight 0 below */
-    const int masked = s1 > a->length[b];
-    if (masked)
-        for (int j = a->length[b] - s0 > 0 ? a->length[b] - s0 : 0; j < n; j++)
-            for (int t = 0; t < G; t++)
-                if (s0 + j >= a->length[b + t])
-                    for (int h = 0; h < H; h++) sc[(long)j * HW + t * H + h] = -INFINITY;
+    const int masked = mask_unattended(a, b, G, s0, s1, sc, HW);
     /* lane-wise softmax pieces over the block's positions: max, exp(score - max) in place, sum */
     const long part_stride = (long)a->blocks * (2L + D), block = s0 / ATTEND_BLOCK;
     float *parts = a->partial + ((long)b * H * a->blocks + block) * (2L + D); /* lane l's at + l * part_stride */
