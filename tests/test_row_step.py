@@ -159,11 +159,12 @@ def test_bf16_caches_across_attention_blocks_are_within_transformers_own_bf16_er
     """A bf16 cache (a bf16 model's; a quantized model's where the kernel decodes) past 128 positions, heads of 64:
     several blocks, new tokens straddling a boundary, blocks with an odd number of positions (the pair products
     of attend_bf16.h pad the last pair); the error against float32 transformers stays within bf16's own."""
-    if dtype == "int8" and not _cpu_has("avx512_bf16"):
-        pytest.skip("a quantized model keeps a float32 cache where the kernel has no bf16 pair products")
     path = save_checkpoint(tmp_path / "long", n_layer=2, n_positions=512, multi_query=True, n_head=4, n_embd=256)
     runner = engine.load(path, "causal-lm", dtype=dtype, device="cpu")
-    assert runner.decode_path == "kernel" and runner.new_cache(1, 4).layers[0].dtype == torch.bfloat16
+    assert runner.decode_path == "kernel"
+    if runner.new_cache(1, 4).layers[0].dtype != torch.bfloat16:
+        assert dtype == "int8"
+        pytest.skip("a quantized model keeps a float32 cache where the kernel has no bf16 pair products")
     sequences = _sequences([(127, 3), (300, 2), (40, 1), (255, 4)], seed=31)
     exact = _transformers(path, sequences)
     theirs = _transformers(path, sequences, dtype="bfloat16")
@@ -186,7 +187,9 @@ def test_quantized_models_keep_bf16_caches_only_where_the_kernel_multiplies_bf16
         runner = engine.load(checkpoints[case], "causal-lm", dtype=dtype, device="cpu")
         return runner.decode_path, runner.new_cache(1, 4).layers[0].dtype
 
-    pairs = _cpu_has("avx512_bf16")
+    from bigcode_cli.kernels.cpu_decode import bf16_cache_pays
+
+    pairs = bf16_cache_pays(engine.load(checkpoints["mqa-heads-of-64"], "causal-lm", dtype="float32", device="cpu").model)
     assert cache_dtype("mqa-heads-of-64") == ("kernel", torch.bfloat16 if pairs else torch.float32)
     assert cache_dtype("mqa-heads-of-64", "float32") == ("kernel", torch.float32)
     assert cache_dtype("mqa") == ("kernel", torch.float32)  # heads of 8: the kernel would widen bf16, slower

@@ -135,7 +135,7 @@ static void attend_block_mq_bf16(const Attend *a, int b, int G, int s0, int s1, 
                 if (j + k < n) {
                     const __m512 s = _mm512_loadu_ps(sc + (long)(j + k) * HW + v * 16);
                     e = (__m512)vexp((vf)_mm512_sub_ps(s, best));
-                    if (masked) e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(s, gone, _CMP_NEQ_OQ), e);
+                    if (masked) e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(s, gone, _CMP_NEQ_UQ), e);
                     total = _mm512_add_ps(total, e);
                 }
                 half[k] = (__m256i)_mm512_cvtneps_pbh(e);
