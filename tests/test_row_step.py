@@ -216,6 +216,19 @@ def test_a_bad_row_is_refused_before_anything_is_written(checkpoints):
     assert all(torch.equal(a.view(torch.int32), b.view(torch.int32)) for a, b in zip(before, good.layers))
 
 
+def test_pytorch_reads_a_cache_narrower_than_its_activations(checkpoints, monkeypatch):
+    """A float32 model over a bf16 cache in PyTorch (a quantized model's prefill, and its steps wherever the
+    kernel refuses one): the cache is written rounded and read back widened, on any CPU."""
+    monkeypatch.setenv("BIGCODE_CPU_KERNEL", "0")
+    runner = engine.load(checkpoints["mqa-heads-of-64"], "causal-lm", dtype="float32", device="cpu")
+    runner.cache_dtype = torch.bfloat16
+    sequences = _sequences(SHAPES[3], seed=37)
+    got = _step(runner, sequences)
+    exact = _transformers(checkpoints["mqa-heads-of-64"], sequences)
+    theirs = _transformers(checkpoints["mqa-heads-of-64"], sequences, dtype="bfloat16")
+    assert 0 < (got - exact).abs().max().item() <= (theirs - exact).abs().max().item()  # rounded, less than bf16
+
+
 def test_without_the_kernel_a_step_is_pytorch_doing_the_same(checkpoints, monkeypatch):
     sequences = _sequences(SHAPES[3], seed=23)
     monkeypatch.setenv("BIGCODE_CPU_KERNEL", "0")
