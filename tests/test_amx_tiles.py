@@ -77,3 +77,59 @@ def test_the_decode_summary_says_when_bf16_runs_on_tiles(tmp_path):
         "C kernel, bf16 on AMX tiles"
     assert engine.load(checkpoint, "causal-lm", dtype="float32", device="cpu").decode_summary == "C kernel"
     assert engine.load(checkpoint, "causal-lm", dtype="int8", device="cpu").decode_summary == "C kernel"
+
+
+# 8-bit weights: rows of 5, 1, 1 and 12 tokens as above; heads 24 wide, so the caches stay float32 and
+# attention takes the same vector path in both processes: only the matrix products differ
+INT8_STEP = STEP.replace('dtype="bfloat16"', 'dtype="int8"').replace(
+    "from bigcode_cli.kernels.decode_support import amx_tiles", "from bigcode_cli.kernels.decode_support import amx_int8 as amx_tiles")
+
+
+@pytest.mark.skipif(not amx_tiles(), reason="this CPU or kernel gives no AMX tiles")
+def test_8bit_products_on_tiles_are_the_vector_paths_bits(tmp_path):
+    from bigcode_cli.kernels.decode_support import amx_int8
+
+    if not amx_int8():
+        pytest.skip("this build has no AMX-INT8 tile products")
+    # 96 inputs: 3 blocks of 32 (an odd count: the last block alone); 144 attention outputs: 9 groups of 16 rows
+    checkpoint = save_checkpoint(tmp_path / "mqa", n_embd=96, n_head=4, n_layer=2)
+
+    def step(amx: str) -> dict:
+        out = tmp_path / f"int8-{amx}.pt"
+        subprocess.run([sys.executable, "-c", INT8_STEP, str(checkpoint), str(out)],
+                       env={**os.environ, "BIGCODE_AMX": amx}, check=True, timeout=300)
+        return torch.load(out)
+
+    tiles, vector = step("1"), step("0")
+    assert tiles["tiles"] and not vector["tiles"]
+    assert tiles["logits"].shape == (19, 97)
+    # exact integer sums per block, scaled and added in the same order: the same bits
+    assert torch.equal(tiles["logits"], vector["logits"])
+
+
+@pytest.mark.skipif(not amx_tiles(), reason="this CPU or kernel gives no AMX tiles")
+def test_multi_query_attention_over_bf16_caches_on_tiles_agrees_with_the_vector_path(tmp_path):
+    from bigcode_cli.kernels.decode_support import amx_attention
+
+    if not amx_attention():
+        pytest.skip("this build has no tile attention (no AVX-512 BF16 pair path)")
+    # heads 64 wide (the tile path's shape); prompts of 3 to 140 positions and up to 12 new: whole 16s of positions,
+    # a rest, and a second attention block of 128
+    checkpoint = save_checkpoint(tmp_path / "mqa", n_embd=128, n_head=2, n_layer=2, n_positions=320,
+                                 dtype=torch.bfloat16)
+    script = STEP.replace("(7, 5), (3, 1), (12, 1), (4, 12)", "(37, 5), (3, 1), (140, 1), (20, 12)").replace(
+        "from bigcode_cli.kernels.decode_support import amx_tiles",
+        "from bigcode_cli.kernels.decode_support import amx_attention as amx_tiles")
+
+    def step(amx: str) -> dict:
+        out = tmp_path / f"attend-{amx}.pt"
+        subprocess.run([sys.executable, "-c", script, str(checkpoint), str(out)],
+                       env={**os.environ, "BIGCODE_AMX": amx}, check=True, timeout=300)
+        return torch.load(out)
+
+    tiles, vector = step("1"), step("0")
+    assert tiles["tiles"] and not vector["tiles"]
+    assert not torch.equal(tiles["logits"], vector["logits"])  # the products ran on tiles
+    # the same bf16 roundings of query and weights, fp32 sums in another order (and in both processes the
+    # weights' own products on tiles or not): float rounding apart
+    assert (tiles["logits"] - vector["logits"]).abs().max().item() <= 2e-2 * vector["logits"].abs().max().item()

@@ -95,6 +95,10 @@ static inline __attribute__((always_inline)) void value_pairs(const uint16_t *ca
     }
 }
 
+#ifdef AMX_BF16
+#include "amx_attend.h"
+#endif
+
 /* attend_block_mq's contract, bf16 pair products (see the top of this file) */
 static void attend_block_mq_bf16(const Attend *a, int b, int G, int s0, int s1, float *scratch) {
     const Model *m = a->m;
@@ -113,7 +117,16 @@ static void attend_block_mq_bf16(const Attend *a, int b, int G, int s0, int s1, 
         }
         for (int l = Q; l < HW; l++) row[l] = 0;
     }
+#ifdef AMX_BF16
+    const int tiles = amx_usable();
+    if (tiles) {
+        amx_attend_configure();
+        amx_scores(cache, qt2, sc, D, HW, HV, s0, n, ahead_end);
+    }
+    for (int g = 0; g < HV && !tiles; g += 2) {
+#else
     for (int g = 0; g < HV; g += 2) {
+#endif
         if (g + 1 < HV)
             score_pairs(cache, qt2, sc, D, HW, g, s0, n, ahead_end, 4, 2);
         else
@@ -153,6 +166,13 @@ static void attend_block_mq_bf16(const Attend *a, int b, int G, int s0, int s1, 
         }
     }
     const uint32_t *p2 = (const uint32_t *)sc;
+#ifdef AMX_BF16
+    if (tiles) {
+        for (int l0 = 0; l0 < Q; l0 += 16) amx_values(cache, p2, HW, D, s0, n, l0, Q, parts, part_stride);
+        _tile_release();
+        return;
+    }
+#endif
     for (int c0 = 0; c0 < D; c0 += 32) {
         int l0 = 0;
         for (; l0 + 12 <= Q; l0 += 12) value_pairs(cache, p2, HW, D, s0, n, l0, c0, parts, part_stride, 12);

@@ -1104,6 +1104,25 @@ int bigcode_amx_tiles(void) {
 #endif
 }
 
+/* 1 when this process multiplies 8-bit weights by steps of several tokens on AMX tiles (amx_int8.h), else 0 */
+int bigcode_amx_int8(void) {
+#ifdef AMX_INT8
+    return amx_usable();
+#else
+    return 0;
+#endif
+}
+
+/* 1 when this process's multi-query attention over bf16 caches (heads a multiple of 32 wide) forms its
+ * products on AMX tiles (amx_attend.h), else 0 */
+int bigcode_amx_attention(void) {
+#if defined(ATTEND_BF16) && defined(AMX_BF16)
+    return amx_usable();
+#else
+    return 0;
+#endif
+}
+
 #define MAX_STEP_ROWS 4096
 #define MAX_STEP_TOKENS 16384
 

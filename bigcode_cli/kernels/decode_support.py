@@ -61,3 +61,17 @@ def amx_tiles() -> bool:
     AMX whose kernel hands the tiles out, and BIGCODE_AMX not 0): decided once, for the process's life."""
     lib = decode_library()
     return lib is not None and bool(lib.bigcode_amx_tiles())
+
+
+def amx_int8() -> bool:
+    """Whether the decode kernel multiplies 8-bit weights by steps of several tokens on AMX tiles in this
+    process (a CPU with AMX-INT8, tiles handed out, BIGCODE_AMX not 0)."""
+    lib = decode_library()
+    return lib is not None and bool(lib.bigcode_amx_int8())
+
+
+def amx_attention() -> bool:
+    """Whether the decode kernel's multi-query attention over bf16 caches forms its products on AMX tiles in
+    this process (heads a multiple of 32 wide; as amx_tiles)."""
+    lib = decode_library()
+    return lib is not None and bool(lib.bigcode_amx_attention())

@@ -288,3 +288,8 @@ static void quant_group(const QuantGemv *g, int o) {
 #undef GROUP_CASE
     }
 }
+
+#if defined(AMX_TILES) && defined(__AMX_INT8__)
+#define AMX_INT8 1
+#include "amx_int8.h"
+#endif

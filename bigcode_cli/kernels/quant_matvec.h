@@ -297,6 +297,7 @@ typedef struct {
     const int32_t *xs; /* (B, blocks): -8 * each block's input sum, where 4-bit groups use it (quant_groups.h) */
     float *y;         /* (B, out) */
     int B, mode, activation, rows_per_chunk;
+    const char *packed; /* 8-bit weights on AMX tiles: the tokens packed for them (amx_int8.h); else NULL */
 } QuantGemv;
 
 #ifdef QUANT_VNNI512
@@ -313,8 +314,12 @@ static void quant_gemv_chunk(const Job *job, int chunk, int thread) {
     if (r1 > L->out) r1 = L->out;
     int o = r0;
 #ifdef QUANT_VNNI512
-    if (L->group_scales) /* whole groups of 16 rows (chunks start at one); the matrix's last rows below */
+    if (L->group_scales) { /* whole groups of 16 rows (chunks start at one); the matrix's last rows below */
+#ifdef AMX_INT8
+        if (g->packed) o = amx_q8_groups(g, o, r1);
+#endif
         for (; o + GROUP_ROWS <= r1; o += GROUP_ROWS) quant_group(g, o);
+    }
 #endif
     for (; o < r1; o++) {
         const void *row = (const char *)L->w + (long)o * row_bytes;
@@ -340,7 +345,11 @@ static void quant_gemv_chunk(const Job *job, int chunk, int thread) {
  * 32 bytes but the last two) */
 static size_t quant_scratch_size(int B, int widest) {
     const size_t blocks = (size_t)(widest + QK - 1) / QK;
-    return (size_t)B * blocks * (QK + 8 * sizeof(int32_t) + sizeof(float) + sizeof(int32_t));
+    size_t size = (size_t)B * blocks * (QK + 8 * sizeof(int32_t) + sizeof(float) + sizeof(int32_t));
+#ifdef AMX_INT8
+    size = aligned_size(size) + amx_q8_packed_size(B, (long)blocks);
+#endif
+    return size;
 }
 
 static int model_is_quantized(const Model *m) {
@@ -373,7 +382,15 @@ static void quant_gemv(const Linear *lin, const float *x, void *scratch, float *
             xs[i] = total;
         }
 #endif
-    QuantGemv g = {lin, xq, xc, xd, xs, y, B, mode, activation, rows};
+    const char *packed = NULL;
+#ifdef AMX_INT8
+    if (lin->quant == QUANT_Q8 && lin->group_scales && B > 1 && amx_usable()) { /* after the rest (quant_scratch_size) */
+        char *at = (char *)scratch + aligned_size((size_t)B * blocks * (QK + 8 * sizeof(int32_t) + sizeof(float) + sizeof(int32_t)));
+        amx_q8_pack(xq, xd, B, blocks, at);
+        packed = at;
+    }
+#endif
+    QuantGemv g = {lin, xq, xc, xd, xs, y, B, mode, activation, rows, packed};
     run_job(quant_gemv_chunk, (lin->out + rows - 1) / rows, &g);
 }
 
