@@ -74,10 +74,14 @@ def _release(runner, cache, ids, partition=""):
 
 
 def _claimed(cache, ids, partition=""):
+    """How many of `ids` a request would find cached; it then ends at once, as a request does (releasing what it
+    claimed: an entry it extends was handed to it, not copied)."""
     import torch
 
     with torch.inference_mode():
-        return cache.claim(ids, len(ids) + 4, partition).length
+        held = cache.claim(ids, len(ids) + 4, partition)
+        cache.release(held, ids[: held.length], partition)
+        return held.length
 
 
 def _prompt(tokenizer, text: str, blocks: int = 3) -> list[int]:
@@ -200,3 +204,46 @@ def test_an_entry_that_a_later_one_extends_is_dropped_and_only_that_one(model):
     assert len(cache) == 2  # the extension and the sibling
     assert _claimed(cache, a + [7, 8, 9, 10]) == len(a) + 3
     assert _claimed(cache, sibling + [4]) == len(sibling)
+
+
+def test_a_keystroke_takes_the_entry_it_extends_over_and_puts_it_back_longer(model):
+    """An editor's next request shares all but the last few positions of its last one: the entry's own memory
+    is handed over (no copy), the greedy tokens are those of a fresh prefill, and the cache holds one entry
+    per window, not one per keystroke."""
+    runner, tokenizer = model.runner, model.tokenizer
+    text = "import json\n\n\ndef load(path):\n    with open(path) as f:\n        data = json.load(f)\n    return "
+    cache = PromptCache(runner)
+    first = generate(runner, tokenizer, tokenizer.encode(text), max_new_tokens=6, params=GREEDY, prompt_cache=cache)
+    assert len(cache) == 1
+    (entry,) = cache._entries
+    memory = entry.cache.layers[0].data_ptr()
+    for typed in ("d", "da", "dat", "data"):
+        ids = tokenizer.encode(text + typed)
+        fresh = generate(runner, tokenizer, ids, max_new_tokens=6, params=GREEDY)
+        cached = generate(runner, tokenizer, ids, max_new_tokens=6, params=GREEDY, prompt_cache=cache)
+        assert [s.token_ids for s in cached.samples] == [s.token_ids for s in fresh.samples]
+        assert cached.cached_tokens >= len(ids) - 3
+        assert len(cache) == 1  # the longer prefix replaced the one it extended
+        (entry,) = cache._entries
+        assert entry.cache.layers[0].data_ptr() == memory  # the same memory all along: handed over, never copied
+    assert first.cached_tokens == 0
+
+
+def test_a_request_sharing_less_of_an_entry_copies_it_and_leaves_it(model):
+    runner, tokenizer = model.runner, model.tokenizer
+    cache = PromptCache(runner)
+    ids = _prompt(tokenizer, "value = compute(first, second)\n", blocks=4)
+    _release(runner, cache, ids)
+    (entry,) = cache._entries
+    import torch
+
+    with torch.inference_mode():
+        early = ids[: len(ids) - BLOCK - 5] + [3]  # diverges more than a block before the entry's end
+        held = cache.claim(early, len(early) + 4)
+        assert held.length == len(early) - 1 and held is not entry.cache
+        assert cache._entries == {entry: None} and entry.cache.length == len(ids)  # still whole, still there
+        late = ids[:-2] + [3]  # diverges two positions before the end: handed over
+        taken = cache.claim(late, len(late) + 4)
+        assert taken is entry.cache and taken.length == len(ids) - 2 and len(cache) == 0 and cache.bytes == 0
+        cache.release(taken, late[: taken.length])
+    assert len(cache) == 1 and _claimed(cache, late + [1]) == len(late) - 1

@@ -15,8 +15,13 @@ match, never correctness. Entries are evicted least recently used first, so the 
 `max_bytes`. Partitions never share: a request sees only entries of its own partition (its API key,
 its `cache_salt`), so timings cannot tell one user another's prompts.
 
-A request `claim`s a fresh one-row cache holding the longest cached prefix, and `release`s it when it
-ends; everything goes through the runner's Cache protocol. Not thread-safe: one owner at a time (the
+A request `claim`s a one-row cache holding the longest cached prefix, and `release`s it when it ends;
+everything goes through the runner's Cache protocol. Where the request extends that entry by all but a few of
+its positions (an editor's next keystroke: the same window, its end typed again) the entry's own cache is
+handed over instead of copied: the request's release puts the longer prefix back. Copying it was most of what
+a keystroke cost the engine thread with eight editors (a fresh 5 MB cache written page by page, ~5 ms, while
+every other editor's step waited). Caches are made with room to spare (whole ROOM positions), so that the
+next keystroke's slightly longer prompt still fits. Not thread-safe: one owner at a time (the
 generation worker of `bigcode serve`).
 """
 
@@ -32,6 +37,11 @@ if TYPE_CHECKING:
 # tokens per index block: small enough that a prompt's last partial block costs little to prefill again,
 # large enough that the index of a long prompt stays a few hundred keys
 BLOCK = 16
+# an entry is handed over (not copied) to a request that shares all but at most this many of its positions
+TAKE_SLACK = BLOCK
+# caches are made for a whole number of these positions (at most the model's context): room for the next
+# keystroke's prompt, so that it can take the cache over
+ROOM = 64
 DEFAULT_CACHE_RAM_MIB = 256
 MIB = 1024 * 1024
 
@@ -84,14 +94,19 @@ class PromptCache:
         """A new one-row cache for a prompt of `ids` with room for `capacity` positions; its `.length`
         positions already hold the first `.length` ids (always fewer than all of them, so the caller
         prefills at least one token and gets its logits)."""
-        cache = self.runner.new_cache(1, capacity)
         if not self.enabled or not ids:
-            return cache
+            return self.runner.new_cache(1, capacity)
         entry, shared = self._longest(partition, ids)
         shared = min(shared, len(ids) - 1)
-        if entry is not None and shared > 0:
-            cache.load_prefix(entry.cache, shared)
-            self._entries.move_to_end(entry)
+        if entry is None or shared <= 0:
+            return self._new_cache(capacity)
+        if len(entry.ids) - shared <= TAKE_SLACK and entry.cache.capacity >= capacity:
+            self._remove(entry)  # this request's release puts it back, longer
+            entry.cache.truncate(shared)
+            return entry.cache
+        cache = self._new_cache(capacity)
+        cache.load_prefix(entry.cache, shared)
+        self._entries.move_to_end(entry)
         return cache
 
     def release(self, cache: Any, ids: Sequence[int], partition: Hashable = "") -> None:
@@ -128,6 +143,11 @@ class PromptCache:
         self._entries.clear()
         self._index.clear()
         self.bytes = 0
+
+    def _new_cache(self, capacity: int) -> Any:
+        """A one-row cache of at least `capacity` positions, rounded up to whole ROOMs within the context."""
+        roomy = (capacity + ROOM - 1) // ROOM * ROOM
+        return self.runner.new_cache(1, max(capacity, min(roomy, self.runner.context_length)))
 
     def _longest(self, partition: Hashable, ids: Sequence[int]) -> tuple[_Entry | None, int]:
         """The entry of `partition` sharing the longest prefix with `ids` (at least one block), and its length."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,10 @@ class TransformersCache:
     @property
     def length(self) -> int:
         return self.cache.get_seq_length()
+
+    @property
+    def capacity(self) -> int:
+        return sys.maxsize  # a DynamicCache grows with every call
 
     def repeat_batch(self, n: int) -> TransformersCache:
         self.cache.batch_repeat_interleave(n)

@@ -31,6 +31,11 @@ class Cache(Protocol):
         """Positions written so far."""
         ...
 
+    @property
+    def capacity(self) -> int:
+        """Positions it can hold in all (a cache that grows as it is written: sys.maxsize)."""
+        ...
+
     def repeat_batch(self, n: int) -> Cache:
         """Make this one-row cache n identical rows (n samples from one prefill); returns this cache."""
         ...
