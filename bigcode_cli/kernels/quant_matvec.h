@@ -66,12 +66,27 @@ static void quantize_input(const float *x, int n, int8_t *q, float *d, int32_t *
     const int blocks = (n + QK - 1) / QK;
     for (int blk = 0; blk < blocks; blk++) {
         const int i0 = blk * QK, len = n - i0 < QK ? n - i0 : QK;
-        float amax = 0.0f;
-        for (int k = 0; k < len; k++) amax = fmaxf(amax, fabsf(x[i0 + k]));
-        const float scale = amax / 127.0f, inv = scale != 0.0f ? 1.0f / scale : 0.0f;
-        d[blk] = scale;
-        for (int k = 0; k < len; k++) q[i0 + k] = (int8_t)nearbyintf(x[i0 + k] * inv);
-        for (int k = len; k < QK; k++) q[i0 + k] = 0;
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+        if (len == QK) { /* the same numbers sixteen at a time: NaNs left out of the largest (as fmaxf does), each
+                          * product rounded to the nearest, ties to even (as nearbyintf in the default mode) */
+            const __m512 a = _mm512_loadu_ps(x + i0), b = _mm512_loadu_ps(x + i0 + 16);
+            const __m512 m = _mm512_max_ps(_mm512_mask_abs_ps(_mm512_setzero_ps(), _mm512_cmp_ps_mask(a, a, _CMP_ORD_Q), a),
+                                           _mm512_mask_abs_ps(_mm512_setzero_ps(), _mm512_cmp_ps_mask(b, b, _CMP_ORD_Q), b));
+            const float scale = _mm512_reduce_max_ps(m) / 127.0f, inv = scale != 0.0f ? 1.0f / scale : 0.0f;
+            d[blk] = scale;
+            _mm_storeu_si128((__m128i *)(q + i0), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(a, _mm512_set1_ps(inv)))));
+            _mm_storeu_si128((__m128i *)(q + i0 + 16),
+                             _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(b, _mm512_set1_ps(inv)))));
+        } else
+#endif
+        {
+            float amax = 0.0f;
+            for (int k = 0; k < len; k++) amax = fmaxf(amax, fabsf(x[i0 + k]));
+            const float scale = amax / 127.0f, inv = scale != 0.0f ? 1.0f / scale : 0.0f;
+            d[blk] = scale;
+            for (int k = 0; k < len; k++) q[i0 + k] = (int8_t)nearbyintf(x[i0 + k] * inv);
+            for (int k = len; k < QK; k++) q[i0 + k] = 0;
+        }
 #ifdef QUANT_AVX2
         const __m256i a = _mm256_loadu_si256((const __m256i *)(q + i0));
         const __m256i eight_q = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), a), _mm256_set1_epi16(1));
