@@ -42,9 +42,9 @@ with torch.inference_mode():
 """
 
 
-def _step_in_a_process(checkpoint, out, amx: str) -> dict:
+def _step_in_a_process(checkpoint, out, amx: str, script: str = STEP) -> dict:
     env = {**os.environ, "BIGCODE_AMX": amx}
-    subprocess.run([sys.executable, "-c", STEP, str(checkpoint), str(out)], env=env, check=True, timeout=300)
+    subprocess.run([sys.executable, "-c", script, str(checkpoint), str(out)], env=env, check=True, timeout=300)
     return torch.load(out)
 
 
@@ -94,13 +94,8 @@ def test_8bit_products_on_tiles_are_the_vector_paths_bits(tmp_path):
     # 96 inputs: 3 blocks of 32 (an odd count: the last block alone); 144 attention outputs: 9 groups of 16 rows
     checkpoint = save_checkpoint(tmp_path / "mqa", n_embd=96, n_head=4, n_layer=2)
 
-    def step(amx: str) -> dict:
-        out = tmp_path / f"int8-{amx}.pt"
-        subprocess.run([sys.executable, "-c", INT8_STEP, str(checkpoint), str(out)],
-                       env={**os.environ, "BIGCODE_AMX": amx}, check=True, timeout=300)
-        return torch.load(out)
-
-    tiles, vector = step("1"), step("0")
+    tiles = _step_in_a_process(checkpoint, tmp_path / "tiles.pt", "1", INT8_STEP)
+    vector = _step_in_a_process(checkpoint, tmp_path / "vector.pt", "0", INT8_STEP)
     assert tiles["tiles"] and not vector["tiles"]
     assert tiles["logits"].shape == (19, 97)
     # exact integer sums per block, scaled and added in the same order: the same bits
@@ -121,13 +116,8 @@ def test_multi_query_attention_over_bf16_caches_on_tiles_agrees_with_the_vector_
         "from bigcode_cli.kernels.decode_support import amx_tiles",
         "from bigcode_cli.kernels.decode_support import amx_attention as amx_tiles")
 
-    def step(amx: str) -> dict:
-        out = tmp_path / f"attend-{amx}.pt"
-        subprocess.run([sys.executable, "-c", script, str(checkpoint), str(out)],
-                       env={**os.environ, "BIGCODE_AMX": amx}, check=True, timeout=300)
-        return torch.load(out)
-
-    tiles, vector = step("1"), step("0")
+    tiles = _step_in_a_process(checkpoint, tmp_path / "tiles.pt", "1", script)
+    vector = _step_in_a_process(checkpoint, tmp_path / "vector.pt", "0", script)
     assert tiles["tiles"] and not vector["tiles"]
     assert not torch.equal(tiles["logits"], vector["logits"])  # the products ran on tiles
     # the same bf16 roundings of query and weights, fp32 sums in another order (and in both processes the

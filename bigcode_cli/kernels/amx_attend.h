@@ -19,17 +19,8 @@
  * and whether tiles are used is decided once per process (amx_usable).
  */
 
-/* tiles 0-3: results; 4 and 5: keys and query (scores), 6 and 7: weights and values; all 16 x 64 bytes */
-static void amx_attend_configure(void) {
-    TileConfig config;
-    memset(&config, 0, sizeof config);
-    config.palette = 1;
-    for (int t = 0; t < 8; t++) {
-        config.rows[t] = 16;
-        config.colsb[t] = 64;
-    }
-    amx_load_config(&config);
-}
+/* tiles (amx_configure: all 16 x 64 bytes) 0-3: results; 4 and 5: keys and query (scores), 6 and 7: weights and
+ * values */
 
 /* positions ahead whose cache lines are asked for: attention alone (8 rows x 12 layers x 1,600 positions, the
  * weights' read between layers, one thread; a copy of the kernel in a test program, medians of 20) 6.5-6.9 ms

@@ -32,12 +32,13 @@
 #define AMX_AHEAD 2 /* steps of 32 inputs whose weights are asked for before they are multiplied */
 #endif
 
-/* tiles: 0 and 1 results (even and odd steps); 2 and 3 weights, 4 and 5 the packed tokens: all 16 x 64 bytes */
+/* all eight tiles 16 x 64 bytes. Here: 0 and 1 results (even and odd steps); 2 and 3 weights, 4 and 5 the
+ * packed tokens (amx_attend.h uses all eight) */
 static void amx_configure(void) {
     TileConfig config;
     memset(&config, 0, sizeof config);
     config.palette = 1;
-    for (int t = 0; t < 6; t++) {
+    for (int t = 0; t < 8; t++) {
         config.rows[t] = 16;
         config.colsb[t] = 64;
     }

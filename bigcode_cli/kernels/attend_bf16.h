@@ -120,7 +120,7 @@ static void attend_block_mq_bf16(const Attend *a, int b, int G, int s0, int s1, 
 #ifdef AMX_BF16
     const int tiles = amx_usable();
     if (tiles) {
-        amx_attend_configure();
+        amx_configure();
         amx_scores(cache, qt2, sc, D, HW, HV, s0, n, ahead_end);
     }
     for (int g = 0; g < HV && !tiles; g += 2) {
