@@ -81,12 +81,16 @@ def test_the_decode_summary_says_when_bf16_runs_on_tiles(tmp_path):
 
 # 8-bit weights: rows of 5, 1, 1 and 12 tokens as above; heads 24 wide, so the caches stay float32 and
 # attention takes the same vector path in both processes: only the matrix products differ
+# ("tiles": whether the step's products really ran on tiles)
 INT8_STEP = STEP.replace('dtype="bfloat16"', 'dtype="int8"').replace(
-    "from bigcode_cli.kernels.decode_support import amx_tiles", "from bigcode_cli.kernels.decode_support import amx_int8 as amx_tiles")
+    "from bigcode_cli.kernels.decode_support import amx_tiles",
+    "from bigcode_cli.kernels.decode_support import amx_int8_products\namx_tiles = lambda: amx_int8_products() > 0")
 
 
 @pytest.mark.skipif(not amx_tiles(), reason="this CPU or kernel gives no AMX tiles")
-def test_8bit_products_on_tiles_are_the_vector_paths_bits(tmp_path):
+# 19 tokens: a group of 16 and one of 3 (4 tokens a tile row); 6 tokens (8 a tile row)
+@pytest.mark.parametrize(("rows", "tokens"), [("(7, 5), (3, 1), (12, 1), (4, 12)", 19), ("(7, 5), (3, 1)", 6)])
+def test_8bit_products_on_tiles_are_the_vector_paths_bits(tmp_path, rows, tokens):
     from bigcode_cli.kernels.decode_support import amx_int8
 
     if not amx_int8():
@@ -94,10 +98,11 @@ def test_8bit_products_on_tiles_are_the_vector_paths_bits(tmp_path):
     # 96 inputs: 3 blocks of 32 (an odd count: the last block alone); 144 attention outputs: 9 groups of 16 rows
     checkpoint = save_checkpoint(tmp_path / "mqa", n_embd=96, n_head=4, n_layer=2)
 
-    tiles = _step_in_a_process(checkpoint, tmp_path / "tiles.pt", "1", INT8_STEP)
-    vector = _step_in_a_process(checkpoint, tmp_path / "vector.pt", "0", INT8_STEP)
-    assert tiles["tiles"] and not vector["tiles"]
-    assert tiles["logits"].shape == (19, 97)
+    script = INT8_STEP.replace("(7, 5), (3, 1), (12, 1), (4, 12)", rows)
+    tiles = _step_in_a_process(checkpoint, tmp_path / "tiles.pt", "1", script)
+    vector = _step_in_a_process(checkpoint, tmp_path / "vector.pt", "0", script)
+    assert tiles["tiles"] and not vector["tiles"]  # the step's products ran on tiles, and only with BIGCODE_AMX=1
+    assert tiles["logits"].shape == (tokens, 97)
     # exact integer sums per block, scaled and added in the same order: the same bits
     assert torch.equal(tiles["logits"], vector["logits"])
 

@@ -30,7 +30,11 @@ ACCEPTED = 3  # of the drafted tokens: the cache keeps the last chosen token and
 def checkpoints(tmp_path_factory):
     root = tmp_path_factory.mktemp("verify")
     return {"mqa": save_checkpoint(root / "mqa", n_layer=3, multi_query=True),
-            "mha": save_checkpoint(root / "mha", n_layer=3, multi_query=False, n_embd=40)}
+            "mha": save_checkpoint(root / "mha", n_layer=3, multi_query=False, n_embd=40),
+            # heads 64 wide: bf16 caches (bf16 and, where the kernel multiplies bf16 pairs, int8 and int4) go
+            # through the pair path or AMX tiles, whose scores must not depend on the step's other tokens either
+            "mqa-heads-of-64": save_checkpoint(root / "mqa64", n_layer=3, multi_query=True, n_embd=128, n_head=2,
+                                               initializer_range=0.2)}
 
 
 def _prefilled(runner, capacity: int = 32):
@@ -52,7 +56,7 @@ def _bits(t: torch.Tensor) -> torch.Tensor:
 
 @needs_kernel
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8", "int4"])
-@pytest.mark.parametrize("case", ["mqa", "mha"])
+@pytest.mark.parametrize("case", ["mqa", "mha", "mqa-heads-of-64"])
 def test_a_rolled_back_draft_leaves_the_cache_of_the_accepted_tokens_bit_for_bit(checkpoints, case, dtype):
     runner = engine.load(checkpoints[case], "causal-lm", dtype=dtype, device="cpu")
     assert runner.decode_path == "kernel"

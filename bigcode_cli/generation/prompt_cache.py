@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 # tokens per index block: small enough that a prompt's last partial block costs little to prefill again,
 # large enough that the index of a long prompt stays a few hundred keys
 BLOCK = 16
-# an entry is handed over (not copied) to a request that shares all but at most this many of its positions
+# an entry is handed over (not copied) to a request that shares all but at most this many of its positions and
+# has at most this many of its own left to feed (PromptCache._takes)
 TAKE_SLACK = BLOCK
 # caches are made for a whole number of these positions (at most the model's context): room for the next
 # keystroke's prompt, so that it can take the cache over
@@ -100,7 +101,7 @@ class PromptCache:
         shared = min(shared, len(ids) - 1)
         if entry is None or shared <= 0:
             return self._new_cache(capacity)
-        if len(entry.ids) - shared <= TAKE_SLACK and entry.cache.capacity >= capacity:
+        if self._takes(entry, shared, len(ids), capacity):
             self._remove(entry)  # this request's release puts it back, longer
             entry.cache.truncate(shared)
             return entry.cache
@@ -143,6 +144,15 @@ class PromptCache:
         self._entries.clear()
         self._index.clear()
         self.bytes = 0
+
+    @staticmethod
+    def _takes(entry: _Entry, shared: int, prompt: int, capacity: int) -> bool:
+        """Whether a request of `prompt` ids sharing `shared` of `entry`'s takes the entry over: it drops at most
+        TAKE_SLACK of the entry's positions, has at most TAKE_SLACK of its own left to feed (it gives the entry
+        back a step later, not after a long prefill others with the same prefix would wait out without it),
+        keeps at least a block (what it gives back is kept) and fits in the entry's cache."""
+        return (len(entry.ids) - shared <= TAKE_SLACK and prompt - shared <= TAKE_SLACK and shared >= BLOCK
+                and entry.cache.capacity >= capacity)
 
     def _new_cache(self, capacity: int) -> Any:
         """A one-row cache of at least `capacity` positions, rounded up to whole ROOMs within the context."""

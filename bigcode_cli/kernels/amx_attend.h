@@ -14,8 +14,8 @@
  *     interleaved in pairs of positions (the unpacks of value_pairs, stored) the B operand; sums in result
  *     tiles, 64 dimensions at a time, put in dimension order as value_pairs does.
  * The same bf16 roundings as attend_bf16.h (query, weights), sums in fp32 in another order. Positions past
- * the block's last whole 16 get their scores from score_pairs; positions past the block weigh 0 and their
- * values are never read. Each row's arithmetic depends on its own cache and query only (batch invariance),
+ * the block's last whole 16 are scored from a zero-padded copy of their keys; positions past the block weigh
+ * 0 and their values are never read. Each row's arithmetic depends on its own cache and query only (batch invariance),
  * and whether tiles are used is decided once per process (amx_usable).
  */
 
@@ -30,13 +30,30 @@
 #define AMX_KV_AHEAD 16
 #endif
 
-/* sc[j, g*16 ..] for the block's whole 16s of positions; the rest by score_pairs. Tiles configured. */
+#define AMX_ATTEND_MAX_D 256 /* widest heads on tiles: a block's last keys are copied into a 16 x D buffer */
+_Static_assert(ATTEND_BLOCK % 32 == 0, "amx_values takes a block's weights 32 positions at a time");
+
+/* whether this process forms multi-query attention's products on tiles for model m (decided per process and
+ * model: every step of a model scores the same way) */
+static inline int amx_attend_fits(const Model *m) { return m->head_dim <= AMX_ATTEND_MAX_D && amx_usable(); }
+
+/* sc[j, g*16 ..] for the block's n positions, 16 at a time; the last ones (past the block's whole 16s) from a
+ * copy of their keys with zeros after them, so that a position's scores come from the same tile product
+ * whatever n is (n is set by the last token of the step's group: a token's scores must not depend on
+ * whether later tokens of its row share the step). Tiles configured. */
 static void amx_scores(const uint16_t *cache, const uint32_t *qt2, float *sc, int D, int HW, int HV, int s0, int n,
                        long ahead_end) {
     const long stride = 2L * D; /* elements from one position to the next */
-    const int whole = n / 16 * 16;
-    for (int j = 0; j < whole; j += 16) {
+    uint16_t last[16 * AMX_ATTEND_MAX_D] __attribute__((aligned(64)));
+    for (int j = 0; j < n; j += 16) {
         const uint16_t *keys = cache + (long)(s0 + j) * stride;
+        long key_stride = stride;
+        if (j + 16 > n) { /* scores for rows past n land in the scratch's ATTEND_BLOCK rows and are never read */
+            memset(last, 0, sizeof(uint16_t) * 16 * (size_t)D);
+            for (int p = 0; p < n - j; p++) memcpy(last + (long)p * D, keys + (long)p * stride, sizeof(uint16_t) * (size_t)D);
+            keys = last;
+            key_stride = D;
+        }
         { /* the keys and values of the 16 positions after these (on into the next block), for both passes */
             const long from = (long)(s0 + j + AMX_KV_AHEAD) * stride;
             const long to = from + 16 * stride < ahead_end ? from + 16 * stride : ahead_end;
@@ -45,16 +62,13 @@ static void amx_scores(const uint16_t *cache, const uint32_t *qt2, float *sc, in
         for (int g = 0; g < HV; g++) {
             _tile_zero(0);
             for (int d0 = 0; d0 < D; d0 += 32) {
-                _tile_loadd(4, keys + d0, stride * 2);
+                _tile_loadd(4, keys + d0, key_stride * 2);
                 _tile_loadd(5, qt2 + (long)(d0 / 2) * HW + g * 16, HW * 4);
                 _tile_dpbf16ps(0, 4, 5);
             }
             _tile_stored(0, sc + (long)j * HW + g * 16, HW * 4);
         }
     }
-    if (whole < n)
-        for (int g = 0; g < HV; g++)
-            score_pairs(cache, qt2, sc + (long)whole * HW, D, HW, g, s0 + whole, n - whole, ahead_end, 8, 1);
 }
 
 /* out[c] = column c of the 16 x 16 matrix of 32-bit values rows[0..15] (out[c] lane k = rows[k] lane c) */

@@ -158,7 +158,10 @@ static void amx_q8_rows_of(const QuantGemv *g, int o, int group, int lanes) {
 /* the whole groups of 16 rows from o below r1 for every token of the step, a group of 16 tokens at a time
  * (the tiles configured once where one group holds them all, else for each group's lanes; released after);
  * returns the first row left */
+static _Atomic long amx_q8_runs; /* calls of amx_q8_groups in this process (bigcode_amx_int8_products) */
+
 static int amx_q8_groups(const QuantGemv *g, int o, int r1) {
+    atomic_fetch_add_explicit(&amx_q8_runs, 1, memory_order_relaxed);
     const int groups = (g->B + AMX_Q8_TOKENS - 1) / AMX_Q8_TOKENS;
     const int last_lanes = q8_tile_lanes(g->B - (groups - 1) * AMX_Q8_TOKENS);
     if (groups == 1) amx_q8_configure(last_lanes);

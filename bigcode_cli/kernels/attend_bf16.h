@@ -118,7 +118,7 @@ static void attend_block_mq_bf16(const Attend *a, int b, int G, int s0, int s1, 
         for (int l = Q; l < HW; l++) row[l] = 0;
     }
 #ifdef AMX_BF16
-    const int tiles = amx_usable();
+    const int tiles = amx_attend_fits(m);
     if (tiles) {
         amx_configure();
         amx_scores(cache, qt2, sc, D, HW, HV, s0, n, ahead_end);

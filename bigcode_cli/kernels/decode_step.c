@@ -1113,8 +1113,18 @@ int bigcode_amx_int8(void) {
 #endif
 }
 
-/* 1 when this process's multi-query attention over bf16 caches (heads a multiple of 32 wide) forms its
- * products on AMX tiles (amx_attend.h), else 0 */
+/* how many runs of 8-bit tile products this process made (a chunk's rows of one matrix each): what tells a
+ * test that a step really took the tiles */
+long bigcode_amx_int8_products(void) {
+#ifdef AMX_INT8
+    return atomic_load(&amx_q8_runs);
+#else
+    return 0;
+#endif
+}
+
+/* 1 when this process's multi-query attention over bf16 caches (heads a multiple of 32 wide, at most 256)
+ * forms its products on AMX tiles (amx_attend.h), else 0 */
 int bigcode_amx_attention(void) {
 #if defined(ATTEND_BF16) && defined(AMX_BF16)
     return amx_usable();

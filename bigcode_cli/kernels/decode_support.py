@@ -70,6 +70,17 @@ def amx_int8() -> bool:
     return lib is not None and bool(lib.bigcode_amx_int8())
 
 
+def amx_int8_products() -> int:
+    """How many runs of 8-bit products on AMX tiles this process has made so far (0 where it makes none)."""
+    import ctypes
+
+    lib = decode_library()
+    if lib is None:
+        return 0
+    lib.bigcode_amx_int8_products.restype = ctypes.c_long
+    return int(lib.bigcode_amx_int8_products())
+
+
 def amx_attention() -> bool:
     """Whether the decode kernel's multi-query attention over bf16 caches forms its products on AMX tiles in
     this process (heads a multiple of 32 wide; as amx_tiles)."""

@@ -59,6 +59,10 @@ static inline long quant_row_bytes(int quant, int in) {
     return quant == QUANT_Q8 ? blocks * QK : blocks * QK / 2;
 }
 
+/* v (|v| <= 127 or NaN) rounded to the nearest integer, ties to even; a NaN (a NaN input, or an infinite one
+ * scaled by 0) as 0 */
+static inline int8_t quantized_value(float v) { return v == v ? (int8_t)nearbyintf(v) : 0; }
+
 /* x (n values) -> q (blocks * 32 int8, zero-padded) and d (blocks fp32 scales); on AVX2 also c (blocks * 8
  * int32): 8 * the sums of q's groups of four, what a 4-bit block's unsigned products overcount (negated
  * with 512-bit VNNI) */
@@ -68,15 +72,18 @@ static void quantize_input(const float *x, int n, int8_t *q, float *d, int32_t *
         const int i0 = blk * QK, len = n - i0 < QK ? n - i0 : QK;
 #if defined(__AVX512F__) && defined(__AVX512BW__)
         if (len == QK) { /* the same numbers sixteen at a time: NaNs left out of the largest (as fmaxf does), each
-                          * product rounded to the nearest, ties to even (as nearbyintf in the default mode) */
+                          * product rounded to the nearest, ties to even (as nearbyintf in the default mode), a
+                          * NaN product (a NaN input, or an infinite one times 0) as 0 (as quantized_value) */
             const __m512 a = _mm512_loadu_ps(x + i0), b = _mm512_loadu_ps(x + i0 + 16);
             const __m512 m = _mm512_max_ps(_mm512_mask_abs_ps(_mm512_setzero_ps(), _mm512_cmp_ps_mask(a, a, _CMP_ORD_Q), a),
                                            _mm512_mask_abs_ps(_mm512_setzero_ps(), _mm512_cmp_ps_mask(b, b, _CMP_ORD_Q), b));
             const float scale = _mm512_reduce_max_ps(m) / 127.0f, inv = scale != 0.0f ? 1.0f / scale : 0.0f;
             d[blk] = scale;
-            _mm_storeu_si128((__m128i *)(q + i0), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(a, _mm512_set1_ps(inv)))));
-            _mm_storeu_si128((__m128i *)(q + i0 + 16),
-                             _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(b, _mm512_set1_ps(inv)))));
+            for (int half = 0; half < 2; half++) {
+                const __m512 p = _mm512_mul_ps(half ? b : a, _mm512_set1_ps(inv));
+                const __m512i v = _mm512_maskz_cvtps_epi32(_mm512_cmp_ps_mask(p, p, _CMP_ORD_Q), p);
+                _mm_storeu_si128((__m128i *)(q + i0 + 16 * half), _mm512_cvtsepi32_epi8(v));
+            }
         } else
 #endif
         {
@@ -84,7 +91,7 @@ static void quantize_input(const float *x, int n, int8_t *q, float *d, int32_t *
             for (int k = 0; k < len; k++) amax = fmaxf(amax, fabsf(x[i0 + k]));
             const float scale = amax / 127.0f, inv = scale != 0.0f ? 1.0f / scale : 0.0f;
             d[blk] = scale;
-            for (int k = 0; k < len; k++) q[i0 + k] = (int8_t)nearbyintf(x[i0 + k] * inv);
+            for (int k = 0; k < len; k++) q[i0 + k] = quantized_value(x[i0 + k] * inv);
             for (int k = len; k < QK; k++) q[i0 + k] = 0;
         }
 #ifdef QUANT_AVX2
