@@ -19,7 +19,8 @@
  * descheduled on a busy machine delays nothing: the caller simply claims the remaining chunks.
  *
  * Portable C11 with GCC/Clang vector extensions: the compiler maps them to AVX-512, AVX2 or NEON; bf16
- * products use AMX tiles where the CPU has them and Linux hands them out (amx_tiles.h, amx_bf16.h).
+ * products, int8 products of several tokens and multi-query attention over bf16 caches use AMX tiles where
+ * the CPU has them and Linux hands them out (amx_tiles.h; amx_bf16.h, amx_int8.h, amx_attend.h).
  */
 
 #include <math.h>
