@@ -98,6 +98,20 @@ def test_blocks_that_do_not_fit_the_layer_keep_the_kernel_away():
             assert "do not fit" in _quantized_problem(damaged)
 
 
+@pytest.mark.parametrize("bits", [8, 4])
+def test_a_nan_input_counts_as_zero_on_every_path(bits):
+    # a NaN is left out of its block's scale and quantized to 0, whether the block is whole (the AVX-512 path
+    # quantizes it sixteen values at a time) or the row's short last one (the scalar loop)
+    g = torch.Generator().manual_seed(7)
+    layer = QuantizedLinear(quantize(torch.randn(16, 72, generator=g) * 0.05, bits), 16, None)
+    x = torch.randn(3, 72, generator=g)
+    poisoned = x.clone()
+    poisoned[0, 5] = poisoned[1, 70] = float("nan")  # a whole block; the last block, 8 values long
+    cleared = x.clone()
+    cleared[0, 5] = cleared[1, 70] = 0.0
+    assert torch.equal(quantized_matvec(layer, poisoned), quantized_matvec(layer, cleared))
+
+
 def test_matvec_without_bias_and_with_zero_input():
     layer = QuantizedLinear(quantize(torch.randn(5, 64), 8), 5, None)
     assert torch.equal(quantized_matvec(layer, torch.zeros(2, 64)), torch.zeros(2, 5))
