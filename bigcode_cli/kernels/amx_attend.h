@@ -71,31 +71,6 @@ static void amx_scores(const uint16_t *cache, const uint32_t *qt2, float *sc, in
     }
 }
 
-/* out[c] = column c of the 16 x 16 matrix of 32-bit values rows[0..15] (out[c] lane k = rows[k] lane c) */
-static inline __attribute__((always_inline)) void transpose16(const __m512i rows[16], __m512i out[16]) {
-    __m512i t[16], u[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_epi32(rows[i], rows[i + 1]);
-        t[i + 1] = _mm512_unpackhi_epi32(rows[i], rows[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) { /* u[i + c], 128-bit lane L: rows i .. i + 3 at column 4L + c */
-        u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-        u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-        u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-        u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-    }
-    for (int c = 0; c < 4; c++) {
-        const __m512i v1 = _mm512_shuffle_i32x4(u[c], u[4 + c], _MM_SHUFFLE(2, 0, 2, 0));
-        const __m512i v2 = _mm512_shuffle_i32x4(u[c], u[4 + c], _MM_SHUFFLE(3, 1, 3, 1));
-        const __m512i w1 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(2, 0, 2, 0));
-        const __m512i w2 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(3, 1, 3, 1));
-        out[c] = _mm512_shuffle_i32x4(v1, w1, _MM_SHUFFLE(2, 0, 2, 0));
-        out[8 + c] = _mm512_shuffle_i32x4(v1, w1, _MM_SHUFFLE(3, 1, 3, 1));
-        out[4 + c] = _mm512_shuffle_i32x4(v2, w2, _MM_SHUFFLE(2, 0, 2, 0));
-        out[12 + c] = _mm512_shuffle_i32x4(v2, w2, _MM_SHUFFLE(3, 1, 3, 1));
-    }
-}
-
 /* parts[l0 + lane, 2 + c0 ..] (lanes < Q) for the block's n positions: the weight pairs p2 ((n + 1) / 2, HW)
  * of lanes l0 .. l0 + 15 times the values. Tiles configured. */
 static void amx_values(const uint16_t *cache, const uint32_t *p2, int HW, int D, int s0, int n, int l0, int Q,
