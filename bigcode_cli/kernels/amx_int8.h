@@ -104,8 +104,7 @@ static inline __attribute__((always_inline)) void amx_q8_rows(const QuantGemv *g
     for (int p = 0; p <= pairs; p++) {
         const int blk = 2 * p;
         if (p < pairs) {
-            if (group == 0)
-                for (int l = 0; l < 2 * GROUP_ROWS * QK; l += 64) __builtin_prefetch(next + (long)blk * GROUP_ROWS * QK + l);
+            if (group == 0) group_lines(next, GROUP_ROWS * row_bytes, (long)blk * GROUP_ROWS * QK, 2 * GROUP_ROWS * QK, 1);
             int32_t *into = c[p % 2][0];
             _tile_zero(0);
             _tile_zero(1);

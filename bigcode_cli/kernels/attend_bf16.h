@@ -168,7 +168,7 @@ static inline __attribute__((always_inline)) void value_pairs(const uint16_t *ca
 /* attend_block_mq's contract, bf16 pair products (see the top of this file) */
 static void attend_block_mq_bf16(const Attend *a, int b, int G, int s0, int s1, float *scratch) {
     const Model *m = a->m;
-    const int H = m->n_head, D = m->head_dim, n = s1 - s0, qkv_out = m->layers[0].attn.out;
+    const int H = m->n_head, D = m->head_dim, n = s1 - s0;
     const int Q = G * H, HV = (Q + 15) / 16, HW = HV * 16;
     const uint16_t *cache = (const uint16_t *)a->cache[b];
     const long ahead_end = (long)a->length[b + G - 1] * 2L * D;
