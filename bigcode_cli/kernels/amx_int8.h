@@ -32,28 +32,49 @@ static inline size_t amx_q8_packed_size(int B, long blocks) {
 }
 
 /* packed <- the B tokens' inputs (xq: q + 128, quant_gemv's) as signed q in B-tile order, and their scales
- * (xd) as vectors: a block's lane i * LANES + t holds token t's scale (0 past the last token) */
+ * (xd) as vectors: a block's lane i * LANES + t holds token t's scale (0 past the last token). A tile's 16
+ * four-byte pieces at a time are gathered (piece i: row k = i / lanes, token t = i % lanes); one piece at a time
+ * this took ~3% of an 8-token 116m step. */
 static void amx_q8_pack(const int8_t *xq, const float *xd, int B, int blocks, char *packed) {
-    const long x_bytes = (long)blocks * QK;
+    const int x_pieces = blocks * QK / 4; /* four-byte pieces of one token's inputs */
     for (int g0 = 0; g0 < B; g0 += AMX_Q8_TOKENS) {
         const int nt = B - g0 < AMX_Q8_TOKENS ? B - g0 : AMX_Q8_TOKENS, lanes = q8_tile_lanes(nt);
+        const int vectors = QK / 4 * lanes / 16; /* of a block's tile */
         char *group = packed + (long)(g0 / AMX_Q8_TOKENS) * amx_q8_group_bytes(blocks);
         float *scales = (float *)(group + (long)blocks * QK * AMX_Q8_TOKENS);
-        for (int blk = 0; blk < blocks; blk++) {
-            uint32_t *tile = (uint32_t *)(group + (long)blk * QK * lanes); /* 8 rows of `lanes` tokens' 4 bytes */
-            for (int k = 0; k < QK / 4; k++)
-                for (int t = 0; t < lanes; t++) {
-                    uint32_t four = 0;
-                    if (t < nt) {
-                        memcpy(&four, xq + (g0 + t) * x_bytes + (long)blk * QK + 4 * k, sizeof four);
-                        four ^= 0x80808080u; /* back from q + 128 */
-                    }
-                    tile[k * lanes + t] = four;
-                }
+        const int *pieces = (const int *)(xq + (long)g0 * x_pieces * 4);
+        __m512i at[QK / 4 * AMX_Q8_TOKENS / 16];
+        __mmask16 real[QK / 4 * AMX_Q8_TOKENS / 16];
+        for (int v = 0; v < vectors; v++) {
+            int32_t index[16];
+            __mmask16 mask = 0;
             for (int i = 0; i < 16; i++) {
-                const int t = i % lanes;
-                scales[(long)blk * 16 + i] = t < nt ? xd[(long)(g0 + t) * blocks + blk] : 0.0f;
+                const int piece = 16 * v + i, k = piece / lanes, t = piece % lanes;
+                index[i] = t < nt ? t * x_pieces + k : 0;
+                if (t < nt) mask |= (__mmask16)(1u << i);
             }
+            at[v] = _mm512_loadu_si512(index);
+            real[v] = mask;
+        }
+        int32_t token_index[16];
+        __mmask16 token_real = 0;
+        for (int i = 0; i < 16; i++) {
+            const int t = i % lanes;
+            token_index[i] = t < nt ? t * blocks : 0;
+            if (t < nt) token_real |= (__mmask16)(1u << i);
+        }
+        const __m512i token_at = _mm512_loadu_si512(token_index), flip = _mm512_set1_epi32((int)0x80808080u);
+        for (int blk = 0; blk < blocks; blk++) {
+            int *tile = (int *)(group + (long)blk * QK * lanes); /* 8 rows of `lanes` tokens' 4 bytes */
+            const __m512i block = _mm512_set1_epi32(blk * QK / 4);
+            for (int v = 0; v < vectors; v++) {
+                const __m512i four = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), real[v],
+                                                                 _mm512_add_epi32(at[v], block), pieces, 4);
+                _mm512_storeu_si512(tile + 16 * v, _mm512_mask_xor_epi32(four, real[v], four, flip)); /* back from q + 128 */
+            }
+            _mm512_storeu_ps(scales + (long)blk * 16,
+                             _mm512_mask_i32gather_ps(_mm512_setzero_ps(), token_real,
+                                                      _mm512_add_epi32(token_at, _mm512_set1_epi32(blk)), xd + (long)g0 * blocks, 4));
         }
     }
 }
