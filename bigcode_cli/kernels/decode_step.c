@@ -271,13 +271,25 @@ static void activate(float *y, int n, int kind) {
     }
 }
 
+/* out = (x - mean) / sqrt(var + eps) * w + b. The mean and the variance are summed in VW lanes (then across
+ * them, then the rest one at a time): one sum in order waited four cycles an element, ~1.5% of an 8-row step
+ * of the 116m shape. The order depends on n only, so a row gets the same bits whatever else the step holds. */
 static void layer_norm(const float *x, float *out, int n, const float *w, const float *b, float eps) {
-    float mean = 0.0f, var = 0.0f;
-    for (int i = 0; i < n; i++) mean += x[i];
+    vf lanes = {0};
+    int i = 0;
+    for (; i + VW <= n; i += VW) lanes += load_f32(x + i);
+    float mean = hsum(lanes);
+    for (int j = i; j < n; j++) mean += x[j];
     mean /= (float)n;
-    for (int i = 0; i < n; i++) var += (x[i] - mean) * (x[i] - mean);
+    vf spread = {0};
+    for (i = 0; i + VW <= n; i += VW) {
+        const vf d = load_f32(x + i) - mean;
+        spread += d * d;
+    }
+    float var = hsum(spread);
+    for (int j = i; j < n; j++) var += (x[j] - mean) * (x[j] - mean);
     float inv = 1.0f / sqrtf(var / (float)n + eps);
-    for (int i = 0; i < n; i++) out[i] = (x[i] - mean) * inv * w[i] + b[i];
+    for (i = 0; i < n; i++) out[i] = (x[i] - mean) * inv * w[i] + b[i];
 }
 
 /* ------------------------------------------------------------------ the thread pool */
