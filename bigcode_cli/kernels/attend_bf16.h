@@ -53,6 +53,16 @@ static inline __m512i bf16_upper(__m512 f) {
     return _mm512_mask_mov_epi32(rounded, _mm512_cmp_ps_mask(f, f, _CMP_UNORD_Q), _mm512_or_si512(u, _mm512_set1_epi32(0x400000)));
 }
 
+/* vexp's bits for x <= 88 or NaN (a score less the block's largest): its clamp from above never applies, the
+ * one from below is one max (NaN kept, as vexp keeps it), and 2^n is applied by vscalefps, exact like vexp's
+ * multiplication by 2^n (n >= -126 after the clamp): ~8 of its ~22 instructions fewer per position and 16
+ * heads (attention alone, 8 rows of 1,600 positions, lines in L2: 3.15 -> 3.0-3.1 ms). */
+static inline __m512 exp_below(__m512 x) {
+    vf n;
+    const vf p = exp_parts((vf)_mm512_max_ps(_mm512_set1_ps(-87.0f), x), &n);
+    return _mm512_scalef_ps((__m512)p, (__m512)n);
+}
+
 /* qt2 (D/2, HW): lane t * H + h of row dp = the bf16 pair (q[2dp] * scale, q[2dp + 1] * scale) of head h of
  * token b + t (f32_to_bf16 of each, the first in the low half), 0 past the Q = G * H lanes. Per 16 lanes and
  * 32 dimensions: each lane's 32 scaled values rounded, their upper halves packed into 16 pairs, the 16 x 16
@@ -205,7 +215,7 @@ static void attend_block_mq_bf16(const Attend *a, int b, int G, int s0, int s1, 
                 __m512 e = _mm512_setzero_ps();
                 if (j + k < n) {
                     const __m512 s = _mm512_loadu_ps(sc + (long)(j + k) * HW + v * 16);
-                    e = (__m512)vexp((vf)_mm512_sub_ps(s, best));
+                    e = exp_below(_mm512_sub_ps(s, best));
                     if (masked) e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(s, gone, _CMP_NEQ_UQ), e);
                     total = _mm512_add_ps(total, e);
                 }

@@ -221,15 +221,23 @@ static inline void put(void *row, int bf16, long i, float v) {
 
 /* exp(x) for a vector, relative error about 1e-7 over the float range (Cody-Waite reduction, degree-7
  * Taylor polynomial on |r| <= ln2/2); inputs below -87 give about 1e-38 instead of 0 */
+/* exp(x) for x in [-87, 88] is 2^n * p: n = x / ln 2 rounded to an integer, p = a degree-7 polynomial of the rest
+ * (x - n ln 2, split into two parts of ln 2 for precision); returns p, and n in *n */
+static inline vf exp_parts(vf x, vf *n) {
+    const vf zero = {0}, one = zero + 1.0f;
+    vf t = x * 1.44269504088896341f + 12582912.0f; /* adding 1.5 * 2^23 rounds to an integer */
+    *n = t - 12582912.0f;
+    vf r = x - *n * 0.693145751953125f - *n * 1.42860682030941723e-6f;
+    return one + r * (one + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720 + r * (1.0f / 5040)))))));
+}
+
 static inline vf vexp(vf x) {
-    const vf zero = {0}, one = zero + 1.0f, lo = zero - 87.0f, hi = zero + 88.0f;
+    const vf zero = {0}, lo = zero - 87.0f, hi = zero + 88.0f;
     vi below = x < lo, above = x > hi; /* all ones where true */
     x = (vf)(((vi)x & ~below) | ((vi)lo & below));
     x = (vf)(((vi)x & ~above) | ((vi)hi & above));
-    vf t = x * 1.44269504088896341f + 12582912.0f; /* adding 1.5 * 2^23 rounds to an integer */
-    vf n = t - 12582912.0f;
-    vf r = x - n * 0.693145751953125f - n * 1.42860682030941723e-6f;
-    vf p = one + r * (one + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720 + r * (1.0f / 5040)))))));
+    vf n;
+    vf p = exp_parts(x, &n);
     vi e = (__builtin_convertvector(n, vi) + 127) << 23;
     vf scale;
     memcpy(&scale, &e, sizeof scale);
