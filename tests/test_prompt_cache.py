@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from bigcode_cli.generation.loop import generate
-from bigcode_cli.generation.prompt_cache import BLOCK, PromptCache, common_prefix_length
+from bigcode_cli.generation.prompt_cache import BLOCK, TAKE_SHARE, TAKE_SLACK, PromptCache, common_prefix_length
 from bigcode_cli.generation.sampling import SamplingParams
 from bigcode_cli.store.loader import open_model
 
@@ -247,3 +247,26 @@ def test_a_request_sharing_less_of_an_entry_copies_it_and_leaves_it(model):
         assert taken is entry.cache and taken.length == len(ids) - 2 and len(cache) == 0 and cache.bytes == 0
         cache.release(taken, late[: taken.length])
     assert len(cache) == 1 and _claimed(cache, late + [1]) == len(late) - 1
+
+
+def test_a_keystroke_drops_a_long_unaccepted_completion_but_not_a_long_tail_of_a_short_share(model):
+    """What a request may drop of an entry it takes over grows with what it shares (an editor's unaccepted
+    completion past a long window); sharing less than that, it copies and leaves the entry whole."""
+    runner, tokenizer = model.runner, model.tokenizer
+    cache = PromptCache(runner)
+    ids = _prompt(tokenizer, "total = weight * price + offset\n", blocks=24)
+    _release(runner, cache, ids)
+    (entry,) = cache._entries
+    import torch
+
+    with torch.inference_mode():
+        dropped = TAKE_SLACK + 10  # more than the fixed slack, within an eighth of the shared positions
+        far = ids[: len(ids) - dropped - 30] + [3]  # drops more than an eighth of what it shares
+        assert dropped <= (len(ids) - dropped) // TAKE_SHARE and 30 + dropped > (len(far) - 1) // TAKE_SHARE
+        copied = cache.claim(far, len(far) + 4)
+        assert copied is not entry.cache and copied.length == len(far) - 1 and len(cache) == 1
+        near = ids[: len(ids) - dropped] + [3]
+        taken = cache.claim(near, len(near) + 4)
+        assert taken is entry.cache and taken.length == len(ids) - dropped and len(cache) == 0
+        cache.release(taken, near[: taken.length])
+    assert len(cache) == 1 and _claimed(cache, near + [1]) == len(near) - 1
