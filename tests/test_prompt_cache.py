@@ -24,6 +24,11 @@ def test_common_prefix_length():
     assert common_prefix_length([1, 2, 3], [1, 2, 4]) == 2
     assert common_prefix_length([1, 2], [1, 2, 3]) == 2
     assert common_prefix_length([], [1]) == 0
+    long = list(range(300))
+    for cut in (0, 63, 64, 65, 128, 200, 299):  # across and on the 64-id runs, a tuple against a list
+        other = long[:cut] + [-1] + long[cut + 1 :]
+        assert common_prefix_length(tuple(long), other) == cut
+    assert common_prefix_length(tuple(long), long[:130]) == 130
 
 
 def test_cached_generation_equals_fresh_generation(model):
