@@ -61,15 +61,12 @@ class _Entry:
 
 
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
-    """How many leading ids `a` and `b` share: compared 64 at a time as tuples (in C), then the differing run
-    one by one (an id at a time in Python took ~0.1 ms of the engine's time per 1,640-token window)."""
+    """How many leading ids `a` and `b` share."""
     n = min(len(a), len(b))
-    i = 0
-    while i + 64 <= n and tuple(a[i : i + 64]) == tuple(b[i : i + 64]):
-        i += 64
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
 
 
 def _block_keys(partition: Hashable, ids: Sequence[int]) -> Iterator[tuple[Hashable, int, int]]:
