@@ -234,44 +234,28 @@ def test_a_keystroke_takes_the_entry_it_extends_over_and_puts_it_back_longer(mod
     assert first.cached_tokens == 0
 
 
-def test_a_request_sharing_less_of_an_entry_copies_it_and_leaves_it(model):
+@pytest.mark.parametrize("blocks, copy_drop, take_drop", [(4, BLOCK + 5, 2), (24, TAKE_SLACK + 40, TAKE_SLACK + 10)])
+def test_a_request_dropping_too_much_of_an_entry_copies_it_and_one_dropping_little_takes_it_over(
+        model, blocks, copy_drop, take_drop):
+    """A request that would drop more of an entry than its slack copies it and leaves it whole; one that drops
+    little takes it over. The slack grows with what is shared (an editor's unaccepted completion past a long
+    window): the second case drops more than TAKE_SLACK and is handed the entry all the same."""
     runner, tokenizer = model.runner, model.tokenizer
     cache = PromptCache(runner)
-    ids = _prompt(tokenizer, "value = compute(first, second)\n", blocks=4)
+    ids = _prompt(tokenizer, "value = compute(first, second)\n", blocks=blocks)
+    slack = lambda drop: max(TAKE_SLACK, (len(ids) - drop) // TAKE_SHARE)  # noqa: E731 - what _takes allows
+    assert copy_drop > slack(copy_drop) and take_drop <= slack(take_drop)
     _release(runner, cache, ids)
     (entry,) = cache._entries
     import torch
 
     with torch.inference_mode():
-        early = ids[: len(ids) - BLOCK - 5] + [3]  # diverges more than a block before the entry's end
+        early = ids[: len(ids) - copy_drop] + [3]
         held = cache.claim(early, len(early) + 4)
         assert held.length == len(early) - 1 and held is not entry.cache
         assert cache._entries == {entry: None} and entry.cache.length == len(ids)  # still whole, still there
-        late = ids[:-2] + [3]  # diverges two positions before the end: handed over
+        late = ids[: len(ids) - take_drop] + [3]
         taken = cache.claim(late, len(late) + 4)
-        assert taken is entry.cache and taken.length == len(ids) - 2 and len(cache) == 0 and cache.bytes == 0
+        assert taken is entry.cache and taken.length == len(ids) - take_drop and len(cache) == 0 and cache.bytes == 0
         cache.release(taken, late[: taken.length])
     assert len(cache) == 1 and _claimed(cache, late + [1]) == len(late) - 1
-
-
-def test_a_keystroke_drops_a_long_unaccepted_completion_but_not_a_long_tail_of_a_short_share(model):
-    """What a request may drop of an entry it takes over grows with what it shares (an editor's unaccepted
-    completion past a long window); sharing less than that, it copies and leaves the entry whole."""
-    runner, tokenizer = model.runner, model.tokenizer
-    cache = PromptCache(runner)
-    ids = _prompt(tokenizer, "total = weight * price + offset\n", blocks=24)
-    _release(runner, cache, ids)
-    (entry,) = cache._entries
-    import torch
-
-    with torch.inference_mode():
-        dropped = TAKE_SLACK + 10  # more than the fixed slack, within an eighth of the shared positions
-        far = ids[: len(ids) - dropped - 30] + [3]  # drops more than an eighth of what it shares
-        assert dropped <= (len(ids) - dropped) // TAKE_SHARE and 30 + dropped > (len(far) - 1) // TAKE_SHARE
-        copied = cache.claim(far, len(far) + 4)
-        assert copied is not entry.cache and copied.length == len(far) - 1 and len(cache) == 1
-        near = ids[: len(ids) - dropped] + [3]
-        taken = cache.claim(near, len(near) + 4)
-        assert taken is entry.cache and taken.length == len(ids) - dropped and len(cache) == 0
-        cache.release(taken, near[: taken.length])
-    assert len(cache) == 1 and _claimed(cache, near + [1]) == len(near) - 1
