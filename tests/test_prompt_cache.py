@@ -25,7 +25,7 @@ def test_common_prefix_length():
     assert common_prefix_length([1, 2], [1, 2, 3]) == 2
     assert common_prefix_length([], [1]) == 0
     long = list(range(300))
-    for cut in (0, 63, 64, 65, 128, 200, 299):  # across and on the 64-id runs, a tuple against a list
+    for cut in (0, 1, 63, 64, 65, 128, 200, 299):  # the first, a middle and the last id differing, a tuple and a list
         other = long[:cut] + [-1] + long[cut + 1 :]
         assert common_prefix_length(tuple(long), other) == cut
     assert common_prefix_length(tuple(long), long[:130]) == 130
@@ -234,16 +234,21 @@ def test_a_keystroke_takes_the_entry_it_extends_over_and_puts_it_back_longer(mod
     assert first.cached_tokens == 0
 
 
-@pytest.mark.parametrize("blocks, copy_drop, take_drop", [(4, BLOCK + 5, 2), (24, TAKE_SLACK + 40, TAKE_SLACK + 10)])
+@pytest.mark.parametrize("blocks, copy_drop, take_drop",
+                         [(4, BLOCK + 5, 2), (24, TAKE_SLACK + 40, TAKE_SLACK + 10), (24, "edge + 1", "edge")])
 def test_a_request_dropping_too_much_of_an_entry_copies_it_and_one_dropping_little_takes_it_over(
         model, blocks, copy_drop, take_drop):
     """A request that would drop more of an entry than its slack copies it and leaves it whole; one that drops
     little takes it over. The slack grows with what is shared (an editor's unaccepted completion past a long
-    window): the second case drops more than TAKE_SLACK and is handed the entry all the same."""
+    window): the second case drops more than TAKE_SLACK and is handed the entry all the same; the third drops
+    exactly as much as the slack allows, then one more."""
     runner, tokenizer = model.runner, model.tokenizer
     cache = PromptCache(runner)
     ids = _prompt(tokenizer, "value = compute(first, second)\n", blocks=blocks)
     slack = lambda drop: max(TAKE_SLACK, (len(ids) - drop) // TAKE_SHARE)  # noqa: E731 - what _takes allows
+    if take_drop == "edge":
+        take_drop = max(drop for drop in range(len(ids)) if drop <= slack(drop))
+        copy_drop = take_drop + 1
     assert copy_drop > slack(copy_drop) and take_drop <= slack(take_drop)
     _release(runner, cache, ids)
     (entry,) = cache._entries

@@ -219,8 +219,6 @@ static inline void put(void *row, int bf16, long i, float v) {
         ((float *)row)[i] = v;
 }
 
-/* exp(x) for a vector, relative error about 1e-7 over the float range (Cody-Waite reduction, degree-7
- * Taylor polynomial on |r| <= ln2/2); inputs below -87 give about 1e-38 instead of 0 */
 /* exp(x) for x in [-87, 88] is 2^n * p: n = x / ln 2 rounded to an integer, p = a degree-7 polynomial of the rest
  * (x - n ln 2, split into two parts of ln 2 for precision); returns p, and n in *n */
 static inline vf exp_parts(vf x, vf *n) {
@@ -231,6 +229,8 @@ static inline vf exp_parts(vf x, vf *n) {
     return one + r * (one + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720 + r * (1.0f / 5040)))))));
 }
 
+/* exp(x) for a vector, relative error about 1e-7 over the float range (Cody-Waite reduction, degree-7
+ * Taylor polynomial on |r| <= ln2/2); inputs below -87 give about 1e-38 instead of 0 */
 static inline vf vexp(vf x) {
     const vf zero = {0}, lo = zero - 87.0f, hi = zero + 88.0f;
     vi below = x < lo, above = x > hi; /* all ones where true */
