@@ -113,11 +113,11 @@ def test_multi_query_attention_over_bf16_caches_on_tiles_agrees_with_the_vector_
 
     if not amx_attention():
         pytest.skip("this build has no tile attention (no AVX-512 BF16 pair path)")
-    # heads 64 wide (the tile path's shape); prompts of 3 to 260 positions and up to 12 new: whole 16s of positions,
-    # a rest, and a second attention block of 256
-    checkpoint = save_checkpoint(tmp_path / "mqa", n_embd=128, n_head=2, n_layer=2, n_positions=320,
+    # heads 64 wide (the tile path's shape); prompts of 3 to 1,030 positions and up to 12 new: whole 16s of positions,
+    # a rest, and a second attention block of 1,024
+    checkpoint = save_checkpoint(tmp_path / "mqa", n_embd=128, n_head=2, n_layer=2, n_positions=1100,
                                  dtype=torch.bfloat16)
-    script = STEP.replace("(7, 5), (3, 1), (12, 1), (4, 12)", "(37, 5), (3, 1), (260, 1), (20, 12)").replace(
+    script = STEP.replace("(7, 5), (3, 1), (12, 1), (4, 12)", "(37, 5), (3, 1), (1030, 1), (20, 12)").replace(
         "from bigcode_cli.kernels.decode_support import amx_tiles",
         "from bigcode_cli.kernels.decode_support import amx_attention as amx_tiles")
 

@@ -147,26 +147,26 @@ def test_last_only_gives_each_rows_last_token(checkpoints):
 
 
 def test_new_tokens_across_attention_blocks_equal_transformers(tmp_path):
-    """Rows past 256 cached positions, whose new tokens straddle a block boundary of the kernel's attention (blocks
-    of 256; of 128 before)."""
-    path = save_checkpoint(tmp_path / "long", n_layer=2, n_positions=512, multi_query=False)
+    """Rows past 1,024 cached positions, whose new tokens straddle a block boundary of the kernel's attention (blocks
+    of 1,024; of 256 and 128 before)."""
+    path = save_checkpoint(tmp_path / "long", n_layer=2, n_positions=1100, multi_query=False)
     runner = engine.load(path, "causal-lm", dtype="float32", device="cpu")
-    sequences = _sequences([(127, 3), (300, 2), (40, 1), (254, 5)], seed=19)
+    sequences = _sequences([(127, 3), (1060, 2), (40, 1), (1022, 5)], seed=19)
     assert (_step(runner, sequences) - _transformers(path, sequences)).abs().max().item() <= FP32_TOL
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "int8"])
 def test_bf16_caches_across_attention_blocks_are_within_transformers_own_bf16_error(tmp_path, dtype):
-    """A bf16 cache (a bf16 model's; a quantized model's where the kernel decodes) past 256 positions, heads of 64:
+    """A bf16 cache (a bf16 model's; a quantized model's where the kernel decodes) past 1,024 positions, heads of 64:
     several blocks, new tokens straddling a boundary, blocks with an odd number of positions (the pair products
     of attend_bf16.h pad the last pair); the error against float32 transformers stays within bf16's own."""
-    path = save_checkpoint(tmp_path / "long", n_layer=2, n_positions=512, multi_query=True, n_head=4, n_embd=256)
+    path = save_checkpoint(tmp_path / "long", n_layer=2, n_positions=1100, multi_query=True, n_head=4, n_embd=256)
     runner = engine.load(path, "causal-lm", dtype=dtype, device="cpu")
     assert runner.decode_path == "kernel"
     if runner.new_cache(1, 4).layers[0].dtype != torch.bfloat16:
         assert dtype == "int8"
         pytest.skip("a quantized model keeps a float32 cache where the kernel has no bf16 pair products")
-    sequences = _sequences([(127, 3), (300, 2), (40, 1), (255, 4)], seed=31)
+    sequences = _sequences([(127, 3), (1060, 2), (40, 1), (1023, 4)], seed=31)
     exact = _transformers(path, sequences)
     theirs = _transformers(path, sequences, dtype="bfloat16")
     ours = _step(runner, sequences)

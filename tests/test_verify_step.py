@@ -152,18 +152,18 @@ def test_every_build_rolls_back_to_the_one_token_steps_bit_for_bit(checkpoints, 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
 def test_tokens_of_one_sequence_attend_together_as_each_would_alone(tmp_path, dtype):
     """Multi-query attention takes consecutive tokens of one sequence together (their heads share the vector
-    lanes, 16 tokens at most with 4 heads): a group that straddles a block of 256 cached positions (some of
+    lanes, 16 tokens at most with 4 heads): a group that straddles a block of 1,024 cached positions (some of
     its tokens see none of the new block), more tokens than one group holds, and another sequence's row in
     the same step change no token's logits or keys, bit for bit, against one token a step."""
-    path = save_checkpoint(tmp_path / "long", n_layer=2, n_head=4, multi_query=True, n_positions=320)
+    path = save_checkpoint(tmp_path / "long", n_layer=2, n_head=4, multi_query=True, n_positions=1100)
     runner = engine.load(path, "causal-lm", dtype=dtype, device="cpu")
     assert runner.decode_path == "kernel"
-    prompt = [(7 * i + 3) % 90 + 3 for i in range(252)]
-    fed = [(11 * i + 5) % 90 + 3 for i in range(21)]  # positions 252..272: across 256, two groups and a bit
+    prompt = [(7 * i + 3) % 90 + 3 for i in range(1020)]
+    fed = [(11 * i + 5) % 90 + 3 for i in range(21)]  # positions 1020..1040: across 1,024, two groups and a bit
     other = [9, 4, 61]
     with torch.inference_mode():
         def prefilled(ids):
-            cache = runner.new_cache(1, 288)
+            cache = runner.new_cache(1, 1056)
             runner(torch.tensor([ids]), cache=cache)
             return cache
 

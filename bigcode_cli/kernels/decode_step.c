@@ -632,11 +632,14 @@ static size_t bf16_scratch_size(int B, size_t widest) {
  * read once per row, and long contexts keep every thread busy whatever the number of heads. */
 
 /* Positions per block: fixed (a position's block never depends on the step, so a row's result does not either).
- * 256 over 128: each block pays its query's setup, its tiles' configuration and its share of the merge, and
- * its last lines' prefetch runs past its end; eight rows of 1,600 bf16 positions (116m shape, one thread,
- * attention alone in a test program, medians of 20, alternated): 128: 4.2-5.3 ms, 256: 4.2-4.9, 512: 3.9-4.1.
- * 512 would leave a 1,600-position row only 4 chunks to spread over threads. */
-#define ATTEND_BLOCK 256
+ * Each block pays its query's setup, its tiles' configuration and release, the first lines of its own read and
+ * its share of the merge (scalar, per head); 1024 over 256 and 512: eight rows of 1,600 bf16 positions (116m
+ * shape, one thread, attention alone in a test program, 10 MB of other reads between layers as a step's products
+ * make, medians of 21, three builds alternated, Intel Xeon): 256: 4.31-4.49 ms, 512: 4.16-4.30, 1024: 3.76-3.89;
+ * 4,000 positions 8.7-9.1 / 8.4-8.9 / 7.7-8.2; one row 0.51-0.55 / 0.49-0.50 / 0.50-0.52; on the vector
+ * path (BIGCODE_AMX=0, Zen 4's) 6.5-6.8 / 6.4-6.6 / 6.2-6.8. Fewer chunks a long row can spread over threads:
+ * with two, a 1,600-position row's longest share is 1,024 positions whichever of the three. */
+#define ATTEND_BLOCK 1024
 
 typedef struct {
     const Model *m;
