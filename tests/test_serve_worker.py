@@ -207,7 +207,7 @@ def test_a_waiting_job_withdrawn_by_its_client_frees_its_place_at_once(loaded):
 
 def test_a_running_job_withdrawn_by_its_client_frees_its_place_before_its_slot(loaded, monkeypatch):
     runner = loaded.runner
-    step = runner.step
+    step = runner.step_best  # what the batch's steps call
     paused, resume = threading.Event(), threading.Event()
 
     def held_step(rows, last_only=False):
@@ -217,7 +217,7 @@ def test_a_running_job_withdrawn_by_its_client_frees_its_place_before_its_slot(l
         return step(rows, last_only)
 
     pause_next = False
-    monkeypatch.setattr(runner, "step", held_step)
+    monkeypatch.setattr(runner, "step_best", held_step)
     engine = EngineWorker(lambda: loaded, parallel=1, queue_size=1, log=lambda line: None)
     engine.start()
     try:

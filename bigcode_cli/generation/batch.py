@@ -73,18 +73,20 @@ class Batch:
             if decoding:
                 try:
                     step_rows = [row for group in rows for row in group]
-                    logits = self.runner.step(step_rows)  # (tokens of the rows, V)
+                    logits, best = self.runner.step_best(step_rows)  # (tokens of the rows, V), (tokens,) | None
                 except Exception as exc:  # noqa: BLE001
                     self._fail(decoding, exc, on_error)
                 else:
                     start = 0
                     for member, group in zip(decoding, rows):
                         count = sum(len(row.tokens) for row in group)  # one, or one plus a draft, per row
+                        mine = best[start : start + count] if best is not None else None
                         try:
                             if member.prefilling:  # the prompt's rest: its last token's logits choose
-                                member.accept_prefill(logits[start + count - 1 : start + count])
+                                member.accept_prefill(logits[start + count - 1 : start + count],
+                                                      mine[-1:] if mine is not None else None)
                             else:
-                                member.accept(logits[start : start + count])
+                                member.accept(logits[start : start + count], mine)
                         except Exception as exc:  # noqa: BLE001
                             self._fail([member], exc, on_error)
                         start += count

@@ -177,6 +177,7 @@ class Decoding:
         self._written = 0  # prompt tokens whose keys and values the cache holds
         self._caches: list[Any] = []  # sample i's own cache
         self._logits: Any = None  # (rows, V) of the next choice
+        self._best: Any = None  # (rows,): their argmax, where the step found it (Runner.step_best), else None
         self._seen: Any = None  # (rows, T) prompt + tokens so far, for the repetition penalty
         self._active: list[int] = []  # sample index of each row
         self.speculate = speculate != "off"  # n-gram drafts, verified in the step (see generation/verification.py)
@@ -199,7 +200,7 @@ class Decoding:
         token of every sample is chosen. A short rest (prefill_row) goes through Runner.step instead."""
         row = self.prefill_row()
         if row is not None:
-            self.accept_prefill(self.runner.step([row], last_only=True))  # (1, V)
+            self.accept_prefill(*self.runner.step_best([row], last_only=True))  # (1, V), (1,) | None
             return
         import torch
 
@@ -224,10 +225,11 @@ class Decoding:
             return None
         return RowTokens(self._kept, self.prompt_ids[self._written :])
 
-    def accept_prefill(self, logits: Any) -> None:
-        """Take the step's logits ((1, V)) of prefill_row()'s row: the prompt is in, the first tokens are chosen."""
+    def accept_prefill(self, logits: Any, best: Any = None) -> None:
+        """Take the step's logits ((1, V)) of prefill_row()'s row (and their argmax, Runner.step_best): the prompt is
+        in, the first tokens are chosen."""
         self._written = len(self.prompt_ids)
-        self._prefilled(logits)
+        self._prefilled(logits, best)
 
     def _claim(self) -> None:
         """The prompt's cache, once: from the prompt cache (its longest cached prefix already in) or new."""
@@ -245,13 +247,15 @@ class Decoding:
         rest = len(self.prompt_ids) - self._written
         self._rest_in_step = self._kept is not None and self._written > 0 and 0 < rest <= STEP_PREFILL
 
-    def _prefilled(self, logits: Any) -> None:
-        """After the prompt's last token ((1, V) logits): one cache per sample, the first tokens chosen."""
+    def _prefilled(self, logits: Any, best: Any = None) -> None:
+        """After the prompt's last token ((1, V) logits, (1,) argmax or None): one cache per sample, the first
+        tokens chosen."""
         import torch
 
         n = self.num_samples
         self._caches = self._kept.split(n) if self._kept is not None else [None] * n
         self._logits = logits.expand(n, -1) if n > 1 else logits
+        self._best = best.expand(n) if best is not None and n > 1 else best
         if self.params.repetition_penalty != 1.0:
             prompt = torch.tensor([self.prompt_ids], dtype=torch.long, device=self.runner.device)
             self._seen = prompt.expand(n, -1)
@@ -267,7 +271,7 @@ class Decoding:
             costs = self.runner.step_costs if n == 1 and self.runner.decode_path == "kernel" else None
             self._policies = [ngram_draft.DraftPolicy(costs, sampled=not self.params.greedy) for _ in range(n)]
             self._drafts = [[] for _ in range(n)]
-            self._verify(logits.expand(n, -1) if n > 1 else logits)
+            self._verify(self._logits, self._best)
             return
         self._choose()
 
@@ -281,12 +285,13 @@ class Decoding:
         return [RowTokens(self._caches[i], [self.samples[i].token_ids[-1], *draft])
                 for i, draft in zip(self._active, self._drafts)]
 
-    def accept(self, logits: Any) -> None:
-        """Take the step's logits of the tokens of `rows()` ((their count, V)) and choose the next tokens."""
+    def accept(self, logits: Any, best: Any = None) -> None:
+        """Take the step's logits of the tokens of `rows()` ((their count, V)), and their argmax where the step found
+        it (Runner.step_best), and choose the next tokens."""
         if self.speculate:
-            self._verify(logits)
+            self._verify(logits, best)
             return
-        self._logits = logits
+        self._logits, self._best = logits, best
         self._choose()
 
     def stop_if_asked(self) -> bool:
@@ -312,7 +317,7 @@ class Decoding:
                 while self.decoding:
                     began = time.perf_counter()
                     rows = self.rows()
-                    self.accept(self.runner.step(rows))  # (tokens of the rows, V)
+                    self.accept(*self.runner.step_best(rows))  # (tokens of the rows, V), (tokens,) | None
                     record_step(self.runner, rows, began, sampled=not self.params.greedy)
             except KeyboardInterrupt:
                 self.result.interrupted = True
@@ -352,9 +357,9 @@ class Decoding:
         room = self.max_new_tokens - len(self.samples[index].token_ids) - 1  # the step also chooses one more
         return ngram_draft.next_draft(self._drafters[index], self._policies[index], room)
 
-    def _verify(self, logits: Any) -> None:
-        """Judge each row's draft against its logits ((1 + draft, V) per row, rows in order), emit the tokens each
-        sample makes, and roll every cache back to the tokens kept."""
+    def _verify(self, logits: Any, best: Any = None) -> None:
+        """Judge each row's draft against its logits ((1 + draft, V) per row, rows in order; `best` their argmax
+        or None), emit the tokens each sample makes, and roll every cache back to the tokens kept."""
         from bigcode_cli.generation.verification import verify
 
         if self.stop_if_asked():
@@ -364,10 +369,11 @@ class Decoding:
         for index, draft in zip(self._active, self._drafts or [[]] * len(self._active)):
             sample = self.samples[index]
             rows = logits[start : start + len(draft) + 1]  # (1 + draft, V)
+            rows_best = best[start : start + len(draft) + 1] if best is not None else None
             start += len(draft) + 1
             before = len(sample.token_ids)
             seen = self.prompt_ids + sample.token_ids if self.params.repetition_penalty != 1.0 else ()
-            made, accepted = verify(rows, draft, seen, self.params, self.generator)
+            made, accepted = verify(rows, draft, seen, self.params, self.generator, rows_best)
             if draft:
                 self._policies[index].judged(len(draft), accepted)
                 self.result.draft_tokens += len(draft)
@@ -407,7 +413,10 @@ class Decoding:
 
         if self.stop_if_asked():
             return
-        chosen = next_tokens(self._logits, self._seen, self.params, self.generator)  # (rows,)
+        if self._best is not None and self.params.greedy and self._seen is None:  # the step's own argmax
+            chosen = self._best
+        else:
+            chosen = next_tokens(self._logits, self._seen, self.params, self.generator)  # (rows,)
         ids = chosen.tolist()
         self._first_token_chosen()
         keep_rows = [row for row, (index, token) in enumerate(zip(self._active, ids)) if self._emit(index, [token])]

@@ -26,21 +26,21 @@ if TYPE_CHECKING:
 
 
 def verify(logits: torch.Tensor, draft: Sequence[int], seen: Sequence[int], params: SamplingParams,
-           generator: torch.Generator | None = None) -> tuple[list[int], int]:
+           generator: torch.Generator | None = None, best: torch.Tensor | None = None) -> tuple[list[int], int]:
     """The tokens a sample makes from one verify step, and how many drafted tokens they begin with.
 
     logits (len(draft) + 1, V): the step's rows for the last chosen token and each drafted one. seen: the
     prompt and the tokens chosen so far (the repetition penalty's history, read only with a penalty; accepted
-    drafted tokens join it).
+    drafted tokens join it). best: the logits rows' argmax where the step found it (Runner.step_best), or None.
     """
     import torch
 
     if params.greedy and params.repetition_penalty == 1.0:
-        best = best_ids(penalized_scores(logits, None, params)).tolist()  # (k + 1,)
+        chosen = (best if best is not None else best_ids(penalized_scores(logits, None, params))).tolist()  # (k + 1,)
         accepted = 0
-        while accepted < len(draft) and draft[accepted] == best[accepted]:
+        while accepted < len(draft) and draft[accepted] == chosen[accepted]:
             accepted += 1
-        return [*draft[:accepted], best[accepted]], accepted
+        return [*draft[:accepted], chosen[accepted]], accepted
     history = list(seen)
     for j in range(len(draft) + 1):
         past = torch.tensor([history], dtype=torch.long) if params.repetition_penalty != 1.0 else None

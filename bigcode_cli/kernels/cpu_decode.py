@@ -76,7 +76,7 @@ def _library() -> ctypes.CDLL | None:
     lib.bigcode_decode_rows.restype = ctypes.c_int
     lib.bigcode_decode_rows.argtypes = [ctypes.POINTER(_Model), ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
                                         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                                        ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+                                        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
     return lib
 
 
@@ -166,8 +166,8 @@ class CpuDecoder:
         # row b's memory in layer l: the layer tensor's start plus b rows (can_run checked it is contiguous)
         row_bytes = [layer.stride(0) * layer.element_size() for layer in cache.layers]
         pointers = [cache.layers[l].data_ptr() + b * row_bytes[l] for b in range(rows) for l in range(layer_count)]
-        logits = self._run([1] * rows, [cache.length] * rows, [cache.capacity] * rows, pointers,
-                           input_ids.reshape(-1).tolist(), last_only=False)
+        logits, _ = self._run([1] * rows, [cache.length] * rows, [cache.capacity] * rows, pointers,
+                              input_ids.reshape(-1).tolist(), last_only=False, best=False)
         cache.length += 1
         return logits.unsqueeze(1)
 
@@ -186,27 +186,35 @@ class CpuDecoder:
 
     def step(self, rows, last_only: bool = False) -> torch.Tensor:
         """Runner.step in the kernel: logits (sum k, V), or (R, V) with last_only; each row's cache grows by its k."""
+        return self.step_best(rows, last_only, best=False)[0]
+
+    def step_best(self, rows, last_only: bool = False, best: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Runner.step_best in the kernel: the logits and (best) each logits row's argmax (int64), which the LM head
+        found while its results were still in cache (logits_best.h)."""
         counts = [len(row.tokens) for row in rows]
         if min(counts) < 1:
             raise ValueError("every row of a step needs at least one new token")
         pointers = [layer.data_ptr() for row in rows for layer in row.cache.layers]
         ids = [int(token) for row in rows for token in row.tokens]
-        logits = self._run(counts, [row.cache.length for row in rows], [row.cache.capacity for row in rows], pointers,
-                           ids, last_only)
+        result = self._run(counts, [row.cache.length for row in rows], [row.cache.capacity for row in rows], pointers,
+                            ids, last_only, best)
         for row, count in zip(rows, counts):
             row.cache.length += count
-        return logits
+        return result
 
     def _run(self, counts: list[int], starts: list[int], capacities: list[int], pointers: list[int], ids: list[int],
-             last_only: bool) -> torch.Tensor:
-        """bigcode_decode_rows; the logits, or the error its status means (then it wrote nothing)."""
+             last_only: bool, best: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """bigcode_decode_rows; the logits and (best) their rows' argmax, or the error its status means (then it
+        wrote nothing)."""
         rows = len(counts)
         int32s = ctypes.c_int32 * rows
         logits = torch.empty((rows if last_only else len(ids), self.vocab), dtype=torch.float32)
+        argmax = torch.empty(logits.shape[0], dtype=torch.int32) if best else None
         status = self.lib.bigcode_decode_rows(
             ctypes.byref(self.model), self._workspace, rows, int32s(*counts), int32s(*starts), int32s(*capacities),
             (ctypes.c_void_p * len(pointers))(*pointers), (ctypes.c_int64 * len(ids))(*ids), logits.data_ptr(),
-            int(last_only), max(1, min(torch.get_num_threads(), self._cores)))
+            argmax.data_ptr() if argmax is not None else None, int(last_only),
+            max(1, min(torch.get_num_threads(), self._cores)))
         if status == -1:
             raise BackendError("the C decode kernel ran out of memory for a step's buffers; free some memory, "
                                "or set BIGCODE_CPU_KERNEL=0 to decode in PyTorch")
@@ -216,7 +224,7 @@ class CpuDecoder:
             raise IndexError("a row's new positions go past its cache or the model's context")
         if status != 0:
             raise ValueError(f"the C decode kernel refused a step of {rows} rows (status {status})")
-        return logits
+        return logits, argmax.long() if argmax is not None else None
 
 
 def _compute_dtype(model: torch.nn.Module) -> torch.dtype:
@@ -305,3 +313,17 @@ def quantized_matvec(module: torch.nn.Module, x: torch.Tensor, threads: int = 1)
     if status != 0:
         raise MemoryError("the decode kernel could not allocate its buffers")
     return y
+
+
+def kernel_argmax(values: torch.Tensor, pieces: int = 1) -> int:
+    """The index the kernel's LM head gives as the largest of `values` (1-D) when its chunks split them into
+    `pieces` stretches (logits_best.h); for checks against NumPy's argmax. Needs the kernel."""
+    lib = _library()
+    if lib is None:
+        raise RuntimeError("the C decode kernel is not available here")
+    values = values.detach().to(torch.float32).contiguous()
+    if not 1 <= pieces <= values.numel():
+        raise ValueError("pieces must be between 1 and the number of values")
+    lib.bigcode_argmax.restype = ctypes.c_int
+    lib.bigcode_argmax.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+    return int(lib.bigcode_argmax(values.data_ptr(), values.numel(), pieces))

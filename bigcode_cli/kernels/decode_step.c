@@ -481,6 +481,8 @@ static void run_job(ChunkFn fn, int n_chunks, const void *args) {
 
 enum { OUT_STORE = 0, OUT_ADD = 1, OUT_ACT = 2 };
 
+#include "logits_best.h"
+
 typedef struct {
     const Linear *lin;
     const float *x;     /* (B, in) */
@@ -488,6 +490,7 @@ typedef struct {
     const uint16_t *xp; /* bf16 weights on AMX tiles: x packed for them (amx_bf16.h); else NULL */
     float *y;           /* (B, out) */
     int B, mode, activation, rows_per_chunk, bf16;
+    const Argmax *argmax; /* the LM head of a step that wants each row's largest logit: where; else NULL */
 } Gemv;
 
 /* The weights are asked for PREFETCH_BYTES ahead of the products that read them: with two cores the hardware
@@ -581,21 +584,24 @@ static void gemv_chunk(const Job *job, int chunk, int thread) {
     int r0 = chunk * g->rows_per_chunk, r1 = r0 + g->rows_per_chunk;
     if (r1 > g->lin->out) r1 = g->lin->out;
     gemv_block(g, r0, r1);
+    if (g->argmax) chunk_best(g->argmax, chunk, g->y, g->B, g->lin->out, r0, r1);
 }
 
 #include "quant_matvec.h"
 
 /* `xb` is the Buffers scratch: bf16 weights multiply the input rounded to bf16 (bf16_input values), as
- * PyTorch's bf16 matmuls do; quantized weights quantize the input into it (quant_scratch_size) */
+ * PyTorch's bf16 matmuls do; quantized weights quantize the input into it (quant_scratch_size). With `argmax`
+ * (OUT_STORE only), each of the B rows of y also gets the index of its largest value (logits_best.h); its parts
+ * hold a Best per chunk and row: CHUNKS_PER_THREAD * threads * B at most. */
 static void gemv(const Linear *lin, const float *x, void *xb, float *y, int B, int mode, int activation,
-                 int bf16) {
+                 int bf16, const Argmax *argmax) {
     /* a few long runs of rows per thread: each chunk is one sequential stream for the prefetchers, and
      * there are enough chunks that a thread descheduled on a busy machine leaves work to the others */
     int chunks = CHUNKS_PER_THREAD * atomic_load(&pool.active);
     int rows = (lin->out + chunks - 1) / chunks;
     rows = rows < 4 ? 4 : (rows + 3) / 4 * 4;
     if (lin->quant != QUANT_NONE) {
-        quant_gemv(lin, x, xb, y, B, mode, activation, rows);
+        quant_gemv(lin, x, xb, y, B, mode, activation, rows, argmax);
         return;
     }
     bf16_input *xr = bf16 ? (bf16_input *)xb : NULL;
@@ -609,8 +615,9 @@ static void gemv(const Linear *lin, const float *x, void *xb, float *y, int B, i
         rows = (rows + AMX_ROWS - 1) / AMX_ROWS * AMX_ROWS; /* chunks of whole tile groups */
     }
 #endif
-    Gemv g = {lin, x, xr, xp, y, B, mode, activation, rows, bf16};
+    Gemv g = {lin, x, xr, xp, y, B, mode, activation, rows, bf16, argmax};
     run_job(gemv_chunk, (lin->out + rows - 1) / rows, &g);
+    if (argmax) put_best(argmax, (lin->out + rows - 1) / rows, B);
 }
 
 /* bytes of scratch a bf16 matvec of B rows of up to `widest` inputs needs: the inputs rounded to bf16 (xr),
@@ -1055,6 +1062,7 @@ typedef struct {
     int32_t *pos, *length, *first_chunk, *group_first; /* (T,), (T,): each token's position, attended length;
                                                          * (T + 1,) each: attend's scratch */
     void **cache;       /* (T,): the cache of the current layer of each token's sequence */
+    Best *best_parts;   /* (CHUNKS_PER_THREAD * threads, T): the LM head's chunks' Bests (gemv's Argmax) */
 } Buffers;
 void *bigcode_workspace_new(void) { return calloc(1, sizeof(Workspace)); }
 
@@ -1065,7 +1073,7 @@ void bigcode_workspace_free(void *workspace) {
     free(ws);
 }
 
-enum { N_BUFFERS = 13 };
+enum { N_BUFFERS = 14 };
 
 /* point `out` into the workspace, growing it first if this step needs more; 0, or -1 without memory */
 static int reserve(Workspace *ws, const Model *m, int B, int length, int threads, Buffers *out) {
@@ -1079,6 +1087,7 @@ static int reserve(Workspace *ws, const Model *m, int B, int length, int threads
         rows * H * blocks * (2 + D) * f,
         (size_t)threads * (m->multi_query ? (size_t)mq_scratch_floats(m) : ATTEND_BLOCK) * f,
         rows * i32, rows * i32, (rows + 1) * i32, (rows + 1) * i32, rows * sizeof(void *),
+        (size_t)CHUNKS_PER_THREAD * (size_t)threads * rows * sizeof(Best),
     };
     size_t total = 0;
     for (int i = 0; i < N_BUFFERS; i++) total += aligned_size(sizes[i]);
@@ -1096,13 +1105,13 @@ static int reserve(Workspace *ws, const Model *m, int B, int length, int threads
         at += aligned_size(sizes[i]);
     }
     *out = (Buffers){parts[0], parts[1], parts[2], parts[3], parts[4], parts[5],  parts[6],
-                     parts[7], parts[8], parts[9], parts[10], parts[11], parts[12]};
+                     parts[7], parts[8], parts[9], parts[10], parts[11], parts[12], parts[13]};
     return 0;
 }
 
 /* ------------------------------------------------------------------ the step */
 
-int bigcode_decode_abi(void) { return 6; }
+int bigcode_decode_abi(void) { return 7; }
 
 /* rows per group of quant_groups.h (quantized weights a group of rows at a time, Linear.group_scales), or 0
  * when this build multiplies them a row at a time */
@@ -1205,7 +1214,7 @@ static int check_rows(const Model *m, int R, const int32_t *counts, const int32_
 }
 
 static void decode_rows(const Model *m, const Buffers *buf, int R, const int32_t *counts, const int32_t *starts,
-                        void *const *caches, const int64_t *ids, int T, float *logits, int last_only);
+                        void *const *caches, const int64_t *ids, int T, float *logits, int32_t *best, int last_only);
 
 /* One step of R sequences ("rows"). Row r has its own cache: per layer l, caches[r * n_layer + l] points at
  * its memory, multi-query (capacities[r], 2D), multi-head (capacities[r], H, 2D), bf16 (kv_bf16) or
@@ -1213,7 +1222,8 @@ static void decode_rows(const Model *m, const Buffers *buf, int R, const int32_t
  * another, sum(counts) = T in all) at positions starts[r] .. starts[r] + counts[r] - 1, each attending to
  * the row's cached positions and to the row's new tokens before it (causal); their keys and values are
  * written to the row's cache. logits: (T, vocab) float32, or with last_only (R, vocab), each row's last
- * token's. A row's results do not depend on the other rows of the step, bit for bit.
+ * token's. best: NULL, or one int32 per row of logits, the index of its largest value (NumPy's argmax:
+ * logits_best.h). A row's results do not depend on the other rows of the step, bit for bit.
  *
  * `workspace` comes from bigcode_workspace_new. Returns 0, or -1 when the buffers could not be allocated, -2
  * for a position outside a row's cache or the model's context, -3 for a token id outside the vocabulary, -4
@@ -1221,7 +1231,7 @@ static void decode_rows(const Model *m, const Buffers *buf, int R, const int32_t
  * error nothing (cache, logits) was written. Safe to call from several threads: steps run one at a time. */
 int bigcode_decode_rows(const Model *m, void *workspace, int R, const int32_t *counts, const int32_t *starts,
                         const int32_t *capacities, void *const *caches, const int64_t *ids, float *logits,
-                        int last_only, int threads) {
+                        int32_t *best, int last_only, int threads) {
     if (!workspace) return -4;
     int T = 0;
     const int problem = check_rows(m, R, counts, starts, capacities, caches, ids, &T);
@@ -1232,13 +1242,13 @@ int bigcode_decode_rows(const Model *m, void *workspace, int R, const int32_t *c
     ensure_workers(threads < 1 ? 1 : threads);
     Buffers buf;
     int status = reserve((Workspace *)workspace, m, T, longest, atomic_load(&pool.active), &buf);
-    if (status == 0) decode_rows(m, &buf, R, counts, starts, caches, ids, T, logits, last_only);
+    if (status == 0) decode_rows(m, &buf, R, counts, starts, caches, ids, T, logits, best, last_only);
     pthread_mutex_unlock(&step_lock);
     return status;
 }
 
 static void decode_rows(const Model *m, const Buffers *buf, int R, const int32_t *counts, const int32_t *starts,
-                        void *const *caches, const int64_t *ids, int T, float *logits, int last_only) {
+                        void *const *caches, const int64_t *ids, int T, float *logits, int32_t *best, int last_only) {
     const int C = m->n_embd;
     float *x = buf->x, *h = buf->h, *att = buf->att, *qkv = buf->qkv, *f = buf->f;
     int longest = 0;
@@ -1254,14 +1264,14 @@ static void decode_rows(const Model *m, const Buffers *buf, int R, const int32_t
         for (int r = 0, t = 0; r < R; r++)
             for (int j = 0; j < counts[r]; j++, t++) buf->cache[t] = caches[(long)r * m->n_layer + l];
         for (int t = 0; t < T; t++) layer_norm(x + (long)t * C, h + (long)t * C, C, L->ln1_w, L->ln1_b, m->eps);
-        gemv(&L->attn, h, buf->xb, qkv, T, OUT_STORE, 0, m->bf16);
+        gemv(&L->attn, h, buf->xb, qkv, T, OUT_STORE, 0, m->bf16, NULL);
         write_cache(m, qkv, buf->cache, buf->pos, T); /* every new key first: a row's later tokens read them */
         attend(m, qkv, buf->cache, buf->length, buf->first_chunk, buf->group_first, buf->partial, buf->scores, att, T,
                longest);
-        gemv(&L->proj, att, buf->xb, x, T, OUT_ADD, 0, m->bf16);
+        gemv(&L->proj, att, buf->xb, x, T, OUT_ADD, 0, m->bf16, NULL);
         for (int t = 0; t < T; t++) layer_norm(x + (long)t * C, h + (long)t * C, C, L->ln2_w, L->ln2_b, m->eps);
-        gemv(&L->fc, h, buf->xb, f, T, OUT_ACT, m->activation, m->bf16);
-        gemv(&L->mlp_proj, f, buf->xb, x, T, OUT_ADD, 0, m->bf16);
+        gemv(&L->fc, h, buf->xb, f, T, OUT_ACT, m->activation, m->bf16, NULL);
+        gemv(&L->mlp_proj, f, buf->xb, x, T, OUT_ADD, 0, m->bf16, NULL);
     }
     int out_rows = T;
     if (last_only) { /* the residual rows of each row's last token, in row order */
@@ -1273,5 +1283,6 @@ static void decode_rows(const Model *m, const Buffers *buf, int R, const int32_t
     } else {
         for (int t = 0; t < T; t++) layer_norm(x + (long)t * C, h + (long)t * C, C, m->lnf_w, m->lnf_b, m->eps);
     }
-    gemv(&m->lm_head, h, buf->xb, logits, out_rows, OUT_STORE, 0, m->bf16);
+    const Argmax argmax = {buf->best_parts, best};
+    gemv(&m->lm_head, h, buf->xb, logits, out_rows, OUT_STORE, 0, m->bf16, best ? &argmax : NULL);
 }

@@ -11,7 +11,7 @@ from bigcode_cli import choices
 from bigcode_cli.kernels.build import kernel_problem, load_kernel
 
 KERNEL = "decode_step"
-ABI_VERSION = 6  # bigcode_decode_abi() of a library whose structs and entry points match cpu_decode's
+ABI_VERSION = 7  # bigcode_decode_abi() of a library whose structs and entry points match cpu_decode's
 # the function behind each kind of bigcode_cli.choices.ACTIVATIONS -> its code in decode_step.c's `activate`
 _FUNCTION_CODES = {"gelu_tanh": 0, "gelu": 1, "relu": 2, "silu": 3, "tanh": 4}
 # activation_function names -> the kernel's activation codes (every name the model knows, through its function)

@@ -327,6 +327,7 @@ typedef struct {
     float *y;         /* (B, out) */
     int B, mode, activation, rows_per_chunk;
     const char *packed; /* 8-bit weights on AMX tiles: the tokens packed for them (amx_int8.h); else NULL */
+    const Argmax *argmax; /* as Gemv's */
 } QuantGemv;
 
 #ifdef QUANT_VNNI512
@@ -367,6 +368,7 @@ static void quant_gemv_chunk(const Job *job, int chunk, int thread) {
     }
     if (g->mode == OUT_ACT)
         for (int b = 0; b < g->B; b++) activate(g->y + (long)b * L->out + r0, r1 - r0, g->activation);
+    if (g->argmax) chunk_best(g->argmax, chunk, g->y, g->B, L->out, r0, r1);
 }
 
 /* bytes of scratch a quantized matvec of B rows of up to `widest` inputs needs: the int8 blocks, their 4-bit
@@ -389,7 +391,7 @@ static int model_is_quantized(const Model *m) {
 /* y = x W^T (+ bias) for a quantized W, then the output mode (as gemv); rows_per_chunk as gemv chose it;
  * `scratch` has quant_scratch_size(B, lin->in) bytes */
 static void quant_gemv(const Linear *lin, const float *x, void *scratch, float *y, int B, int mode, int activation,
-                       int rows) {
+                       int rows, const Argmax *argmax) {
     const int blocks = (lin->in + QK - 1) / QK;
     int8_t *xq = (int8_t *)scratch;
     int32_t *xc = (int32_t *)(xq + (size_t)B * blocks * QK);
@@ -419,8 +421,9 @@ static void quant_gemv(const Linear *lin, const float *x, void *scratch, float *
         packed = at;
     }
 #endif
-    QuantGemv g = {lin, xq, xc, xd, xs, y, B, mode, activation, rows, packed};
+    QuantGemv g = {lin, xq, xc, xd, xs, y, B, mode, activation, rows, packed, argmax};
     run_job(quant_gemv_chunk, (lin->out + rows - 1) / rows, &g);
+    if (argmax) put_best(argmax, (lin->out + rows - 1) / rows, B);
 }
 
 /* row `id` of a quantized (vocab, C) table, dequantized into out (C values) */
@@ -450,7 +453,7 @@ int bigcode_quant_matvec(const Linear *lin, const float *x, float *y, int B, int
     int chunks = CHUNKS_PER_THREAD * atomic_load(&pool.active);
     int rows = (lin->out + chunks - 1) / chunks;
     rows = rows < 4 ? 4 : (rows + 3) / 4 * 4;
-    quant_gemv(lin, x, scratch, y, B, OUT_STORE, 0, rows);
+    quant_gemv(lin, x, scratch, y, B, OUT_STORE, 0, rows, NULL);
     pthread_mutex_unlock(&step_lock);
     free(scratch);
     return 0;

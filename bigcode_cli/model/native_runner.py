@@ -63,6 +63,12 @@ class NativeRunner(RunnerBase):
             return logits.reshape(-1, logits.shape[-1]).float()
         return super().step(rows, last_only)
 
+    def step_best(self, rows: Sequence[RowTokens], last_only: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Runner.step_best: the C kernel's argmax where it runs the step."""
+        if self.decoder is not None and self.decoder.can_step(rows):
+            return self.decoder.step_best(rows, last_only)
+        return self.step(rows, last_only), None
+
     def decoding(self, rows: int) -> contextlib.AbstractContextManager:
         if self.decoder is None and self.device.type == "cpu" and rows == 1 and self.dtype == torch.float32:
             # PyTorch's fp32 one-row matmuls are bound by memory bandwidth, which a second thread does not add

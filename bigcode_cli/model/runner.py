@@ -110,6 +110,12 @@ class Runner(Protocol):
         other rows, bit for bit (batch invariance); PyTorch may batch rows that stand at one position."""
         ...
 
+    def step_best(self, rows: Sequence[RowTokens], last_only: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`step`'s logits, and each of their rows' argmax (int64; sampling.best_ids' rule) where the step found it
+        on the way for less than a read of the logits afterwards costs (the C kernel: while the LM head's results
+        are in cache), else None."""
+        ...
+
     def set_backend(self, name: str) -> None:
         """Switch the attention backend without reloading; BackendError where the engine cannot."""
         ...
@@ -177,6 +183,10 @@ class RunnerBase:
             ids = torch.tensor([list(row.tokens)], dtype=torch.long, device=self.device)
             outputs.append(self(ids, cache=row.cache, last_only=last_only)[0].float())  # (k | 1, V)
         return torch.cat(outputs)
+
+    def step_best(self, rows: Sequence[RowTokens], last_only: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`step`'s logits; no argmax found on the way (see Runner.step_best)."""
+        return self.step(rows, last_only), None
 
     @property
     def decode_path(self) -> str:
