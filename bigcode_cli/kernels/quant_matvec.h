@@ -71,8 +71,6 @@ static void quantize_input(const float *x, int n, int8_t *q, float *d, int32_t *
     for (int blk = 0; blk < blocks; blk++) {
         const int i0 = blk * QK, len = n - i0 < QK ? n - i0 : QK;
 #if defined(__AVX512F__) && defined(__AVX512BW__)
-        __m128i made[2]; /* the block's q as stored, for the sums below: read back from memory, the 32-byte load
-                          * of two 16-byte stores waited on them (half of quant_gemv's time in an 8-row step) */
         if (len == QK) { /* the same numbers sixteen at a time: NaNs left out of the largest (as fmaxf does), each
                           * product rounded to the nearest, ties to even (as nearbyintf in the default mode), a
                           * NaN product (a NaN input, or an infinite one times 0) as 0 (as quantized_value) */
@@ -84,8 +82,7 @@ static void quantize_input(const float *x, int n, int8_t *q, float *d, int32_t *
             for (int half = 0; half < 2; half++) {
                 const __m512 p = _mm512_mul_ps(half ? b : a, _mm512_set1_ps(inv));
                 const __m512i v = _mm512_maskz_cvtps_epi32(_mm512_cmp_ps_mask(p, p, _CMP_ORD_Q), p);
-                made[half] = _mm512_cvtsepi32_epi8(v);
-                _mm_storeu_si128((__m128i *)(q + i0 + 16 * half), made[half]);
+                _mm_storeu_si128((__m128i *)(q + i0 + 16 * half), _mm512_cvtsepi32_epi8(v));
             }
         } else
 #endif
@@ -98,11 +95,7 @@ static void quantize_input(const float *x, int n, int8_t *q, float *d, int32_t *
             for (int k = len; k < QK; k++) q[i0 + k] = 0;
         }
 #ifdef QUANT_AVX2
-#if defined(__AVX512F__) && defined(__AVX512BW__)
-        const __m256i a = len == QK ? _mm256_set_m128i(made[1], made[0]) : _mm256_loadu_si256((const __m256i *)(q + i0));
-#else
         const __m256i a = _mm256_loadu_si256((const __m256i *)(q + i0));
-#endif
         const __m256i eight_q = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), a), _mm256_set1_epi16(1));
 #ifdef QUANT_VNNI512 /* negated: the sums a 4-bit pair's vpdpbusd starts from */
         _mm256_storeu_si256((__m256i *)(c + (long)blk * 8), _mm256_sub_epi32(_mm256_setzero_si256(), eight_q));
