@@ -111,17 +111,12 @@ def test_greedy_generation_is_the_same_with_and_without_the_steps_argmax(checkpo
 @pytest.mark.parametrize("build", ["portable", "avx2", "avx512-without-vnni-bf16"])
 def test_every_build_finds_numpys_argmax(checkpoints, tmp_path, monkeypatch, build):
     """The other builds (the scalar rule where there is no AVX-512): crafted rows, and a step's logits."""
-    from test_row_step import BUILDS, _cpu_has
+    from kernel_builds import use_build
 
     from bigcode_cli.generation.sampling import best_ids
     from bigcode_cli.kernels.cpu_decode import kernel_argmax
 
-    flags, feature = BUILDS[build]
-    if not _cpu_has(feature):
-        pytest.skip(f"this CPU runs no {feature} code")
-    monkeypatch.setenv("BIGCODE_KERNEL_DIR", str(tmp_path))
-    monkeypatch.setattr(kernel_build, "_loaded", {})
-    monkeypatch.setattr(kernel_build, "_flag_sets", lambda: [[*flags, *kernel_build._PORTABLE]])
+    use_build(build, tmp_path, monkeypatch)
     for row in _crafted():
         for pieces in sorted({1, min(3, len(row)), len(row)}):
             assert kernel_argmax(torch.from_numpy(row), pieces) == int(np.argmax(row)), (row, pieces)

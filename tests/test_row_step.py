@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from checkpoints import save_checkpoint
+from kernel_builds import BUILDS, use_build
 from quant_reference import use_reference_linears
 
 from bigcode_cli.kernels import build as kernel_build
@@ -247,20 +248,7 @@ def test_without_the_kernel_a_step_is_pytorch_doing_the_same(checkpoints, monkey
     assert (batched - alone).abs().max().item() <= FP32_TOL
 
 
-# builds besides this CPU's own (-march=native): the flags, and a CPU feature they need
-BUILDS = {
-    "portable": ([], None),  # plain vector code: ARM and other CPUs
-    "avx2": (["-mavx2", "-mfma", "-mf16c"], "avx2"),  # no AVX-512
-    "avx512-without-vnni-bf16": (["-march=x86-64-v4"], "avx512bw"),  # AVX-512 without its dot instructions
-}
-
-
-def _cpu_has(feature: str | None) -> bool:
-    return feature is None or f" {feature} " in f" {kernel_build._cpu_features() or ''} "
-
-
-@pytest.mark.parametrize("build", [pytest.param(name, marks=pytest.mark.skipif(
-    not _cpu_has(feature), reason=f"this CPU runs no {feature} code")) for name, (_, feature) in BUILDS.items()])
+@pytest.mark.parametrize("build", list(BUILDS))
 def test_every_build_steps_rows_like_transformers_and_alike_in_any_company(checkpoints, tmp_path, monkeypatch, build):
     """Other builds of the same step: fp32 as transformers, the other formats as this CPU's own build (checked
     against their references above), and every row alike alone and among others."""
@@ -268,9 +256,7 @@ def test_every_build_steps_rows_like_transformers_and_alike_in_any_company(check
     dtypes = ("float32", "bfloat16", "int8", "int4")
     native = {dtype: _step(engine.load(checkpoints["mqa-odd"], "causal-lm", dtype=dtype, device="cpu"), sequences)
               for dtype in dtypes}
-    monkeypatch.setenv("BIGCODE_KERNEL_DIR", str(tmp_path))
-    monkeypatch.setattr(kernel_build, "_loaded", {})
-    monkeypatch.setattr(kernel_build, "_flag_sets", lambda: [[*BUILDS[build][0], *kernel_build._PORTABLE]])
+    use_build(build, tmp_path, monkeypatch)
     expected = _transformers(checkpoints["mqa-odd"], sequences)
     for dtype in dtypes:
         runner = engine.load(checkpoints["mqa-odd"], "causal-lm", dtype=dtype, device="cpu")

@@ -127,14 +127,9 @@ def test_a_cache_is_never_truncated_beyond_its_length(checkpoints, engine_name):
 @needs_kernel
 @pytest.mark.parametrize("build", ["portable", "avx2", "avx512-without-vnni-bf16"])
 def test_every_build_rolls_back_to_the_one_token_steps_bit_for_bit(checkpoints, tmp_path, monkeypatch, build):
-    from test_row_step import BUILDS, _cpu_has
+    from kernel_builds import use_build
 
-    flags, feature = BUILDS[build]
-    if not _cpu_has(feature):
-        pytest.skip(f"this CPU runs no {feature} code")
-    monkeypatch.setenv("BIGCODE_KERNEL_DIR", str(tmp_path))
-    monkeypatch.setattr(kernel_build, "_loaded", {})
-    monkeypatch.setattr(kernel_build, "_flag_sets", lambda: [[*flags, *kernel_build._PORTABLE]])
+    use_build(build, tmp_path, monkeypatch)
     for dtype in ("float32", "bfloat16", "int8", "int4"):
         runner = engine.load(checkpoints["mqa"], "causal-lm", dtype=dtype, device="cpu")
         assert runner.decode_path == "kernel"
