@@ -21,6 +21,12 @@ def cpu_has(feature: str | None) -> bool:
     return feature is None or f" {feature} " in f" {kernel_build._cpu_features() or ''} "
 
 
+def params() -> list:
+    """The builds as pytest parameters, each skipped (at collection) where this CPU cannot run it."""
+    return [pytest.param(name, marks=pytest.mark.skipif(not cpu_has(feature), reason=f"this CPU runs no {feature} code"))
+            for name, (_, feature) in BUILDS.items()]
+
+
 def use_build(build: str, directory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """From here on this test's kernel is `build`, built into `directory` (skipped where this CPU cannot run it)."""
     flags, feature = BUILDS[build]

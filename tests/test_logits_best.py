@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from checkpoints import save_checkpoint
+from kernel_builds import params as build_params
 
 from bigcode_cli.kernels import build as kernel_build
 from bigcode_cli.model import engine
@@ -61,7 +62,9 @@ def checkpoints(tmp_path_factory):
     # a vocabulary of 1,000: the LM head's rows fall into several chunks, each with a stretch of every row
     return {"mqa": save_checkpoint(root / "mqa", n_layer=2, vocab_size=1000),
             "mha": save_checkpoint(root / "mha", n_layer=2, multi_query=False, vocab_size=1000),
-            "heads-of-64": save_checkpoint(root / "mqa64", n_layer=2, n_embd=128, n_head=2, vocab_size=1000)}
+            "heads-of-64": save_checkpoint(root / "mqa64", n_layer=2, n_embd=128, n_head=2, vocab_size=1000),
+            # larger weights: greedy choices that change from token to token (the others' repeat one token)
+            "varied": save_checkpoint(root / "varied", n_layer=2, vocab_size=1000, initializer_range=0.5)}
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8", "int4"])
@@ -92,23 +95,49 @@ def test_a_steps_argmax_is_that_of_its_logits(checkpoints, case, dtype, threads)
         torch.set_num_threads(before)
 
 
-def test_greedy_generation_is_the_same_with_and_without_the_steps_argmax(checkpoints, monkeypatch):
-    from bigcode_cli.generation.loop import generate
+def _greedy_runs(runner) -> list[list[list[int]]]:
+    """Greedy generations down every path that chooses by a step's argmax: alone (one sample, and two from one
+    prefill), speculating, and in a batch whose second prompt is fed as a row of the step (a cached prefix and a
+    few new tokens): each run's samples' tokens."""
+    from bigcode_cli.generation.batch import Batch
+    from bigcode_cli.generation.loop import Decoding, generate
+    from bigcode_cli.generation.prompt_cache import PromptCache
     from bigcode_cli.generation.sampling import SamplingParams
 
-    runner = engine.load(checkpoints["mqa"], "causal-lm", dtype="float32", device="cpu")
     greedy = SamplingParams(temperature=0)
     prompt = [5, 17, 33, 8, 61, 2]
-    for speculate in ("off", "ngram"):
-        chosen = generate(runner, None, prompt, max_new_tokens=12, params=greedy, ignore_eos=True, speculate=speculate)
-        with monkeypatch.context() as patch:
-            patch.setattr(type(runner), "step_best", lambda self, rows, last_only=False: (self.step(rows, last_only), None))
-            read_back = generate(runner, None, prompt, max_new_tokens=12, params=greedy, ignore_eos=True,
-                                 speculate=speculate)
-        assert chosen.samples[0].token_ids == read_back.samples[0].token_ids
+    runs = []
+    for speculate, n in (("off", 1), ("off", 2), ("ngram", 1)):
+        made = generate(runner, None, prompt, max_new_tokens=12, params=greedy, ignore_eos=True, speculate=speculate,
+                        num_samples=n)
+        runs.append([sample.token_ids for sample in made.samples])
+    cache = PromptCache(runner, max_bytes=1 << 20)
+    first = list(range(10, 30))  # a whole block of the prompt cache, then a prompt that adds 2 tokens to it
+    for ids in (first, first + [40, 41]):
+        batch = Batch(runner)
+        decodings = [Decoding(runner, None, ids, max_new_tokens=8, params=greedy, ignore_eos=True, prompt_cache=cache),
+                     Decoding(runner, None, prompt, max_new_tokens=8, params=greedy, ignore_eos=True)]
+        for decoding in decodings:
+            batch.add(decoding)
+        while batch.members:
+            for done in batch.advance(lambda member, exc: pytest.fail(str(exc))):
+                done.finish()
+        runs.append([decoding.samples[0].token_ids for decoding in decodings])
+    return runs
 
 
-@pytest.mark.parametrize("build", ["portable", "avx2", "avx512-without-vnni-bf16"])
+def test_greedy_generation_is_the_same_with_and_without_the_steps_argmax(checkpoints, monkeypatch):
+    runner = engine.load(checkpoints["varied"], "causal-lm", dtype="float32", device="cpu")
+    chosen = _greedy_runs(runner)
+    with monkeypatch.context() as patch:
+        patch.setattr(type(runner), "step_best", lambda self, rows, last_only=False: (self.step(rows, last_only), None))
+        read_back = _greedy_runs(runner)
+    assert chosen == read_back
+    assert all(len(tokens) in (8, 12) for run in chosen for tokens in run)
+    assert len({token for run in chosen for tokens in run for token in tokens}) > 10  # choices that could go wrong
+
+
+@pytest.mark.parametrize("build", build_params())
 def test_every_build_finds_numpys_argmax(checkpoints, tmp_path, monkeypatch, build):
     """The other builds (the scalar rule where there is no AVX-512): crafted rows, and a step's logits."""
     from kernel_builds import use_build

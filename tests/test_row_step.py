@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 from checkpoints import save_checkpoint
-from kernel_builds import BUILDS, use_build
+from kernel_builds import params as build_params
+from kernel_builds import use_build
 from quant_reference import use_reference_linears
 
 from bigcode_cli.kernels import build as kernel_build
@@ -248,7 +249,7 @@ def test_without_the_kernel_a_step_is_pytorch_doing_the_same(checkpoints, monkey
     assert (batched - alone).abs().max().item() <= FP32_TOL
 
 
-@pytest.mark.parametrize("build", list(BUILDS))
+@pytest.mark.parametrize("build", build_params())
 def test_every_build_steps_rows_like_transformers_and_alike_in_any_company(checkpoints, tmp_path, monkeypatch, build):
     """Other builds of the same step: fp32 as transformers, the other formats as this CPU's own build (checked
     against their references above), and every row alike alone and among others."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 from checkpoints import save_checkpoint
+from kernel_builds import params as build_params
 
 from bigcode_cli.kernels import build as kernel_build
 from bigcode_cli.model import engine
@@ -125,7 +126,7 @@ def test_a_cache_is_never_truncated_beyond_its_length(checkpoints, engine_name):
 
 
 @needs_kernel
-@pytest.mark.parametrize("build", ["portable", "avx2", "avx512-without-vnni-bf16"])
+@pytest.mark.parametrize("build", build_params())
 def test_every_build_rolls_back_to_the_one_token_steps_bit_for_bit(checkpoints, tmp_path, monkeypatch, build):
     from kernel_builds import use_build
 

@@ -197,7 +197,7 @@ class Decoding:
 
     def prefill(self, chunk: int | None = None) -> None:
         """Feed the next `chunk` prompt tokens (all that are left for None); after the last one the first
-        token of every sample is chosen. A short rest (prefill_row) goes through Runner.step instead."""
+        token of every sample is chosen. A short rest (prefill_row) goes through Runner.step_best instead."""
         row = self.prefill_row()
         if row is not None:
             self.accept_prefill(*self.runner.step_best([row], last_only=True))  # (1, V), (1,) | None

@@ -77,6 +77,8 @@ def _library() -> ctypes.CDLL | None:
     lib.bigcode_decode_rows.argtypes = [ctypes.POINTER(_Model), ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
                                         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                                         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+    lib.bigcode_argmax.restype = ctypes.c_int
+    lib.bigcode_argmax.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
     return lib
 
 
@@ -186,11 +188,16 @@ class CpuDecoder:
 
     def step(self, rows, last_only: bool = False) -> torch.Tensor:
         """Runner.step in the kernel: logits (sum k, V), or (R, V) with last_only; each row's cache grows by its k."""
-        return self.step_best(rows, last_only, best=False)[0]
+        return self._step(rows, last_only, best=False)[0]
 
-    def step_best(self, rows, last_only: bool = False, best: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Runner.step_best in the kernel: the logits and (best) each logits row's argmax (int64), which the LM head
-        found while its results were still in cache (logits_best.h)."""
+    def step_best(self, rows, last_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Runner.step_best in the kernel: the logits and each logits row's argmax (int64), which the LM head found
+        while its results were still in cache (logits_best.h)."""
+        logits, best = self._step(rows, last_only, best=True)
+        assert best is not None
+        return logits, best
+
+    def _step(self, rows, last_only: bool, best: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         counts = [len(row.tokens) for row in rows]
         if min(counts) < 1:
             raise ValueError("every row of a step needs at least one new token")
@@ -324,6 +331,4 @@ def kernel_argmax(values: torch.Tensor, pieces: int = 1) -> int:
     values = values.detach().to(torch.float32).contiguous()
     if not 1 <= pieces <= values.numel():
         raise ValueError("pieces must be between 1 and the number of values")
-    lib.bigcode_argmax.restype = ctypes.c_int
-    lib.bigcode_argmax.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
     return int(lib.bigcode_argmax(values.data_ptr(), values.numel(), pieces))

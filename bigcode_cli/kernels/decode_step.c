@@ -642,10 +642,12 @@ static size_t bf16_scratch_size(int B, size_t widest) {
  * Each block pays its query's setup, its tiles' configuration and release, the first lines of its own read and
  * its share of the merge (scalar, per head); 1024 over 256 and 512: eight rows of 1,600 bf16 positions (116m
  * shape, one thread, attention alone in a test program, 10 MB of other reads between layers as a step's products
- * make, medians of 21, three builds alternated, Intel Xeon): 256: 4.31-4.49 ms, 512: 4.16-4.30, 1024: 3.76-3.89;
- * 4,000 positions 8.7-9.1 / 8.4-8.9 / 7.7-8.2; one row 0.51-0.55 / 0.49-0.50 / 0.50-0.52; on the vector
- * path (BIGCODE_AMX=0, Zen 4's) 6.5-6.8 / 6.4-6.6 / 6.2-6.8. Fewer chunks a long row can spread over threads:
- * with two, a 1,600-position row's longest share is 1,024 positions whichever of the three. */
+ * make, Intel Xeon; medians of 20 runs, the builds in a random order): 256: 4.25 ms, 512: 4.05, 1024: 3.75;
+ * one row 0.52 -> 0.49 ms (256 -> 1024). Three builds alternated also gave 4,000 positions 8.7-9.1 / 8.4-8.9 /
+ * 7.7-8.2 ms and, on the vector path (BIGCODE_AMX=0, Zen 4's), 6.5-6.8 / 6.4-6.6 / 6.2-6.8. The price: a row
+ * spreads over fewer chunks. With two threads a 1,600-position row's longest share is 1,024 positions whichever
+ * of the three (one row's decode measured no slower there); with many more threads a long row's attention
+ * would use fewer of them (not measured: no such machine here). */
 #define ATTEND_BLOCK 1024
 
 typedef struct {

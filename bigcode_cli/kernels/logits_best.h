@@ -93,6 +93,7 @@ static void put_best(const Argmax *a, int chunks, int B) {
  * combined as a product's chunks are: for tests against NumPy's argmax (n >= pieces >= 1) */
 int bigcode_argmax(const float *y, int n, int pieces) {
     Best best = best_of(y, 0, n / pieces);
-    for (int p = 1; p < pieces; p++) best = best_after(best, best_of(y, (int)((long)n * p / pieces), (int)((long)n * (p + 1) / pieces)));
+    for (int p = 1; p < pieces; p++)
+        best = best_after(best, best_of(y, (int)((long)n * p / pieces), (int)((long)n * (p + 1) / pieces)));
     return best.index;
 }
