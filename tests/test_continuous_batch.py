@@ -112,7 +112,7 @@ class CountingRunner:
         return getattr(self.runner, name)
 
 
-@pytest.mark.parametrize("speculate", ["off", "ngram"])  # with drafts, the others' rows carry several tokens
+@pytest.mark.parametrize("speculate", ["off", "ngram"])  # speculating: drafts only in a step of its own
 def test_a_keystroke_prefill_is_one_more_row_of_the_step_and_makes_the_tokens_it_makes_alone(loaded, speculate):
     from bigcode_cli.generation.prompt_cache import PromptCache
 
@@ -144,3 +144,34 @@ def test_a_keystroke_prefill_is_one_more_row_of_the_step_and_makes_the_tokens_it
     assert alone_runner.forwards == 0
     run(crowd_runner, [(0, joining)])
     assert tokens(joining) == tokens(alone)
+
+
+def test_speculating_generations_draft_only_in_steps_they_have_to_themselves(loaded):
+    """A drafted token costs a crowded step about what it costs a lone one and gains tokens for one row of many
+    (batch.py): while two speculating generations decode together each row carries its one token; the one left
+    alone drafts again. Each makes the tokens it makes alone."""
+    runner, _ = loaded
+    repeating = "x = [1, 2, 3]\n" * 6  # text an n-gram drafter continues
+    counts: list[list[int]] = []
+
+    class Spy:
+        def __getattr__(self, name: str):
+            return getattr(runner, name)
+
+        def step_best(self, rows, last_only=False):
+            counts.append([len(row.tokens) for row in rows])
+            return runner.step_best(rows, last_only)
+
+    def make(max_new_tokens: int) -> Decoding:
+        return decoding(loaded, repeating, speculate="ngram", max_new_tokens=max_new_tokens)
+
+    alone = [make(12), make(48)]
+    for d in alone:
+        d.run()
+    assert alone[1].result.draft_tokens > 0  # alone, it drafts
+    together = [make(12), make(48)]
+    run(Spy(), [(0, together[0]), (0, together[1])], chunk=256)
+    shared = [c for c in counts if len(c) == 2]
+    assert shared and all(c == [1, 1] for c in shared)
+    assert any(max(c) > 1 for c in counts if len(c) == 1)  # the longer one, left alone, drafts again
+    assert [tokens(d) for d in together] == [tokens(d) for d in alone]

@@ -275,11 +275,12 @@ class Decoding:
             return
         self._choose()
 
-    def rows(self) -> list[RowTokens]:
-        """The rows of the next step: each running sample's cache, its last token and (speculating) a draft."""
+    def rows(self, draft: bool = True) -> list[RowTokens]:
+        """The rows of the next step: each running sample's cache, its last token and (speculating, unless told not
+        to draft this step) a draft."""
         from bigcode_cli.model.runner import RowTokens
 
-        if not self.speculate:
+        if not self.speculate or not draft:
             return [RowTokens(self._caches[i], [self.samples[i].token_ids[-1]]) for i in self._active]
         self._drafts = [self._draft(i) for i in self._active]
         return [RowTokens(self._caches[i], [self.samples[i].token_ids[-1], *draft])
