@@ -1,6 +1,6 @@
 """Continuous batching: many generations (`Decoding`s) advanced together, one pass over the weights a step.
 
-Each `advance()` feeds one prefill chunk of one joining generation, then runs ONE `Runner.step` over the
+Each `advance()` feeds one prefill chunk of one joining generation, then runs ONE step (`Runner.step_best`) over the
 rows of every generation that is decoding (a speculating one's rows carry drafts when it has the step to
 itself), and hands back the ones that finished. A joining generation whose prompt cache left only a few
 tokens to feed (a keystroke: Decoding.prefill_row) is fed as one more row of that step instead of by a pass

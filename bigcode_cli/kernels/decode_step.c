@@ -616,8 +616,9 @@ static void gemv(const Linear *lin, const float *x, void *xb, float *y, int B, i
     }
 #endif
     Gemv g = {lin, x, xr, xp, y, B, mode, activation, rows, bf16, argmax};
-    run_job(gemv_chunk, (lin->out + rows - 1) / rows, &g);
-    if (argmax) put_best(argmax, (lin->out + rows - 1) / rows, B);
+    const int chunks_run = (lin->out + rows - 1) / rows;
+    run_job(gemv_chunk, chunks_run, &g);
+    if (argmax) put_best(argmax, chunks_run, B);
 }
 
 /* bytes of scratch a bf16 matvec of B rows of up to `widest` inputs needs: the inputs rounded to bf16 (xr),

@@ -415,8 +415,9 @@ static void quant_gemv(const Linear *lin, const float *x, void *scratch, float *
     }
 #endif
     QuantGemv g = {lin, xq, xc, xd, xs, y, B, mode, activation, rows, packed, argmax};
-    run_job(quant_gemv_chunk, (lin->out + rows - 1) / rows, &g);
-    if (argmax) put_best(argmax, (lin->out + rows - 1) / rows, B);
+    const int chunks = (lin->out + rows - 1) / rows;
+    run_job(quant_gemv_chunk, chunks, &g);
+    if (argmax) put_best(argmax, chunks, B);
 }
 
 /* row `id` of a quantized (vocab, C) table, dequantized into out (C values) */
