@@ -14,7 +14,7 @@ import torch
 from checkpoints import save_checkpoint
 from kernel_builds import params as build_params
 from kernel_builds import use_build
-from quant_reference import use_reference_linears
+from quant_reference import assert_matches_reference, use_reference_linears
 
 from bigcode_cli.kernels import build as kernel_build
 from bigcode_cli.model import engine
@@ -119,9 +119,7 @@ def test_a_quantized_step_of_rows_equals_the_dequantized_reference(checkpoints, 
     # PyTorch, with the kernel's quantized math in float64 for the step
     reference.decoder, reference.cache_dtype = None, None
     expected = _step(reference, sequences, before_step=use_reference_linears)
-    # the same tolerance as the one-token steps (test_quant_kernel): an input within float rounding of an
-    # int8 rounding boundary may land one level apart; wrong math moves a logit by ~1e-1
-    assert (got - expected).abs().max().item() <= 1e-4
+    assert_matches_reference(got, expected)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8", "int4"])

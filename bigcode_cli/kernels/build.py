@@ -86,6 +86,17 @@ def _flag_sets() -> list[list[str]]:
     return [*native, _PORTABLE]
 
 
+def _fusion_flags(compiler: list[str]) -> list[str]:
+    """Flags that make the compiler fuse a multiplication and an addition into one FMA wherever it can.
+
+    GCC's tuning for AMD Zen leaves `sum += a * b` unfused where `sum` is a loop's running total (it "avoids
+    FMA chains") and fuses it where the loop is unrolled away, so one dot product compiled into two shapes
+    (a token row alone, or in a tile beside another) rounds differently, and a row's logits would depend on
+    the rows that share its step. With the limit at 0 GCC fuses everywhere, as it does on other CPUs. Clang
+    fuses within each expression whatever the CPU, and takes no such flag."""
+    return ["--param", "avoid-fma-max-bits=0"] if "Free Software Foundation" in _compiler_version(compiler) else []
+
+
 def _library_suffix() -> str:
     return ".dylib" if platform.system() == "Darwin" else ".so"
 
@@ -175,8 +186,8 @@ def _compile(source: Path, target: Path, compiler: list[str]) -> tuple[ctypes.CD
         for flags in _flag_sets():
             built = workdir / target.name
             try:
-                done = subprocess.run([*compiler, *flags, "-o", str(built), str(source), "-lm"], capture_output=True,
-                                      text=True, timeout=300)
+                command = [*compiler, *flags, *_fusion_flags(compiler), "-o", str(built), str(source), "-lm"]
+                done = subprocess.run(command, capture_output=True, text=True, timeout=300)
                 if done.returncode != 0:
                     complaint = _first_error(done.stderr, done.returncode)
                     continue
@@ -222,7 +233,7 @@ def cache_key(source: Path, compiler: list[str]) -> str:
     signature = _cpu_features() or platform.machine()
     headers = [h.read_bytes() for h in sorted(source.parent.glob("*.h"))]  # included by the sources
     for part in (source.read_bytes(), *headers, "\0".join(compiler), _compiler_version(compiler), repr(_flag_sets()),
-                 signature):
+                 repr(_fusion_flags(compiler)), signature):
         key.update(part if isinstance(part, bytes) else part.encode())
         key.update(b"\0")
     return key.hexdigest()[:16]
