@@ -296,6 +296,28 @@ def test_a_new_compiler_version_gets_its_own_build(fresh_kernel_dir, tmp_path, m
     assert len(list(kernels_dir().glob("decode_step-*.so"))) == 2
 
 
+@pytest.mark.parametrize("version, knows_the_param, fused", [
+    ("gcc (GCC) 12.2.0\nCopyright (C) 2022 Free Software Foundation, Inc.", True, True),
+    ("gcc (GCC) 7.5.0\nCopyright (C) 2017 Free Software Foundation, Inc.", False, False),  # before the param
+    ("clang version 17.0.6", True, False),
+])
+def test_gcc_is_told_to_fuse_every_multiply_add_where_it_can(fresh_kernel_dir, tmp_path, monkeypatch, version,
+                                                            knows_the_param, fused):
+    """GCC's Zen tuning would fuse a multiply-add in some loop shapes and not others (a token's logits would
+    depend on its step's other rows); a compiler that rejects the flag still builds the kernel without it."""
+    calls = tmp_path / "calls"
+    wrapper = tmp_path / "cc"
+    refuse = "" if knows_the_param else 'case "$*" in *--param*) echo "error: unknown --param" >&2; exit 1;; esac\n'
+    wrapper.write_text(f'#!/bin/sh\nif [ "$1" = --version ]; then printf "{version}\\n"; exit 0; fi\n'
+                       f'echo "$*" >> {calls}\n{refuse}exec {COMPILER[0]} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("CC", str(wrapper))
+    lib = kernel_build.load_kernel("decode_step")
+    assert lib is not None and lib.bigcode_decode_abi() == decode_support.ABI_VERSION
+    built_with = calls.read_text().splitlines()[-1]  # the command that built the library loaded
+    assert ("--param avoid-fma-max-bits=0" in built_with) == fused
+
+
 def test_the_first_error_line_of_a_failing_compiler_is_the_reason(fresh_kernel_dir, tmp_path, monkeypatch):
     broken = tmp_path / "broken-cc"
     broken.write_text("#!/bin/sh\necho 'decode_step.c: In function f:' >&2\n"

@@ -93,7 +93,8 @@ def _fusion_flags(compiler: list[str]) -> list[str]:
     FMA chains") and fuses it where the loop is unrolled away, so one dot product compiled into two shapes
     (a token row alone, or in a tile beside another) rounds differently, and a row's logits would depend on
     the rows that share its step. With the limit at 0 GCC fuses everywhere, as it does on other CPUs. Clang
-    fuses within each expression whatever the CPU, and takes no such flag."""
+    fuses within each expression whatever the CPU, and takes no such flag; a GCC too old to know it (before
+    8) is tried without it (`_compile`)."""
     return ["--param", "avoid-fma-max-bits=0"] if "Free Software Foundation" in _compiler_version(compiler) else []
 
 
@@ -182,11 +183,13 @@ def _compile(source: Path, target: Path, compiler: list[str]) -> tuple[ctypes.CD
     """
     complaint = "no output"
     workdir = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
+    fusion = _fusion_flags(compiler)
+    attempts = [variant for flags in _flag_sets() for variant in ([[*flags, *fusion]] if fusion else []) + [flags]]
     try:
-        for flags in _flag_sets():
+        for flags in attempts:
             built = workdir / target.name
             try:
-                command = [*compiler, *flags, *_fusion_flags(compiler), "-o", str(built), str(source), "-lm"]
+                command = [*compiler, *flags, "-o", str(built), str(source), "-lm"]
                 done = subprocess.run(command, capture_output=True, text=True, timeout=300)
                 if done.returncode != 0:
                     complaint = _first_error(done.stderr, done.returncode)
