@@ -183,8 +183,8 @@ static inline __m512i pair_weights(const void *row, int quant, int blk, __m512i 
 #endif
 
 /* token rows per tile: four rows' two sums each, one block's weights and the temporaries fit even AVX2's 16
- * registers (the products of 8 rows with 768 inputs, L2-resident, one thread, AVX2 AMD EPYC: 1.48 -> 1.16 ns
- * a block and row against two rows a tile with two blocks' weights held; one row 1.84 -> 1.70) */
+ * registers (the products of 8 rows with 768 inputs, L2-resident, one thread, AVX2 AMD EPYC: 1.52 -> 1.16 ns
+ * a block and row against two rows a tile with two blocks' weights held; one row 1.94 -> 1.45) */
 #define QUANT_TILE 4
 
 /* out[r] = sum over blocks of d_w * d_x * (integer dot of the block) for token rows r < NR (xq, xd, xc of row
