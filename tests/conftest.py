@@ -1,5 +1,6 @@
 import os
 import shutil
+import signal
 import tempfile
 
 import pytest
@@ -15,6 +16,11 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 # the C kernels are compiled once per test session, not once per test's BIGCODE_HOME
 KERNEL_DIR = tempfile.mkdtemp(prefix="bigcode-kernels-")
 os.environ["BIGCODE_KERNEL_DIR"] = KERNEL_DIR
+# the interrupt tests send SIGINT to the programs they start. A suite run as a background job of a script
+# (`pytest &`) inherits SIGINT ignored, and an ignored signal stays ignored across exec (the CLI, like Python
+# itself, leaves it so): those programs would never see the Ctrl-C. They get Python's usual one instead.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session", autouse=True)
