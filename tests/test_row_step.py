@@ -34,6 +34,8 @@ CASES = {
     "mqa-7-heads-of-72": dict(multi_query=True, n_head=7, n_embd=504),
     # heads of 64: a bf16 cache takes the pair products of attend_bf16.h where the CPU has AVX-512 BF16
     "mqa-heads-of-64": dict(multi_query=True, n_head=4, n_embd=256),
+    # rows of 36 values: a product's vector runs, then values one at a time (and heads of 9)
+    "mha-36": dict(multi_query=False, n_head=4, n_embd=36),
 }
 # (prompt length, new tokens) of each row: odd row counts, 1..3 tokens, every row at its own position
 SHAPES = {
@@ -123,7 +125,7 @@ def test_a_quantized_step_of_rows_equals_the_dequantized_reference(checkpoints, 
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8", "int4"])
-@pytest.mark.parametrize("case", ["mqa", "mha-odd", "mqa-7-heads-of-72", "mqa-heads-of-64"])
+@pytest.mark.parametrize("case", ["mqa", "mha-odd", "mqa-7-heads-of-72", "mqa-heads-of-64", "mha-36"])
 def test_a_rows_logits_are_the_same_bits_alone_and_among_others(checkpoints, case, dtype):
     """Batch invariance: other rows (more, fewer, longer, at other positions) change nothing in a row."""
     runner = engine.load(checkpoints[case], "causal-lm", dtype=dtype, device="cpu")
