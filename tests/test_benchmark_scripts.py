@@ -51,9 +51,10 @@ def test_the_int8_floor_measures_both_the_instructions_and_the_kernel(tmp_path):
     if " avx2" not in (kernel_build._cpu_features() or "") or " fma" not in (kernel_build._cpu_features() or ""):
         pytest.skip("this CPU has no AVX2 and FMA to run it")
     program = tmp_path / "int8_rows_floor"
-    assert _avx2_build(ROOT / "benchmarks" / "int8_rows_floor.c", program).returncode == 0
+    built = _avx2_build(ROOT / "benchmarks" / "int8_rows_floor.c", program)
+    assert built.returncode == 0, built.stderr[-2000:]
     done = subprocess.run([str(program)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert len(lines) == 5 and all(" ms" in line for line in lines[1:])
+    assert len(lines) == 4 and all(" ms" in line for line in lines[1:])
     assert all(float(line.split(":")[1].split()[0]) > 0 for line in lines[1:])  # ns per block and row

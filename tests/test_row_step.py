@@ -27,7 +27,7 @@ FP32_TOL = 1e-4
 CASES = {
     "mqa": dict(multi_query=True),
     "mha": dict(multi_query=False),
-    # rows of 40 and heads of 10 values: every non-vector tail of the products and of attention
+    # rows of 40 and heads of 10 values: products of whole vectors after their runs, heads of non-vector size
     "mqa-odd": dict(multi_query=True, n_embd=40, activation_function="gelu"),
     "mha-odd": dict(multi_query=False, n_embd=40, tie=False),
     # 7 heads of 72 and wide rows: whole register tiles of rows and of heads, 2 blocks of 32 per product row
@@ -97,7 +97,7 @@ def test_a_step_of_rows_equals_transformers_fp32(checkpoints, case, rows):
 
 
 @pytest.mark.parametrize("rows", [5, 7])
-@pytest.mark.parametrize("case", ["mqa", "mha-odd", "mqa-7-heads-of-72", "mqa-heads-of-64"])
+@pytest.mark.parametrize("case", ["mqa", "mha-odd", "mqa-7-heads-of-72", "mqa-heads-of-64", "mha-36"])
 def test_a_step_of_rows_in_bf16_is_within_transformers_own_bf16_error(checkpoints, case, rows):
     sequences = _sequences(SHAPES[rows], seed=7)
     exact = _transformers(checkpoints[case], sequences)
