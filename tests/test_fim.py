@@ -2,7 +2,9 @@ import pytest
 from tokenizer_files import STARCODER_SPECIALS, save_tokenizer
 
 from bigcode_cli.errors import InputError, TokenizerError
+from bigcode_cli.generation.completion import build_prompt
 from bigcode_cli.generation.fim import (
+    FIM_OVERHEAD,
     Cursor,
     Fitted,
     clean_completion,
@@ -119,7 +121,34 @@ def numbered(n, start=0):
 
 
 def test_fit_fim_keeps_what_fits(tokenizer):
-    assert fit_fim(tokenizer, "a = 1\n", "b = 2\n", 100) == Fitted("a = 1\n", "b = 2\n", False)
+    a, b = tokenizer.encode("a = 1\n"), tokenizer.encode("b = 2\n")
+    assert fit_fim(tokenizer, "a = 1\n", "b = 2\n", 100) == Fitted("a = 1\n", "b = 2\n", False, a, b)
+
+
+class CountingTokenizer:
+    """A tokenizer that counts the characters it was given to encode."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.encoded_chars = tokenizer, 0
+
+    def encode(self, text):
+        self.encoded_chars += len(text)
+        return self.tokenizer.encode(text)
+
+    def require_fim(self):
+        return self.tokenizer.require_fim()
+
+
+@pytest.mark.parametrize("budget", [10_000, 200])
+def test_a_fim_prompt_has_the_ids_of_its_kept_text_and_a_window_that_fits_is_tokenized_once(tokenizer, budget):
+    prefix, suffix = numbered(60) + "    x = ", "\n" + numbered(60, 100)
+    counting = CountingTokenizer(tokenizer)
+    prompt = build_prompt(counting, prefix, suffix, "fim", context=budget + 16 + FIM_OVERHEAD, max_new_tokens=16,
+                          order="spm")
+    assert prompt.ids == fim_prompt_ids(tokenizer, prompt.prefix, prompt.suffix, "spm")
+    assert prompt.truncated == (budget == 200)
+    if not prompt.truncated:  # counted and put in the prompt from one tokenization of each side
+        assert counting.encoded_chars == len(prefix) + len(suffix)
 
 
 def test_fit_fim_cuts_whole_lines_far_from_cursor(tokenizer):
@@ -152,7 +181,7 @@ def test_fit_fim_cuts_inside_the_cursor_line_only_when_it_must(tokenizer):
     fitted = fit_fim(tokenizer, prefix, "", 40)
     assert prefix.endswith(fitted.prefix) and "\n" not in fitted.prefix
     assert 35 <= len(tokenizer.encode(fitted.prefix)) <= 40
-    assert fit_fim(tokenizer, prefix, "tail\n", 0) == Fitted("", "", True)
+    assert fit_fim(tokenizer, prefix, "tail\n", 0) == Fitted("", "", True, [], [])
 
 
 def test_fit_left():

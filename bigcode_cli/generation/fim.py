@@ -10,7 +10,7 @@ from bigcode_cli.choices import FimOrder
 from bigcode_cli.errors import InputError, UsageError
 
 if TYPE_CHECKING:
-    from bigcode_cli.text.tokenizer import Tokenizer
+    from bigcode_cli.text.tokenizer import FimTokens, Tokenizer
 
 FILL_MARKER = "<FILL>"
 FIM_OVERHEAD = 3  # sentinel tokens in a FIM prompt: prefix, suffix, middle
@@ -27,11 +27,13 @@ class Cursor(NamedTuple):
 
 
 class Fitted(NamedTuple):
-    """A prefix and suffix cut down to a token budget."""
+    """A prefix and suffix cut down to a token budget, and their ids (each text tokenized as `encode` does)."""
 
     prefix: str
     suffix: str
     truncated: bool
+    prefix_ids: list[int]
+    suffix_ids: list[int]
 
 
 # -- the cursor ---------------------------------------------------------------------------------
@@ -92,8 +94,11 @@ def _offset_of(text: str, at: tuple[int, int]) -> int:
 
 def fim_prompt_ids(tokenizer: Tokenizer, prefix: str, suffix: str, order: FimOrder = "psm") -> list[int]:
     """The FIM prompt as ids: sentinel ids joined with the plain-text encoding of prefix and suffix."""
-    fim = tokenizer.require_fim()
-    prefix_ids, suffix_ids = tokenizer.encode(prefix), tokenizer.encode(suffix)
+    return fim_ids(tokenizer.require_fim(), tokenizer.encode(prefix), tokenizer.encode(suffix), order)
+
+
+def fim_ids(fim: FimTokens, prefix_ids: Sequence[int], suffix_ids: Sequence[int], order: FimOrder = "psm") -> list[int]:
+    """The FIM prompt from the ids of prefix and suffix: the sentinels in `order`'s places."""
     if order == "psm":
         return [fim.prefix, *prefix_ids, fim.suffix, *suffix_ids, fim.middle]
     if order == "spm":
@@ -127,9 +132,10 @@ def fit_fim(tokenizer: Tokenizer, prefix: str, suffix: str, budget_tokens: int) 
         return len(tokenizer.encode(text))
 
     budget = max(budget_tokens, 0)
-    prefix_need, suffix_need = count(prefix), count(suffix)
-    if prefix_need + suffix_need <= budget:
-        return Fitted(prefix, suffix, False)
+    prefix_ids, suffix_ids = tokenizer.encode(prefix), tokenizer.encode(suffix)
+    prefix_need, suffix_need = len(prefix_ids), len(suffix_ids)
+    if prefix_need + suffix_need <= budget:  # the usual case: tokenized once, for the count and the prompt
+        return Fitted(prefix, suffix, False, prefix_ids, suffix_ids)
     prefix_budget = min(prefix_need, max(budget * 3 // 4, budget - suffix_need))
     kept_prefix = _keep_end(prefix, prefix_budget, count)
     kept_suffix = _keep_start(suffix, budget - count(kept_prefix), count)
@@ -137,7 +143,7 @@ def fit_fim(tokenizer: Tokenizer, prefix: str, suffix: str, budget_tokens: int) 
     spare = budget - count(kept_suffix)
     if kept_prefix != prefix and spare > prefix_budget:
         kept_prefix = _keep_end(prefix, spare, count)
-    return Fitted(kept_prefix, kept_suffix, True)
+    return Fitted(kept_prefix, kept_suffix, True, tokenizer.encode(kept_prefix), tokenizer.encode(kept_suffix))
 
 
 def _first_fitting(n: int, candidate: Callable[[int], str], budget: int, count: Callable[[str], int]) -> int | None:
