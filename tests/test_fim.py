@@ -126,12 +126,13 @@ def test_fit_fim_keeps_what_fits(tokenizer):
 
 
 class CountingTokenizer:
-    """A tokenizer that counts the characters it was given to encode."""
+    """A tokenizer that counts its encode calls and the characters they were given."""
 
     def __init__(self, tokenizer):
-        self.tokenizer, self.encoded_chars = tokenizer, 0
+        self.tokenizer, self.encodes, self.encoded_chars = tokenizer, 0, 0
 
     def encode(self, text):
+        self.encodes += 1
         self.encoded_chars += len(text)
         return self.tokenizer.encode(text)
 
@@ -148,7 +149,7 @@ def test_a_fim_prompt_has_the_ids_of_its_kept_text_and_a_window_that_fits_is_tok
     assert prompt.ids == fim_prompt_ids(tokenizer, prompt.prefix, prompt.suffix, "spm")
     assert prompt.truncated == (budget == 200)
     if not prompt.truncated:  # counted and put in the prompt from one tokenization of each side
-        assert counting.encoded_chars == len(prefix) + len(suffix)
+        assert (counting.encodes, counting.encoded_chars) == (2, len(prefix) + len(suffix))
 
 
 def test_fit_fim_cuts_whole_lines_far_from_cursor(tokenizer):
@@ -172,6 +173,8 @@ def test_fit_fim_gives_unused_share_to_the_other_side(tokenizer):
     line = len(tokenizer.encode(numbered(1, 50)))
     fitted = fit_fim(tokenizer, prefix, "\n", 150)
     assert 150 - 1 - line < len(tokenizer.encode(fitted.prefix)) <= 149 and fitted.suffix == "\n"
+    # the prefix was cut again for the share the suffix left: the ids are those of the text finally kept
+    assert (fitted.prefix_ids, fitted.suffix_ids) == (tokenizer.encode(fitted.prefix), tokenizer.encode("\n"))
     fitted = fit_fim(tokenizer, "x = ", numbered(80), 150)
     assert fitted.prefix == "x = " and 150 - 2 - line < len(tokenizer.encode(fitted.suffix)) <= 148
 

@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from bigcode_cli.choices import FIM_ORDERS, SPECULATE_CHOICES, SPECULATE_DEFAULT, FimOrder, listed
 from bigcode_cli.errors import UsageError
-from bigcode_cli.generation.fim import FIM_OVERHEAD, Mode, check_lines, clean_completion, fim_ids, fit_fim, fit_left
+from bigcode_cli.generation.fim import (
+    FIM_OVERHEAD,
+    Mode,
+    check_lines,
+    clean_completion,
+    fim_prompt_from_ids,
+    fit_fim,
+    fit_left,
+)
 from bigcode_cli.generation.loop import Decoding, Generation, OnText, ShouldStop
 from bigcode_cli.generation.sampling import SamplingParams
 from bigcode_cli.generation.stopping import check_stops
@@ -119,12 +127,12 @@ def build_prompt(tokenizer: Tokenizer, prefix: str, suffix: str, mode: Mode, *, 
                    f"context; generating at most {reduced} tokens")
         max_new_tokens = reduced
     if mode == "fim":
-        tokenizer.require_fim()
+        fim = tokenizer.require_fim()
         budget = context - max_new_tokens - FIM_OVERHEAD
         small_prefix, small_suffix = _trim_prefix(prefix, budget), _trim_suffix(suffix, budget)
         fitted = fit_fim(tokenizer, small_prefix, small_suffix, budget)
         truncated = fitted.truncated or small_prefix != prefix or small_suffix != suffix
-        ids = fim_ids(tokenizer.require_fim(), fitted.prefix_ids, fitted.suffix_ids, order)  # type: ignore[arg-type]
+        ids = fim_prompt_from_ids(fim, fitted.prefix_ids, fitted.suffix_ids, order)  # type: ignore[arg-type]
         kept_prefix, kept_suffix = fitted.prefix, fitted.suffix
     else:
         budget = context - max_new_tokens

@@ -94,10 +94,12 @@ def _offset_of(text: str, at: tuple[int, int]) -> int:
 
 def fim_prompt_ids(tokenizer: Tokenizer, prefix: str, suffix: str, order: FimOrder = "psm") -> list[int]:
     """The FIM prompt as ids: sentinel ids joined with the plain-text encoding of prefix and suffix."""
-    return fim_ids(tokenizer.require_fim(), tokenizer.encode(prefix), tokenizer.encode(suffix), order)
+    fim = tokenizer.require_fim()
+    return fim_prompt_from_ids(fim, tokenizer.encode(prefix), tokenizer.encode(suffix), order)
 
 
-def fim_ids(fim: FimTokens, prefix_ids: Sequence[int], suffix_ids: Sequence[int], order: FimOrder = "psm") -> list[int]:
+def fim_prompt_from_ids(fim: FimTokens, prefix_ids: Sequence[int], suffix_ids: Sequence[int],
+                        order: FimOrder = "psm") -> list[int]:
     """The FIM prompt from the ids of prefix and suffix: the sentinels in `order`'s places."""
     if order == "psm":
         return [fim.prefix, *prefix_ids, fim.suffix, *suffix_ids, fim.middle]

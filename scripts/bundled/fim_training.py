@@ -7,8 +7,8 @@ A piece of source text is cut into prefix / middle / suffix where editors put a 
   few more lines;
 - "random": between two random characters (the SantaCoder objective).
 The example is the prompt `bigcode_cli.generation.fim.fim_prompt_ids` builds for that prefix and suffix (PSM
-or SPM, the same function inference uses, so sentinels and the separate encoding of prefix and suffix match
-token for token), then the separately encoded middle and <|endoftext|>, the token that ends a completion.
+or SPM; its sentinels placed by `fim_prompt_from_ids`, as at inference, so sentinels and the separate encoding
+of prefix and suffix match token for token), then the separately encoded middle and <|endoftext|>, the token that ends a completion.
 """
 
 from __future__ import annotations
