@@ -444,13 +444,13 @@ def config_file(rd: Renderer) -> tuple[str, list[dict]]:
     elif style == "json":
         t = "{\n" + ",\n".join(f'  "{key_name(k, True)}": "{v}"' for k, v in items) + "\n}"
     elif style == "pgpass":
-        t = "\n".join(f"<<ip>>:5432:<<db>>:<<user>>:<<pw>>" for _ in range(r.randint(1, 3)))
+        t = "\n".join("<<ip>>:5432:<<db>>:<<user>>:<<pw>>" for _ in range(r.randint(1, 3)))
     elif style == "netrc":
-        t = "\n".join(f"machine <<host>>\n  login <<user>>\n  password <<pw>>"
+        t = "\n".join("machine <<host>>\n  login <<user>>\n  password <<pw>>"
                       for _ in range(r.randint(1, 2)))
     else:
-        t = (f"POST /api/v1/<<db>> HTTP/1.1\nHost: <<ip>>:<<port>>\n"
-             f"Authorization: Bearer <<jwt>>\nContent-Type: application/json\n\n"
+        t = ("POST /api/v1/<<db>> HTTP/1.1\nHost: <<ip>>:<<port>>\n"
+             "Authorization: Bearer <<jwt>>\nContent-Type: application/json\n\n"
              '{"email": "<<email>>"}')
     return rd.render(t)
 
