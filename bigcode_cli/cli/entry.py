@@ -7,8 +7,9 @@ import sys
 
 def main() -> None:
     """Import the CLI, then run it; an interrupt at any point exits 130 without a traceback."""
-    from bigcode_cli import interrupts
+    from bigcode_cli import collector, interrupts
 
+    collector.pause_for_startup()  # until the model's libraries are imported (bigcode_cli.collector)
     interrupts.install()
     try:
         from bigcode_cli.cli.app import main as cli_main

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from pathlib import Path
 
-from bigcode_cli import interrupts, store
+from bigcode_cli import collector, interrupts, store
 from bigcode_cli.errors import StoreError, TokenizerError
 from bigcode_cli.store import quantized
 from bigcode_cli.text.tokenizer import Tokenizer
@@ -42,6 +42,7 @@ def _open(name: str | None, task: str, *, engine: str, attn: str, device: str, d
           download: bool) -> LoadedModel:
     from bigcode_cli.model import engine as engines
 
+    collector.startup_done()  # torch and the model code are imported: the console script's pause ends
     resolved = store.resolve(name or store.default_model(task), offline=offline, download=download)
     tokenizer = Tokenizer.from_dir(resolved.path, name=resolved.name)
     check_vocabulary(tokenizer, resolved)
@@ -69,6 +70,7 @@ def quantize_ahead(name: str, dtype: str, *, offline: bool = False) -> tuple[sto
     """`bigcode models quantize`: make (or find) the kept `dtype` copy of a model; its resolution and file."""
     from bigcode_cli.model import engine as engines
 
+    collector.startup_done()  # torch and the model code are imported: the console script's pause ends
     resolved = store.resolve(name, offline=offline)
     kept = quantized.find(resolved, dtype)
     if kept is None:
