@@ -25,8 +25,13 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 
 @pytest.fixture(scope="session", autouse=True)
 def kernel_dir():
-    """The session's kernel directory, removed when the session ends."""
-    yield KERNEL_DIR
+    """The session's kernel directory (removed when the session ends: pytest_sessionfinish)."""
+    return KERNEL_DIR
+
+
+def pytest_sessionfinish(session):
+    """Remove this process's kernel directory: every worker's, and the empty one of a parallel run's controller,
+    which imports this file too but runs no test."""
     shutil.rmtree(KERNEL_DIR, ignore_errors=True)
 
 

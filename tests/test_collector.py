@@ -31,8 +31,52 @@ assert not gc.isenabled()
 from bigcode_cli.store.loader import open_model
 open_model({str(BUNDLED)!r}, "causal-lm")
 """)
-    assert state == {"enabled": True, "frozen": state["frozen"], "torch": True}
+    assert state["enabled"] and state["torch"]
     assert state["frozen"] > 100_000  # torch's modules, classes and functions
+
+
+def test_the_model_loaded_after_the_freeze_is_not_frozen():
+    """gc.get_objects() lists only the generations the collector still walks, never the frozen objects."""
+    state = _state(f"""
+import gc
+from bigcode_cli import collector
+collector.pause_for_startup()
+from bigcode_cli.store.loader import open_model
+loaded = open_model({str(BUNDLED)!r}, "causal-lm")
+tracked = {{id(o) for o in gc.get_objects()}}
+assert gc.get_freeze_count() > 100_000
+assert id(loaded) in tracked and id(loaded.runner) in tracked
+assert id(collector) not in tracked  # a module imported before the freeze: frozen
+""")
+    assert state["enabled"]
+
+
+def test_done_from_another_thread_as_serve_loads_on_its_worker():
+    state = _state("""
+import gc, threading
+from bigcode_cli import collector
+collector.pause_for_startup()
+worker = threading.Thread(target=collector.startup_done)
+worker.start()
+worker.join(60)
+""")
+    assert state["enabled"] and state["frozen"] > 0
+
+
+def test_a_child_forked_during_the_pause_collects():
+    state = _state("""
+import gc, os, sys
+from bigcode_cli import collector
+collector.pause_for_startup()
+child = os.fork()
+if child == 0:
+    os._exit(0 if gc.isenabled() else 1)
+_, status = os.waitpid(child, 0)
+assert os.waitstatus_to_exitcode(status) == 0, "the child's collector stayed paused"
+assert not gc.isenabled()  # the parent's pause goes on
+collector.startup_done()
+""")
+    assert state["enabled"] and state["frozen"] > 0
 
 
 def test_a_program_using_the_library_keeps_its_collector_and_nothing_is_frozen():

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bigcode_cli import collector
 from bigcode_cli.choices import listed
 from bigcode_cli.model.config import GPTBigCodeConfig
 from bigcode_cli.errors import InputError, StoreError, UsageError
@@ -326,6 +327,7 @@ def finetune(options: FinetuneOptions, on_event: Callable[[Event], None] | None 
     from bigcode_cli.text.tokenizer import Tokenizer
     from bigcode_cli.model.weights import build_model, load_state_dict
 
+    collector.startup_done()  # torch and the model code are imported (bigcode_cli.collector)
     started = time.perf_counter()
     on_event = on_event or (lambda event: None)
     if options.task not in FINETUNE_MODES:
