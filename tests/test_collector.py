@@ -6,7 +6,10 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ROOT / "bigcode_cli" / "bundled" / "bigcode-tiny"
@@ -49,6 +52,26 @@ assert id(loaded) in tracked and id(loaded.runner) in tracked
 assert id(collector) not in tracked  # a module imported before the freeze: frozen
 """)
     assert state["enabled"]
+
+
+@pytest.mark.parametrize("start_up", [
+    # `bigcode finetune` builds its model itself: the pause ends once its imports are in, before it checks options
+    "from pathlib import Path\nfrom bigcode_cli.finetune.training import FinetuneOptions, finetune\n"
+    "finetune(FinetuneOptions(task='no-such-task', train=Path('missing.jsonl')))",
+    # `bigcode models quantize` loads through quantize_ahead, not open_model
+    "from bigcode_cli.store.loader import quantize_ahead\nquantize_ahead('no-such-model', 'int8', offline=True)",
+], ids=["finetune", "models-quantize"])
+def test_the_other_model_commands_end_the_pause_too(start_up):
+    state = _state(f"""
+import gc
+from bigcode_cli import collector
+collector.pause_for_startup()
+try:
+{textwrap.indent(start_up, "    ")}
+except Exception as exc:  # the bad option or the unknown model: after the imports
+    print(type(exc).__name__)
+""")
+    assert state["enabled"] and state["torch"] and state["frozen"] > 100_000
 
 
 def test_done_from_another_thread_as_serve_loads_on_its_worker():
