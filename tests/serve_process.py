@@ -1,14 +1,16 @@
-"""A real `bigcode serve` subprocess on a free loopback port, for the server tests; never left running. Also
+"""A real `bigcode serve` subprocess on a loopback port of its own, for the server tests; never left running. Also
 what several server tests ask of one: waiting for /health, reading /metrics and streamed events."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -19,11 +21,15 @@ from typing import Any, Callable, Iterator
 from bigcode_cli.serve.memory import resident_mb
 
 
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def bound_socket() -> socket.socket:
+    """A loopback TCP socket bound to a port of its own and not listening: while it is open nobody else can take
+    the port, and a connection to it is refused. Hand it to a server (uvicorn's `sockets=`) or close it."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+_ANNOUNCED_PORT = re.compile(r"^serving .* on http://\S+:(\d+) ", re.MULTILINE)
 
 
 def _limit_open_files(count: int) -> None:
@@ -34,22 +40,45 @@ def _limit_open_files(count: int) -> None:
 
 
 class ServerProcess:
-    """`python -m bigcode_cli serve ARGS` with its stderr in a file; stop() ends it (SIGTERM, then SIGKILL)."""
+    """`python -m bigcode_cli serve ARGS` with its stderr in a file; stop() ends it (SIGTERM, then SIGKILL).
+
+    The server binds port 0 and the port is read from its first log line: a port chosen here and handed over
+    could be taken in between by a client of another test running in parallel."""
 
     def __init__(self, args: list[str], home: Path, *, env: dict[str, str] | None = None,
                  open_files: int | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = home / f"serve-{self.port}.log"
+        self._port: int | None = None
+        descriptor, log_name = tempfile.mkstemp(prefix="serve-", suffix=".log", dir=home)
+        self.log_path = Path(log_name)
         environment = dict(os.environ, BIGCODE_HOME=str(home), HF_HOME=str(home / "hf"), HF_HUB_OFFLINE="1",
                            NO_COLOR="1", **(env or {}))
         environment.pop("BIGCODE_MODEL", None)
-        self._log = open(self.log_path, "w")
+        self._log = os.fdopen(descriptor, "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bigcode_cli", "serve", "--port", str(self.port), *args],
+            [sys.executable, "-m", "bigcode_cli", "serve", "--port", "0", *args],
             stdout=subprocess.DEVNULL, stderr=self._log, env=environment,
             preexec_fn=None if open_files is None else lambda: _limit_open_files(open_files),
         )
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on, as its first log line says (waits for that line)."""
+        deadline = time.monotonic() + 120
+        while self._port is None:
+            found = _ANNOUNCED_PORT.search(self.log())
+            if found:
+                self._port = int(found.group(1))
+            elif self.process.poll() is not None:
+                raise RuntimeError(f"the server exited with {self.process.returncode}:\n{self.log()}")
+            elif time.monotonic() > deadline:
+                raise RuntimeError(f"the server never said where it listens:\n{self.log()}")
+            else:
+                time.sleep(0.05)
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def cpu_seconds(self) -> float:
         """CPU time the server process has used so far, all its threads, user and system (Linux /proc)."""

@@ -297,9 +297,10 @@ def test_server_client_never_imports_torch(server, tmp_path):
 
 
 def test_server_client_reports_an_unreachable_server_in_one_line(tmp_path):
-    from serve_process import free_port
+    from serve_process import bound_socket
 
-    done = bigcode(tmp_path, "generate", "x", "--server", f"http://127.0.0.1:{free_port()}")
+    with bound_socket() as refusing:  # held while the client tries: nobody else can listen there meanwhile
+        done = bigcode(tmp_path, "generate", "x", "--server", f"http://127.0.0.1:{refusing.getsockname()[1]}")
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.startswith("error: cannot reach the server at") and done.stderr.count("\n") == 1
 

@@ -17,7 +17,7 @@ openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 
 from checkpoints import save_lm_with_tokenizer  # noqa: E402
-from serve_process import free_port, start_server  # noqa: E402
+from serve_process import bound_socket, start_server  # noqa: E402
 
 KEY = "s3cret-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -277,10 +277,11 @@ def test_health_is_503_while_loading_then_200(checkpoint):
         return open_model(str(checkpoint), "causal-lm")
 
     worker = EngineWorker(load)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(worker, ServeConfig("random")), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
+    sock = bound_socket()
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(worker, ServeConfig("random")), log_level="warning",
+                                           lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
         url = f"http://127.0.0.1:{port}"
@@ -301,6 +302,7 @@ def test_health_is_503_while_loading_then_200(checkpoint):
         may_load.set()
         server.should_exit = True
         thread.join(30)
+        sock.close()
     assert not thread.is_alive()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2)
