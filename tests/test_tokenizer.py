@@ -221,6 +221,18 @@ def test_text_with_a_lone_surrogate_is_an_input_error(starcoder, text):
     assert starcoder.encode("caf\u00e9 \U0001f600") == starcoder.encode("café 😀")  # real non-ASCII text is fine
 
 
+@pytest.mark.parametrize("text", ["", "\n", "  ", "def f(x):\n    return x\n", "caf\u00e9 \U0001f600 \u00a0\t\r\n",
+                                  "<fim_prefix>x<|endoftext|>", "x = 1\n" * 400])
+def test_encode_gives_the_ids_of_tokenizers_own_encode(starcoder, text):
+    # encode takes tokenizers' encode_batch_fast (sooner, the GIL released): the ids must be those of the same
+    # backend's plain encode, special spellings included (read as plain text, never as control tokens)
+    backend = starcoder._backend
+    assert starcoder.encode(text) == backend.encode(text, add_special_tokens=False).ids
+    assert starcoder.encode(text) == starcoder.encode_with_offsets(text)[0]
+    if "<fim_prefix>" in text:
+        assert starcoder.fim.prefix not in starcoder.encode(text)
+
+
 def test_a_long_text_is_tokenized_while_other_threads_run(starcoder, starcoder_dir):
     # a server tokenizes a multi-MB prompt on one thread while its event loop and its model's thread go on:
     # tokenizers' plain encode held the GIL, leaving them 6-10% of their pace for the second it took
