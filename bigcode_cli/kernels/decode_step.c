@@ -782,10 +782,14 @@ static inline long mq_scratch_floats(const Model *m) {
  * 12 heads of 64 over 2,400 positions 324 -> 194 us; 16 heads of 128 over 1,024 positions 296 -> 172 us
  * (bf16 cache 387 -> 163 us), against one head at a time with a horizontal sum per score. Multi-head
  * attention, where no two heads share keys, keeps that way (attend_block). */
-/* Lanes of a values tile: six by four vectors are 24 accumulators of AVX-512's 32 registers (116m shape,
- * 8 rows of 1,600 positions, one thread: attention 6.8 -> 6.0 ms against three lanes); three where 16
- * registers would not hold them */
-#define VALUE_LANES (VW == 16 ? 6 : 3)
+/* A values tile: VALUE_LANES lanes by VALUE_VECS value vectors summed in registers. Six by four are 24
+ * accumulators of AVX-512's 32 registers (116m shape, 8 rows of 1,600 positions, one thread: attention 6.8 ->
+ * 6.0 ms against three lanes). With AVX2's 16, six by two: 12 accumulators, the tile's 2 value vectors and a
+ * broadcast weight stay in registers, where three by four (12 + 4 + 1) made the compiler reload each value
+ * vector for every lane (116m shape, one row of 200 cached positions, one thread, AVX2 AMD EPYC: 0.19 -> 0.17
+ * ms). The sums are the same whatever the tile: each lane adds its positions in order. */
+#define VALUE_LANES (VW == 16 ? 6 : VW == 8 ? 6 : 3)
+#define VALUE_VECS (VW == 16 ? 4 : VW == 8 ? 2 : 4)
 
 /* heads h0 .. h0 + NH - 1, value vectors v0 .. v0 + NV - 1 of one block: sum_j p[j, h] * value_j, summed
  * in registers (NH and NV are constants at every call, so the tile is unrolled) */
@@ -813,6 +817,12 @@ static inline __attribute__((always_inline)) void value_tile(const Attend *a, co
  * of heads (a row's one new token: 12 heads of the 116m shape) takes eight positions, one multiplication per
  * key element; it took four with a second, unused vector of heads multiplied alongside, twice the
  * multiplications (the 116m shape's attention, 8 rows of 1,600 positions, one thread: 7.3-7.9 -> 5.7-6.8 ms) */
+/* Positions a tile of two head vectors takes. With AVX2's 16 registers six: 12 accumulators, the two vectors of
+ * the query and a broadcast key element, so each query vector is loaded once per dimension for six positions
+ * (four loaded it for each multiplication: 116m shape's 12 heads on 16 lanes, one row of 200 cached positions,
+ * one thread, AVX2 AMD EPYC: 0.166 -> 0.140 ms). The sums are the same: each adds its dimensions in order. */
+#define SCORE_PAIR_POSITIONS (VW == 8 ? 6 : 4)
+
 static inline __attribute__((always_inline)) void score_rows(const void *cache, const float *qt, float *sc, int D,
                                                              int HW, int g, int s0, int n, long ahead_end, int bf16,
                                                              const int NP, const int NG) {
@@ -885,7 +895,7 @@ static inline __attribute__((always_inline)) void attend_block_mq(const Attend *
     /* scores: positions by one or two head vectors at a time, all in registers */
     for (int g = 0; g < HV; g += 2) {
         if (g + 1 < HV)
-            score_rows(cache, qt, sc, D, HW, g, s0, n, ahead_end, bf16, 4, 2);
+            score_rows(cache, qt, sc, D, HW, g, s0, n, ahead_end, bf16, SCORE_PAIR_POSITIONS, 2);
         else
             score_rows(cache, qt, sc, D, HW, g, s0, n, ahead_end, bf16, 8, 1);
     }
@@ -913,18 +923,18 @@ static inline __attribute__((always_inline)) void attend_block_mq(const Attend *
             parts[(v * VW + l) * part_stride + 1] = total[l];
         }
     }
-    /* values: tiles of VALUE_LANES lanes by four value vectors in registers, narrower tiles at the edges,
+    /* values: tiles of VALUE_LANES lanes by VALUE_VECS value vectors in registers, narrower tiles at the edges,
      * dimensions past the last whole vector one by one */
     const int nvec = D / VW;
     for (int h0 = 0; h0 < Q; h0 += VALUE_LANES) {
         const int nh = Q - h0 < VALUE_LANES ? Q - h0 : VALUE_LANES;
         int v0 = 0;
-        for (; v0 + 4 <= nvec; v0 += 4) {
+        for (; v0 + VALUE_VECS <= nvec; v0 += VALUE_VECS) {
             if (nh == VALUE_LANES)
-                value_tile(a, sc, HW, cache, s0, n, h0, v0, parts, part_stride, VALUE_LANES, 4, bf16);
+                value_tile(a, sc, HW, cache, s0, n, h0, v0, parts, part_stride, VALUE_LANES, VALUE_VECS, bf16);
             else
                 for (int hh = 0; hh < nh; hh++)
-                    value_tile(a, sc, HW, cache, s0, n, h0 + hh, v0, parts, part_stride, 1, 4, bf16);
+                    value_tile(a, sc, HW, cache, s0, n, h0 + hh, v0, parts, part_stride, 1, VALUE_VECS, bf16);
         }
         for (; v0 < nvec; v0++)
             for (int hh = 0; hh < nh; hh++)
