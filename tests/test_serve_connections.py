@@ -73,8 +73,8 @@ def _read_until_closed(sock: socket.socket, within: float) -> bytes:
     return received
 
 
-def _head(port: int, body_length: int) -> bytes:
-    return (f"POST /completion HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+def _head(port: int, body_length: int, path: str = "/completion") -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {body_length}\r\n\r\n").encode()
 
 
@@ -117,12 +117,41 @@ def test_silent_and_half_sent_connections_are_closed_after_the_timeout(server):
             sock.close()
 
 
-def test_a_body_sent_too_slowly_gets_408(server):
+@pytest.mark.parametrize("path", ["/completion", "/infill", "/v1/completions", "/generate"])
+def test_a_body_sent_too_slowly_gets_408(server, path):
+    # every route reads its body within --timeout (/generate once waited for ever: a handful of such connections
+    # then held every place)
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(_head(server.port, 1000) + b'{"prompt": ')
+        sock.sendall(_head(server.port, 1000, path) + b'{"prompt": ')
         reply = _read_until_closed(sock, within=2 * TIMEOUT_S + 10)  # the idle deadline closes it after the 408
     assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
     assert b"did not arrive within" in reply
+
+
+def test_bodies_that_never_finish_cannot_keep_a_client_out(tmp_path):
+    # more connections than --max-connections, each with its request head in and its body still arriving (a
+    # --timeout long enough that none is answered 408 meanwhile): a new client closes the oldest of them to get
+    # in, as it would an idle one; it used to be turned away at once, and trickled bodies sent again after each
+    # 408 kept every client out
+    process = ServerProcess(["--parallel", "1", "--max-connections", "4", "--timeout", "60"], tmp_path)
+    trickling = []
+    try:
+        process.wait_ready()
+        for _ in range(6):
+            sock = socket.create_connection(("127.0.0.1", process.port), timeout=10)
+            sock.sendall(_head(process.port, 1000) + b'{"prompt": ')
+            trickling.append(sock)
+            time.sleep(0.05)  # its head read before the next connects (else the next closes it as idle)
+        time.sleep(0.3)
+        reply = httpx.post(process.url + "/completion", json={"prompt": "def f(x):", "n_predict": 2,
+                                                              "temperature": 0}, timeout=30)
+        assert reply.status_code == 200
+        assert sum(_closed_by_server(sock, within=0.5) for sock in trickling) == 3  # the three oldest
+    finally:
+        for sock in trickling:
+            sock.close()
+        process.stop()
+    assert "Traceback" not in process.log()
 
 
 def test_health_answers_while_a_4_mb_prompt_is_read_and_prepared(server):

@@ -158,6 +158,7 @@ BAD_OPENAI = [
     b"\xff\xfe{}",  # not UTF-8
     b'{"prompt": "x", "temperature": NaN}',  # NaN (Python's JSON reads it)
     b"[" * 100_000 + b"]" * 100_000,  # nested too deeply
+    b'{"prompt": "x", "max_tokens": ' + b"1" * 5000 + b"}",  # more digits than Python converts: was a 500
     {"prompt": 5},
     {"prompt": ["a", "b"]},
     {"prompt": [10**9]},  # token id outside the vocabulary
@@ -189,6 +190,7 @@ BAD_LLAMA = [
     ("/infill", {"input_prefix": "a", "input_extra": ["not a chunk"]}),
     ("/infill", {"input_prefix": "a", "input_extra": [{"filename": 1, "text": "x"}]}),
     ("/infill", {"input_prefix": "a", "n_predict": "many"}),
+    ("/infill", b'{"input_prefix": "a", "n_predict": -' + b"9" * 4400 + b"}"),
     ("/infill", {"input_prefix": "a", "n_predict": CONTEXT + 1}),
     ("/infill", {"input_prefix": "a", "response_fields": "content"}),
     ("/infill", {"input_prefix": "a", "t_max_predict_ms": 1.5}),

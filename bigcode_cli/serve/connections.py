@@ -9,8 +9,10 @@ opening and from the end of each response, it must complete its next request hea
 seconds or be closed. A request whose body trickles in is bounded by the routes (handling.read_body).
 
 Beyond `max_connections` open ones, a new connection closes the longest-open idle one (no request
-running): silent connections cannot keep a real client out. When every connection has a request
-running, the new one is closed at once (the worker's queue bound answers 503 long before that).
+running), else the longest-open one whose request body is still arriving: neither silent connections nor
+bodies sent a byte at a time (each answered 408 after `timeout`, then sent again) can keep a real client out.
+When every connection has a request running with its body in, the new one is closed at once (the worker's
+queue bound answers 503 long before that).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import asyncio
 import logging
 from typing import Any
 
+import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from bigcode_cli.serve.limits import ConnectionLimits
@@ -38,11 +41,13 @@ class _BoundedH11Protocol(H11Protocol):
         super().connection_made(transport)
         self.opened_at = self.loop.time()
         if len(self.connections) > self.limits.max_connections:
-            idle = [other for other in self.connections if other is not self and _is_idle(other)]
-            if not idle:
+            others = [other for other in self.connections if other is not self]
+            closable = [other for other in others if _is_idle(other)] or [
+                other for other in others if _is_receiving_body(other)]
+            if not closable:
                 self.transport.close()
                 return
-            min(idle, key=lambda other: getattr(other, "opened_at", 0.0)).transport.close()
+            min(closable, key=lambda other: getattr(other, "opened_at", 0.0)).transport.close()
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -78,6 +83,12 @@ def _is_idle(protocol: Any) -> bool:
     """Whether no request of this connection is running (none yet, or its response is complete)."""
     cycle = getattr(protocol, "cycle", None)
     return cycle is None or cycle.response_complete
+
+
+def _is_receiving_body(protocol: Any) -> bool:
+    """Whether this connection's request has its head in and its body still arriving (no job runs for it yet)."""
+    connection = getattr(protocol, "conn", None)
+    return not _is_idle(protocol) and connection is not None and connection.their_state is h11.SEND_BODY
 
 
 class OneLineFormatter(logging.Formatter):

@@ -12,7 +12,7 @@ import anyio
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -59,11 +59,6 @@ async def read_request(request: Request, schema: type[BaseModel], config: ServeC
     return await run_in_threadpool(lambda: parse(schema, _decode_json(body)))
 
 
-async def read_json(request: Request, limit: int) -> dict[str, Any]:
-    """The request body as a JSON object, at most `limit` bytes."""
-    return _decode_json(await read_body(request, limit))
-
-
 async def read_body(request: Request, limit: int, *, timeout: float | None = None) -> bytes:
     """The request body, at most `limit` bytes arriving within `timeout` seconds, declared as JSON
     (browser_guard: a web page cannot send that type without a preflight)."""
@@ -83,6 +78,8 @@ async def read_body(request: Request, limit: int, *, timeout: float | None = Non
                     raise ApiError(413, f"the request body is larger than {limit} bytes")
     except TimeoutError:
         raise ApiError(408, f"the request body did not arrive within {timeout:g} s") from None
+    except ClientDisconnect:  # closed before its body was in (by the client, or to make room: connections.py)
+        raise ApiError(499, "the client closed the connection before sending the whole request body") from None
     return bytes(body)
 
 
@@ -96,6 +93,8 @@ def _decode_json(body: bytes) -> dict[str, Any]:
         raise ApiError(400, f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise ApiError(400, "the request body is nested too deeply") from None
+    except ValueError:  # not a JSONDecodeError: an integer of more digits than Python converts (4,300)
+        raise ApiError(400, "the request body holds a number with too many digits") from None
     if not isinstance(data, dict):
         raise ApiError(400, f"the request body must be a JSON object, not {type(data).__name__}")
     return data

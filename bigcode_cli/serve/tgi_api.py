@@ -21,8 +21,7 @@ from bigcode_cli.serve.handling import (
     check_max_tokens,
     completion_settings,
     guarded,
-    parse,
-    read_json,
+    read_request,
 )
 from bigcode_cli.serve.schema import TgiParameters, TgiRequest
 from bigcode_cli.serve.worker import Job
@@ -56,7 +55,7 @@ def routes(worker: EngineWorker, config: ServeConfig) -> list[Route]:
     """The TGI route."""
 
     async def generate(request: Request) -> Response:
-        body = parse(TgiRequest, await read_json(request, config.max_body_bytes))
+        body = await read_request(request, TgiRequest, config)
         result = await Running(worker, request, lambda emit: generate_job(body, config, emit)).result()
         if result is None:
             return Response(status_code=499)
