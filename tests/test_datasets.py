@@ -98,3 +98,46 @@ def test_records_parquet_cannot_hold_are_one_line(classifier, tmp_path, capsys):
                                     str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.parquet")])
     assert code == 1 and len(err.splitlines()) == 1 and err.startswith("error: cannot write these records as Parquet")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+def test_output_files_get_the_umask_s_mode_and_never_more_than_the_file_they_replace(classifier, tmp_path, capsys):
+    import os
+    import stat
+
+    (tmp_path / "in.txt").write_text("x = 1\n")
+    args = ["classify", "-m", str(classifier), str(tmp_path / "in.txt")]
+    old = os.umask(0o022)
+    try:
+        for name in ("new.jsonl", "new.parquet"):
+            assert run_cli(capsys, args + ["-o", str(tmp_path / name)])[0] == 0
+            assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name  # mkstemp's own is 0600
+        (tmp_path / "private.jsonl").write_text("old\n")
+        (tmp_path / "private.jsonl").chmod(0o600)
+        (tmp_path / "shared.jsonl").write_text("old\n")
+        (tmp_path / "shared.jsonl").chmod(0o664)
+        for name, mode in (("private.jsonl", 0o600), ("shared.jsonl", 0o644)):
+            assert run_cli(capsys, args + ["-o", str(tmp_path / name)])[0] == 0
+            assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
+            assert (tmp_path / name).read_text() != "old\n"
+        os.umask(0o077)
+        assert run_cli(capsys, args + ["-o", str(tmp_path / "strict.jsonl")])[0] == 0
+        assert stat.S_IMODE((tmp_path / "strict.jsonl").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_a_part_files_directory_gets_the_umask_s_mode(tmp_path):
+    import os
+    import stat
+
+    from bigcode_cli.pipelines.output_files import PartFiles
+
+    old = os.umask(0o022)
+    try:
+        parts = PartFiles(tmp_path / "out", "jsonl", part_records=2)
+        parts.write([{"id": i} for i in range(3)])
+        assert [p.name for p in parts.commit()] == ["part-00000.jsonl", "part-00001.jsonl"]
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "out").iterdir()} == {0o644}

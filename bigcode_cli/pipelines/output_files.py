@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,6 +19,30 @@ from bigcode_cli.choices import OUTPUT_FORMATS
 from bigcode_cli.errors import InputError
 from bigcode_cli.pipelines.results import json_line
 PART_RECORDS = 100_000  # records per part file
+
+
+def _umask() -> int:
+    """The process's file-creation mask (Linux says it in /proc; elsewhere set and put back, on this thread)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def output_mode(path: Path) -> int:
+    """The permission bits of an output file: what a new file gets under the umask (a temporary file from mkstemp
+    is private, 0600), and no more than the regular file it replaces had, so a private file stays private."""
+    mode = 0o666 & ~_umask()
+    try:
+        replaced = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return mode
+    return mode & replaced.st_mode if stat.S_ISREG(replaced.st_mode) else mode
 
 
 def format_of(path: str | Path) -> str:
@@ -35,6 +60,7 @@ class _RecordFile:
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         self.temp = Path(name)
         self.handle = os.fdopen(fd, "wb")
+        os.fchmod(fd, output_mode(path))
         self.parquet: Any = None
         self.tables = tables
         if fmt == "parquet" and tables is None:
@@ -150,6 +176,7 @@ class PartFiles:
         self._finish_part()  # no records at all: an empty directory
         if self.directory.is_dir():
             self.directory.rmdir()  # empty, checked at the start
+        os.chmod(self.temp, 0o777 & ~_umask())  # mkdtemp's is private (0700) while the parts are written
         os.replace(self.temp, self.directory)
         return [self.directory / p.name for p in self.parts]
 
