@@ -181,10 +181,19 @@ def test_format_detection():
     assert detect_format(b"a\0b\0") == "nul"
     import io
 
-    records = list(read_stream(io.BufferedReader(io.BytesIO(b"a\n\xff\xfe\n\nb")), "lines"))
-    assert [(r.line, r.text, r.error) for r in records] == [
-        (1, "a", None), (2, None, "binary data (not UTF-8 text)"), (3, None, "empty line: nothing to read"),
-        (4, "b", None)]
+    records = list(read_stream(io.BufferedReader(io.BytesIO(b"a\n\xff\xfe\n\n \r\nb")), "lines"))
+    assert [(r.index, r.line, r.text, r.error) for r in records] == [  # blank lines are no records
+        (0, 1, "a", None), (1, 2, None, "binary data (not UTF-8 text)"), (2, 5, "b", None)]
+    kept = list(read_stream(io.BufferedReader(io.BytesIO(b"a\r\n\n \r\nb")), "lines", keep_blank=True))
+    assert [(r.line, r.text, r.blank, r.ending) for r in kept] == [
+        (1, "a", False, "\r\n"), (2, "", True, "\n"), (3, " ", True, "\r\n"), (4, "b", False, "")]
+
+
+def test_blank_lines_on_stdin_are_no_records(classifier, monkeypatch, capsys):
+    code, out, err = run_cli(monkeypatch, capsys, ["classify", "-m", str(classifier), "--format", "tsv"],
+                             b"x = 1\n\nprint(x)\n   \n\n")
+    assert (code, err) == (0, "")
+    assert [line.split("\t", 1)[0] for line in out.splitlines()] == ["1", "3"]  # ids: their line numbers
 
 
 def test_ten_thousand_lines_in_order_with_a_bad_line(classifier, monkeypatch, capsys):

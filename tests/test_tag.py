@@ -181,6 +181,22 @@ def test_redact_labels_filter_and_formats(tagger, monkeypatch, capsys):
     assert out.splitlines()[0] == f"1\t{first['label']}\t{first['start']}\t{first['end']}\t{first['text']}\t{first['score']:.4f}"
 
 
+def test_redact_on_stdin_prints_every_line_back_with_its_own_ending(tagger, monkeypatch, capsys):
+    # blank lines stay in their place (they were error records: dropped from the output, exit 1), CRLF stays
+    # CRLF and a last line without an ending gets none: only the spans change
+    lines = [b'x = "hunter2"\r\n', b"\r\n", b"  \n", b"print(fibonacci(10))\n", b"\n", b'key = "abc123"']
+    data = b"".join(lines)
+    code, out, err = run_cli(monkeypatch, capsys, ["tag", "-m", str(tagger)], data)
+    assert code == 0, err
+    spans = {r["id"]: [Span(**s) for s in r["spans"]] for r in map(json.loads, out.splitlines())}
+    assert sorted(spans) == [1, 4, 6]  # the blank lines are no records
+    expected = "".join(redact(line.decode().rstrip("\r\n"), spans.get(number, [])) + line.decode()[len(line.decode().rstrip("\r\n")):]
+                       for number, line in enumerate(lines, 1))
+    code, out, err = run_cli(monkeypatch, capsys, ["tag", "-m", str(tagger), "--redact"], data)
+    assert (code, err) == (0, "")
+    assert out == expected and out.count("\r\n") == 2 and not out.endswith("\n")
+
+
 def test_truncated_tagging_keeps_offsets_into_the_original(tagger, monkeypatch, capsys):
     text = " ".join(f"v{i}" for i in range(150))
     for side in ("left", "right"):

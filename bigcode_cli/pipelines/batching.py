@@ -109,11 +109,12 @@ class Batcher:
 
 def stream(records: Iterable[Record], batcher: Batcher, *, first_chunk: int | None = None,
            largest_chunk: int | None = None) -> Iterator[list[tuple[Record, Scored | None]]]:
-    """Per chunk of input, every record with its result (None for a record with an error), in input order."""
+    """Per chunk of input, every record with its result (None for a record with an error, or a blank one), in
+    input order."""
     first = first_chunk or batcher.batch_size
     largest = largest_chunk or max(64 * batcher.batch_size, 1024)
     for chunk in chunks(records, first, largest):
-        good = [r for r in chunk if r.error is None]
+        good = [r for r in chunk if r.error is None and not r.blank]
         encoded = []
         for record in good:
             item = batcher.encode(record.text or "")

@@ -34,6 +34,8 @@ class Record:
     kind: str = "line"  # how it was read: "line", "json", "nul", "row" (Parquet) or "file"
     fields: dict[str, Any] = field(default_factory=dict)  # the JSON object's fields other than text
     error: str | None = None
+    ending: str = ""  # a line's own terminator as read ("\n", "\r\n", or "" at the end of the input)
+    blank: bool = False  # a blank line kept in place (read_stream's keep_blank): text to print back, not a record
 
     def where(self) -> str:
         """Where the record is, for messages: `<stdin> line 3`, `<stdin> record 2`, `a.py`."""
@@ -85,18 +87,26 @@ def detect_format(head: bytes) -> str:
     return "lines"
 
 
-def _line_records(stream: IO[bytes], source: str, start: int, first: int = 1) -> Iterator[Record]:
+def _line_records(stream: IO[bytes], source: str, start: int, first: int = 1,
+                  keep_blank: bool = False) -> Iterator[Record]:
+    """One record per line; a blank line is none (it separates nothing, as in JSON Lines), or with `keep_blank` a
+    `blank` Record holding it (for --redact, which prints the input back)."""
+    index = start
     for number, raw in enumerate(stream, first):
-        raw = raw[:-1] if raw.endswith(b"\n") else raw
-        raw = raw[:-1] if raw.endswith(b"\r") else raw
+        ending = b"\r\n" if raw.endswith(b"\r\n") else b"\n" if raw.endswith(b"\n") else b""
+        raw = raw[: len(raw) - len(ending)]
         text = _decode(raw)
-        index = start + number - first
-        if text is None:
-            yield Record(index, number, None, number, source, error="binary data (not UTF-8 text)")
-        elif not text.strip():
-            yield Record(index, number, None, number, source, error="empty line: nothing to read")
+        if text is not None and not text.strip():
+            if not keep_blank:
+                continue
+            record = Record(index, number, text, number, source, blank=True)
+        elif text is None:
+            record = Record(index, number, None, number, source, error="binary data (not UTF-8 text)")
         else:
-            yield Record(index, number, text, number, source)
+            record = Record(index, number, text, number, source)
+        record.ending = ending.decode()
+        index += 1
+        yield record
 
 
 @dataclass(frozen=True)
@@ -167,9 +177,10 @@ def _nul_records(stream: IO[bytes], source: str, start: int, first: int = 1, blo
 
 
 def read_stream(stream: IO[bytes], input_format: str = "auto", source: str = "<stdin>",
-                start: int = 0, columns: Columns = Columns(), first: int = 1) -> Iterator[Record]:
+                start: int = 0, columns: Columns = Columns(), first: int = 1, keep_blank: bool = False) -> Iterator[Record]:
     """Records from a binary stream in `input_format` (auto peeks at the first 64 KiB); the first one is
-    line / record number `first` (a piece of a file read on its own starts further in)."""
+    line / record number `first` (a piece of a file read on its own starts further in). `keep_blank`: blank
+    lines of lines input come as `blank` Records in their place."""
     if input_format not in INPUT_FORMATS:
         raise InputError(f"unknown input format {input_format!r}; choose {', '.join(INPUT_FORMATS)}")
     if input_format == "auto":
@@ -180,7 +191,7 @@ def read_stream(stream: IO[bytes], input_format: str = "auto", source: str = "<s
         return _nul_records(stream, source, start, first)
     if input_format == "jsonl":
         return _jsonl_records(stream, source, start, columns, first)
-    return _line_records(stream, source, start, first)
+    return _line_records(stream, source, start, first, keep_blank)
 
 
 def file_record(path: str, index: int, name: str | None = None) -> Record:

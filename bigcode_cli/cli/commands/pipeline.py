@@ -122,17 +122,21 @@ class PipelineRun:
                                offsets=offsets)
         self.failed = self.total = 0
 
-    def chunks(self) -> Iterator[list[tuple[Record, Any]]]:
+    def chunks(self, keep_blank: bool = False) -> Iterator[list[tuple[Record, Any]]]:
         """Each chunk's good records with their results; bad ones are reported on stderr as they come. Whatever
-        the caller writes for a chunk is flushed before the next one is read."""
+        the caller writes for a chunk is flushed before the next one is read. `keep_blank`: blank lines of lines
+        input come in their place, as (a `blank` record, None); else they are skipped, as no records."""
         from bigcode_cli.pipelines.batching import stream
         from bigcode_cli.pipelines.inputs import read_records
 
         records = read_records(self.io.files or [], getattr(sys.stdin, "buffer", None), self.io.input_format,
-                               self.columns)
+                               self.columns, keep_blank=keep_blank)
         for chunk in stream(records, self.batcher):
             good = []
             for record, result in chunk:
+                if record.blank:
+                    good.append((record, None))
+                    continue
                 self.total += 1
                 if result is None:
                     self.failed += 1

@@ -77,12 +77,15 @@ def tag(
         styles = {kind: STYLES[i % len(STYLES)] for i, kind in enumerate(entity_types(results.labels))}
         if chosen == "table" and not redact and sink is None:
             _print_legend(styles, wanted)
-        for chunk in run.chunks():
+        for chunk in run.chunks(keep_blank=redact):
+            if redact:  # every line in its place, blank ones too
+                sys.stdout.write(for_stream("".join(
+                    _redacted(record, results.spans(record, scored) if scored is not None else [])
+                    for record, scored in chunk), sys.stdout))
+                continue
             rows = [(record, results.spans(record, scored), scored.encoded.truncation()) for record, scored in chunk]
             if sink is not None:
                 sink.write([tagging_record(*row) for row in rows])
-            elif redact:
-                sys.stdout.write(for_stream("".join(_redacted(record, spans) for record, spans, _ in rows), sys.stdout))
             elif chosen == "jsonl":
                 sys.stdout.write(json_for_stream("".join(json_line(tagging_record(*row)) for row in rows), sys.stdout))
             elif chosen == "tsv":
@@ -108,7 +111,7 @@ def _redacted(record: Record, spans: list) -> str:
         return text + "\0"
     if record.kind == "file":
         return text
-    return text + "\n"
+    return text + record.ending  # the line's own ending: "\r\n" stays, a last line without one gets none
 
 
 def _print_legend(styles: dict[str, str], wanted: list[str]) -> None:
