@@ -95,6 +95,33 @@ def test_in_place_splices_the_completion(capsys, lm, source):
     assert text == "".join(splice(*SOURCE.split("<FILL>")[:1], json.loads(out)["text"], SOURCE.split("<FILL>")[1]))
 
 
+def test_in_place_in_a_crlf_file_writes_crlf_lines(capsys, lm, tmp_path, monkeypatch):
+    # the random model seldom writes a newline: its completion gets two lines more, the way a model's would
+    import dataclasses
+
+    from bigcode_cli.cli.commands import generation_run
+
+    real = generation_run.run_completion
+
+    def with_lines(completer, request, **options):
+        class Lines:
+            def complete(self, request, on_text):
+                result = completer.complete(request, on_text)
+                first = result.samples[0]
+                return dataclasses.replace(result, samples=[first._replace(text=first.text + "\n    y = 2\n")])
+
+        return real(Lines(), request, **options)
+
+    monkeypatch.setattr(generation_run, "run_completion", with_lines)
+    path = tmp_path / "win.py"
+    path.write_bytes(SOURCE.replace("\n", "\r\n").encode())
+    code, _, err = _run(capsys, "complete", path, "-m", lm, "-t", "0", "--max-new-tokens", "4", "--in-place")
+    assert code == 0, err
+    data = path.read_bytes()
+    assert b"<FILL>" not in data and b"    y = 2\r\n" in data
+    assert data.count(b"\n") == data.count(b"\r\n") > SOURCE.count("\n")  # no bare LF
+
+
 def test_diff_prints_a_unified_diff_and_leaves_the_file(capsys, lm, source):
     code, out, _ = _run(capsys, "complete", source, "-m", lm, "-t", "0", "--max-new-tokens", "8", "--diff")
     assert code == 0

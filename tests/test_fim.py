@@ -312,6 +312,20 @@ def test_splice_leaves_other_joins_alone(prefix, completion, suffix):
     assert splice(prefix, completion, suffix) == (prefix, completion, suffix)
 
 
+def test_splice_in_a_crlf_file_inserts_crlf_lines():
+    from bigcode_cli.generation.fim import splice_in_file_endings
+
+    prefix, suffix = FIB.replace("\n", "\r\n").split("<FILL>")
+    joined = "".join(splice_in_file_endings(prefix, "\n    return __name__\n", suffix))
+    assert joined == "".join(splice(*FIB.split("<FILL>")[:1], "\n    return __name__\n", FIB.split("<FILL>")[1])).replace(
+        "\n", "\r\n")
+    assert "".join(splice_in_file_endings("a = 1\r\nb = ", "2\r\nc = 3", "\r\n")) == "a = 1\r\nb = 2\r\nc = 3\r\n"
+    # a file of LF lines, or of mixed ones, is joined as it is
+    assert splice_in_file_endings("a\n", "b\n", "c\r\n") == splice("a\n", "b\n", "c\r\n")
+    assert splice_in_file_endings(*FIB.split("<FILL>")[:1], "x\n", FIB.split("<FILL>")[1]) == splice(
+        *FIB.split("<FILL>")[:1], "x\n", FIB.split("<FILL>")[1])
+
+
 def test_splice_at_the_end_of_the_file_keeps_the_final_newline():
     assert splice("def f():\n    ", "\n    return 1\n", "") == ("def f():\n", "    return 1\n", "")
 

@@ -271,6 +271,16 @@ def splice(prefix: str, completion: str, suffix: str) -> tuple[str, str, str]:
     return prefix, completion, suffix
 
 
+def splice_in_file_endings(prefix: str, completion: str, suffix: str) -> tuple[str, str, str]:
+    """`splice`, with the inserted text in the file's own line endings: in a file whose every line ends in
+    \r\n (a Windows file), the completion's lines do too, and the joins see whole lines."""
+    whole = prefix + suffix
+    if "\r\n" not in whole or whole.count("\n") != whole.count("\r\n") or prefix.endswith("\r"):
+        return splice(prefix, completion, suffix)
+    parts = splice(prefix.replace("\r\n", "\n"), completion.replace("\r\n", "\n"), suffix.replace("\r\n", "\n"))
+    return tuple(part.replace("\n", "\r\n") for part in parts)  # type: ignore[return-value]
+
+
 def _shallow_line_at(text: str, min_indent: int) -> int | None:
     """Rule 5: where the first complete non-blank line after the first one, indented less than `min_indent`, starts."""
     at = text.find("\n") + 1

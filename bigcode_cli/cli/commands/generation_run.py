@@ -118,9 +118,9 @@ def _show(result: CompletionResult, request: CompletionRequest, *, json_out: boo
     if json_out:
         print_json_lines(completion_records(result))
     elif in_place or diff:
-        from bigcode_cli.generation.fim import splice
+        from bigcode_cli.generation.fim import splice_in_file_endings
 
-        start, inserted, end = splice(request.prefix, texts[0], request.suffix)
+        start, inserted, end = splice_in_file_endings(request.prefix, texts[0], request.suffix)
         before, after = request.prefix + request.suffix, start + inserted + end
         if diff:
             import sys
