@@ -12,6 +12,8 @@ from typing import Literal, get_args
 
 AUTO = "auto"
 
+MAX_SEED = 2**63 - 1  # the largest sampling seed: a torch generator takes a signed 64-bit one
+
 ENGINES = ("native", "transformers")  # native first: the default
 
 # attention implementations; --attn also takes auto (flash when usable, else sdpa)

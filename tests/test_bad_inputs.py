@@ -304,6 +304,8 @@ OPTION_CASES = [
     ("complete repetition-penalty 0", ["complete", "{f}", "-m", "{m}", "--repetition-penalty", "0"], 2,
      "--repetition-penalty"),
     ("complete fim-order", ["complete", "{f}", "-m", "{m}", "--fim-order", "pms"], 2, "--fim-order"),
+    ("complete seed too big", ["complete", "{f}", "-m", "{m}", "--seed", "9" * 23], 2, "--seed"),  # was an internal error
+    ("generate seed negative", ["generate", "x", "-m", "{m}", "--seed", "-1"], 2, "--seed"),
     ("complete attn bogus", ["complete", "{f}", "-m", "{m}", "--attn", "fast"], 2, "--attn"),
     ("complete max-new-tokens word", ["complete", "{f}", "-m", "{m}", "--max-new-tokens", "many"], 2,
      "--max-new-tokens"),

@@ -134,14 +134,16 @@ def test_set_changes_settings_and_bad_values_keep_the_session(models, capsys):
     session = new_session(models)
     drive(session, "/set temperature 0.7" + ENTER + "/set top-k 5" + ENTER + "/set top_p 2" + ENTER
           + "/set top_k x" + ENTER + "/set lines 1" + ENTER + "/set block off" + ENTER + '/stop "\\n\\n" ";"'
-          + ENTER + "/seed 7" + ENTER + "/set max_new_tokens 9" + ENTER + "/quit" + ENTER)
+          + ENTER + "/seed 99999999999999999999" + ENTER + "/seed 7" + ENTER + "/set max_new_tokens 9" + ENTER
+          + "/quit" + ENTER)
     settings = session.settings
     assert (settings.sampling.temperature, settings.sampling.top_k, settings.sampling.top_p) == (0.7, 5, 1.0)
     assert (settings.sampling.seed, settings.max_new_tokens, settings.lines, settings.block) == (7, 9, 1, False)
     assert settings.stops == ["\n\n", ";"]
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert errors == ["error: --top-p must be in (0, 1] (1 = off), got 2.0",
-                      "error: top_k takes a whole number, got 'x'"]
+                      "error: top_k takes a whole number, got 'x'",
+                      "error: seed takes a whole number from 0 to 9223372036854775807, got '99999999999999999999'"]
 
 
 def test_unknown_command_is_one_line_and_the_session_goes_on(models, capsys):

@@ -12,6 +12,7 @@ from bigcode_cli.choices import (
     DEVICE_CHOICES,
     DTYPE_CHOICES,
     FIM_ORDERS,
+    MAX_SEED,
     SPECULATE_CHOICES,
     listed,
 )
@@ -69,13 +70,21 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[str, str], str]:
 _int = _number(int, "a whole number")
 _float = _number(float, "a number")
 
+
+def _seed(key: str, value: str) -> int:
+    seed = _int(key, value)
+    if not 0 <= seed <= MAX_SEED:
+        raise InputError(f"{key} takes a whole number from 0 to {MAX_SEED}, got {value!r}")
+    return seed
+
+
 # /set KEY: (where it lives, parser); "sampling" keys live in settings.sampling
 SETTINGS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "temperature": ("sampling", _float),
     "top_k": ("sampling", _int),
     "top_p": ("sampling", _float),
     "repetition_penalty": ("sampling", _float),
-    "seed": ("sampling", _optional(_int)),
+    "seed": ("sampling", _optional(_seed)),
     "max_new_tokens": ("settings", _int),
     "num_samples": ("settings", _int),
     "lines": ("settings", _optional(_int)),

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
-from bigcode_cli.choices import FimOrder, Speculate
+from bigcode_cli.choices import MAX_SEED, FimOrder, Speculate
 from bigcode_cli.errors import InputError
 from bigcode_cli.generation.completion import MAX_SAMPLES
 from bigcode_cli.generation.fim import Mode
@@ -27,7 +27,6 @@ MAX_EXTRA_CHUNKS = 64
 MAX_CACHE_SALT_CHARS = 256
 
 Number = float  # strict: an int or a float, never a string or a bool
-MAX_SEED = 2**63 - 1
 
 
 class _Body(BaseModel):

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from bigcode_cli.choices import MAX_SEED
 from bigcode_cli.cli.commands.option_groups import OptionGroup, option, with_options
 from bigcode_cli.cli.commands.options import Device, DeviceOpt, OfflineOpt, complete_model
 from bigcode_cli.terminal.console import print_notice, stderr_console
@@ -34,7 +35,7 @@ LrOpt = Annotated[Optional[float], typer.Option(
 BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Examples per step.")]
 UnfreezeOpt = Annotated[int, typer.Option("--unfreeze", min=0, help="Also train the top N transformer blocks.")]
 MaxLengthOpt = Annotated[int, typer.Option("--max-length", min=1, help="Tokens kept per example (the rest is cut).")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (head initialisation, shuffling).")]
+SeedOpt = Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Random seed (head initialisation, shuffling).")]
 PatienceOpt = Annotated[int, typer.Option("--patience", min=1, help="Stop after this many evaluations without improvement.")]
 EvalEveryOpt = Annotated[int, typer.Option("--eval-every", min=0, help="Evaluate every N steps (0: once per epoch).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing model of that name or a non-empty --out.")]

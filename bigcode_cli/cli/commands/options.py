@@ -69,7 +69,8 @@ TemperatureOpt = Annotated[float, typer.Option("--temperature", "-t", help="Samp
 TopKOpt = Annotated[int, typer.Option("--top-k", help="Sample only from the k most likely tokens; 0 = off.", min=0)]
 TopPOpt = Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass in (0, 1]; 1 = off.")]
 RepetitionPenaltyOpt = Annotated[float, typer.Option("--repetition-penalty", help="Above 1 discourages repeats; 1 = off.")]
-SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed for reproducible sampling.", show_default=False)]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", min=0, max=choices.MAX_SEED, show_default=False,
+                                                help="Seed for reproducible sampling.")]
 StopOpt = Annotated[Optional[list[str]], typer.Option("--stop", help="Stop when this text is generated (repeatable).", show_default=False)]
 NumSamplesOpt = Annotated[int, typer.Option("--num-samples", "-n", help="Samples to generate, in one batch.", min=1)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object per sample instead of the text.")]
