@@ -197,6 +197,19 @@ def test_redact_on_stdin_prints_every_line_back_with_its_own_ending(tagger, monk
     assert out == expected and out.count("\r\n") == 2 and not out.endswith("\n")
 
 
+def test_the_table_without_colour_marks_each_span(tagger, monkeypatch, capsys):
+    # highlighting is the table's only way to show a span: without colour (NO_COLOR, a pipe) they were invisible
+    lines = b'x = "hunter2"\nprint(fibonacci(10))\n'
+    code, out, _ = run_cli(monkeypatch, capsys, ["tag", "-m", str(tagger)], lines)
+    spans = [s for r in map(json.loads, out.splitlines()) for s in r["spans"]]
+    assert spans
+    monkeypatch.setenv("NO_COLOR", "1")
+    code, out, err = run_cli(monkeypatch, capsys, ["tag", "-m", str(tagger), "--format", "table"], lines)
+    assert code == 0, err
+    assert all(f"[{s['label']}: {s['text']}]" in out for s in spans), out
+    assert "\x1b[" not in out
+
+
 def test_truncated_tagging_keeps_offsets_into_the_original(tagger, monkeypatch, capsys):
     text = " ".join(f"v{i}" for i in range(150))
     for side in ("left", "right"):

@@ -19,7 +19,7 @@ from bigcode_cli.cli.commands.pipeline import (
 )
 from bigcode_cli.cli.commands.scale_out import SCALE_OUT, ScaleOut, output_file, run_on_ray
 from bigcode_cli.terminal.model_choice import ModelChoice
-from bigcode_cli.terminal.console import stdout_console
+from bigcode_cli.terminal.console import colour_wanted, stdout_console
 from bigcode_cli.terminal.safe_text import for_stream, json_for_stream, safe_text
 from bigcode_cli.pipelines.records import Record
 from bigcode_cli.pipelines.results import TOKEN, tagging_record
@@ -132,6 +132,7 @@ def _print_highlighted(record: Record, spans: list, truncation: dict | None, sty
     from bigcode_cli.pipelines.tagging import split_label
 
     console = stdout_console()
+    marked = not colour_wanted(sys.stdout)  # without colour a span is shown as [LABEL: text]
     note = f" (truncated {truncation['side']})" if truncation else ""
     console.print(Rule(Text(f"{safe_text(str(record.id))}{note}"), align="left", style="dim"))
     code, text, at = record.text.rstrip("\n"), Text(), 0
@@ -139,7 +140,11 @@ def _print_highlighted(record: Record, spans: list, truncation: dict | None, sty
         if span.start >= len(code):
             break
         text.append(safe_text(code[at:span.start]))
-        text.append(safe_text(code[span.start:span.end]), style=styles.get(split_label(span.label)[1], "reverse"))
+        kind = split_label(span.label)[1]
+        if marked:
+            text.append(f"[{safe_text(span.label)}: {safe_text(code[span.start:span.end])}]")
+        else:
+            text.append(safe_text(code[span.start:span.end]), style=styles.get(kind, "reverse"))
         at = min(span.end, len(code))
     text.append(safe_text(code[at:]))
     console.print(text)
