@@ -172,8 +172,10 @@ def test_redact_labels_filter_and_formats(tagger, monkeypatch, capsys):
         code, out, _ = run_cli(monkeypatch, capsys, ["tag", "-m", str(tagger), "--labels", wanted], lines)
         kept = [json.loads(line) for line in out.splitlines()]
         assert [[s for s in r["spans"] if s["label"] == wanted] for r in records] == [r["spans"] for r in kept]
+    code, out, _ = run_cli(monkeypatch, capsys, ["tag", "-m", str(tagger), "--labels", "email,key"], lines)
+    assert [r["spans"] for r in map(json.loads, out.splitlines())] == [r["spans"] for r in records]  # any case
     code, out, err = run_cli(monkeypatch, capsys, ["tag", "-m", str(tagger), "--labels", "PHONE"], lines)
-    assert code == 1 and out == ""
+    assert code == 2 and out == ""  # a bad option value
     assert "--labels PHONE: model" in err and "tags only KEY, EMAIL" in " ".join(err.split())
     # TSV: one line per span
     code, out, _ = run_cli(monkeypatch, capsys, ["tag", "-m", str(tagger), "--format", "tsv"], lines)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from bigcode_cli.errors import InputError
+from bigcode_cli.errors import UsageError
 from bigcode_cli.pipelines.records import Record
 
 if TYPE_CHECKING:
@@ -79,7 +79,8 @@ class Results:
     @classmethod
     def for_task(cls, config: GPTBigCodeConfig, task: str, *, top_k: int | None = None, threshold: float = 0.5,
                  aggregate: str = "word", wanted: Sequence[str] = (), model_name: str = "") -> Results:
-        """The result builder for `task` with this model's labels; unknown --labels are an InputError."""
+        """The result builder for `task` with this model's labels. --labels match the model's entity types in any
+        case (`email` is EMAIL); one the model does not tag is a usage error."""
         labels = config.labels()
         if task == SEQUENCE:
             from bigcode_cli.pipelines.classification import problem_type
@@ -88,10 +89,14 @@ class Results:
         from bigcode_cli.pipelines.tagging import entity_types
 
         known = entity_types(labels)
-        unknown = [w for w in wanted if w not in known]
+        folded: dict[str, str] = {}
+        for kind in known:
+            folded.setdefault(kind.casefold(), kind)
+        chosen = [w if w in known else folded.get(w.casefold(), "") for w in wanted]
+        unknown = [w for w, kind in zip(wanted, chosen) if not kind]
         if unknown:
-            raise InputError(f"--labels {', '.join(unknown)}: model {model_name} tags only {', '.join(known) or 'nothing'}")
-        return cls(task, labels, aggregate=aggregate, wanted=list(wanted))
+            raise UsageError(f"--labels {', '.join(unknown)}: model {model_name} tags only {', '.join(known) or 'nothing'}")
+        return cls(task, labels, aggregate=aggregate, wanted=chosen)
 
     def prediction(self, scored: Scored) -> Any:
         """Classification: the Prediction of one snippet."""

@@ -89,11 +89,13 @@ class PipelineIO(NamedTuple):
     input_format: str  # "auto" | "lines" | "jsonl" | "nul"
     batch_size: int
     truncate: str  # "left" | "right"
+    format_given: bool = False  # --format was on the command line (`output` is not just the default)
 
 
 def _pipeline_io(*, files: list[str] | None, fmt: Any, batch_size: int, truncate: Any, input_format: Any,
                  nul: bool) -> PipelineIO:
-    return PipelineIO(files, output_format(fmt), stdin_format(input_format, nul), batch_size, truncate.value)
+    return PipelineIO(files, output_format(fmt), stdin_format(input_format, nul), batch_size, truncate.value,
+                      fmt is not None)
 
 
 PIPELINE = OptionGroup(

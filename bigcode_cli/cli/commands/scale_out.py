@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, Optional
 
 import typer
@@ -64,6 +65,10 @@ class ScaleOut(NamedTuple):
     gpus_per_worker: float
 
 
+_OTHER_FORMATS = {".csv": "CSV", ".tsv": "TSV", ".xlsx": "Excel", ".arrow": "Arrow",
+                  ".feather": "Feather", ".orc": "ORC", ".avro": "Avro"}  # names that promise another format
+
+
 def _scale_out(*, text_column: str, id_column: str, output: str | None, output_format: Any, ray: bool,
                ray_address: str | None, workers: int, cpus_per_worker: float | None, gpus_per_worker: float) -> ScaleOut:
     if not ray:
@@ -76,6 +81,10 @@ def _scale_out(*, text_column: str, id_column: str, output: str | None, output_f
         raise UsageError("--output-format says how to write --output: give --output FILE or DIR")
     if ray and output is None:
         raise UsageError("--ray writes part files: give --output DIR")
+    suffix = Path(output).suffix.lower() if output is not None else ""
+    if suffix in _OTHER_FORMATS and output_format is None and not ray:
+        raise UsageError(f"--output {output}: writes JSON Lines, or Parquet for a .parquet name, not "
+                         f"{_OTHER_FORMATS[suffix]} (for TSV on stdout: --format tsv > FILE; or say --output-format)")
     return ScaleOut(Columns(text_column, id_column), output, output_format.value if output_format else None, ray,
                     ray_address, workers, cpus_per_worker, gpus_per_worker)
 

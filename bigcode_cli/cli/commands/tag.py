@@ -61,10 +61,11 @@ def tag(
     chosen = io.output
     wanted = [part.strip() for value in (labels or []) for part in value.split(",") if part.strip()]
     options = {"aggregate": aggregate.value, "wanted": wanted}
-    if redact and (scale.ray or scale.output):
+    if redact and (scale.ray or scale.output or io.format_given):
         from bigcode_cli.errors import UsageError
 
-        raise UsageError("--redact prints the input back on stdout; it does not go with --ray or --output")
+        raise UsageError("--redact prints the input back on stdout, in its own format; it does not go with --ray, "
+                         "--output or --format")
     if scale.ray:
         run_on_ray(io=io, choice=choice, scale=scale, task=TOKEN, results=options)
         return
