@@ -12,7 +12,7 @@ from typing import Literal, get_args
 
 AUTO = "auto"
 
-MAX_SEED = 2**63 - 1  # the largest sampling seed: a torch generator takes a signed 64-bit one
+MAX_SEED = 2**63 - 1  # the largest sampling seed: a signed 64-bit integer, as every JSON client can send it
 
 ENGINES = ("native", "transformers")  # native first: the default
 

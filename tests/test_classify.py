@@ -187,6 +187,8 @@ def test_format_detection():
     kept = list(read_stream(io.BufferedReader(io.BytesIO(b"a\r\n\n \r\nb")), "lines", keep_blank=True))
     assert [(r.line, r.text, r.blank, r.ending) for r in kept] == [
         (1, "a", False, "\r\n"), (2, "", True, "\n"), (3, " ", True, "\r\n"), (4, "b", False, "")]
+    last = list(read_stream(io.BufferedReader(io.BytesIO(b"a\nb\r")), "lines"))
+    assert [(r.text, r.ending) for r in last] == [("a", "\n"), ("b", "\r")]  # a \r at the very end is no text
 
 
 def test_blank_lines_on_stdin_are_no_records(classifier, monkeypatch, capsys):

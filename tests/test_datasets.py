@@ -141,3 +141,13 @@ def test_a_part_files_directory_gets_the_umask_s_mode(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755
     assert {stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "out").iterdir()} == {0o644}
+    (tmp_path / "private").mkdir(mode=0o700)  # an empty directory of one's own stays one's own
+    old = os.umask(0o022)
+    try:
+        parts = PartFiles(tmp_path / "private", "jsonl")
+        parts.write([{"id": 1}])
+        parts.commit()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "private").stat().st_mode) == 0o700
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "private").iterdir()} == {0o600}

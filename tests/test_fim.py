@@ -320,6 +320,9 @@ def test_splice_in_a_crlf_file_inserts_crlf_lines():
     assert joined == "".join(splice(*FIB.split("<FILL>")[:1], "\n    return __name__\n", FIB.split("<FILL>")[1])).replace(
         "\n", "\r\n")
     assert "".join(splice_in_file_endings("a = 1\r\nb = ", "2\r\nc = 3", "\r\n")) == "a = 1\r\nb = 2\r\nc = 3\r\n"
+    # a completion cut after a \r (a stop string at \n), and a cursor between a line's \r and \n
+    assert "".join(splice_in_file_endings("x = 1\r\nb = ", "1\r", "\r\nz = 3\r\n")) == "x = 1\r\nb = 1\r\nz = 3\r\n"
+    assert "".join(splice_in_file_endings("a = 1\r", "  # one\nb = 2", "\nc = 3\r\n")) == "a = 1  # one\r\nb = 2\r\nc = 3\r\n"
     # a file of LF lines, or of mixed ones, is joined as it is
     assert splice_in_file_endings("a\n", "b\n", "c\r\n") == splice("a\n", "b\n", "c\r\n")
     assert splice_in_file_endings(*FIB.split("<FILL>")[:1], "x\n", FIB.split("<FILL>")[1]) == splice(

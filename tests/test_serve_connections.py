@@ -9,6 +9,7 @@ import json
 import socket
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -212,3 +213,43 @@ def test_a_large_body_is_decoded_and_validated_off_the_event_loop():
     assert asyncio.run(read(16)) == "x" * 16
     assert asyncio.run(read(OFF_LOOP_BYTES)) == "x" * OFF_LOOP_BYTES
     assert threads[0] == loop_thread and threads[1] != loop_thread
+
+
+def test_a_burst_of_newcomers_closes_one_connection_each(monkeypatch):
+    # asyncio accepts a burst in one pass of its loop, where a closed connection is still in the set until its
+    # connection_lost runs: each newcomer must close another one, not the one an earlier newcomer just closed
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    from bigcode_cli.serve.connections import bounded_protocol
+    from bigcode_cli.serve.limits import ConnectionLimits
+
+    class Transport:
+        def __init__(self) -> None:
+            self.closing = False
+
+        def close(self) -> None:
+            self.closing = True
+
+        def is_closing(self) -> bool:
+            return self.closing
+
+    class Loop:
+        def time(self) -> float:
+            return time.monotonic()
+
+        def call_later(self, delay: float, callback) -> Any:
+            return type("Handle", (), {"cancel": lambda self: None})()
+
+    def made(self, transport) -> None:  # uvicorn's own part: the connection joins the server's set
+        self.transport = transport
+        self.connections.add(self)
+
+    monkeypatch.setattr(H11Protocol, "connection_made", made)
+    protocol = bounded_protocol(ConnectionLimits(max_connections=4, timeout=60))
+    shared: set = set()
+    for _ in range(10):  # all in one pass: nothing leaves the set
+        connection = protocol.__new__(protocol)
+        connection.connections, connection.loop, connection.cycle = shared, Loop(), None
+        connection.connection_made(Transport())
+    assert len(shared) == 10
+    assert sum(not connection.transport.is_closing() for connection in shared) == 4

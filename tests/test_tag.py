@@ -205,6 +205,13 @@ def test_the_table_without_colour_marks_each_span(tagger, monkeypatch, capsys):
     code, out, _ = run_cli(monkeypatch, capsys, ["tag", "-m", str(tagger)], lines)
     spans = [s for r in map(json.loads, out.splitlines()) for s in r["spans"]]
     assert spans
+    import sys
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # stdout as a terminal: colour unless NO_COLOR
+    monkeypatch.setenv("TERM", "xterm-256color")
+    code, out, err = run_cli(monkeypatch, capsys, ["tag", "-m", str(tagger), "--format", "table"], lines)
+    assert code == 0, err
+    assert "\x1b[" in out and not any(f"[{s['label']}: " in out for s in spans)  # highlighted
     monkeypatch.setenv("NO_COLOR", "1")
     code, out, err = run_cli(monkeypatch, capsys, ["tag", "-m", str(tagger), "--format", "table"], lines)
     assert code == 0, err

@@ -275,9 +275,14 @@ def splice_in_file_endings(prefix: str, completion: str, suffix: str) -> tuple[s
     """`splice`, with the inserted text in the file's own line endings: in a file whose every line ends in
     \r\n (a Windows file), the completion's lines do too, and the joins see whole lines."""
     whole = prefix + suffix
-    if "\r\n" not in whole or whole.count("\n") != whole.count("\r\n") or prefix.endswith("\r"):
+    if "\r\n" not in whole or whole.count("\n") != whole.count("\r\n"):
         return splice(prefix, completion, suffix)
-    parts = splice(prefix.replace("\r\n", "\n"), completion.replace("\r\n", "\n"), suffix.replace("\r\n", "\n"))
+    if prefix.endswith("\r"):  # a cursor between a line's \r and its \n: the whole ending goes after it
+        prefix, suffix = prefix[:-1], "\r" + suffix
+    completion = completion.replace("\r\n", "\n")
+    if completion.endswith("\r"):  # the \r of a \r\n whose \n a stop string cut off, with it
+        completion = completion[:-1]
+    parts = splice(prefix.replace("\r\n", "\n"), completion, suffix.replace("\r\n", "\n"))
     return tuple(part.replace("\n", "\r\n") for part in parts)  # type: ignore[return-value]
 
 

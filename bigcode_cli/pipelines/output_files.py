@@ -34,15 +34,16 @@ def _umask() -> int:
     return mask
 
 
-def output_mode(path: Path) -> int:
-    """The permission bits of an output file: what a new file gets under the umask (a temporary file from mkstemp
-    is private, 0600), and no more than the regular file it replaces had, so a private file stays private."""
-    mode = 0o666 & ~_umask()
+def output_mode(path: Path, kind: int = stat.S_IFREG) -> int:
+    """The permission bits of an output file (or, with `kind` S_IFDIR, directory): what a new one gets under the
+    umask (mkstemp's and mkdtemp's are private, 0600 and 0700), and no more than the one of that kind it
+    replaces had, so a private file stays private."""
+    mode = (0o777 if kind == stat.S_IFDIR else 0o666) & ~_umask()
     try:
         replaced = os.stat(path, follow_symlinks=False)
     except OSError:
         return mode
-    return mode & replaced.st_mode if stat.S_ISREG(replaced.st_mode) else mode
+    return mode & replaced.st_mode if stat.S_IFMT(replaced.st_mode) == kind else mode
 
 
 def format_of(path: str | Path) -> str:
@@ -53,14 +54,17 @@ def format_of(path: str | Path) -> str:
 class _RecordFile:
     """One output file being written under a temporary name."""
 
-    def __init__(self, path: Path, fmt: str, tables: Any = None) -> None:
+    def __init__(self, path: Path, fmt: str, tables: Any = None, most: int = 0o666) -> None:
         if fmt not in OUTPUT_FORMATS:
             raise InputError(f"unknown output format {fmt!r}; choose {', '.join(OUTPUT_FORMATS)}")
         self.path, self.fmt = path, fmt
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         self.temp = Path(name)
         self.handle = os.fdopen(fd, "wb")
-        os.fchmod(fd, output_mode(path))
+        try:
+            os.fchmod(fd, output_mode(path) & most)
+        except OSError:
+            pass  # a file system without modes: the file keeps what it got
         self.parquet: Any = None
         self.tables = tables
         if fmt == "parquet" and tables is None:
@@ -140,6 +144,7 @@ class PartFiles:
         if not parent.is_dir():
             raise InputError(f"--output {directory}: the directory {parent} does not exist")
         self.fmt, self.part_records = fmt, part_records
+        self.mode = output_mode(self.directory, stat.S_IFDIR)  # no more than an empty directory it replaces had
         self.temp = Path(tempfile.mkdtemp(prefix=f".{self.directory.name}.", suffix=".tmp", dir=parent))
         self.parts: list[Path] = []
         self.current: _RecordFile | None = None
@@ -157,7 +162,7 @@ class PartFiles:
             if self.current is None or self.in_current >= self.part_records:
                 self._finish_part()
                 name = f"part-{len(self.parts):05d}.{self.fmt}"
-                self.current = _RecordFile(self.temp / name, self.fmt, self.tables)
+                self.current = _RecordFile(self.temp / name, self.fmt, self.tables, most=self.mode & 0o666)
                 self.parts.append(self.temp / name)
                 self.in_current = 0
             room = self.part_records - self.in_current
@@ -176,7 +181,7 @@ class PartFiles:
         self._finish_part()  # no records at all: an empty directory
         if self.directory.is_dir():
             self.directory.rmdir()  # empty, checked at the start
-        os.chmod(self.temp, 0o777 & ~_umask())  # mkdtemp's is private (0700) while the parts are written
+        os.chmod(self.temp, self.mode)  # mkdtemp's is private (0700) while the parts are written
         os.replace(self.temp, self.directory)
         return [self.directory / p.name for p in self.parts]
 

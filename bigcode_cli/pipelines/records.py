@@ -34,7 +34,7 @@ class Record:
     kind: str = "line"  # how it was read: "line", "json", "nul", "row" (Parquet) or "file"
     fields: dict[str, Any] = field(default_factory=dict)  # the JSON object's fields other than text
     error: str | None = None
-    ending: str = ""  # a line's own terminator as read ("\n", "\r\n", or "" at the end of the input)
+    ending: str = ""  # a line's own terminator as read ("\n", "\r\n"; at the end of the input "\r" or "")
     blank: bool = False  # a blank line kept in place (read_stream's keep_blank): text to print back, not a record
 
     def where(self) -> str:
@@ -93,7 +93,7 @@ def _line_records(stream: IO[bytes], source: str, start: int, first: int = 1,
     `blank` Record holding it (for --redact, which prints the input back)."""
     index = start
     for number, raw in enumerate(stream, first):
-        ending = b"\r\n" if raw.endswith(b"\r\n") else b"\n" if raw.endswith(b"\n") else b""
+        ending = next((end for end in (b"\r\n", b"\n", b"\r") if raw.endswith(end)), b"")  # \r alone: the input's end
         raw = raw[: len(raw) - len(ending)]
         text = _decode(raw)
         if text is not None and not text.strip():

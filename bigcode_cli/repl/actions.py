@@ -71,7 +71,7 @@ _int = _number(int, "a whole number")
 _float = _number(float, "a number")
 
 
-def _seed(key: str, value: str) -> int:
+def _seed_value(key: str, value: str) -> int:
     seed = _int(key, value)
     if not 0 <= seed <= MAX_SEED:
         raise InputError(f"{key} takes a whole number from 0 to {MAX_SEED}, got {value!r}")
@@ -84,7 +84,7 @@ SETTINGS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "top_k": ("sampling", _int),
     "top_p": ("sampling", _float),
     "repetition_penalty": ("sampling", _float),
-    "seed": ("sampling", _optional(_seed)),
+    "seed": ("sampling", _optional(_seed_value)),
     "max_new_tokens": ("settings", _int),
     "num_samples": ("settings", _int),
     "lines": ("settings", _optional(_int)),

@@ -40,8 +40,9 @@ class _BoundedH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.opened_at = self.loop.time()
-        if len(self.connections) > self.limits.max_connections:
-            others = [other for other in self.connections if other is not self]
+        # one already closed (in this loop pass, by an earlier newcomer of a burst) counts as gone
+        others = [other for other in self.connections if other is not self and not _is_closing(other)]
+        if len(others) + 1 > self.limits.max_connections:
             closable = [other for other in others if _is_idle(other)] or [
                 other for other in others if _is_receiving_body(other)]
             if not closable:
@@ -83,6 +84,11 @@ def _is_idle(protocol: Any) -> bool:
     """Whether no request of this connection is running (none yet, or its response is complete)."""
     cycle = getattr(protocol, "cycle", None)
     return cycle is None or cycle.response_complete
+
+
+def _is_closing(protocol: Any) -> bool:
+    transport = getattr(protocol, "transport", None)
+    return transport is None or transport.is_closing()
 
 
 def _is_receiving_body(protocol: Any) -> bool:

@@ -20,7 +20,7 @@ from bigcode_cli.cli.commands.pipeline import (
 from bigcode_cli.cli.commands.scale_out import SCALE_OUT, ScaleOut, output_file, run_on_ray
 from bigcode_cli.terminal.model_choice import ModelChoice
 from bigcode_cli.terminal.console import colour_wanted, stdout_console
-from bigcode_cli.terminal.safe_text import for_stream, json_for_stream, safe_text
+from bigcode_cli.terminal.safe_text import for_stream, is_terminal, json_for_stream, safe_text
 from bigcode_cli.pipelines.records import Record
 from bigcode_cli.pipelines.results import TOKEN, tagging_record
 
@@ -77,12 +77,11 @@ def tag(
         results = Results.for_task(run.loaded.runner.config, TOKEN, model_name=run.loaded.name, **options)
         styles = {kind: STYLES[i % len(STYLES)] for i, kind in enumerate(entity_types(results.labels))}
         if chosen == "table" and not redact and sink is None:
-            _print_legend(styles, wanted)
+            _print_legend(styles, results.wanted)
         for chunk in run.chunks(keep_blank=redact):
             if redact:  # every line in its place, blank ones too
-                sys.stdout.write(for_stream("".join(
-                    _redacted(record, results.spans(record, scored) if scored is not None else [])
-                    for record, scored in chunk), sys.stdout))
+                sys.stdout.write("".join(_redacted(record, results.spans(record, scored) if scored is not None else [])
+                                         for record, scored in chunk))
                 continue
             rows = [(record, results.spans(record, scored), scored.encoded.truncation()) for record, scored in chunk]
             if sink is not None:
@@ -102,17 +101,20 @@ def _tsv_lines(record: Record, spans: list, truncation: dict | None) -> str:
 
 
 def _redacted(record: Record, spans: list) -> str:
-    """The record as it was read, with its spans replaced."""
+    """The record as it was read, with its spans replaced, made safe for stdout (for_stream)."""
     from bigcode_cli.pipelines.tagging import redact
 
     text = redact(record.text, spans)
     if record.kind == "json":
-        return json_line({**record.fields, "text": text})
+        return for_stream(json_line({**record.fields, "text": text}), sys.stdout)
     if record.kind == "nul":
-        return text + "\0"
+        return for_stream(text + "\0", sys.stdout)
     if record.kind == "file":
-        return text
-    return text + record.ending  # the line's own ending: "\r\n" stays, a last line without one gets none
+        return for_stream(text, sys.stdout)
+    # the line's own ending in a pipe ("\r\n" stays, a last line without one gets none); a terminal is shown a
+    # plain newline, where the \r would be escaped as text
+    ending = "\n" if record.ending and is_terminal(sys.stdout) else record.ending
+    return for_stream(text, sys.stdout) + ending
 
 
 def _print_legend(styles: dict[str, str], wanted: list[str]) -> None:
