@@ -253,3 +253,25 @@ def test_a_burst_of_newcomers_closes_one_connection_each(monkeypatch):
         connection.connection_made(Transport())
     assert len(shared) == 10
     assert sum(not connection.transport.is_closing() for connection in shared) == 4
+
+
+def test_a_body_cut_off_by_its_client_is_a_499_not_an_internal_error():
+    from pydantic import BaseModel
+    from starlette.requests import Request
+
+    from bigcode_cli.serve.errors import ApiError
+    from bigcode_cli.serve.handling import ServeConfig, read_request
+
+    class Body(BaseModel):
+        prompt: str
+
+    messages = [{"type": "http.request", "body": b'{"prompt": ', "more_body": True}, {"type": "http.disconnect"}]
+
+    async def receive():
+        return messages.pop(0)
+
+    scope = {"type": "http", "method": "POST", "path": "/completion", "headers": [
+        (b"content-type", b"application/json"), (b"content-length", b"100")]}
+    with pytest.raises(ApiError) as caught:
+        asyncio.run(read_request(Request(scope, receive), Body, ServeConfig(model_name="m", body_timeout=5)))
+    assert caught.value.status == 499

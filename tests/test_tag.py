@@ -217,6 +217,10 @@ def test_the_table_without_colour_marks_each_span(tagger, monkeypatch, capsys):
     assert code == 0, err
     assert all(f"[{s['label']}: {s['text']}]" in out for s in spans), out
     assert "\x1b[" not in out
+    kind = spans[0]["label"].split("-")[-1]
+    code, out, err = run_cli(monkeypatch, capsys, ["tag", "-m", str(tagger), "--format", "table", "--labels",
+                                                   kind.lower()], lines)
+    assert code == 0 and f" {kind} " in out.splitlines()[0], out  # the legend names the label, whatever its case
 
 
 def test_truncated_tagging_keeps_offsets_into_the_original(tagger, monkeypatch, capsys):
